@@ -1,0 +1,60 @@
+# The two commands of the README: `make run` (demo on SQLite) and `make test` (everything, on PostgreSQL).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null)
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/feedback
+
+.PHONY: run test lint typecheck pytest bench install install-dev lock browser clean
+
+$(VENV)/bin/python:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	uv venv --quiet --python $(PYTHON) $(VENV)
+
+# Installs exactly the hashed pins; re-runs only when a lock file changes.
+$(VENV)/.installed: requirements.lock | $(VENV)/bin/python
+	uv pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	@rm -f $(VENV)/.installed-dev
+	@touch $@
+
+$(VENV)/.installed-dev: requirements-dev.lock | $(VENV)/bin/python
+	uv pip sync --quiet --python $(PY) --require-hashes requirements-dev.lock
+	@touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+lock:
+	uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes --no-header -o requirements.lock
+	uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-header -o requirements-dev.lock
+
+run: install
+	@DEBUG=1 DATABASE_URL=$${DEMO_DATABASE_URL:-sqlite:///var/demo.sqlite3} CELERY_BROKER_URL= SECURE_SSL_REDIRECT=0 \
+	  bash -c 'set -e; $(PY) manage.py migrate --no-input -v 0 && $(PY) manage.py demo && \
+	  echo "Serving http://127.0.0.1:8000/ (Ctrl+C stops)" && \
+	  exec $(PY) manage.py runserver 127.0.0.1:8000 --noreload'
+
+# Debian's Chromium for the browser tests; Playwright never downloads a browser.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install-dev
+	DEBUG=1 $(VENV)/bin/mypy .
+
+pytest: install-dev browser
+	@$(PY) -m feedback.dbcheck "$(DATABASE_URL)"
+	DATABASE_URL=$(DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: install-dev
+	@$(PY) -m feedback.dbcheck "$(DATABASE_URL)"
+	DATABASE_URL=$(DATABASE_URL) $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,198 @@
+"""The item format of the public contract: parsing and validation of one item object.
+
+Validation is hand-written rather than a DRF serializer because imports run it a
+million times; every error names the field path inside the item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedback.models import Campaign, Response
+
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+FORMATS = set(Response.Format.values)
+MAX_TEXT = 1_000_000  # characters in one prompt message or response
+MAX_EXTERNAL_ID = 200
+
+
+@dataclass
+class ResponseInput:
+    model: str
+    text: str
+    format: str
+
+
+@dataclass
+class ItemInput:
+    prompt: str | list[dict[str, str]]
+    context: dict[str, Any]
+    metadata: dict[str, Any]
+    responses: list[ResponseInput]
+    external_id: str | None = None
+    priority: int = 0
+    is_gold: bool = False
+    gold_answer: Any = None
+    content_hash: str = field(default="")
+
+
+def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
+    if isinstance(value, str):
+        if not value.strip():
+            errors.setdefault("prompt", []).append("must not be empty")
+        elif len(value) > MAX_TEXT:
+            errors.setdefault("prompt", []).append(f"is longer than {MAX_TEXT} characters")
+        return
+    if isinstance(value, list):
+        if not value:
+            errors.setdefault("prompt", []).append("must have at least one message")
+        for index, message in enumerate(value):
+            where = f"prompt[{index}]"
+            if not isinstance(message, dict):
+                errors.setdefault(where, []).append("must be an object with role and content")
+                continue
+            role = message.get("role")
+            if role not in ROLES:
+                errors.setdefault(f"{where}.role", []).append(
+                    f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
+                )
+            content = message.get("content")
+            if not isinstance(content, str):
+                errors.setdefault(f"{where}.content", []).append("must be a string")
+            elif len(content) > MAX_TEXT:
+                errors.setdefault(f"{where}.content", []).append(
+                    f"is longer than {MAX_TEXT} characters"
+                )
+        return
+    if value is None:
+        errors.setdefault("prompt", []).append("is required")
+    else:
+        errors.setdefault("prompt", []).append("must be a string or a list of chat messages")
+
+
+def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> str:
+    canonical = json.dumps(
+        {
+            "prompt": prompt,
+            "context": context,
+            "responses": [[r.model, r.text] for r in responses],
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[str, list[str]]]:
+    """Validate one item object. Returns (item, {}) or (None, {field path: [messages]})."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(raw, dict):
+        return None, {"": ["must be a JSON object"]}
+
+    known = {
+        "external_id",
+        "prompt",
+        "context",
+        "responses",
+        "metadata",
+        "priority",
+        "is_gold",
+        "gold_answer",
+    }
+    for key in raw:
+        if key not in known:
+            errors.setdefault(str(key), []).append("is not a field of an item")
+
+    prompt = raw.get("prompt")
+    _check_prompt(prompt, errors)
+
+    context = raw.get("context", {})
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        errors.setdefault("context", []).append("must be an object")
+
+    metadata = raw.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        errors.setdefault("metadata", []).append("must be an object")
+
+    external_id = raw.get("external_id")
+    if external_id is not None:
+        if isinstance(external_id, int) and not isinstance(external_id, bool):
+            external_id = str(external_id)
+        if not isinstance(external_id, str) or not external_id.strip():
+            errors.setdefault("external_id", []).append("must be a non-empty string")
+        elif len(external_id) > MAX_EXTERNAL_ID:
+            errors.setdefault("external_id", []).append(
+                f"is longer than {MAX_EXTERNAL_ID} characters"
+            )
+
+    priority = raw.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not -1000 <= priority <= 1000:
+        errors.setdefault("priority", []).append("must be an integer from -1000 to 1000")
+
+    is_gold = raw.get("is_gold", False)
+    if not isinstance(is_gold, bool):
+        errors.setdefault("is_gold", []).append("must be true or false")
+
+    responses: list[ResponseInput] = []
+    raw_responses = raw.get("responses", [])
+    if raw_responses is None:
+        raw_responses = []
+    if not isinstance(raw_responses, list):
+        errors.setdefault("responses", []).append("must be a list")
+        raw_responses = []
+    for index, r in enumerate(raw_responses):
+        where = f"responses[{index}]"
+        if not isinstance(r, dict):
+            errors.setdefault(where, []).append("must be an object with model and text")
+            continue
+        model = r.get("model")
+        text = r.get("text")
+        fmt = r.get("format", Response.Format.MARKDOWN)
+        if not isinstance(model, str) or not model.strip():
+            errors.setdefault(f"{where}.model", []).append("must be a non-empty string")
+        if not isinstance(text, str):
+            errors.setdefault(f"{where}.text", []).append("must be a string")
+        elif len(text) > MAX_TEXT:
+            errors.setdefault(f"{where}.text", []).append(f"is longer than {MAX_TEXT} characters")
+        if fmt not in FORMATS:
+            errors.setdefault(f"{where}.format", []).append(
+                f"must be one of {', '.join(sorted(FORMATS))}, got {fmt!r}"
+            )
+        for key in r:
+            if key not in {"model", "text", "format"}:
+                errors.setdefault(f"{where}.{key}", []).append("is not a field of a response")
+        if isinstance(model, str) and isinstance(text, str) and fmt in FORMATS:
+            responses.append(ResponseInput(model=model.strip(), text=text, format=fmt))
+
+    if raw_responses and not errors:
+        low, high = campaign.responses_wanted
+        count = len(raw_responses)
+        if count < low or (high is not None and count > high):
+            wanted = f"exactly {low}" if low == high else f"at least {low}"
+            errors.setdefault("responses", []).append(
+                f"a {campaign.kind} campaign needs {wanted} responses per item (or none, "
+                f"to generate them), got {count}"
+            )
+
+    if errors:
+        return None, errors
+    item = ItemInput(
+        prompt=prompt,  # type: ignore[arg-type]
+        context=context,
+        metadata=metadata,
+        responses=responses,
+        external_id=external_id,
+        priority=priority,
+        is_gold=is_gold,
+        gold_answer=raw.get("gold_answer"),
+    )
+    item.content_hash = content_hash(prompt, context, responses)
+    return item, {}

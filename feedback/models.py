@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("A user needs an email address")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        extra.setdefault("role", User.Role.ADMIN)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A person who signs in by email. The role decides what they may do."""
+
+    class Role(models.TextChoices):
+        EXPERT = "expert", "Expert"
+        LEAD = "lead", "Lead"
+        ADMIN = "admin", "Admin"
+        ENGINEER = "engineer", "ML engineer"
+
+    username = None  # type: ignore[assignment]
+    email = models.EmailField("email address", unique=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.EXPERT)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS = []
+
+    objects = UserManager()  # type: ignore[assignment,misc]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_expert(self) -> bool:
+        return self.role == self.Role.EXPERT
+
+    @property
+    def manages_campaigns(self) -> bool:
+        """Admins and ML engineers create campaigns and push items."""
+        return self.role in {self.Role.ADMIN, self.Role.ENGINEER}
+
+    @property
+    def sees_all_campaigns(self) -> bool:
+        return self.role in {self.Role.ADMIN, self.Role.ENGINEER, self.Role.LEAD}
+
+
+class ExpertProfile(models.Model):
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="profile")
+    skills = models.JSONField(default=list, blank=True)
+    trust_score = models.FloatField(default=1.0)
+    # Payout details are never logged; they are read only by the payout provider.
+    payout_details = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
+
+class ApiKey(models.Model):
+    """A bearer key for the REST API. Only the SHA-256 of the key is stored."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="The first characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Invitation(models.Model):
+    """Sign-up is by invitation only: an admin invites an email with a role."""
+
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=User.Role.choices, default=User.Role.EXPERT)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_user = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"invitation for {self.email}"
+
+
+class Campaign(models.Model):
+    class Kind(models.TextChoices):
+        RATING = "rating", "Rating"
+        PAIRWISE = "pairwise", "Pairwise preference"
+        RANKING = "ranking", "Ranking"
+        CORRECTION = "correction", "Correction"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CLOSED = "closed", "Closed"
+
+    class Acceptance(models.TextChoices):
+        AUTO = "auto", "Automatic"
+        LEAD = "lead", "By a lead"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    instructions = models.TextField(blank=True, help_text="Markdown shown to experts.")
+    # [{"key": "accuracy", "label": "Accuracy", "min": 1, "max": 5, "anchors": {"1": "...", "5": "..."}}]
+    rubric = models.JSONField(default=list, blank=True)
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Reviews wanted per item.")
+    required_skills = models.JSONField(default=list, blank=True)
+    gold_rate = models.FloatField(default=0.0)
+    requires_qualification = models.BooleanField(default=False)
+    # {"currency": "USD", "per_review": 250, "per_hour": 6000, "max_minutes_per_review": 20}
+    pay = models.JSONField(default=dict, blank=True)
+    acceptance = models.CharField(max_length=8, choices=Acceptance.choices, default=Acceptance.AUTO)
+    lease_minutes = models.PositiveIntegerField(default=30)
+    generation_models = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+", null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def responses_wanted(self) -> tuple[int, int | None]:
+        """(minimum, maximum) responses an item of this kind carries."""
+        if self.kind == self.Kind.PAIRWISE:
+            return 2, 2
+        if self.kind == self.Kind.RANKING:
+            return 2, None
+        return 1, 1
+
+
+class Qualification(models.Model):
+    """Whether an expert may work on a campaign that requires qualification."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="qualifications")
+    expert = models.ForeignKey(User, on_delete=models.CASCADE, related_name="qualifications")
+    qualified = models.BooleanField(default=True)
+    granted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "expert"], name="qualification_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.expert} {'qualified' if self.qualified else 'not qualified'} for {self.campaign}"
+
+
+class Item(models.Model):
+    """One thing to judge: a prompt, its context and the responses of one or more models."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="items")
+    # NULL, not "", when absent: the per-campaign uniqueness applies only to ids that exist.
+    external_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    prompt = models.JSONField(help_text="A string or a list of chat messages.")
+    context = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    content_hash = models.CharField(max_length=64)
+    priority = models.IntegerField(default=0)
+    is_gold = models.BooleanField(default=False)
+    gold_answer = models.JSONField(null=True, blank=True)
+    # Slots still open in the queue: overlap minus live (claimed or submitted) assignments.
+    # Kept on the row so a claim is one indexed lookup, not a count over assignments.
+    open_slots = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "content_hash"], name="item_unique_content_per_campaign"
+            ),
+            models.UniqueConstraint(
+                fields=["campaign", "external_id"],
+                condition=Q(external_id__isnull=False),
+                name="item_unique_external_id_per_campaign",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                "campaign",
+                models.F("priority").desc(),
+                "open_slots",
+                "id",
+                name="item_queue_idx",
+                condition=Q(open_slots__gt=0, is_gold=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"item {self.pk}"
+
+
+class Response(models.Model):
+    class Format(models.TextChoices):
+        MARKDOWN = "markdown", "Markdown"
+        CODE = "code", "Code"
+        DIFF = "diff", "Diff"
+        TEXT = "text", "Plain text"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="responses")
+    model_name = models.CharField(max_length=200)
+    text = models.TextField()
+    format = models.CharField(max_length=16, choices=Format.choices, default=Format.MARKDOWN)
+    position = models.PositiveSmallIntegerField(default=0)
+    # {"prompt_tokens": .., "completion_tokens": .., "cost_usd_micros": .., "latency_ms": ..}
+    generation = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["item_id", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"response {self.pk} of {self.item_id}"

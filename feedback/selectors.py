@@ -1,0 +1,42 @@
+"""Reads of the core domain, always scoped to the acting user."""
+
+from __future__ import annotations
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from feedback.errors import NotFound
+from feedback.models import Campaign, ExpertProfile, Qualification, User
+
+
+def expert_skills(*, user: User) -> set[str]:
+    profile = ExpertProfile.objects.filter(user=user).only("skills").first()
+    return set(profile.skills) if profile else set()
+
+
+def campaigns_for_user(*, user: User) -> QuerySet[Campaign]:
+    """Campaigns the user may see.
+
+    Admins, ML engineers and leads see every campaign. An expert sees the active and
+    paused campaigns they are eligible for: qualified where qualification is required,
+    and holding every required skill (checked in Python: skills lists are short).
+    """
+    if user.sees_all_campaigns:
+        return Campaign.objects.all()
+    qualified = Qualification.objects.filter(campaign=OuterRef("pk"), expert=user, qualified=True)
+    qs = Campaign.objects.filter(
+        status__in=[Campaign.Status.ACTIVE, Campaign.Status.PAUSED]
+    ).filter(Q(requires_qualification=False) | Exists(qualified))
+    skills = expert_skills(user=user)
+    allowed = [c.pk for c in qs.only("pk", "required_skills") if set(c.required_skills) <= skills]
+    return Campaign.objects.filter(pk__in=allowed)
+
+
+def campaign_get_for_user(*, user: User, campaign_id: int | str) -> Campaign:
+    try:
+        pk = int(campaign_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"No campaign {campaign_id!r}.") from None
+    campaign = campaigns_for_user(user=user).filter(pk=pk).first()
+    if campaign is None:
+        raise NotFound(f"No campaign {pk} that you can see.")
+    return campaign

@@ -1,0 +1,403 @@
+"""Every write of the core domain: users, keys, campaigns, items."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+from django.utils.text import slugify
+
+from feedback.api_keys import key_hash, new_raw_key
+from feedback.errors import Conflict, PermissionDenied, ValidationFailed
+from feedback.item_input import ItemInput, item_parse
+from feedback.models import (
+    ApiKey,
+    Campaign,
+    ExpertProfile,
+    Invitation,
+    Item,
+    Qualification,
+    Response,
+    User,
+)
+
+CURRENCIES = {"USD", "EUR", "GBP", "CAD", "AUD", "SGD", "CHF", "JPY", "INR"}
+
+
+# --- users -----------------------------------------------------------------
+
+
+def user_add(
+    *,
+    email: str,
+    role: str,
+    password: str | None = None,
+    skills: list[str] | None = None,
+) -> User:
+    if role not in User.Role.values:
+        raise ValidationFailed(
+            f"role must be one of {', '.join(User.Role.values)}", fields={"role": ["unknown role"]}
+        )
+    email = email.strip().lower()
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(email=email, defaults={"role": role})
+        user.role = role
+        user.is_staff = role == User.Role.ADMIN
+        user.is_superuser = role == User.Role.ADMIN
+        if password:
+            user.set_password(password)
+        elif created:
+            user.set_unusable_password()
+        user.save()
+        profile, _ = ExpertProfile.objects.get_or_create(user=user)
+        if skills is not None:
+            profile.skills = sorted({s.strip() for s in skills if s.strip()})
+            profile.save(update_fields=["skills"])
+        _ensure_verified_email(user)
+    return user
+
+
+def _ensure_verified_email(user: User) -> None:
+    """Users made by an admin have a known address; allauth needs its EmailAddress row."""
+    from allauth.account.models import EmailAddress
+
+    EmailAddress.objects.update_or_create(
+        user=user, email=user.email, defaults={"verified": True, "primary": True}
+    )
+
+
+def api_key_create(*, user: User, name: str) -> tuple[ApiKey, str]:
+    """Returns the key row and the raw key, which is shown once and never stored."""
+    raw = new_raw_key()
+    api_key = ApiKey.objects.create(
+        user=user, name=name or "default", prefix=raw[:10], key_hash=key_hash(raw)
+    )
+    return api_key, raw
+
+
+def invitation_create(
+    *, invited_by: User, email: str, role: str = User.Role.EXPERT, days: int = 14
+) -> tuple[Invitation, str]:
+    if invited_by.role != User.Role.ADMIN:
+        raise PermissionDenied("Only admins invite people.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        email=email.strip().lower(),
+        role=role,
+        token_hash=hashlib.sha256(token.encode()).hexdigest(),
+        invited_by=invited_by,
+        expires_at=timezone.now() + timedelta(days=days),
+    )
+    return invitation, token
+
+
+def invitation_find(*, token: str) -> Invitation | None:
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return Invitation.objects.filter(
+        token_hash=digest, accepted_at__isnull=True, expires_at__gt=timezone.now()
+    ).first()
+
+
+def invitation_accept(*, invitation: Invitation, user: User) -> None:
+    with transaction.atomic():
+        updated = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(
+            accepted_at=timezone.now(), accepted_user=user
+        )
+        if not updated:
+            raise Conflict("This invitation was already used.")
+        user.role = invitation.role
+        user.save(update_fields=["role"])
+        ExpertProfile.objects.get_or_create(user=user)
+
+
+# --- campaigns -------------------------------------------------------------
+
+
+def _validate_rubric(rubric: Any) -> list[dict[str, Any]]:
+    fields: dict[str, list[str]] = {}
+    if not isinstance(rubric, list):
+        raise ValidationFailed("rubric must be a list", fields={"rubric": ["must be a list"]})
+    seen: set[str] = set()
+    for index, criterion in enumerate(rubric):
+        where = f"rubric[{index}]"
+        if not isinstance(criterion, dict):
+            fields[where] = ["must be an object"]
+            continue
+        key = criterion.get("key")
+        if not isinstance(key, str) or not key.isidentifier():
+            fields[f"{where}.key"] = ["must be an identifier such as 'accuracy'"]
+        elif key in seen:
+            fields[f"{where}.key"] = [f"{key!r} appears twice"]
+        else:
+            seen.add(key)
+        low, high = criterion.get("min", 1), criterion.get("max", 5)
+        if not isinstance(low, int) or not isinstance(high, int) or low >= high or high - low > 10:
+            fields[f"{where}.min"] = ["min and max must be integers, min < max, at most 11 points"]
+        anchors = criterion.get("anchors", {})
+        if not isinstance(anchors, dict):
+            fields[f"{where}.anchors"] = ["must map a scale point to its anchor text"]
+    if fields:
+        raise ValidationFailed("The rubric is invalid.", fields=fields)
+    return [
+        {
+            "key": c["key"],
+            "label": c.get("label") or c["key"].replace("_", " ").capitalize(),
+            "min": c.get("min", 1),
+            "max": c.get("max", 5),
+            "anchors": {str(k): str(v) for k, v in c.get("anchors", {}).items()},
+            "description": c.get("description", ""),
+        }
+        for c in rubric
+    ]
+
+
+def _validate_pay(pay: Any) -> dict[str, Any]:
+    if not pay:
+        return {}
+    if not isinstance(pay, dict):
+        raise ValidationFailed("pay must be an object", fields={"pay": ["must be an object"]})
+    fields: dict[str, list[str]] = {}
+    currency = pay.get("currency", "USD")
+    if currency not in CURRENCIES:
+        fields["pay.currency"] = [f"must be one of {', '.join(sorted(CURRENCIES))}"]
+    out: dict[str, Any] = {"currency": currency}
+    for key in ("per_review", "per_hour", "max_minutes_per_review"):
+        value = pay.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            fields[f"pay.{key}"] = ["must be a non-negative integer (minor units / minutes)"]
+        out[key] = value
+    for key in pay:
+        if key not in {"currency", "per_review", "per_hour", "max_minutes_per_review"}:
+            fields[f"pay.{key}"] = ["is not a field of pay"]
+    if fields:
+        raise ValidationFailed("The pay settings are invalid.", fields=fields)
+    return out
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:80] or "campaign"
+    slug, n = base, 2
+    while Campaign.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+@dataclass
+class CampaignInput:
+    name: str
+    kind: str
+    instructions: str = ""
+    rubric: Any = None
+    overlap: int = 1
+    required_skills: Any = None
+    gold_rate: float = 0.0
+    requires_qualification: bool = False
+    pay: Any = None
+    acceptance: str = Campaign.Acceptance.AUTO
+    lease_minutes: int = 30
+    generation_models: Any = None
+    status: str = Campaign.Status.DRAFT
+    slug: str | None = None
+
+
+def campaign_create(*, actor: User, data: CampaignInput) -> Campaign:
+    if not actor.manages_campaigns:
+        raise PermissionDenied("Only admins and ML engineers create campaigns.")
+    campaign = Campaign(
+        name=data.name,
+        slug=data.slug or _unique_slug(data.name),
+        kind=data.kind,
+        status=data.status,
+        instructions=data.instructions,
+        rubric=_validate_rubric(data.rubric or []),
+        overlap=data.overlap,
+        required_skills=list(data.required_skills or []),
+        gold_rate=data.gold_rate,
+        requires_qualification=data.requires_qualification,
+        pay=_validate_pay(data.pay or {}),
+        acceptance=data.acceptance,
+        lease_minutes=data.lease_minutes,
+        generation_models=list(data.generation_models or []),
+        created_by=actor,
+    )
+    try:
+        campaign.save()
+    except IntegrityError:
+        raise ValidationFailed(
+            "A campaign with this slug exists.", fields={"slug": ["already taken"]}
+        ) from None
+    return campaign
+
+
+UPDATABLE = {
+    "name",
+    "instructions",
+    "rubric",
+    "overlap",
+    "required_skills",
+    "gold_rate",
+    "requires_qualification",
+    "pay",
+    "acceptance",
+    "lease_minutes",
+    "generation_models",
+    "status",
+}
+
+
+def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any]) -> Campaign:
+    if not actor.manages_campaigns:
+        raise PermissionDenied("Only admins and ML engineers change campaigns.")
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValidationFailed(
+            "Some fields cannot be changed.",
+            fields={k: ["cannot be changed"] for k in sorted(unknown)},
+        )
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        old_overlap = campaign.overlap
+        if "rubric" in changes:
+            changes["rubric"] = _validate_rubric(changes["rubric"])
+        if "pay" in changes:
+            changes["pay"] = _validate_pay(changes["pay"])
+        for key, value in changes.items():
+            setattr(campaign, key, value)
+        campaign.save()
+        delta = campaign.overlap - old_overlap
+        if delta:
+            # Items that are ready to review gain or lose queue slots with the overlap.
+            ready = Item.objects.filter(campaign=campaign, responses__isnull=False).distinct()
+            Item.objects.filter(pk__in=ready.values("pk")).update(
+                open_slots=Greatest(F("open_slots") + delta, 0)
+            )
+    return campaign
+
+
+def qualification_set(*, campaign: Campaign, expert: User, qualified: bool) -> Qualification:
+    qualification, _ = Qualification.objects.update_or_create(
+        campaign=campaign, expert=expert, defaults={"qualified": qualified}
+    )
+    return qualification
+
+
+# --- items -----------------------------------------------------------------
+
+
+@dataclass
+class ItemsAdded:
+    created: list[int]
+    duplicates: list[dict[str, Any]]
+
+
+def items_parse_batch(
+    *, campaign: Campaign, raw_items: Any, base: str = "items"
+) -> list[ItemInput]:
+    """Validate a whole batch; raise one error naming every bad index and field."""
+    if not isinstance(raw_items, list):
+        raise ValidationFailed(
+            "The body must be a JSON list of items.", fields={base: ["must be a list"]}
+        )
+    parsed: list[ItemInput] = []
+    fields: dict[str, list[str]] = {}
+    for index, raw in enumerate(raw_items):
+        item, errors = item_parse(raw, campaign=campaign)
+        for path, messages in errors.items():
+            key = f"{base}[{index}].{path}" if path else f"{base}[{index}]"
+            fields.setdefault(key, []).extend(messages)
+        if item is not None:
+            parsed.append(item)
+    if fields:
+        bad = sorted({int(k.split("[", 1)[1].split("]", 1)[0]) for k in fields})
+        raise ValidationFailed(
+            f"{len(bad)} of {len(raw_items)} items are invalid (index {', '.join(map(str, bad[:20]))}"
+            f"{'…' if len(bad) > 20 else ''}); nothing was saved.",
+            fields=fields,
+        )
+    return parsed
+
+
+def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> ItemsAdded:
+    """Store a validated batch, all or nothing.
+
+    1. Drop duplicates: the same content hash or external_id, within the batch or already stored.
+    2. Insert the items, then their responses.
+    3. Items that already carry their responses open their queue slots; the others wait for
+       generation (open_slots stays 0).
+    """
+    if not actor.manages_campaigns:
+        raise PermissionDenied("Only admins and ML engineers add items.")
+    duplicates: list[dict[str, Any]] = []
+    hashes = {i.content_hash for i in items}
+    ext_ids = {i.external_id for i in items if i.external_id}
+    with transaction.atomic():
+        stored_hashes = set(
+            Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(
+                "content_hash", flat=True
+            )
+        )
+        stored_ext = set(
+            Item.objects.filter(campaign=campaign, external_id__in=ext_ids).values_list(
+                "external_id", flat=True
+            )
+        )
+        keep: list[ItemInput] = []
+        seen_hashes: set[str] = set()
+        seen_ext: set[str] = set()
+        for index, item in enumerate(items):
+            reason = None
+            if item.external_id and (
+                item.external_id in stored_ext or item.external_id in seen_ext
+            ):
+                reason = f"external_id {item.external_id!r} is already in the campaign"
+            elif item.content_hash in stored_hashes or item.content_hash in seen_hashes:
+                reason = "the same prompt, context and responses are already in the campaign"
+            if reason:
+                duplicates.append(
+                    {"index": index, "external_id": item.external_id, "reason": reason}
+                )
+                continue
+            seen_hashes.add(item.content_hash)
+            if item.external_id:
+                seen_ext.add(item.external_id)
+            keep.append(item)
+
+        rows = [
+            Item(
+                campaign=campaign,
+                external_id=i.external_id,
+                prompt=i.prompt,
+                context=i.context,
+                metadata=i.metadata,
+                content_hash=i.content_hash,
+                priority=i.priority,
+                is_gold=i.is_gold,
+                gold_answer=i.gold_answer,
+                open_slots=campaign.overlap if i.responses else 0,
+            )
+            for i in keep
+        ]
+        created = Item.objects.bulk_create(rows, batch_size=1000)
+        if created and created[0].pk is None:
+            # SQLite before RETURNING support: read the ids back by content hash.
+            by_hash = dict(
+                Item.objects.filter(
+                    campaign=campaign, content_hash__in=[r.content_hash for r in rows]
+                ).values_list("content_hash", "pk")
+            )
+            for row in created:
+                row.pk = by_hash[row.content_hash]
+        responses = [
+            Response(item_id=row.pk, model_name=r.model, text=r.text, format=r.format, position=pos)
+            for row, i in zip(created, keep, strict=True)
+            for pos, r in enumerate(i.responses)
+        ]
+        Response.objects.bulk_create(responses, batch_size=1000)
+    return ItemsAdded(created=[r.pk for r in created], duplicates=duplicates)

@@ -1,0 +1,115 @@
+"""REST endpoints of the work: claim the next item, submit, skip, heartbeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response as ApiResponse
+from rest_framework.views import APIView
+
+from feedback.api import _user
+from feedback.selectors import campaign_get_for_user
+from reviews import services
+from reviews.models import Assignment, Review
+from reviews.selectors import assignment_payload
+
+
+class AssignmentPayloadOutput(serializers.Serializer[Any]):
+    assignment = serializers.DictField()
+    item = serializers.DictField()
+
+
+class ReviewOutput(serializers.ModelSerializer[Review]):
+    assignment = serializers.IntegerField(source="assignment_id")
+    item = serializers.IntegerField(source="item_id")
+    chosen = serializers.IntegerField(source="chosen_id", allow_null=True)
+    correction_response = serializers.IntegerField(source="correction_response_id", allow_null=True)
+
+    class Meta:
+        model = Review
+        fields = [
+            "id",
+            "assignment",
+            "item",
+            "ratings",
+            "chosen",
+            "strength",
+            "ranking",
+            "correction_response",
+            "correction_text",
+            "rationale",
+            "flags",
+            "active_seconds",
+            "verdict",
+            "created_at",
+        ]
+
+
+class SkipInput(serializers.Serializer[Any]):
+    reason = serializers.ChoiceField(choices=sorted(services.SKIP_REASONS))
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class HeartbeatInput(serializers.Serializer[Any]):
+    active = serializers.BooleanField(default=True)
+
+
+class NextView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: AssignmentPayloadOutput,
+            204: OpenApiResponse(description="Nothing left for you"),
+        },
+        summary="Claim the next item",
+    )
+    def post(self, request: Request, campaign_id: int) -> ApiResponse:
+        user = _user(request)
+        campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
+        assignment = services.assignment_claim(campaign=campaign, expert=user)
+        if assignment is None:
+            return ApiResponse(status=status.HTTP_204_NO_CONTENT)
+        return ApiResponse(assignment_payload(assignment=assignment))
+
+
+class SubmitView(APIView):
+    @extend_schema(
+        request={"application/json": {"type": "object"}},
+        responses={201: ReviewOutput, 200: ReviewOutput},
+        summary="Submit a review (idempotent per assignment)",
+    )
+    def post(self, request: Request, assignment_id: int) -> ApiResponse:
+        review, created = services.review_submit(
+            assignment_id=assignment_id, expert=_user(request), body=request.data
+        )
+        return ApiResponse(
+            ReviewOutput(review).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class SkipView(APIView):
+    @extend_schema(request=SkipInput, responses={200: dict}, summary="Skip an item with a reason")
+    def post(self, request: Request, assignment_id: int) -> ApiResponse:
+        serializer = SkipInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        assignment = services.assignment_skip(
+            assignment_id=assignment_id, expert=_user(request), **serializer.validated_data
+        )
+        return ApiResponse({"id": assignment.pk, "status": assignment.status})
+
+
+class HeartbeatView(APIView):
+    @extend_schema(request=HeartbeatInput, responses={200: dict}, summary="Keep the lease alive")
+    def post(self, request: Request, assignment_id: int) -> ApiResponse:
+        serializer = HeartbeatInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        assignment: Assignment = services.assignment_heartbeat(
+            assignment_id=assignment_id, expert=_user(request), **serializer.validated_data
+        )
+        return ApiResponse(
+            {"id": assignment.pk, "lease_expires_at": assignment.lease_expires_at.isoformat()}
+        )

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from feedback.models import Campaign, Item, Response
+
+
+class Assignment(models.Model):
+    """One expert's claim on one item's slot."""
+
+    class Status(models.TextChoices):
+        CLAIMED = "claimed", "Claimed"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    expert = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CLAIMED)
+    claimed_at = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Seconds the server saw the expert active (claim and heartbeats); caps the client's figure.
+    observed_seconds = models.PositiveIntegerField(default=0)
+    active_seconds = models.PositiveIntegerField(default=0)
+    # Response ids in the order this expert was shown them (blind review; position bias).
+    response_order = models.JSONField(default=list)
+    skip_reason = models.CharField(max_length=64, blank=True)
+    skip_note = models.TextField(blank=True)
+    is_gold = models.BooleanField(default=False)
+    draft = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "expert"], name="assignment_once_per_expert"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["lease_expires_at"],
+                name="assignment_live_lease_idx",
+                condition=Q(status="claimed"),
+            ),
+            models.Index(fields=["expert", "campaign", "status"], name="assignment_expert_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status == self.Status.CLAIMED and self.lease_expires_at > timezone.now()
+
+
+class AssignmentEvent(models.Model):
+    """History of assignment state changes: who, when, from, to."""
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.assignment_id}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class Review(models.Model):
+    """A submitted judgement. Never edited: a lead's change is a new row that supersedes it."""
+
+    class Verdict(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="reviews")
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="reviews")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="reviews")
+    expert = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"
+    )
+    supersedes = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="superseded_by"
+    )
+    # {"<response_id>": {"accuracy": 4}}
+    ratings = models.JSONField(default=dict, blank=True)
+    chosen = models.ForeignKey(
+        Response, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    ranking = models.JSONField(default=list, blank=True)
+    correction_response = models.ForeignKey(
+        Response, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    correction_text = models.TextField(blank=True)
+    rationale = models.TextField(blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    active_seconds = models.PositiveIntegerField(default=0)
+    # {"rationale": 120, "correction": 0}: characters pasted into each field.
+    pasted_chars = models.JSONField(default=dict, blank=True)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.PENDING)
+    verdict_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    verdict_at = models.DateTimeField(null=True, blank=True)
+    verdict_note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Exactly one original review per assignment: double submits cannot make two.
+            models.UniqueConstraint(
+                fields=["assignment"],
+                condition=Q(supersedes__isnull=True),
+                name="review_one_original_per_assignment",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "verdict", "id"], name="review_campaign_verdict_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"review {self.pk} ({self.verdict})"

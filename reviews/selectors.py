@@ -1,0 +1,90 @@
+"""Reads of the work, scoped to the acting expert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from feedback.errors import NotFound
+from feedback.models import Campaign, Response, User
+from reviews.models import Assignment, Review
+
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assignment:
+    try:
+        pk = int(assignment_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"No assignment {assignment_id!r}.") from None
+    assignment = (
+        Assignment.objects.select_related("campaign", "item").filter(pk=pk, expert=expert).first()
+    )
+    if assignment is None:
+        raise NotFound(f"No assignment {pk} of yours.")
+    return assignment
+
+
+def live_assignment_for_expert(*, expert: User, campaign: Campaign) -> Assignment | None:
+    return (
+        Assignment.objects.select_related("campaign", "item")
+        .filter(
+            expert=expert,
+            campaign=campaign,
+            status=Assignment.Status.CLAIMED,
+            lease_expires_at__gt=timezone.now(),
+        )
+        .first()
+    )
+
+
+def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
+    """The item's responses in this expert's order, labelled A, B, …; model names hidden."""
+    by_id = {r.pk: r for r in Response.objects.filter(item_id=assignment.item_id)}
+    ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
+    ordered += [r for pk, r in sorted(by_id.items()) if pk not in assignment.response_order]
+    return [
+        {"id": r.pk, "label": LABELS[i % 26], "text": r.text, "format": r.format}
+        for i, r in enumerate(ordered)
+    ]
+
+
+def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
+    item = assignment.item
+    return {
+        "assignment": {
+            "id": assignment.pk,
+            "campaign": assignment.campaign_id,
+            "status": assignment.status,
+            "claimed_at": assignment.claimed_at.isoformat(),
+            "lease_expires_at": assignment.lease_expires_at.isoformat(),
+        },
+        "item": {
+            "id": item.pk,
+            "prompt": item.prompt,
+            "context": item.context,
+            "responses": blind_responses(assignment=assignment),
+        },
+    }
+
+
+def reviews_for_expert(*, expert: User) -> QuerySet[Review]:
+    return (
+        Review.objects.filter(expert=expert)
+        .select_related("campaign", "item")
+        .order_by("-created_at", "-id")
+    )
+
+
+def campaign_progress(*, campaign: Campaign, expert: User | None = None) -> dict[str, int]:
+    """Reviews done against reviews wanted, for the campaign and optionally one expert."""
+    wanted = campaign.items.filter(is_gold=False).count() * campaign.overlap
+    done = Review.objects.filter(
+        campaign=campaign, supersedes__isnull=True, assignment__is_gold=False
+    ).count()
+    out = {"wanted": wanted, "done": done, "percent": int(100 * done / wanted) if wanted else 0}
+    if expert is not None:
+        out["mine"] = Review.objects.filter(campaign=campaign, expert=expert).count()
+    return out

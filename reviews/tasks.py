@@ -1,0 +1,14 @@
+from celery import shared_task
+
+from reviews.services import assignments_expire_due
+
+
+@shared_task(name="reviews.tasks.expire_leases")
+def expire_leases() -> int:
+    """Periodic: free the slots of claims whose lease ran out."""
+    total = 0
+    while True:
+        freed = assignments_expire_due(limit=500)
+        total += freed
+        if freed < 500:
+            return total

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from feedback import services
+from feedback.models import User
+from tests.feedback.factories import CampaignFactory, UserFactory
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The suite's promise is PostgreSQL; a silent fall back to SQLite would hide real bugs.
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if not engine.endswith("postgresql"):
+        pytest.exit(f"The tests run on PostgreSQL; DATABASE_URL points at {engine}.", returncode=2)
+
+
+@pytest.fixture
+def expert(db: Any) -> User:
+    return UserFactory(role=User.Role.EXPERT, email="expert@example.test")
+
+
+@pytest.fixture
+def other_expert(db: Any) -> User:
+    return UserFactory(role=User.Role.EXPERT, email="other@example.test")
+
+
+@pytest.fixture
+def engineer(db: Any) -> User:
+    return UserFactory(role=User.Role.ENGINEER, email="engineer@example.test")
+
+
+@pytest.fixture
+def admin_user(db: Any) -> User:
+    return UserFactory(
+        role=User.Role.ADMIN, email="admin@example.test", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def api_for() -> Callable[[User], APIClient]:
+    """An API client authenticated the way engineers are: with a bearer API key."""
+
+    def make(user: User) -> APIClient:
+        _, raw = services.api_key_create(user=user, name="test")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def pairwise_campaign(db: Any, engineer: User) -> Any:
+    return CampaignFactory(kind="pairwise", created_by=engineer)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from feedback.models import Item, Response
+
+pytestmark = pytest.mark.django_db
+
+GOOD = {
+    "external_id": "pr-1",
+    "prompt": [{"role": "user", "content": "Review this diff"}],
+    "context": {"kind": "code_pr", "diff": "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a\n+b\n"},
+    "responses": [
+        {"model": "m-a", "text": "Looks fine"},
+        {"model": "m-b", "text": "Bug on line 1"},
+    ],
+    "metadata": {"domain": "code"},
+}
+
+
+def test_it_stores_a_valid_batch_with_its_responses(api_for, engineer, pairwise_campaign):
+    second = {**GOOD, "external_id": "pr-2", "prompt": "plain string prompt"}
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD, second], format="json"
+    )
+    assert res.status_code == 201, res.json()
+    assert res.json()["created"] == 2
+    assert Item.objects.filter(campaign=pairwise_campaign).count() == 2
+    assert Response.objects.filter(item__campaign=pairwise_campaign).count() == 4
+    item = Item.objects.get(external_id="pr-1")
+    assert item.open_slots == pairwise_campaign.overlap
+
+
+def test_it_rejects_the_whole_batch_and_names_each_bad_index_and_field(
+    api_for, engineer, pairwise_campaign
+):
+    bad_prompt = {**GOOD, "external_id": "x1", "prompt": ""}
+    bad_text = {
+        **GOOD,
+        "external_id": "x2",
+        "responses": [{"model": "m", "text": 7}, {"model": "n", "text": "ok"}],
+    }
+    missing_prompt = {"external_id": "x3", "responses": []}
+    body = [GOOD, bad_prompt, GOOD | {"external_id": "ok-2"}, bad_text, missing_prompt]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", body, format="json"
+    )
+    assert res.status_code == 400
+    error = res.json()["error"]
+    assert error["code"] == "invalid"
+    assert set(error["fields"]) == {
+        "items[1].prompt",
+        "items[3].responses[0].text",
+        "items[4].prompt",
+    }
+    assert "index 1, 3, 4" in error["message"]
+    assert Item.objects.count() == 0
+    assert Response.objects.count() == 0
+
+
+def test_it_checks_the_response_count_against_the_campaign_kind(
+    api_for, engineer, pairwise_campaign
+):
+    three = {**GOOD, "responses": [{"model": str(i), "text": "t"} for i in range(3)]}
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [three], format="json"
+    )
+    assert res.status_code == 400
+    assert "exactly 2" in res.json()["error"]["fields"]["items[0].responses"][0]
+
+
+def test_it_reports_and_skips_duplicates(api_for, engineer, pairwise_campaign):
+    client = api_for(engineer)
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
+    assert client.post(url, [GOOD], format="json").status_code == 201
+    res = client.post(url, [GOOD, {**GOOD, "external_id": "pr-9"}], format="json")
+    assert res.status_code == 201
+    body = res.json()
+    assert body["created"] == 0
+    assert [d["index"] for d in body["duplicates"]] == [0, 1]
+    assert Item.objects.count() == 1
+
+
+def test_an_item_without_responses_waits_outside_the_queue(api_for, engineer, pairwise_campaign):
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        [{"prompt": "generate me"}],
+        format="json",
+    )
+    assert res.status_code == 201
+    assert Item.objects.get().open_slots == 0
+
+
+def test_an_expert_cannot_push_items(api_for, expert, pairwise_campaign):
+    res = api_for(expert).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD], format="json"
+    )
+    assert res.status_code == 403
+    assert Item.objects.count() == 0
+
+
+def test_an_unknown_campaign_is_404(api_for, engineer):
+    res = api_for(engineer).post("/api/v1/campaigns/999999/items/", [GOOD], format="json")
+    assert res.status_code == 404
+    assert res.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_that_is_not_a_list_is_a_clear_error(api_for, engineer, pairwise_campaign):
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", {"prompt": "x"}, format="json"
+    )
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"items": ["must be a list"]}

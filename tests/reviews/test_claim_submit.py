@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from reviews.models import Assignment, Review
+from tests.feedback.factories import CampaignFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _submit_body(payload: dict) -> dict:
+    chosen = payload["item"]["responses"][0]["id"]
+    return {
+        "preference": {"chosen": chosen, "strength": 2},
+        "rationale": "A is right.",
+        "active_seconds": 5,
+    }
+
+
+def test_it_claims_submits_and_answers_204_when_the_queue_is_dry(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory.create_batch(2, campaign=pairwise_campaign)
+    client = api_for(expert)
+    seen = set()
+    for _ in range(2):
+        res = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/")
+        assert res.status_code == 200
+        payload = res.json()
+        assert payload["item"]["id"] not in seen
+        seen.add(payload["item"]["id"])
+        assert [r["label"] for r in payload["item"]["responses"]] == ["A", "B"]
+        assert all("model" not in r for r in payload["item"]["responses"]), "review is blind"
+        sub = client.post(
+            f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+            _submit_body(payload),
+            format="json",
+        )
+        assert sub.status_code == 201, sub.json()
+        assert sub.json()["verdict"] == "accepted"
+    assert client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").status_code == 204
+    assert Review.objects.filter(expert=expert).count() == 2
+
+
+def test_it_returns_the_live_claim_instead_of_a_second_one(api_for, expert, pairwise_campaign):
+    ItemFactory.create_batch(3, campaign=pairwise_campaign)
+    client = api_for(expert)
+    first = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    again = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    assert first["assignment"]["id"] == again["assignment"]["id"]
+    assert Assignment.objects.filter(expert=expert).count() == 1
+
+
+def test_an_expert_cannot_submit_another_experts_assignment(
+    api_for, expert, other_expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    payload = api_for(expert).post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    res = api_for(other_expert).post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        _submit_body(payload),
+        format="json",
+    )
+    assert res.status_code == 404
+    assert Review.objects.count() == 0
+    skip = api_for(other_expert).post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/skip/",
+        {"reason": "other", "note": "x"},
+        format="json",
+    )
+    assert skip.status_code == 404
+    assert Assignment.objects.get().status == "claimed"
+
+
+def test_a_repeated_submit_stores_one_review_and_answers_the_same(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    first = client.post(url, _submit_body(payload), format="json")
+    second = client.post(url, _submit_body(payload), format="json")
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
+    assert Review.objects.count() == 1
+
+
+def test_a_late_submit_on_an_expired_lease_is_409_and_saves_nothing(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    Assignment.objects.filter(pk=payload["assignment"]["id"]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        _submit_body(payload),
+        format="json",
+    )
+    assert res.status_code == 409
+    assert res.json()["error"]["code"] == "lease_expired"
+    assert Review.objects.count() == 0
+
+
+def test_an_unknown_response_id_or_bad_strength_names_the_field(api_for, expert, pairwise_campaign):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"preference": {"chosen": 987654, "strength": 9}},
+        format="json",
+    )
+    assert res.status_code == 400
+    fields = res.json()["error"]["fields"]
+    assert "987654 is not a response of this item" in fields["preference.chosen"][0]
+    assert "preference.strength" in fields
+    assert Review.objects.count() == 0
+    assert Assignment.objects.get().status == "claimed"
+
+
+def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
+    campaign = CampaignFactory(
+        kind="rating",
+        created_by=engineer,
+        rubric=[{"key": "accuracy", "label": "Accuracy", "min": 1, "max": 5, "anchors": {}}],
+    )
+    ItemFactory(campaign=campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    rid = payload["item"]["responses"][0]["id"]
+    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    bad = client.post(url, {"ratings": {str(rid): {"accuracy": 6}}}, format="json")
+    assert bad.status_code == 400
+    assert f"ratings.{rid}.accuracy" in bad.json()["error"]["fields"]
+    good = client.post(url, {"ratings": {str(rid): {"accuracy": 4}}}, format="json")
+    assert good.status_code == 201
+    assert good.json()["ratings"] == {str(rid): {"accuracy": 4}}
+
+
+def test_a_skipped_item_is_not_offered_again_and_its_slot_returns(
+    api_for, expert, other_expert, pairwise_campaign
+):
+    item = ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/skip/",
+        {"reason": "outside_expertise"},
+        format="json",
+    )
+    assert res.status_code == 200
+    assert client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").status_code == 204
+    item.refresh_from_db()
+    assert item.open_slots == 1
+    other = api_for(other_expert).post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/")
+    assert other.json()["item"]["id"] == item.pk
+
+
+def test_the_client_reported_active_time_is_capped_by_what_the_server_saw(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    Assignment.objects.filter(pk=payload["assignment"]["id"]).update(
+        claimed_at=timezone.now() - timedelta(seconds=90)
+    )
+    body = _submit_body(payload) | {"active_seconds": 100_000}
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/", body, format="json"
+    )
+    assert 90 <= res.json()["active_seconds"] <= 95
+
+
+def test_outsiders_get_no_campaign_and_no_work(api_for, expert, engineer):
+    hidden = CampaignFactory(required_skills=["tax-law"], created_by=engineer)
+    ItemFactory(campaign=hidden)
+    client = api_for(expert)
+    assert client.get(f"/api/v1/campaigns/{hidden.pk}/").status_code == 404
+    assert client.post(f"/api/v1/campaigns/{hidden.pk}/next/").status_code == 404
+    assert hidden.pk not in [c["id"] for c in client.get("/api/v1/campaigns/").json()]
+
+
+def test_anonymous_requests_are_401(client, pairwise_campaign):
+    res = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/")
+    assert res.status_code == 401
+    assert "error" in res.json()
