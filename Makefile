@@ -54,7 +54,7 @@ test: lint typecheck pytest
 
 bench: install-dev
 	@$(PY) -m feedback.dbcheck "$(DATABASE_URL)"
-	DATABASE_URL=$(DATABASE_URL) $(PY) -m bench
+	DATABASE_URL=$(DATABASE_URL) $(PY) -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
