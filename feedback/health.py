@@ -8,6 +8,9 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+# A load balancer probes every few seconds; a dead broker must not hold a worker for long.
+BROKER_TIMEOUT_SECONDS = 2
+
 
 def _database_ok() -> str:
     try:
@@ -20,13 +23,18 @@ def _database_ok() -> str:
 
 
 def _broker_ok() -> str:
-    if not settings.CELERY_BROKER_URL:
+    url = settings.CELERY_BROKER_URL
+    if not url:
         return "eager (no broker configured)"
     from feedback.celery import app
 
     try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+        # The URL is passed explicitly: Celery reads its configuration once, and the
+        # probe must test the broker the settings name now.
+        with app.connection_for_write(url=url, connect_timeout=BROKER_TIMEOUT_SECONDS) as conn:
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_SECONDS
+            )
     except Exception as exc:
         return f"down: {type(exc).__name__}"
     return "ok"
