@@ -1,26 +1,50 @@
-"""Sign-up is by invitation only; an invitation carries the new user's role."""
+"""Sign-up is by invitation only; an invitation carries the new user's role and email."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from django import forms
 from django.http import HttpRequest
 
 from feedback import services
+from feedback.models import Invitation
 
 SESSION_KEY = "invitation_token"
 
 
+def _pending_invitation(request: HttpRequest) -> Invitation | None:
+    token = request.session.get(SESSION_KEY)
+    return services.invitation_find(token=token) if token else None
+
+
 class InviteOnlyAccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request: HttpRequest) -> bool:
-        token = request.session.get(SESSION_KEY)
-        return bool(token and services.invitation_find(token=token))
+        return _pending_invitation(request) is not None
+
+    def clean_email(self, email: str) -> str:
+        email = super().clean_email(email)
+        # clean_email also runs for password resets and email changes; only sign-up is bound
+        # to the invited address, so a forwarded link cannot make an account for someone else.
+        request = self.request
+        match = getattr(request, "resolver_match", None)
+        if request is None or match is None or match.url_name != "account_signup":
+            return email
+        invitation = _pending_invitation(request)
+        if invitation is not None and email.strip().lower() != invitation.email:
+            raise forms.ValidationError(
+                f"This invitation is for {invitation.email}; sign up with that address."
+            )
+        return email
 
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
         user = super().save_user(request, user, form, commit=commit)
-        token = request.session.pop(SESSION_KEY, None)
-        invitation = services.invitation_find(token=token) if token else None
+        invitation = _pending_invitation(request)
+        request.session.pop(SESSION_KEY, None)
         if invitation is not None and commit:
             services.invitation_accept(invitation=invitation, user=user)
+            # The link went to this address and sign-up is bound to it, so the address is
+            # verified: no confirmation email, and MFA (which needs a verified address) is open.
+            self.stash_verified_email(request, invitation.email)
         return user
