@@ -1,10 +1,10 @@
-"""REST endpoints for dataset recipes, versions and their files."""
+"""REST endpoints for dataset recipes, their versions, files and diffs."""
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
-from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -15,10 +15,18 @@ from rest_framework.views import APIView
 
 from datasets_app import services
 from datasets_app.models import Dataset, DatasetVersion
+from datasets_app.recipe import AGGREGATIONS, FORMATS
 from datasets_app.selectors import dataset_get_for_user, datasets_for_user, version_get_for_user
 from feedback.api import _user
 from feedback.errors import NotFound
 from feedback.selectors import campaign_get_for_user
+
+CONTENT_TYPES = {
+    ".parquet": "application/vnd.apache.parquet",
+    ".jsonl": "application/jsonl",
+    ".json": "application/json",
+    ".md": "text/markdown; charset=utf-8",
+}
 
 
 class DatasetOutput(serializers.ModelSerializer[Dataset]):
@@ -32,6 +40,7 @@ class DatasetOutput(serializers.ModelSerializer[Dataset]):
             "id",
             "name",
             "slug",
+            "description",
             "campaigns",
             "format",
             "filters",
@@ -44,10 +53,19 @@ class DatasetOutput(serializers.ModelSerializer[Dataset]):
 
 class DatasetInput(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
     campaigns = serializers.ListField(child=serializers.IntegerField(), min_length=1)
-    format = serializers.ChoiceField(choices=Dataset.Format.choices)
-    aggregation = serializers.ChoiceField(choices=Dataset.Aggregation.choices, default="majority")
-    filters = serializers.DictField(required=False, default=dict)
+    format = serializers.ChoiceField(choices=FORMATS)
+    aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="majority")
+    filters = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text=(
+            "accepted_only (default true), date_from, date_to (ISO dates), exclude_flagged "
+            "(true or a list of flags), include_gold (default false), min_agreement (0-1), "
+            "min_votes, min_trust, min_rating."
+        ),
+    )
     test_fraction = serializers.FloatField(min_value=0, max_value=0.9, default=0.1)
     seed = serializers.IntegerField(default=0)
 
@@ -66,20 +84,23 @@ def version_payload(request: Request, version: DatasetVersion) -> dict[str, Any]
         "number": version.number,
         "status": version.status,
         "error": version.error,
+        "recipe": version.recipe,
         "counts": version.counts,
         "content_hash": version.content_hash,
         "files": files,
+        "attempts": version.attempts,
         "created_at": version.created_at.isoformat(),
+        "started_at": version.started_at.isoformat() if version.started_at else None,
         "finished_at": version.finished_at.isoformat() if version.finished_at else None,
     }
 
 
 class DatasetListView(APIView):
-    @extend_schema(responses=DatasetOutput(many=True))
+    @extend_schema(responses=DatasetOutput(many=True), summary="Dataset recipes")
     def get(self, request: Request) -> ApiResponse:
         return ApiResponse(DatasetOutput(datasets_for_user(user=_user(request)), many=True).data)
 
-    @extend_schema(request=DatasetInput, responses={201: DatasetOutput})
+    @extend_schema(request=DatasetInput, responses={201: DatasetOutput}, summary="Save a recipe")
     def post(self, request: Request) -> ApiResponse:
         user = _user(request)
         serializer = DatasetInput(data=request.data)
@@ -90,8 +111,33 @@ class DatasetListView(APIView):
         return ApiResponse(DatasetOutput(dataset).data, status=status.HTTP_201_CREATED)
 
 
-class VersionCreateView(APIView):
-    @extend_schema(request=None, responses={202: dict}, summary="Build a new version")
+class DatasetDetailView(APIView):
+    @extend_schema(responses={200: dict}, summary="A recipe and its versions")
+    def get(self, request: Request, dataset_id: int) -> ApiResponse:
+        dataset = dataset_get_for_user(user=_user(request), dataset_id=dataset_id)
+        return ApiResponse(
+            {
+                **DatasetOutput(dataset).data,
+                "versions": [version_payload(request, v) for v in dataset.versions.all()],
+            }
+        )
+
+
+class VersionListView(APIView):
+    @extend_schema(responses={200: dict}, summary="A dataset's versions, newest first")
+    def get(self, request: Request, dataset_id: int) -> ApiResponse:
+        dataset = dataset_get_for_user(user=_user(request), dataset_id=dataset_id)
+        return ApiResponse([version_payload(request, v) for v in dataset.versions.all()])
+
+    @extend_schema(
+        request=None,
+        responses={202: dict},
+        summary="Build a new version",
+        description=(
+            "Numbers a new version and queues its build; poll the version for its status "
+            "(queued, building, ready or failed with the reason)."
+        ),
+    )
     def post(self, request: Request, dataset_id: int) -> ApiResponse:
         user = _user(request)
         dataset = dataset_get_for_user(user=user, dataset_id=dataset_id)
@@ -101,19 +147,50 @@ class VersionCreateView(APIView):
 
 
 class VersionDetailView(APIView):
-    @extend_schema(responses={200: dict}, summary="A version's status, counts and files")
+    @extend_schema(
+        responses={200: dict},
+        summary="A version's status, counts (per split, per drop rule) and files",
+    )
     def get(self, request: Request, dataset_id: int, number: int) -> ApiResponse:
         version = version_get_for_user(user=_user(request), dataset_id=dataset_id, number=number)
         return ApiResponse(version_payload(request, version))
 
 
 class VersionFileView(APIView):
-    @extend_schema(responses={200: OpenApiResponse(description="The file, as an attachment")})
+    @extend_schema(
+        responses={200: OpenApiResponse(description="The file, streamed as an attachment")},
+        summary="Download one file of a ready version",
+    )
     def get(self, request: Request, dataset_id: int, number: int, path: str) -> FileResponse:
         version = version_get_for_user(user=_user(request), dataset_id=dataset_id, number=number)
         if version.status != DatasetVersion.Status.READY:
             raise NotFound(f"Version {number} is {version.status}; it has no files to download.")
-        if path not in {f["path"] for f in version.files}:
+        entry = next((f for f in version.files if f["path"] == path), None)
+        if entry is None:
             raise NotFound(f"Version {number} has no file {path!r}.")
-        handle = default_storage.open(f"{version.storage_prefix}/{path}", "rb")
-        return FileResponse(handle, as_attachment=True, filename=path.rsplit("/", 1)[-1])
+        handle = services.dataset_storage().open(f"{version.storage_prefix}/{path}", "rb")
+        suffix = "." + path.rsplit(".", 1)[-1]
+        response = FileResponse(
+            handle,
+            as_attachment=True,
+            filename=f"{version.dataset.slug}-v{version.number}-{path.replace('/', '-')}",
+            content_type=CONTENT_TYPES.get(suffix)
+            or mimetypes.guess_type(path)[0]
+            or "application/octet-stream",
+        )
+        response.block_size = 1 << 16
+        response["Content-Length"] = str(entry["size"])
+        response["X-Content-SHA256"] = entry["sha256"]
+        return response
+
+
+class VersionDiffView(APIView):
+    @extend_schema(
+        responses={200: dict},
+        summary="Rows added, removed and changed from version n to version m",
+    )
+    def get(self, request: Request, dataset_id: int, number: int, other: int) -> ApiResponse:
+        user = _user(request)
+        base = version_get_for_user(user=user, dataset_id=dataset_id, number=number)
+        target = version_get_for_user(user=user, dataset_id=dataset_id, number=other)
+        return ApiResponse(services.version_diff(base=base, other=target))

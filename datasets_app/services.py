@@ -1,27 +1,39 @@
-"""Dataset recipes and their versioned builds."""
+"""Dataset recipes, their numbered builds, and the diff between two builds."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import traceback
+import logging
+import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import InvalidStorageError, Storage, storages
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from datasets_app import builder
+from datasets_app.formats import BuildError
 from datasets_app.models import Dataset, DatasetVersion
-from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.models import Campaign, Item, User
-from reviews.models import Review
+from datasets_app.recipe import AGGREGATIONS, FORMATS, recipe_from, recipe_from_json
+from feedback.errors import Conflict, PermissionDenied, ValidationFailed
+from feedback.models import Campaign, User
 
-SUPPORTED_FORMATS = {Dataset.Format.DPO}
+logger = logging.getLogger(__name__)
+
+
+def dataset_storage() -> Storage:
+    """Where version files go: the `datasets` storage when configured (S3), else the default."""
+    try:
+        return storages["datasets"]
+    except InvalidStorageError:
+        return storages["default"]
 
 
 def _require_engineer(user: User) -> None:
@@ -39,50 +51,70 @@ def dataset_create(
     filters: dict[str, Any] | None = None,
     test_fraction: float = 0.1,
     seed: int = 0,
+    description: str = "",
 ) -> Dataset:
+    """Save a recipe. Every part is checked here, so a bad recipe fails now, not at build time."""
     _require_engineer(owner)
-    if format not in SUPPORTED_FORMATS:
-        raise ValidationFailed(
-            f"format {format!r} is not built yet; available: {', '.join(sorted(SUPPORTED_FORMATS))}",
-            fields={"format": ["not available"]},
-        )
+    fields: dict[str, list[str]] = {}
+    if format not in FORMATS:
+        fields["format"] = [f"must be one of {', '.join(FORMATS)}"]
+    if aggregation not in AGGREGATIONS:
+        fields["aggregation"] = [f"must be one of {', '.join(AGGREGATIONS)}"]
     if not campaigns:
+        fields["campaigns"] = ["at least one campaign"]
+    if not 0 <= test_fraction < 1:
+        fields["test_fraction"] = ["must be at least 0 and below 1"]
+    if not name.strip():
+        fields["name"] = ["must not be empty"]
+    if fields:
         raise ValidationFailed(
-            "A dataset needs at least one campaign.", fields={"campaigns": ["empty"]}
+            f"The recipe is invalid ({', '.join(sorted(fields))}).", fields=fields
         )
+    recipe = recipe_from(
+        campaigns=[c.pk for c in campaigns],
+        format=format,
+        aggregation=aggregation,
+        filters=filters or {},
+        test_fraction=test_fraction,
+        seed=seed,
+    )
     base = slugify(name)[:80] or "dataset"
-    slug, n = base, 2
-    while Dataset.objects.filter(slug=slug).exists():
-        slug, n = f"{base}-{n}", n + 1
     with transaction.atomic():
+        slug, n = base, 2
+        while Dataset.objects.filter(slug=slug).exists():
+            slug, n = f"{base}-{n}", n + 1
         dataset = Dataset.objects.create(
-            name=name,
+            name=name.strip(),
             slug=slug,
+            description=description,
             owner=owner,
             format=format,
             aggregation=aggregation,
-            filters=filters or {},
-            test_fraction=test_fraction,
-            seed=seed,
+            filters=recipe.filters,
+            test_fraction=recipe.test_fraction,
+            seed=recipe.seed,
         )
         dataset.campaigns.set(campaigns)
     return dataset
 
 
-def _recipe(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "name": dataset.name,
-        "campaigns": sorted(dataset.campaigns.values_list("pk", flat=True)),
-        "format": dataset.format,
-        "aggregation": dataset.aggregation,
-        "filters": dataset.filters,
-        "test_fraction": dataset.test_fraction,
-        "seed": dataset.seed,
-    }
+def recipe_of(dataset: Dataset) -> dict[str, Any]:
+    return recipe_from(
+        campaigns=list(dataset.campaigns.values_list("pk", flat=True)),
+        format=dataset.format,
+        aggregation=dataset.aggregation,
+        filters=dataset.filters,
+        test_fraction=dataset.test_fraction,
+        seed=dataset.seed,
+    ).as_json()
 
 
 def dataset_version_create(*, dataset: Dataset, actor: User) -> DatasetVersion:
-    """Number a new version (distinct under concurrency) and queue its build after commit."""
+    """Number a new version and queue its build once the number is committed.
+
+    Numbers come from the highest so far under a lock on the dataset row, so two builds
+    asked for at once get two numbers (the unique constraint backs this up).
+    """
     _require_engineer(actor)
     from datasets_app.tasks import build_dataset_version
 
@@ -90,180 +122,199 @@ def dataset_version_create(*, dataset: Dataset, actor: User) -> DatasetVersion:
         Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk").first()
         last = dataset.versions.aggregate(n=Max("number"))["n"] or 0
         version = DatasetVersion.objects.create(
-            dataset=dataset, number=last + 1, created_by=actor, recipe=_recipe(dataset)
+            dataset=dataset, number=last + 1, created_by=actor, recipe=recipe_of(dataset)
         )
         version_id = version.pk
         transaction.on_commit(lambda: build_dataset_version.delay(version_id))
     return version
 
 
-def prompt_messages(item: Item) -> list[dict[str, str]]:
-    """The item's prompt as chat messages, with its context folded into the last user turn."""
-    prompt = item.prompt
-    messages = (
-        [{"role": "user", "content": prompt}]
-        if isinstance(prompt, str)
-        else [{"role": m["role"], "content": m["content"]} for m in prompt]
-    )
-    context = item.context or {}
-    extra = ""
-    if context.get("diff"):
-        extra = f"\n\n```diff\n{context['diff']}\n```"
-    elif context.get("sections"):
-        extra = "\n\n" + "\n\n".join(
-            f"{s.get('heading', '')}\n{s.get('text', '')}" for s in context["sections"]
+def _claim(version_id: int) -> DatasetVersion | None:
+    """Mark the version building, unless it is finished or a live worker is building it.
+
+    A version left `building` longer than DATASET_BUILD_STALE_MINUTES belongs to a worker
+    that died; the redelivered task takes it over.
+    """
+    minutes = getattr(settings, "DATASET_BUILD_STALE_MINUTES", 360)
+    stale = timezone.now() - timedelta(minutes=minutes)
+    with transaction.atomic():
+        version = (
+            DatasetVersion.objects.select_for_update()
+            .select_related("dataset")
+            .filter(pk=version_id)
+            .first()
         )
-    if extra:
-        for message in reversed(messages):
-            if message["role"] == "user":
-                message["content"] += extra
-                break
-    return messages
-
-
-def split_of(item_id: int, *, seed: int, test_fraction: float) -> str:
-    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
-
-
-def _dpo_rows(dataset: Dataset, counts: dict[str, int]) -> Iterator[dict[str, Any]]:
-    """Majority vote per item over accepted pairwise reviews; ties are dropped."""
-    reviews = (
-        Review.objects.filter(
-            campaign__in=dataset.campaigns.all(),
-            verdict=Review.Verdict.ACCEPTED,
-            chosen__isnull=False,
-            item__is_gold=False,
-        )
-        .order_by("item_id", "id")
-        .values_list("item_id", "chosen_id", "strength", "id")
-    )
-    current: int | None = None
-    votes: list[tuple[int, int | None, int]] = []
-
-    def emit(item_id: int, votes: list[tuple[int, int | None, int]]) -> dict[str, Any] | None:
-        item = Item.objects.get(pk=item_id)
-        responses = {r.pk: r for r in item.responses.all()}
-        tally: dict[int, int] = {}
-        for chosen, _, _ in votes:
-            tally[chosen] = tally.get(chosen, 0) + 1
-        ranked = sorted(tally.items(), key=lambda kv: -kv[1])
-        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-            counts["dropped_tie"] = counts.get("dropped_tie", 0) + 1
+        if version is None or version.is_finished:
             return None
-        winner = ranked[0][0]
-        losers = [pk for pk in responses if pk != winner]
-        if not losers:
+        if (
+            version.status == DatasetVersion.Status.BUILDING
+            and version.started_at is not None
+            and version.started_at > stale
+        ):
             return None
-        strengths = [s or 1 for c, s, _ in votes if c == winner]
-        return {
-            "prompt": prompt_messages(item),
-            "chosen": [{"role": "assistant", "content": responses[winner].text}],
-            "rejected": [{"role": "assistant", "content": responses[losers[0]].text}],
-            "item_id": item.external_id or str(item.pk),
-            "source": "preference",
-            "margin": round(sum(strengths) / len(strengths), 4),
-            "votes": len(votes),
-            "agreement": round(ranked[0][1] / len(votes), 4),
-            "_item_pk": item.pk,
-            "_review_ids": [rid for _, _, rid in votes],
-        }
-
-    for item_id, chosen, strength, review_id in reviews.iterator(chunk_size=2000):
-        if current is not None and item_id != current:
-            row = emit(current, votes)
-            if row:
-                yield row
-            votes = []
-        current = item_id
-        votes.append((chosen, strength, review_id))
-    if current is not None and votes:
-        row = emit(current, votes)
-        if row:
-            yield row
+        version.status = DatasetVersion.Status.BUILDING
+        version.attempts += 1
+        version.started_at = timezone.now()
+        version.error = ""
+        version.save(update_fields=["status", "attempts", "started_at", "error"])
+    return version
 
 
-def _card(dataset: Dataset, version: DatasetVersion, counts: dict[str, int]) -> str:
-    return (
-        "---\n"
-        "configs:\n- config_name: default\n  data_files:\n"
-        "  - split: train\n    path: data/train.jsonl\n"
-        "  - split: test\n    path: data/test.jsonl\n"
-        "---\n\n"
-        f"# {dataset.name} (version {version.number})\n\n"
-        f"Format: `{dataset.format}`. Aggregation: `{dataset.aggregation}`.\n\n"
-        f"Rows: {counts.get('train', 0)} train, {counts.get('test', 0)} test. "
-        f"Items dropped for a tied vote: {counts.get('dropped_tie', 0)}.\n"
-    )
+def _upload(storage: Storage, prefix: str, folder: Path, paths: list[str]) -> list[str]:
+    """Put the files into storage, manifest last; on failure remove what was put."""
+    written: list[str] = []
+    try:
+        for path in paths:
+            name = f"{prefix}/{path}"
+            # Left by an earlier attempt of this same version that died mid-upload.
+            if storage.exists(name):
+                storage.delete(name)
+            with open(folder / path, "rb") as handle:
+                saved = storage.save(name, File(handle, name=path))
+            written.append(saved)
+            if saved != name:
+                raise BuildError(f"The storage stored {name!r} as {saved!r}.")
+    except BaseException:
+        _remove(storage, written)
+        raise
+    return written
+
+
+def _remove(storage: Storage, names: list[str]) -> None:
+    for name in names:
+        try:
+            storage.delete(name)
+        except Exception:  # a failed clean-up must not hide the error that caused it
+            logger.exception("could not delete %s", name)
 
 
 def dataset_version_build(*, version_id: int) -> DatasetVersion:
-    """Build a version's files. On any failure the version is marked failed and no file stays."""
-    version = DatasetVersion.objects.select_related("dataset").get(pk=version_id)
-    if version.status != DatasetVersion.Status.BUILDING:
-        return version
+    """Build a version's files and publish them, or publish nothing and say why.
+
+    1. Claim the version (a repeat delivery of a finished build does nothing).
+    2. Build every file into a temporary folder, streaming rows from the database.
+    3. Upload the files through the storage API, manifest last.
+    4. Mark it ready with counts, files and content hash. Any failure: the uploaded files
+       are deleted and the version is marked failed with the reason.
+    """
+    version = _claim(version_id)
+    if version is None:
+        return DatasetVersion.objects.get(pk=version_id)
     dataset = version.dataset
-    written: list[str] = []
+    storage = dataset_storage()
     try:
-        counts: dict[str, int] = {"train": 0, "test": 0}
-        buffers = {"train": io.BytesIO(), "test": io.BytesIO()}
-        lineage: list[dict[str, Any]] = []
-        for row in _dpo_rows(dataset, counts):
-            split = split_of(
-                row.pop("_item_pk"), seed=dataset.seed, test_fraction=dataset.test_fraction
-            )
-            lineage.append(
-                {"item_id": row["item_id"], "split": split, "review_ids": row.pop("_review_ids")}
-            )
-            buffers[split].write(
-                json.dumps(row, ensure_ascii=False, sort_keys=True).encode() + b"\n"
-            )
-            counts[split] += 1
-        files: list[dict[str, Any]] = []
-        content = hashlib.sha256()
-        for split in ("train", "test"):
-            data = buffers[split].getvalue()
-            path = f"data/{split}.jsonl"
-            content.update(path.encode() + b"\0" + data)
-            written.append(
-                default_storage.save(f"{version.storage_prefix}/{path}", ContentFile(data))
-            )
-            files.append(
-                {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            )
-        card = _card(dataset, version, counts).encode()
-        written.append(
-            default_storage.save(f"{version.storage_prefix}/README.md", ContentFile(card))
+        recipe = recipe_from_json(version.recipe)
+        slugs = dict(Campaign.objects.filter(pk__in=recipe.campaigns).values_list("pk", "slug"))
+        spec = builder.BuildInput(
+            recipe=recipe,
+            dataset_name=dataset.name,
+            dataset_slug=dataset.slug,
+            description=dataset.description,
+            version=version.number,
+            salt=dataset.pseudonym_salt,
+            campaign_slugs=slugs,
         )
-        files.append(
-            {"path": "README.md", "size": len(card), "sha256": hashlib.sha256(card).hexdigest()}
-        )
-        manifest = {
-            "recipe": version.recipe,
-            "counts": counts,
-            "files": files,
-            "content_hash": content.hexdigest(),
-            "lineage": lineage,
-            "created_at": timezone.now().isoformat(),
-        }
-        blob = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        written.append(
-            default_storage.save(f"{version.storage_prefix}/manifest.json", ContentFile(blob))
-        )
-        version.counts = counts
-        version.files = files
-        version.content_hash = manifest["content_hash"]
-        version.manifest = {k: v for k, v in manifest.items() if k != "lineage"}
-        version.status = DatasetVersion.Status.READY
-        version.finished_at = timezone.now()
-        version.save()
+        with tempfile.TemporaryDirectory(prefix="dataset-build-") as tmp:
+            output = builder.build(spec, Path(tmp))
+            written = _upload(storage, version.storage_prefix, Path(tmp), output.paths)
+        try:
+            with transaction.atomic():
+                published = DatasetVersion.objects.filter(
+                    pk=version.pk,
+                    status=DatasetVersion.Status.BUILDING,
+                    attempts=version.attempts,
+                ).update(
+                    status=DatasetVersion.Status.READY,
+                    counts=output.counts,
+                    files=output.files,
+                    content_hash=output.content_hash,
+                    manifest=output.manifest,
+                    finished_at=timezone.now(),
+                )
+        except BaseException:
+            _remove(storage, written)
+            raise
+        if not published:
+            raise Conflict("Another worker took this build over; this attempt stops.")
     except Exception as exc:
-        for name in written:
-            default_storage.delete(name)
-        DatasetVersion.objects.filter(pk=version.pk).update(
+        if isinstance(exc, BuildError | ValidationFailed | Conflict):
+            reason = str(exc)
+        else:
+            logger.exception("dataset version %s failed", version.pk)
+            reason = f"Unexpected error ({type(exc).__name__}): {exc}"
+        DatasetVersion.objects.filter(pk=version.pk, attempts=version.attempts).update(
             status=DatasetVersion.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}",
+            error=reason,
+            counts={},
+            files=[],
+            content_hash="",
+            manifest={},
             finished_at=timezone.now(),
         )
-        version.refresh_from_db()
+    version.refresh_from_db()
     return version
+
+
+# --- diff -------------------------------------------------------------------------------
+
+
+def _lineage(storage: Storage, version: DatasetVersion) -> Iterator[dict[str, Any]]:
+    previous = ""
+    with storage.open(f"{version.storage_prefix}/lineage.jsonl", "rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry["key"] <= previous:
+                raise BuildError(f"Version {version.number}'s lineage is not in key order.")
+            previous = entry["key"]
+            yield entry
+
+
+def version_diff(
+    *, base: DatasetVersion, other: DatasetVersion, examples: int = 20
+) -> dict[str, Any]:
+    """Rows added, removed and changed from `base` to `other`, by row key.
+
+    A row's key names the item and what the row is about (the pair, the correction, the
+    review), so a row whose content or split differs is "changed", not removed and added.
+    Both lineage files are in key order: one merge pass, memory independent of size.
+    """
+    for v in (base, other):
+        if v.status != DatasetVersion.Status.READY:
+            raise Conflict(
+                f"Version {v.number} is {v.status}; only ready versions can be compared."
+            )
+    storage = dataset_storage()
+    counts = {"added": 0, "removed": 0, "changed": 0, "unchanged": 0}
+    samples: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
+
+    def note(kind: str, entry: dict[str, Any], **extra: Any) -> None:
+        counts[kind] += 1
+        if kind in samples and len(samples[kind]) < examples:
+            samples[kind].append(
+                {"key": entry["key"], "item_id": entry["item_id"], "split": entry["split"], **extra}
+            )
+
+    old, new = _lineage(storage, base), _lineage(storage, other)
+    a, b = next(old, None), next(new, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a["key"] < b["key"]):
+            note("removed", a)  # type: ignore[arg-type]
+            a = next(old, None)
+        elif a is None or b["key"] < a["key"]:
+            note("added", b)
+            b = next(new, None)
+        else:
+            if a["sha256"] == b["sha256"] and a["split"] == b["split"]:
+                counts["unchanged"] += 1
+            else:
+                note("changed", b, previous_split=a["split"])
+            a, b = next(old, None), next(new, None)
+    return {
+        "base": base.number,
+        "other": other.number,
+        "same_content": base.content_hash == other.content_hash,
+        **counts,
+        "examples": samples,
+    }

@@ -30,9 +30,17 @@ urlpatterns = [
     ),
     path("datasets/", datasets_api.DatasetListView.as_view(), name="api-datasets"),
     path(
+        "datasets/<int:dataset_id>/", datasets_api.DatasetDetailView.as_view(), name="api-dataset"
+    ),
+    path(
         "datasets/<int:dataset_id>/versions/",
-        datasets_api.VersionCreateView.as_view(),
+        datasets_api.VersionListView.as_view(),
         name="api-dataset-versions",
+    ),
+    path(
+        "datasets/<int:dataset_id>/versions/<int:number>/diff/<int:other>/",
+        datasets_api.VersionDiffView.as_view(),
+        name="api-dataset-version-diff",
     ),
     path(
         "datasets/<int:dataset_id>/versions/<int:number>/",

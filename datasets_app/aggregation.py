@@ -1,0 +1,173 @@
+"""From one item's reviews to a decision: which response is best, which worst, how sure.
+
+Every judgement becomes a set of ordered pairs "a over b":
+- a pairwise preference: the chosen response over each other one, with its strength (1-3);
+- a ranking: each response over every one ranked below it (strength 1);
+- ratings of two or more responses: a response over each one whose mean score is lower.
+
+`majority` and `trust_weighted` add the pairs up (each review weighs 1, or its expert's trust
+score) and order the responses by wins minus losses; `all_pairs` keeps each distinct pair.
+Agreement is the weighted share of the reviews whose own best response is the consensus best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datasets_app.source import SourceItem, SourceResponse, SourceReview
+
+
+@dataclass(slots=True)
+class Judgement:
+    """What one review says about the order of an item's responses."""
+
+    review: SourceReview
+    top: int | None
+    # (winner, loser, strength)
+    pairs: list[tuple[int, int, float]]
+    # wins minus losses of each response in this review alone
+    net: dict[int, float]
+
+
+@dataclass(slots=True)
+class Consensus:
+    order: list[int]  # best -> worst
+    net: dict[int, float]
+    total_weight: float
+    votes: int
+    agreement: float
+    tie_at_top: bool
+    all_tied: bool
+    judgements: list[Judgement] = field(default_factory=list)
+
+
+def _mean_scores(review: SourceReview, ids: set[int]) -> dict[int, float]:
+    means: dict[int, float] = {}
+    for key, scores in review.ratings.items():
+        try:
+            rid = int(key)
+        except (TypeError, ValueError):
+            continue
+        values = [v for v in scores.values() if isinstance(v, int | float)]
+        if rid in ids and values:
+            means[rid] = sum(values) / len(values)
+    return means
+
+
+def judgement_of(review: SourceReview, responses: list[SourceResponse]) -> Judgement | None:
+    """The ordered pairs a review states; None when it states no order (one response, no ratings)."""
+    ids = [r.id for r in responses]
+    known = set(ids)
+    pairs: list[tuple[int, int, float]] = []
+    top: int | None = None
+    if review.chosen_id is not None and review.chosen_id in known and len(ids) > 1:
+        top = review.chosen_id
+        strength = float(review.strength or 1)
+        pairs = [(top, other, strength) for other in ids if other != top]
+    elif len([r for r in review.ranking if r in known]) > 1:
+        ranking = [r for r in review.ranking if r in known]
+        top = ranking[0]
+        pairs = [(a, b, 1.0) for i, a in enumerate(ranking) for b in ranking[i + 1 :]]
+    else:
+        means = _mean_scores(review, known)
+        if len(means) > 1:
+            best = max(means.values())
+            leaders = [rid for rid, m in means.items() if m == best]
+            top = leaders[0] if len(leaders) == 1 else None
+            pairs = [(a, b, 1.0) for a in means for b in means if means[a] > means[b]]
+    if not pairs:
+        return None
+    net: dict[int, float] = {}
+    for a, b, _ in pairs:
+        net[a] = net.get(a, 0.0) + 1.0
+        net[b] = net.get(b, 0.0) - 1.0
+    return Judgement(review=review, top=top, pairs=pairs, net=net)
+
+
+def consensus_of(item: SourceItem, *, trust_weighted: bool) -> Consensus | None:
+    judgements = [j for j in (judgement_of(r, item.responses) for r in item.reviews) if j]
+    if not judgements:
+        return None
+    position = {r.id: (r.position, r.id) for r in item.responses}
+    net = {r.id: 0.0 for r in item.responses}
+    total = 0.0
+    for j in judgements:
+        weight = max(j.review.trust, 0.0) if trust_weighted else 1.0
+        total += weight
+        for a, b, _ in j.pairs:
+            net[a] += weight
+            net[b] -= weight
+    # Rounded so that float sums of trust scores compare equal when they are equal.
+    net = {rid: round(value, 9) for rid, value in net.items()}
+    order = sorted(net, key=lambda rid: (-net[rid], position[rid]))
+    topped = [j for j in judgements if j.top is not None]
+    top_weight = sum((max(j.review.trust, 0.0) if trust_weighted else 1.0) for j in topped)
+    agreeing = sum(
+        (max(j.review.trust, 0.0) if trust_weighted else 1.0) for j in topped if j.top == order[0]
+    )
+    return Consensus(
+        order=order,
+        net=net,
+        total_weight=total,
+        votes=len(judgements),
+        agreement=round(agreeing / top_weight, 4) if top_weight > 0 else 0.0,
+        tie_at_top=len(order) > 1 and net[order[0]] == net[order[1]],
+        all_tied=net[order[0]] == net[order[-1]],
+        judgements=judgements,
+    )
+
+
+def margin_of(consensus: Consensus, chosen: int, rejected: int, *, trust_weighted: bool) -> float:
+    """Weighted mean strength with which the reviews put `chosen` over `rejected` (negative: under)."""
+    signed = weights = 0.0
+    for j in consensus.judgements:
+        weight = max(j.review.trust, 0.0) if trust_weighted else 1.0
+        for a, b, strength in j.pairs:
+            if (a, b) == (chosen, rejected):
+                signed += weight * strength
+                weights += weight
+            elif (a, b) == (rejected, chosen):
+                signed -= weight * strength
+                weights += weight
+    return round(signed / weights, 4) if weights > 0 else 0.0
+
+
+@dataclass(slots=True)
+class PairTally:
+    winner: int
+    loser: int
+    votes: int
+    strengths: list[float]
+    review_ids: list[int]
+
+
+def distinct_pairs(item: SourceItem) -> list[PairTally]:
+    """`all_pairs`: every ordered pair any review states, with the reviews that state it."""
+    tallies: dict[tuple[int, int], PairTally] = {}
+    for review in item.reviews:
+        j = judgement_of(review, item.responses)
+        if j is None:
+            continue
+        for a, b, strength in j.pairs:
+            tally = tallies.setdefault((a, b), PairTally(a, b, 0, [], []))
+            tally.votes += 1
+            tally.strengths.append(strength)
+            tally.review_ids.append(review.id)
+    return [tallies[k] for k in sorted(tallies)]
+
+
+def mean_rating(item: SourceItem, response_id: int) -> float | None:
+    """Mean over the reviews that rated the response of each review's mean criterion score."""
+    means = [
+        m
+        for m in (_mean_scores(r, {response_id}).get(response_id) for r in item.reviews)
+        if m is not None
+    ]
+    return sum(means) / len(means) if means else None
+
+
+def corrections_of(item: SourceItem) -> list[SourceReview]:
+    known = {r.id for r in item.responses}
+    return [
+        r for r in item.reviews if r.correction_text.strip() and r.correction_response_id in known
+    ]
