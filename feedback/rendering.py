@@ -1,21 +1,34 @@
-"""Safe rendering of untrusted text: markdown, code and unified diffs.
+"""Safe rendering of untrusted text: markdown, code, unified diffs, legal documents.
 
 Everything a model, an importer or an expert wrote passes through here. Markdown is
 parsed with raw HTML off, then the HTML is sanitised with an allow-list; diffs are
-parsed with unidiff and highlighted by Pygments on the server.
+parsed with unidiff and highlighted by Pygments on the server. Images are shown only
+from our own origin or as inline `data:` images: a third-party image would tell its
+host who reads the item and when, so it is replaced by a note naming the host.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from threading import Lock
+from typing import Any
+from urllib.parse import urlsplit
 
 import nh3
+from django.utils.html import escape
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
-from pygments.lexers import TextLexer, get_lexer_for_filename, guess_lexer
+from pygments.lexers import TextLexer, get_lexer_by_name, get_lexer_for_filename
 from pygments.util import ClassNotFound
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
@@ -38,6 +51,7 @@ ALLOWED_TAGS = {
     "h6",
     "hr",
     "i",
+    "img",
     "li",
     "ol",
     "p",
@@ -57,6 +71,7 @@ ALLOWED_TAGS = {
 }
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
+    "img": {"src", "alt", "title", "loading"},
     "code": {"class"},
     "span": {"class"},
     "div": {"class"},
@@ -64,7 +79,62 @@ ALLOWED_ATTRIBUTES = {
     "td": {"align"},
     "th": {"align"},
 }
-URL_SCHEMES = {"http", "https", "mailto"}
+# "data" is let through the scheme check only so that inline images survive; the
+# attribute filter below keeps it on <img src> and nowhere else.
+URL_SCHEMES = {"http", "https", "mailto", "data"}
+LINK_SCHEMES = ("http://", "https://", "mailto:")
+_DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]+$")
+
+
+def image_src_allowed(src: str) -> bool:
+    """Our own origin (a path, never `//host`) or an inline raster image; never SVG."""
+    src = src.strip()
+    if _DATA_IMAGE.match(src):
+        return True
+    return src.startswith("/") and not src.startswith(("//", "/\\"))
+
+
+def _filter_attribute(tag: str, attr: str, value: str) -> str | None:
+    if tag == "a" and attr == "href":
+        lowered = value.strip().lower()
+        return value if lowered.startswith(LINK_SCHEMES) or lowered.startswith("#") else None
+    if tag == "img" and attr == "src":
+        return value if image_src_allowed(value) else None
+    return value
+
+
+def sanitize(html: str) -> str:
+    return nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=_filter_attribute,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener nofollow noreferrer",
+        # Links in a model's output open beside the workspace, never in place of it.
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        strip_comments=True,
+    )
+
+
+def blocked_image_html(src: str, alt: str) -> str:
+    host = urlsplit(src.strip()).hostname or "another site"
+    label = f"Image “{alt}”" if alt else "An image"
+    return (
+        f'<span class="blocked-image">{escape(label)} from {escape(host)} is not shown: '
+        "images load only from this platform.</span>"
+    )
+
+
+def _render_image(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    alt = renderer.renderInlineAsText(token.children or [], options, env)
+    if not image_src_allowed(src):
+        return blocked_image_html(src, alt)
+    return f'<img src="{escape(src)}" alt="{escape(alt)}" loading="lazy">'
 
 
 @lru_cache(maxsize=1)
@@ -73,31 +143,79 @@ def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable("table")
     md.enable("strikethrough")
+    md.add_render_rule("image", _render_image)
     return md
 
 
-def sanitize(html: str) -> str:
-    return nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes=URL_SCHEMES,
-        link_rel="noopener nofollow noreferrer",
-        strip_comments=True,
-    )
+class _RenderCache:
+    """A small LRU of rendered HTML keyed by a digest of the source.
+
+    Items never change after import, and the same long brief is rendered for every
+    expert who reviews it; the digest keeps the keys small whatever the text size.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[str, Any] = OrderedDict()
+        self._lock = Lock()
+
+    def get_or_make(self, kind: str, text: str, make: Callable[[], Any]) -> Any:
+        key = kind + ":" + hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = make()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+        return value
+
+
+_cache = _RenderCache(size=512)
+# Short strings render faster than they hash and look up; only long ones are cached.
+_CACHE_FROM_CHARS = 2000
+
+
+def _markdown_html(text: str) -> str:
+    # Code blocks scroll sideways; a scrollable region must take keyboard focus to be
+    # readable without a mouse. Added after sanitising: "<pre>" can only be a real tag there.
+    return sanitize(_markdown().render(text)).replace("<pre>", '<pre tabindex="0">')
 
 
 def render_markdown(text: str) -> str:
     """Markdown to sanitised HTML."""
-    return sanitize(_markdown().render(text or ""))
+    text = text if isinstance(text, str) else str(text or "")
+    if len(text) < _CACHE_FROM_CHARS:
+        return _markdown_html(text)
+    return str(_cache.get_or_make("md", text, lambda: _markdown_html(text)))
 
 
-def render_code(text: str, *, filename: str = "") -> str:
+def render_plain(text: str) -> str:
+    """Text shown exactly as written (escaped; line breaks kept by CSS)."""
+    return str(escape(text or ""))
+
+
+def _lexer_for_code(filename: str, language: str) -> Lexer:
     try:
-        lexer = get_lexer_for_filename(filename) if filename else guess_lexer(text)
+        if language:
+            return get_lexer_by_name(language, stripnl=False)
+        if filename:
+            return get_lexer_for_filename(filename, stripnl=False)
     except ClassNotFound:
-        lexer = TextLexer()
-    return sanitize(highlight(text, lexer, HtmlFormatter(nowrap=True)))
+        pass
+    # Guessing a lexer from content is slow on long text and often wrong; plain is honest.
+    return TextLexer(stripnl=False)
+
+
+def render_code(text: str, *, filename: str = "", language: str = "") -> str:
+    lexer = _lexer_for_code(filename, language)
+
+    def make() -> str:
+        return sanitize(highlight(text or "", lexer, HtmlFormatter(nowrap=True)))
+
+    return str(_cache.get_or_make(f"code:{lexer.name}", text or "", make))
 
 
 @dataclass
@@ -120,6 +238,8 @@ class DiffFile:
     added: int
     removed: int
     hunks: list[DiffHunk] = field(default_factory=list)
+    status: str = "modified"  # "added" | "removed" | "renamed" | "modified"
+    anchor: str = ""
 
 
 def _lexer_for(path: str) -> Lexer:
@@ -129,33 +249,129 @@ def _lexer_for(path: str) -> Lexer:
         return TextLexer(stripnl=False)
 
 
-def parse_diff(text: str) -> list[DiffFile] | None:
-    """A unified diff as files → hunks → highlighted lines; None when it does not parse."""
+def _highlight_block(values: list[str], lexer: Lexer) -> list[str]:
+    """Highlight lines in one Pygments pass and split the result back into lines.
+
+    One pass keeps multi-line tokens (docstrings, comments) right and is far faster
+    than a call per line; Pygments closes its spans at every line end, so splitting
+    on newlines leaves each line balanced.
+    """
+    if not values:
+        return []
+    source = "\n".join(v.rstrip("\r\n") for v in values) + "\n"
+    lines = sanitize(highlight(source, lexer, HtmlFormatter(nowrap=True))).split("\n")
+    lines = lines[: len(values)]
+    return lines + [""] * (len(values) - len(lines))
+
+
+def _highlight_hunk(lines: list[Any], lexer: Lexer) -> list[str]:
+    """Each side of a hunk is highlighted as the file it belongs to: old lines with the
+    context as it was, new lines with the context as it is, so a removed line that opens
+    a string does not colour the added line after it."""
+    old_side = [i for i, line in enumerate(lines) if not line.is_added]
+    new_side = [i for i, line in enumerate(lines) if not line.is_removed]
+    out = [""] * len(lines)
+    old_html = _highlight_block([lines[i].value for i in old_side], lexer)
+    new_html = _highlight_block([lines[i].value for i in new_side], lexer)
+    for i, html in zip(old_side, old_html, strict=True):
+        out[i] = html
+    for i, html in zip(new_side, new_html, strict=True):
+        out[i] = html  # context lines take the new side's colours
+    return out
+
+
+def _parse_diff(text: str) -> list[DiffFile] | None:
     try:
         patch = PatchSet(text or "")
     except UnidiffParseError:
         return None
     if not len(patch):
         return None
-    formatter = HtmlFormatter(nowrap=True)
     files: list[DiffFile] = []
-    for patched in patch:
+    for index, patched in enumerate(patch):
         path = patched.target_file[2:] if patched.target_file.startswith("b/") else patched.path
+        if patched.is_removed_file:
+            path = patched.source_file[2:] if patched.source_file.startswith("a/") else path
+        status = (
+            "added"
+            if patched.is_added_file
+            else "removed"
+            if patched.is_removed_file
+            else "renamed"
+            if getattr(patched, "is_rename", False)
+            else "modified"
+        )
         lexer = _lexer_for(path)
-        out = DiffFile(path=path, added=patched.added, removed=patched.removed)
+        out = DiffFile(
+            path=path,
+            added=patched.added,
+            removed=patched.removed,
+            status=status,
+            anchor=f"diff-file-{index + 1}",
+        )
         for hunk in patched:
-            h = DiffHunk(header=str(hunk).splitlines()[0] if str(hunk) else "")
-            for line in hunk:
+            header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start},{hunk.target_length} @@"
+            if hunk.section_header:
+                header += f" {hunk.section_header}"
+            h = DiffHunk(header=header)
+            lines = list(hunk)
+            highlighted = _highlight_hunk(lines, lexer)
+            for line, html in zip(lines, highlighted, strict=True):
                 kind = "add" if line.is_added else "del" if line.is_removed else "ctx"
-                code = highlight(line.value.rstrip("\n"), lexer, formatter).rstrip("\n")
                 h.lines.append(
-                    DiffLine(
-                        kind=kind,
-                        old=line.source_line_no,
-                        new=line.target_line_no,
-                        html=sanitize(code),
-                    )
+                    DiffLine(kind=kind, old=line.source_line_no, new=line.target_line_no, html=html)
                 )
             out.hunks.append(h)
         files.append(out)
     return files
+
+
+def parse_diff(text: str) -> list[DiffFile] | None:
+    """A unified diff as files → hunks → highlighted lines; None when it does not parse."""
+    result: list[DiffFile] | None = _cache.get_or_make(
+        "diff", text or "", lambda: _parse_diff(text)
+    )
+    return result
+
+
+# --- Long documents ----------------------------------------------------------
+
+
+@dataclass
+class DocumentSection:
+    anchor: str
+    heading: str
+    html: str
+    under_review: bool
+
+
+def clause_in_heading(heading: str, clause: str) -> bool:
+    """Whether a heading names the clause or one of its sub-clauses.
+
+    For clause 9.2: "9.2 Limitation", "Clause 9.2" and "9.2.1" match; "19.2" and "9.20" do not.
+    """
+    clause = (clause or "").strip().rstrip(".")
+    if not clause:
+        return False
+    pattern = rf"(?<![\w.]){re.escape(clause)}(?!\d)"
+    return re.search(pattern, heading or "") is not None
+
+
+def render_document(sections: Any, clause: str = "") -> list[DocumentSection]:
+    """A document's sections with anchors for navigation and the clause under review marked."""
+    out: list[DocumentSection] = []
+    if not isinstance(sections, list):
+        return out
+    for index, section in enumerate(sections):
+        if not isinstance(section, dict):
+            continue
+        heading = str(section.get("heading") or "")
+        out.append(
+            DocumentSection(
+                anchor=f"section-{index + 1}",
+                heading=heading,
+                html=render_markdown(str(section.get("text") or "")),
+                under_review=clause_in_heading(heading, clause),
+            )
+        )
+    return out

@@ -1,4 +1,7 @@
-"""The review workspace: claim, judge, submit; the next item arrives through htmx."""
+"""The review workspace: claim, judge, submit; the next item arrives through htmx.
+
+Also the expert's history of their own reviews and a lead's list of a campaign's reviews.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,25 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from feedback.errors import DomainError
+from feedback.errors import DomainError, NotFound
 from feedback.models import Campaign, User
 from feedback.selectors import campaign_get_for_user
 from reviews import services
-from reviews.models import Assignment
-from reviews.selectors import assignment_get_for_expert, blind_responses, campaign_progress
+from reviews.models import Assignment, Review
+from reviews.selectors import (
+    assignment_get_for_expert,
+    blind_responses,
+    campaign_progress,
+    reviews_for_expert,
+)
+from reviews.workspace import FormState, draft_from_post, workspace_build
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -30,13 +40,19 @@ def _user(request: HttpRequest) -> User:
     return user
 
 
+def _problem(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    return render(
+        request, "problem.html", {"message": exc.message, "status": exc.status}, status=exc.status
+    )
+
+
 def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int]) -> dict[str, Any]:
     """Turn the review form into the API's submit body, so both paths share one validation."""
     body: dict[str, Any] = {"rationale": post.get("rationale", ""), "flags": post.getlist("flags")}
     ratings: dict[str, dict[str, int | str]] = {}
     for key in post:
         value = post.get(key, "")
-        if key.startswith("rating-") and value != "":
+        if key.startswith("rating-") and key.count("-") >= 2 and value != "":
             _, rid, criterion = key.split("-", 2)
             ratings.setdefault(rid, {})[criterion] = (
                 int(value) if value.lstrip("-").isdigit() else value
@@ -60,37 +76,82 @@ def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int])
     seconds = post.get("active_seconds", "")
     if seconds.isdigit():
         body["active_seconds"] = int(seconds)
+    pasted = {
+        field: int(post.get(f"pasted_{field}", ""))
+        for field in ("rationale", "correction")
+        if post.get(f"pasted_{field}", "").isdigit()
+    }
+    if pasted:
+        body["pasted_chars"] = pasted
     return body
 
 
 def _workspace_context(
-    request: HttpRequest, assignment: Assignment, **extra: Any
+    request: HttpRequest,
+    assignment: Assignment,
+    *,
+    state: FormState | None = None,
+    errors: dict[str, list[str]] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     campaign = assignment.campaign
+    progress = campaign_progress(campaign=campaign, expert=_user(request))
     return {
         "assignment": assignment,
         "campaign": campaign,
         "item": assignment.item,
-        "responses": blind_responses(assignment=assignment),
-        "progress": campaign_progress(campaign=campaign, expert=_user(request)),
+        "ws": workspace_build(
+            assignment=assignment,
+            responses=blind_responses(assignment=assignment),
+            state=state,
+            errors=errors,
+        ),
+        "progress": progress,
         "skip_reasons": services.SKIP_REASONS,
-        "errors": {},
         **extra,
     }
 
 
 def _render_workspace(
-    request: HtmxHttpRequest, assignment: Assignment, status: int = 200, **extra: Any
+    request: HtmxHttpRequest,
+    assignment: Assignment,
+    status: int = 200,
+    *,
+    state: FormState | None = None,
+    errors: dict[str, list[str]] | None = None,
+    **extra: Any,
 ) -> HttpResponse:
     template = "reviews/review.html"
-    if request.htmx:
+    partial = request.htmx and not request.htmx.history_restore_request
+    if partial:
         template += "#workspace"
     response = render(
-        request, template, _workspace_context(request, assignment, **extra), status=status
+        request,
+        template,
+        _workspace_context(request, assignment, state=state, errors=errors, **extra),
+        status=status,
     )
-    if request.htmx:
+    if partial:
         response["HX-Push-Url"] = reverse("review-page", args=[assignment.pk])
     return response
+
+
+def _render_expired(
+    request: HtmxHttpRequest, assignment: Assignment, *, unsent: FormState | None = None
+) -> HttpResponse:
+    """Explain a lost lease in words, and hand back whatever the expert had written."""
+    template = "reviews/review.html"
+    partial = request.htmx and not request.htmx.history_restore_request
+    context = {
+        "assignment": assignment,
+        "campaign": assignment.campaign,
+        "expired": True,
+        "unsent_rationale": unsent.get("rationale") if unsent else "",
+        "unsent_correction": unsent.get("correction_text") if unsent else "",
+    }
+    return render(
+        request, template + ("#expired" if partial else ""), context, status=409 if unsent else 200
+    )
 
 
 def _claim_next(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -107,21 +168,26 @@ def _claim_next(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
     return redirect("review-page", assignment_id=assignment.pk)
 
 
-def _to_home(request: HtmxHttpRequest) -> HttpResponse:
+def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
     if request.htmx:
         response = HttpResponse(status=204)
-        response["HX-Redirect"] = reverse("home")
+        response["HX-Redirect"] = url
         return response
-    return redirect("home")
+    return redirect(url)
+
+
+def _to_home(request: HtmxHttpRequest) -> HttpResponse:
+    return _to(request, reverse("home"))
 
 
 @login_required
 @require_POST
 def start(request: HtmxHttpRequest, campaign_id: int) -> HttpResponse:
+    """Resume the expert's live claim in the campaign, or claim the next item."""
     try:
         campaign = campaign_get_for_user(user=_user(request), campaign_id=campaign_id)
     except DomainError as exc:
-        return HttpResponse(exc.message, status=exc.status)
+        return _problem(request, exc)
     return _claim_next(request, campaign)
 
 
@@ -131,15 +197,20 @@ def review_page(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     try:
         assignment = assignment_get_for_expert(expert=_user(request), assignment_id=assignment_id)
     except DomainError as exc:
-        return HttpResponse(exc.message, status=exc.status)
-    if not assignment.is_live:
-        messages.warning(
-            request,
-            "That item is no longer yours: it was submitted, skipped, or its lease expired "
-            "and it went back to the queue.",
-        )
-        return redirect("home")
-    return _render_workspace(request, assignment)
+        return _problem(request, exc)
+    if assignment.is_live:
+        return _render_workspace(request, assignment)
+    if assignment.status == Assignment.Status.SUBMITTED:
+        # The back button lands here after a submit: show the review where it now lives.
+        messages.info(request, "You already submitted that item; it is in your history.")
+        return _to(request, reverse("review-history") + f"#assignment-{assignment.pk}")
+    if assignment.status == Assignment.Status.CLAIMED:
+        return _render_expired(request, assignment)
+    messages.info(
+        request,
+        f"That item is no longer yours: it was {assignment.get_status_display().lower()}.",
+    )
+    return _to_home(request)
 
 
 @login_required
@@ -149,7 +220,7 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     try:
         assignment = assignment_get_for_expert(expert=user, assignment_id=assignment_id)
     except DomainError as exc:
-        return HttpResponse(exc.message, status=exc.status)
+        return _problem(request, exc)
     response_ids = [r["id"] for r in blind_responses(assignment=assignment)]
     body = body_from_form(assignment.campaign, request.POST, response_ids)
     try:
@@ -160,10 +231,12 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
                 request,
                 assignment,
                 status=422 if request.htmx else 400,
+                state=FormState.from_post(request.POST),
                 errors=exc.fields,
                 error_message=exc.message,
-                form=request.POST,
             )
+        if exc.code == "lease_expired":
+            return _render_expired(request, assignment, unsent=FormState.from_post(request.POST))
         messages.error(request, exc.message)
         return _to_home(request)
     messages.success(request, "Review saved.")
@@ -182,7 +255,63 @@ def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
             note=request.POST.get("note", ""),
         )
     except DomainError as exc:
+        if exc.status == 404:
+            return _problem(request, exc)
+        if exc.status == 400:
+            messages.error(request, exc.message)
+            return _to(request, reverse("review-page", args=[assignment_id]))
         messages.error(request, exc.message)
         return _to_home(request)
     messages.info(request, "Skipped; you will not be offered that item again.")
     return _claim_next(request, assignment.campaign)
+
+
+@login_required
+@require_POST
+def review_draft(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
+    """Autosave: the review form as it stands, kept on the assignment until submit."""
+    draft = draft_from_post(request.POST)
+    try:
+        services.assignment_save_draft(
+            assignment_id=assignment_id, expert=_user(request), draft=draft
+        )
+    except DomainError as exc:
+        return JsonResponse(
+            {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
+            status=exc.status,
+        )
+    return JsonResponse({"saved_at": draft["saved_at"]})
+
+
+@login_required
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """The expert's own reviews, newest first, with the lead's verdict and note once given."""
+    page = Paginator(reviews_for_expert(expert=_user(request)), 25).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "reviews/history.html", {"page": page})
+
+
+@login_required
+@require_GET
+def campaign_reviews(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """A lead's read of a campaign's reviews with their rationales (leads and admins only)."""
+    user = _user(request)
+    if user.role not in {User.Role.LEAD, User.Role.ADMIN}:
+        return render(
+            request,
+            "problem.html",
+            {"message": "Only leads and admins read a campaign's reviews.", "status": 403},
+            status=403,
+        )
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None:
+        return _problem(request, NotFound(f"No campaign {campaign_id}."))
+    reviews = (
+        Review.objects.filter(campaign=campaign)
+        .select_related("expert", "item", "chosen")
+        .order_by("-created_at", "-id")
+    )
+    page = Paginator(reviews, 25).get_page(request.GET.get("page"))
+    return render(request, "reviews/campaign_reviews.html", {"campaign": campaign, "page": page})

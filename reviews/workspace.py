@@ -1,0 +1,426 @@
+"""The review workspace as the page shows it.
+
+Built from the assignment, its item and whatever the expert has entered so far: the
+autosaved draft when the page loads, the posted form when a submit is sent back with
+errors. Every piece of untrusted text is rendered here, through feedback.rendering, so
+the templates only place already-safe HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.http import QueryDict
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+
+from feedback import rendering
+from feedback.models import Campaign
+from reviews.models import Assignment
+
+# Form fields a draft may hold; anything else posted to the draft endpoint is dropped.
+DRAFT_FIELDS = {
+    "chosen",
+    "strength",
+    "ranking",
+    "correction_response",
+    "correction_text",
+    "rationale",
+    "flags",
+    "active_seconds",
+    "pasted_rationale",
+    "pasted_correction",
+}
+DRAFT_MAX_CHARS = 2_000_000
+
+FLAG_LABELS = {
+    "both_bad": "Both responses are bad",
+    "all_wrong": "All answers are wrong",
+    "unsafe": "Unsafe content",
+    "pii": "Contains personal data (PII)",
+    "off_topic": "Off-topic",
+}
+
+STRENGTHS = [(1, "Slightly better"), (2, "Clearly better"), (3, "Much better")]
+
+
+def _safe(html: str) -> SafeString:
+    return mark_safe(html)  # noqa: S308 - produced by feedback.rendering (sanitised by nh3)
+
+
+@dataclass
+class FormState:
+    """What the expert has entered: field name → list of values, as a form posts them."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_post(cls, post: QueryDict) -> FormState:
+        return cls({k: post.getlist(k) for k in post if k != "csrfmiddlewaretoken"})
+
+    @classmethod
+    def from_draft(cls, draft: Any) -> FormState:
+        fields = draft.get("fields") if isinstance(draft, dict) else None
+        if not isinstance(fields, dict):
+            return cls()
+        return cls(
+            {
+                str(k): [str(v) for v in vs] if isinstance(vs, list) else [str(vs)]
+                for k, vs in fields.items()
+            }
+        )
+
+    def has(self, name: str) -> bool:
+        return name in self.values
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self.values.get(name)
+        return values[-1] if values else default
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self.values.get(name, []))
+
+
+def draft_from_post(post: QueryDict) -> dict[str, Any]:
+    """The autosave body: the review form's fields, size-capped, with the time it was taken."""
+    fields: dict[str, list[str]] = {}
+    budget = DRAFT_MAX_CHARS
+    for key in post:
+        if key not in DRAFT_FIELDS and not key.startswith("rating-"):
+            continue
+        values = [v[:budget] for v in post.getlist(key)[:100]]
+        budget -= sum(len(v) for v in values)
+        fields[key[:200]] = values
+        if budget <= 0:
+            break
+    return {"fields": fields, "saved_at": timezone.now().isoformat()}
+
+
+# --- the item -----------------------------------------------------------------
+
+
+@dataclass
+class ImageView:
+    src: str
+    alt: str
+    allowed: bool
+    blocked_html: SafeString
+
+
+def _image(src: Any, alt: Any = "") -> ImageView:
+    src_text, alt_text = str(src or ""), str(alt or "")
+    allowed = rendering.image_src_allowed(src_text)
+    return ImageView(
+        src=src_text if allowed else "",
+        alt=alt_text,
+        allowed=allowed,
+        blocked_html=_safe("" if allowed else rendering.blocked_image_html(src_text, alt_text)),
+    )
+
+
+@dataclass
+class PromptPart:
+    html: SafeString | None = None
+    image: ImageView | None = None
+
+
+@dataclass
+class PromptTurn:
+    role: str
+    parts: list[PromptPart]
+
+
+def _content_parts(content: Any) -> list[PromptPart]:
+    """A chat message's content: a string, or OpenAI-style parts (text and image_url)."""
+    if isinstance(content, str):
+        return [PromptPart(html=_safe(rendering.render_markdown(content)))]
+    parts: list[PromptPart] = []
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, str):
+                parts.append(PromptPart(html=_safe(rendering.render_markdown(part))))
+            elif isinstance(part, dict):
+                kind = part.get("type")
+                if kind == "text":
+                    parts.append(
+                        PromptPart(html=_safe(rendering.render_markdown(str(part.get("text", "")))))
+                    )
+                elif kind in {"image_url", "image"}:
+                    raw = part.get("image_url", part.get("url", ""))
+                    url = raw.get("url", "") if isinstance(raw, dict) else raw
+                    parts.append(PromptPart(image=_image(url, part.get("alt", ""))))
+        return parts
+    return [PromptPart(html=_safe(rendering.render_plain(json.dumps(content, indent=2))))]
+
+
+def prompt_turns(prompt: Any) -> list[PromptTurn]:
+    if isinstance(prompt, list):
+        turns = []
+        for message in prompt:
+            if isinstance(message, dict):
+                turns.append(
+                    PromptTurn(
+                        role=str(message.get("role", "")),
+                        parts=_content_parts(message.get("content")),
+                    )
+                )
+            else:
+                turns.append(PromptTurn(role="", parts=_content_parts(message)))
+        return turns
+    return [PromptTurn(role="", parts=_content_parts(prompt if prompt is not None else ""))]
+
+
+@dataclass
+class ContextView:
+    kind: str  # "code_pr" | "legal_brief" | "other"
+    title: str = ""
+    subtitle: str = ""
+    description_html: SafeString | None = None
+    files: list[rendering.DiffFile] | None = None
+    raw_diff: str = ""
+    sections: list[rendering.DocumentSection] = field(default_factory=list)
+    clause: str = ""
+    clause_anchor: str = ""
+    fields: list[tuple[str, SafeString]] = field(default_factory=list)
+    images: list[ImageView] = field(default_factory=list)
+
+    @property
+    def is_document(self) -> bool:
+        """Long material that reads best in its own pane beside the work."""
+        return self.kind in {"code_pr", "legal_brief"}
+
+
+def context_view(context: Any) -> ContextView | None:
+    if not isinstance(context, dict) or not context:
+        return None
+    kind = str(context.get("kind") or "")
+    if not kind:
+        kind = "code_pr" if "diff" in context else "legal_brief" if "sections" in context else ""
+    images = [
+        _image(i.get("url", i.get("src", "")), i.get("alt", ""))
+        if isinstance(i, dict)
+        else _image(i)
+        for i in context.get("images") or []
+        if isinstance(context.get("images"), list)
+    ]
+    if kind == "code_pr":
+        diff = str(context.get("diff") or "")
+        files = rendering.parse_diff(diff)
+        return ContextView(
+            kind=kind,
+            title=str(context.get("title") or "Pull request"),
+            subtitle=str(context.get("repo") or ""),
+            description_html=_safe(
+                rendering.render_markdown(str(context.get("description") or ""))
+            ),
+            files=files,
+            raw_diff="" if files else diff,
+            images=images,
+        )
+    if kind == "legal_brief":
+        clause = str(context.get("clause_under_review") or "")
+        sections = rendering.render_document(context.get("sections"), clause)
+        for section in sections:
+            section.html = _safe(section.html)
+        anchor = next((s.anchor for s in sections if s.under_review), "")
+        return ContextView(
+            kind=kind,
+            title=str(context.get("title") or "Document"),
+            subtitle=str(context.get("jurisdiction") or ""),
+            sections=sections,
+            clause=clause,
+            clause_anchor=anchor,
+            images=images,
+        )
+    fields = [
+        (
+            str(key),
+            _safe(
+                rendering.render_markdown(value if isinstance(value, str) else json.dumps(value))
+            ),
+        )
+        for key, value in context.items()
+        if key not in {"kind", "images"}
+    ]
+    return ContextView(kind="other", fields=fields, images=images)
+
+
+# --- the judgement --------------------------------------------------------------
+
+
+@dataclass
+class RatingPoint:
+    value: int
+    anchor: str
+    checked: bool
+
+
+@dataclass
+class CriterionView:
+    key: str
+    label: str
+    name: str
+    points: list[RatingPoint]
+    error: str = ""
+
+
+@dataclass
+class ResponseView:
+    id: int
+    label: str
+    format: str
+    html: SafeString | None
+    files: list[rendering.DiffFile] | None
+    chosen: bool
+    criteria: list[CriterionView]
+    excerpt: str
+
+
+def _response_html(
+    text: str, fmt: str
+) -> tuple[SafeString | None, list[rendering.DiffFile] | None]:
+    if fmt == "diff":
+        files = rendering.parse_diff(text)
+        if files:
+            return None, files
+    if fmt == "markdown":
+        return _safe(rendering.render_markdown(text)), None
+    if fmt == "code":
+        return _safe(
+            f'<pre class="highlight" tabindex="0"><code>{rendering.render_code(text)}</code></pre>'
+        ), None
+    return _safe(f'<pre class="plain">{rendering.render_plain(text)}</pre>'), None
+
+
+def _criteria(
+    campaign: Campaign, response_id: int, state: FormState, errors: dict[str, list[str]]
+) -> list[CriterionView]:
+    out = []
+    for spec in campaign.rubric or []:
+        if not isinstance(spec, dict) or "key" not in spec:
+            continue
+        key = str(spec["key"])
+        name = f"rating-{response_id}-{key}"
+        anchors = spec.get("anchors") or {}
+        chosen = state.get(name)
+        low, high = int(spec.get("min", 1)), int(spec.get("max", 5))
+        points = [
+            RatingPoint(value=v, anchor=str(anchors.get(str(v), "")), checked=chosen == str(v))
+            for v in range(low, high + 1)
+        ]
+        problems = errors.get(f"ratings.{response_id}.{key}") or errors.get(
+            f"ratings.{response_id}"
+        )
+        out.append(
+            CriterionView(
+                key=key,
+                label=str(spec.get("label") or key),
+                name=name,
+                points=points,
+                error="; ".join(problems or []),
+            )
+        )
+    return out
+
+
+@dataclass
+class Workspace:
+    kind: str
+    turns: list[PromptTurn]
+    context: ContextView | None
+    responses: list[ResponseView]
+    ranking: list[ResponseView]
+    strengths: list[tuple[int, str, bool]]
+    flags: list[tuple[str, str, bool]]
+    rationale: str
+    correction_response: ResponseView | None
+    correction_original: str
+    correction_text: str
+    active_seconds: int
+    pasted_rationale: int
+    pasted_correction: int
+    restored_from_draft: bool
+    draft_saved_at: datetime | None
+    error_list: list[str]
+
+
+def _int(value: str) -> int:
+    return int(value) if value.isdigit() else 0
+
+
+def workspace_build(
+    *,
+    assignment: Assignment,
+    responses: list[dict[str, Any]],
+    state: FormState | None = None,
+    errors: dict[str, list[str]] | None = None,
+) -> Workspace:
+    """Everything the review page shows for one assignment, in the expert's blind order."""
+    campaign = assignment.campaign
+    item = assignment.item
+    errors = errors or {}
+    restored = state is None and bool(assignment.draft)
+    if state is None:
+        state = FormState.from_draft(assignment.draft)
+
+    views: list[ResponseView] = []
+    for r in responses:
+        html, files = _response_html(r["text"], r["format"])
+        first_line = next((line for line in r["text"].splitlines() if line.strip()), "")
+        views.append(
+            ResponseView(
+                id=r["id"],
+                label=r["label"],
+                format=r["format"],
+                html=html,
+                files=files,
+                chosen=state.get("chosen") == str(r["id"]),
+                criteria=_criteria(campaign, r["id"], state, errors),
+                excerpt=first_line[:140],
+            )
+        )
+
+    by_id = {str(v.id): v for v in views}
+    ranking = [by_id[rid] for rid in dict.fromkeys(state.getlist("ranking")) if rid in by_id]
+    ranking += [v for v in views if v not in ranking]
+
+    strength = state.get("strength", "1")
+    strengths = [(value, label, str(value) == strength) for value, label in STRENGTHS]
+    flag_keys = ["both_bad"] if campaign.kind == Campaign.Kind.PAIRWISE else ["all_wrong"]
+    flag_keys += ["unsafe", "pii", "off_topic"]
+    checked_flags = set(state.getlist("flags"))
+    flags = [(key, FLAG_LABELS[key], key in checked_flags) for key in flag_keys]
+
+    target = by_id.get(state.get("correction_response")) or (views[0] if views else None)
+    original = next((r["text"] for r in responses if target and r["id"] == target.id), "")
+    correction_text = state.get("correction_text") if state.has("correction_text") else original
+
+    error_list = [f"{name}: {'; '.join(problems)}" for name, problems in sorted(errors.items())]
+    saved_at = None
+    if restored and isinstance(assignment.draft, dict):
+        try:
+            saved_at = datetime.fromisoformat(str(assignment.draft.get("saved_at")))
+        except ValueError:
+            saved_at = None
+    return Workspace(
+        kind=campaign.kind,
+        turns=prompt_turns(item.prompt),
+        context=context_view(item.context),
+        responses=views,
+        ranking=ranking,
+        strengths=strengths,
+        flags=flags,
+        rationale=state.get("rationale"),
+        correction_response=target,
+        correction_original=original,
+        correction_text=correction_text,
+        active_seconds=_int(state.get("active_seconds")),
+        pasted_rationale=_int(state.get("pasted_rationale")),
+        pasted_correction=_int(state.get("pasted_correction")),
+        restored_from_draft=restored,
+        draft_saved_at=saved_at,
+        error_list=error_list,
+    )
