@@ -1,0 +1,129 @@
+"""Drafts autosave to the server and come back on reload; paste counts reach the review."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from feedback.models import Response
+from reviews import services
+from reviews.models import Assignment, Review
+from tests.feedback.factories import CampaignFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _correction_assignment(expert) -> Assignment:
+    campaign = CampaignFactory(kind="correction")
+    item = ItemFactory(campaign=campaign, responses=0)
+    Response.objects.create(item=item, model_name="m", text="The cap is unlimited.")
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    return assignment
+
+
+def test_it_saves_the_form_as_a_draft_and_restores_it_on_reload(expert):
+    assignment = _correction_assignment(expert)
+    client = _client(expert)
+    res = client.post(
+        reverse("review-draft", args=[assignment.pk]),
+        {
+            "correction_text": "The cap is 12 months of fees.",
+            "rationale": "Clause 9.2 caps it.",
+            "flags": ["pii"],
+            "active_seconds": "95",
+            "pasted_correction": "7",
+            "not_a_field": "dropped",
+        },
+    )
+    assert res.status_code == 200
+    assert "saved_at" in res.json()
+    assignment.refresh_from_db()
+    assert assignment.draft["fields"]["correction_text"] == ["The cap is 12 months of fees."]
+    assert "not_a_field" not in assignment.draft["fields"]
+
+    html = client.get(reverse("review-page", args=[assignment.pk])).content.decode()
+    assert ">\nThe cap is 12 months of fees.</textarea>" in html
+    assert ">\nClause 9.2 caps it.</textarea>" in html
+    assert 'value="pii" checked' in html
+    assert 'name="active_seconds" value="95"' in html
+    assert 'name="pasted_correction" value="7"' in html
+    assert "Your draft" in html
+    # The original stays available for the live diff and the reset button.
+    assert ">\nThe cap is unlimited.</textarea>" in html
+
+
+def test_a_submit_clears_the_draft_and_stores_the_pasted_characters(expert):
+    assignment = _correction_assignment(expert)
+    client = _client(expert)
+    client.post(reverse("review-draft", args=[assignment.pk]), {"correction_text": "x"})
+    res = client.post(
+        reverse("review-submit", args=[assignment.pk]),
+        {
+            "correction_text": "The cap is 12 months of fees.",
+            "rationale": "Pasted from my notes.",
+            "pasted_rationale": "21",
+            "pasted_correction": "0",
+            "active_seconds": "40",
+        },
+    )
+    assert res.status_code == 302
+    review = Review.objects.get(assignment=assignment)
+    assert review.pasted_chars == {"rationale": 21, "correction": 0}
+    assert review.correction_text == "The cap is 12 months of fees."
+    assignment.refresh_from_db()
+    assert assignment.draft == {}
+
+
+def test_a_draft_for_an_expired_lease_is_refused_in_words(expert):
+    assignment = _correction_assignment(expert)
+    Assignment.objects.filter(pk=assignment.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    res = _client(expert).post(reverse("review-draft", args=[assignment.pk]), {"rationale": "late"})
+    assert res.status_code == 409
+    assert res.json()["error"]["code"] == "lease_expired"
+    assignment.refresh_from_db()
+    assert assignment.draft == {}
+
+
+def test_nobody_else_can_read_or_write_an_experts_draft(expert, other_expert):
+    assignment = _correction_assignment(expert)
+    _client(expert).post(reverse("review-draft", args=[assignment.pk]), {"rationale": "mine"})
+    other = _client(other_expert)
+    assert (
+        other.post(reverse("review-draft", args=[assignment.pk]), {"rationale": "x"}).status_code
+        == 404
+    )
+    assert other.get(reverse("review-page", args=[assignment.pk])).status_code == 404
+    assignment.refresh_from_db()
+    assert assignment.draft["fields"]["rationale"] == ["mine"]
+
+
+def test_a_draft_keeps_the_ranking_order_and_the_rubric_scores(expert):
+    campaign = CampaignFactory(
+        kind="ranking",
+        rubric=[{"key": "depth", "label": "Depth", "min": 1, "max": 5, "anchors": {}}],
+    )
+    ItemFactory(campaign=campaign, responses=3)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    order = list(reversed(assignment.response_order))
+    client = _client(expert)
+    client.post(
+        reverse("review-draft", args=[assignment.pk]),
+        {"ranking": [str(i) for i in order], f"rating-{order[0]}-depth": "4"},
+    )
+    html = client.get(reverse("review-page", args=[assignment.pk])).content.decode()
+    positions = [html.index(f'name="ranking" value="{rid}"') for rid in order]
+    assert positions == sorted(positions)

@@ -1,0 +1,82 @@
+"""The expert's history of their own reviews, and a lead's list of a campaign's reviews."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from feedback.models import User
+from reviews import services
+from reviews.models import Review
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _review(campaign, expert, rationale: str) -> Review:
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    review, _ = services.review_submit(
+        assignment_id=assignment.pk,
+        expert=expert,
+        body={"preference": {"chosen": assignment.response_order[0]}, "rationale": rationale},
+    )
+    return review
+
+
+def test_the_history_shows_only_my_reviews_with_the_leads_verdict_and_note(expert, other_expert):
+    campaign = CampaignFactory(kind="pairwise", acceptance="lead")
+    mine = _review(campaign, expert, "My reasons")
+    _review(campaign, other_expert, "Their reasons")
+    Review.objects.filter(pk=mine.pk).update(
+        verdict="rejected",
+        verdict_note="Missed the *indemnity* carve-out.",
+        verdict_at=timezone.now(),
+    )
+    html = _client(expert).get(reverse("review-history")).content.decode()
+    assert "My reasons" in html
+    assert "Their reasons" not in html
+    assert "Rejected" in html
+    assert "Missed the <em>indemnity</em> carve-out." in html
+    assert f'id="assignment-{mine.assignment_id}"' in html
+
+
+def test_the_history_asks_for_sign_in():
+    res = Client().get(reverse("review-history"))
+    assert res.status_code == 302
+
+
+@pytest.mark.parametrize("role", ["lead", "admin"])
+def test_leads_and_admins_read_a_campaigns_reviews_with_rationales(expert, role):
+    campaign = CampaignFactory(kind="pairwise")
+    _review(campaign, expert, "Response A cites **the statute**.")
+    reader = UserFactory(role=role)
+    res = _client(reader).get(reverse("campaign-reviews", args=[campaign.pk]))
+    assert res.status_code == 200
+    html = res.content.decode()
+    assert "Response A cites <strong>the statute</strong>." in html
+    assert expert.email in html
+
+
+@pytest.mark.parametrize("role", [User.Role.EXPERT, User.Role.ENGINEER])
+def test_an_outsider_to_adjudication_gets_403_on_the_lead_page(expert, role):
+    campaign = CampaignFactory(kind="pairwise")
+    _review(campaign, expert, "secret reasons")
+    outsider = UserFactory(role=role)
+    res = _client(outsider).get(reverse("campaign-reviews", args=[campaign.pk]))
+    assert res.status_code == 403
+    assert "secret reasons" not in res.content.decode()
+
+
+def test_the_lead_page_answers_404_for_an_unknown_campaign():
+    lead = UserFactory(role=User.Role.LEAD)
+    assert _client(lead).get(reverse("campaign-reviews", args=[987654])).status_code == 404
