@@ -83,7 +83,8 @@ class Recipe:
 def _bound(value: str | None, *, upper: bool) -> datetime | None:
     if value is None:
         return None
-    moment = parse_datetime(value)
+    # A bare date is a whole day (Python would read it as that day's midnight).
+    moment = None if parse_date(value) is not None else parse_datetime(value)
     if moment is not None:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
