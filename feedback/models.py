@@ -213,6 +213,8 @@ class Item(models.Model):
                 name="item_queue_idx",
                 condition=Q(open_slots__gt=0, is_gold=False),
             ),
+            # Gold items stay out of the queue index; the claim draws them from this one.
+            models.Index("campaign", "id", name="item_gold_idx", condition=Q(is_gold=True)),
         ]
 
     def __str__(self) -> str:
@@ -240,3 +242,116 @@ class Response(models.Model):
 
     def __str__(self) -> str:
         return f"response {self.pk} of {self.item_id}"
+
+
+class ItemImage(models.Model):
+    """An image carried by a prompt, a context or a response, checked with Pillow on intake.
+
+    Items refer to it as ``{"image": <id>}``; it is served from our own origin with the
+    content type recorded here, never the one a client claimed.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="images")
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=32)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    file = models.FileField(upload_to="item-images/%Y/%m/")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "sha256"], name="item_image_once_per_campaign"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.pk} ({self.content_type}, {self.width}x{self.height})"
+
+
+class ImportJob(models.Model):
+    """One uploaded file of items and what became of it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines"
+        CSV = "csv", "CSV"
+        PARQUET = "parquet", "Parquet"
+        LABEL_STUDIO = "label_studio", "Label Studio JSON export"
+
+    class OnError(models.TextChoices):
+        ABORT = "abort", "Import nothing if any row is invalid"
+        SKIP = "skip", "Skip invalid rows and import the rest"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="imports")
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    format = models.CharField(max_length=16, choices=Format.choices)
+    on_error = models.CharField(max_length=8, choices=OnError.choices, default=OnError.ABORT)
+    # Which source column (or Label Studio data key) fills which item field; see docs/intake.md.
+    mapping = models.JSONField(default=dict, blank=True)
+    file = models.FileField(upload_to="imports/%Y/%m/", max_length=300)
+    filename = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField(default=0)
+    # Images uploaded beside the file, referred to from items as "upload:<name>": {name: path}.
+    uploads = models.JSONField(default=dict, blank=True)
+    rows_total = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    invalid_count = models.PositiveIntegerField(default=0)
+    # [{"line": 3, "row": 3, "field": "responses[0].text", "message": "must be a string"}], capped.
+    errors = models.JSONField(default=list, blank=True)
+    duplicates = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.status})"
+
+
+class GenerationJob(models.Model):
+    """A run that asks one or more models for the responses items lack."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generations")
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # [{"name": "model-a", "input_usd_per_million": 0.15, "output_usd_per_million": 0.6}]
+    model_specs = models.JSONField(default=list)
+    item_ids = models.JSONField(default=list, blank=True)
+    items_total = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)
+    responses_created = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    # [{"item": 12, "model": "model-a", "message": "HTTP 500 after 4 attempts: ..."}], capped.
+    errors = models.JSONField(default=list, blank=True)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd_micros = models.PositiveBigIntegerField(default=0)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"generation {self.pk} ({self.status})"

@@ -274,7 +274,9 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
         delta = campaign.overlap - old_overlap
         if delta:
             # Items that are ready to review gain or lose queue slots with the overlap.
-            ready = Item.objects.filter(campaign=campaign, responses__isnull=False).distinct()
+            ready = Item.objects.filter(
+                campaign=campaign, is_gold=False, responses__isnull=False
+            ).distinct()
             Item.objects.filter(pk__in=ready.values("pk")).update(
                 open_slots=Greatest(F("open_slots") + delta, 0)
             )

@@ -40,6 +40,13 @@ class Assignment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["item", "expert"], name="assignment_once_per_expert"),
+            # One live claim per expert and campaign: a double click or a second tab gets the
+            # same claim back, enforced by the database rather than by a lock in Python.
+            models.UniqueConstraint(
+                fields=["campaign", "expert"],
+                condition=Q(status="claimed"),
+                name="assignment_one_claim_per_expert",
+            ),
         ]
         indexes = [
             models.Index(

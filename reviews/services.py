@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from feedback.models import Campaign, Item, Qualification, User
+from feedback.models import Campaign, Item, Qualification, Response, User
 from feedback.selectors import expert_skills
 from reviews import signals
 from reviews.models import Assignment, AssignmentEvent, Review
@@ -29,6 +31,7 @@ SKIP_REASONS = {
 }
 FLAGS = {"unsafe", "pii", "off_topic", "all_wrong", "both_bad", "needs_expert"}
 MAX_RATIONALE = 20_000
+HEARTBEAT_GAP_SECONDS = 120
 MAX_CORRECTION = 1_000_000
 
 
@@ -39,16 +42,21 @@ def _event(assignment: Assignment, *, actor: User | None, from_status: str, to_s
 
 
 def expert_may_review(*, campaign: Campaign, expert: User) -> None:
-    """Raise unless the expert may claim work in the campaign."""
+    """Raise unless the expert may claim work in the campaign.
+
+    The database is asked only about what the campaign requires, so the common case
+    (no required skills, no qualification) costs no query at all.
+    """
     if expert.role not in {User.Role.EXPERT, User.Role.LEAD}:
         raise PermissionDenied("Only experts and leads review items.")
     if campaign.status != Campaign.Status.ACTIVE:
         raise Conflict(
             f"The campaign is {campaign.status}, not active.", code="campaign_not_active"
         )
-    missing = set(campaign.required_skills) - expert_skills(user=expert)
-    if missing:
-        raise PermissionDenied(f"The campaign needs the skills: {', '.join(sorted(missing))}.")
+    if campaign.required_skills:
+        missing = set(campaign.required_skills) - expert_skills(user=expert)
+        if missing:
+            raise PermissionDenied(f"The campaign needs the skills: {', '.join(sorted(missing))}.")
     if (
         campaign.requires_qualification
         and not Qualification.objects.filter(
@@ -58,18 +66,73 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
         raise PermissionDenied("You are not qualified for this campaign yet.")
 
 
-def assignments_expire_due(*, campaign_id: int | None = None, limit: int = 500) -> int:
+# Expiry is one statement: take due claims (skipping rows a submit holds), mark them expired,
+# write their history and give each item its slots back. Items are locked in id order so two
+# expiry runs that free slots on the same items cannot deadlock.
+_EXPIRE_SQL = """
+WITH due AS (
+    SELECT a.id FROM reviews_assignment a
+    WHERE a.status = 'claimed' AND a.lease_expires_at < %(now)s {campaign_filter}
+    ORDER BY a.lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE reviews_assignment a SET status = 'expired', finished_at = %(now)s
+    FROM due WHERE a.id = due.id
+    RETURNING a.id, a.item_id, a.is_gold
+), events AS (
+    INSERT INTO reviews_assignmentevent (assignment_id, actor_id, from_status, to_status, at)
+    SELECT id, NULL, 'claimed', 'expired', %(now)s FROM expired
+), counts AS (
+    SELECT item_id, count(*) AS n FROM expired WHERE NOT is_gold GROUP BY item_id
+), locked AS (
+    SELECT i.id FROM feedback_item i WHERE i.id IN (SELECT item_id FROM counts)
+    ORDER BY i.id FOR UPDATE
+), freed AS (
+    UPDATE feedback_item i SET open_slots = i.open_slots + counts.n
+    FROM counts JOIN locked ON locked.id = counts.item_id
+    WHERE i.id = counts.item_id
+    RETURNING i.id
+)
+SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM freed)
+"""
+
+
+def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run one self-contained statement: its own transaction in autocommit (one round trip),
+    a savepoint inside a caller's transaction (so a unique violation leaves it usable)."""
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def assignments_expire_due(
+    *, campaign_id: int | None = None, limit: int = 500, assignment_id: int | None = None
+) -> int:
     """Expire claims whose lease has run out and give their slots back to the queue."""
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        filters = ""
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        if campaign_id is not None:
+            filters += " AND a.campaign_id = %(campaign)s"
+            params["campaign"] = campaign_id
+        if assignment_id is not None:
+            filters += " AND a.id = %(assignment)s"
+            params["assignment"] = assignment_id
+        rows = _run_statement(_EXPIRE_SQL.format(campaign_filter=filters), params)
+        return int(rows[0][0])
     with transaction.atomic():
         qs = Assignment.objects.filter(status=Assignment.Status.CLAIMED, lease_expires_at__lt=now)
         if campaign_id is not None:
             qs = qs.filter(campaign_id=campaign_id)
-        due = list(
-            qs.select_for_update(skip_locked=True)
-            .order_by("lease_expires_at")
-            .values_list("pk", "item_id", "is_gold")[:limit]
-        )
+        if assignment_id is not None:
+            qs = qs.filter(pk=assignment_id)
+        due = list(qs.order_by("lease_expires_at").values_list("pk", "item_id", "is_gold")[:limit])
         if not due:
             return 0
         Assignment.objects.filter(pk__in=[pk for pk, _, _ in due]).update(
@@ -85,84 +148,189 @@ def assignments_expire_due(*, campaign_id: int | None = None, limit: int = 500) 
     return len(due)
 
 
-_CLAIM_SQL_POSTGRES = """
-SELECT i.id FROM feedback_item i
-WHERE i.campaign_id = %s AND i.open_slots > 0 AND NOT i.is_gold
-  AND NOT EXISTS (SELECT 1 FROM reviews_assignment a WHERE a.item_id = i.id AND a.expert_id = %s)
-ORDER BY i.priority DESC, i.open_slots ASC, i.id ASC
-LIMIT 1
-FOR UPDATE OF i SKIP LOCKED
+# Lazy expiry runs at most this often per process and campaign (and always when the queue
+# looks dry), so a claim costs one statement in the common case; the beat job does the rest.
+LAZY_EXPIRY_SECONDS = 1.0
+_last_lazy_expiry: dict[int, float] = {}
+
+
+def _expire_lazily(campaign_id: int, *, force: bool = False) -> int:
+    clock = time.monotonic()
+    if not force and clock - _last_lazy_expiry.get(campaign_id, -1e9) < LAZY_EXPIRY_SECONDS:
+        return 0
+    _last_lazy_expiry[campaign_id] = clock
+    return assignments_expire_due(campaign_id=campaign_id, limit=100)
+
+
+# The claim is one statement, so in autocommit it is one round trip and one short transaction:
+#   own    the expert's claimed assignment in the campaign, if any (live or stale);
+#   pick   the first open slot by priority, then breadth-first (fewest open slots: items that
+#          already have reviews or claims first), then age, among items the expert has never
+#          had; rows another claimer holds are skipped, never waited for;
+#   taken  one slot taken on that row;
+#   claimed/event  the assignment with its own shuffled response order, and its history row.
+# The partial unique index assignment_one_claim_per_expert makes a concurrent second claim
+# by the same expert fail instead of holding two slots.
+_CLAIM_SQL = """
+WITH own AS (
+    SELECT a.id, a.lease_expires_at > %(now)s AS live FROM reviews_assignment a
+    WHERE a.campaign_id = %(campaign)s AND a.expert_id = %(expert)s AND a.status = 'claimed'
+), pick AS (
+    {pick}
+), taken AS (
+    {taken}
+), claimed AS (
+    INSERT INTO reviews_assignment (
+        campaign_id, item_id, expert_id, status, claimed_at, lease_expires_at, last_seen_at,
+        finished_at, observed_seconds, active_seconds, response_order, skip_reason, skip_note,
+        is_gold, draft)
+    SELECT %(campaign)s, taken.id, %(expert)s, 'claimed', %(now)s, %(lease)s, %(now)s,
+        NULL, 0, 0,
+        COALESCE((SELECT jsonb_agg(r.id ORDER BY random()) FROM feedback_response r
+                  WHERE r.item_id = taken.id), '[]'::jsonb),
+        '', '', %(gold)s, '{{}}'::jsonb
+    FROM taken
+    RETURNING id, item_id, response_order
+), event AS (
+    INSERT INTO reviews_assignmentevent (assignment_id, actor_id, from_status, to_status, at)
+    SELECT id, %(expert)s, '', 'claimed', %(now)s FROM claimed
+)
+SELECT 'new', id, item_id, response_order FROM claimed
+UNION ALL
+SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL FROM own
 """
 
-_CLAIM_SQL_SQLITE = _CLAIM_SQL_POSTGRES.replace("FOR UPDATE OF i SKIP LOCKED", "")
+_PICK_QUEUE = """
+    SELECT i.id FROM feedback_item i
+    WHERE NOT EXISTS (SELECT 1 FROM own)
+      AND i.campaign_id = %(campaign)s AND i.open_slots > 0 AND NOT i.is_gold
+      AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
+                      WHERE a.item_id = i.id AND a.expert_id = %(expert)s)
+    ORDER BY i.priority DESC, i.open_slots ASC, i.id ASC
+    LIMIT 1
+    FOR UPDATE OF i SKIP LOCKED"""
+
+_TAKE_SLOT = """
+    UPDATE feedback_item i SET open_slots = i.open_slots - 1
+    FROM pick WHERE i.id = pick.id
+    RETURNING i.id"""
+
+# Gold items take no slot: any number of experts may answer them, each once.
+_PICK_GOLD = """
+    SELECT i.id FROM feedback_item i
+    WHERE NOT EXISTS (SELECT 1 FROM own)
+      AND i.campaign_id = %(campaign)s AND i.is_gold
+      AND EXISTS (SELECT 1 FROM feedback_response r WHERE r.item_id = i.id)
+      AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
+                      WHERE a.item_id = i.id AND a.expert_id = %(expert)s)
+    ORDER BY random()
+    LIMIT 1"""
+
+_CLAIM_QUEUE_SQL = _CLAIM_SQL.format(pick=_PICK_QUEUE, taken=_TAKE_SLOT)
+_CLAIM_GOLD_SQL = _CLAIM_SQL.format(pick=_PICK_GOLD, taken="SELECT id FROM pick")
 
 
-def _pick_item(*, campaign: Campaign, expert: User) -> int | None:
-    sql = _CLAIM_SQL_POSTGRES if connection.vendor == "postgresql" else _CLAIM_SQL_SQLITE
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [campaign.pk, expert.pk])
-        row = cursor.fetchone()
-    return row[0] if row else None
+def _claim_statement(
+    *, campaign: Campaign, expert: User, gold: bool
+) -> tuple[str, Assignment | None]:
+    """One attempt: ("new" | "live", assignment), ("stale", stale one) or ("none", None)."""
+    now = timezone.now()
+    lease = now + timedelta(minutes=campaign.lease_minutes)
+    params = {
+        "now": now,
+        "lease": lease,
+        "campaign": campaign.pk,
+        "expert": expert.pk,
+        "gold": gold,
+    }
+    rows = _run_statement(_CLAIM_GOLD_SQL if gold else _CLAIM_QUEUE_SQL, params)
+    if not rows:
+        return "none", None
+    kind, pk, item_id, order = rows[0]
+    if kind == "new":
+        assignment = Assignment(
+            pk=pk,
+            campaign=campaign,
+            item_id=item_id,
+            expert=expert,
+            status=Assignment.Status.CLAIMED,
+            claimed_at=now,
+            lease_expires_at=lease,
+            last_seen_at=now,
+            response_order=order if isinstance(order, list) else json.loads(order),
+            is_gold=gold,
+        )
+        assignment._state.adding = False
+        return kind, assignment
+    return kind, Assignment.objects.select_related("campaign").get(pk=pk)
 
 
-def _pick_gold(*, campaign: Campaign, expert: User) -> int | None:
-    done = Assignment.objects.filter(expert=expert, campaign=campaign, is_gold=True).values(
-        "item_id"
-    )
-    return (
-        Item.objects.filter(campaign=campaign, is_gold=True)
-        .exclude(pk__in=done)
-        .filter(responses__isnull=False)
-        .order_by("?")
-        .values_list("pk", flat=True)
-        .first()
-    )
+def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
+    want_gold = campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate
+    _expire_lazily(campaign.pk)
+    for attempt in range(4):
+        try:
+            kind, assignment = _claim_statement(campaign=campaign, expert=expert, gold=want_gold)
+        except IntegrityError:
+            # The same expert's concurrent claim won (double click, second tab); the next
+            # attempt finds it as their live claim.
+            continue
+        if kind in {"new", "live"}:
+            return assignment
+        if kind == "stale" and assignment is not None:
+            # Their own claim ran out: free it first, then claim afresh.
+            assignments_expire_due(campaign_id=campaign.pk, assignment_id=assignment.pk)
+            continue
+        if want_gold:
+            want_gold = False  # no gold left for this expert: serve the queue
+            continue
+        if attempt == 0 and _expire_lazily(campaign.pk, force=True):
+            continue  # expired leases gave slots back
+        return None
+    return None
 
 
-def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
-    """Claim the next slot for an expert, or return None when the queue is dry for them.
-
-    1. An expert who holds a live claim in the campaign gets it back, not a second one.
-    2. Now and then (the campaign's gold rate) a gold item they have not seen.
-    3. Otherwise the first open slot by priority, then breadth-first (items closest to
-       done first), then age; rows other claimers hold are skipped, not waited for.
-    4. One slot is taken on the item and the assignment stored with its own response order.
-    """
-    expert_may_review(campaign=campaign, expert=expert)
+def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
+    """The same rules through the ORM, for the SQLite demo, where claims serialise."""
     now = timezone.now()
     assignments_expire_due(campaign_id=campaign.pk, limit=50)
     with transaction.atomic():
-        # Serialise one expert's claims so a double click cannot hold two slots.
-        User.objects.select_for_update().filter(pk=expert.pk).values_list("pk").first()
         live = (
             Assignment.objects.filter(
-                campaign=campaign,
-                expert=expert,
-                status=Assignment.Status.CLAIMED,
-                lease_expires_at__gt=now,
+                campaign=campaign, expert=expert, status=Assignment.Status.CLAIMED
             )
             .order_by("claimed_at")
             .first()
         )
         if live is not None:
             return live
-
+        seen = Assignment.objects.filter(expert=expert, item_id=OuterRef("pk"))
         item_id = None
         is_gold = False
         if campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate:
-            item_id = _pick_gold(campaign=campaign, expert=expert)
+            item_id = (
+                Item.objects.filter(campaign=campaign, is_gold=True, responses__isnull=False)
+                .exclude(Exists(seen))
+                .order_by("?")
+                .values_list("pk", flat=True)
+                .first()
+            )
             is_gold = item_id is not None
         if item_id is None:
-            item_id = _pick_item(campaign=campaign, expert=expert)
+            item_id = (
+                Item.objects.filter(campaign=campaign, open_slots__gt=0, is_gold=False)
+                .exclude(Exists(seen))
+                .order_by("-priority", "open_slots", "pk")
+                .values_list("pk", flat=True)
+                .first()
+            )
             if item_id is None:
                 return None
-            taken = Item.objects.filter(pk=item_id, open_slots__gt=0).update(
+            if not Item.objects.filter(pk=item_id, open_slots__gt=0).update(
                 open_slots=F("open_slots") - 1
-            )
-            if not taken:  # pragma: no cover - the row lock makes this unreachable on Postgres
+            ):
                 return None
-
-        order = list(Item.objects.get(pk=item_id).responses.values_list("pk", flat=True))
+        order = list(Response.objects.filter(item_id=item_id).values_list("pk", flat=True))
         _shuffle.shuffle(order)
         assignment = Assignment.objects.create(
             campaign=campaign,
@@ -178,9 +346,27 @@ def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
     return assignment
 
 
+def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
+    """Claim the next slot for an expert, or return None when the queue is dry for them.
+
+    1. The expert must be allowed to (role, campaign active, skills, qualification).
+    2. An expert who holds a live claim in the campaign gets it back, not a second one;
+       a claim of theirs whose lease ran out is expired first.
+    3. Now and then (the campaign's gold rate) a gold item they have not had.
+    4. Otherwise the first open slot by priority, then breadth-first, then age, among items
+       they have never had (not even an expired or skipped claim); see _CLAIM_SQL.
+    """
+    expert_may_review(campaign=campaign, expert=expert)
+    if connection.vendor == "postgresql":
+        return _claim_postgres(campaign=campaign, expert=expert)
+    return _claim_portable(campaign=campaign, expert=expert)
+
+
 def _locked_own_assignment(*, assignment_id: int, expert: User) -> Assignment:
     assignment = (
-        Assignment.objects.select_for_update()
+        # of=self: locking the joined campaign row too would serialise every submit in the
+        # campaign and deadlock with the foreign-key share locks of concurrent claims.
+        Assignment.objects.select_for_update(of=("self",))
         .select_related("campaign")
         .filter(pk=assignment_id, expert=expert)
         .first()
@@ -214,7 +400,7 @@ def assignment_heartbeat(*, assignment_id: int, expert: User, active: bool = Tru
         _ensure_live(assignment)
         if active:
             # Gaps longer than two minutes are idle time (a closed laptop), not work.
-            gap = min((now - assignment.last_seen_at).total_seconds(), 120)
+            gap = min((now - assignment.last_seen_at).total_seconds(), HEARTBEAT_GAP_SECONDS)
             assignment.observed_seconds += max(int(gap), 0)
             assignment.lease_expires_at = now + timedelta(minutes=assignment.campaign.lease_minutes)
         assignment.last_seen_at = now
@@ -464,6 +650,17 @@ def _gold_matches(item: Item, data: ReviewInput) -> bool | None:
     return None
 
 
+def _observed_seconds(assignment: Assignment, now: datetime) -> int:
+    """What the server saw of the expert's work: the heartbeats' count plus the gap since the
+    last one (capped like a heartbeat gap); a client that never sent one (the API) is credited
+    the wall-clock time since its claim."""
+    elapsed = max(int((now - assignment.claimed_at).total_seconds()), 0)
+    if assignment.observed_seconds <= 0:
+        return elapsed
+    gap = min(max((now - assignment.last_seen_at).total_seconds(), 0), HEARTBEAT_GAP_SECONDS)
+    return min(assignment.observed_seconds + int(gap), elapsed)
+
+
 def review_submit(*, assignment_id: int, expert: User, body: Any) -> tuple[Review, bool]:
     """Store the expert's review; (review, created). A repeat submit returns the stored one.
 
@@ -483,9 +680,10 @@ def review_submit(*, assignment_id: int, expert: User, body: Any) -> tuple[Revie
         response_ids = list(item.responses.values_list("pk", flat=True))
         data = review_parse(campaign=campaign, response_ids=response_ids, body=body)
 
-        elapsed = int((now - assignment.claimed_at).total_seconds())
-        observed = max(assignment.observed_seconds, 0) or elapsed
-        active = min(data.active_seconds if data.active_seconds is not None else observed, elapsed)
+        active = min(
+            data.active_seconds if data.active_seconds is not None else 10**9,
+            _observed_seconds(assignment, now),
+        )
 
         verdict = Review.Verdict.PENDING
         if assignment.is_gold:

@@ -1,0 +1,117 @@
+"""Claims under real concurrency: threads with their own PostgreSQL connections."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from feedback.models import Item, User
+from reviews import services
+from reviews.models import Assignment, Review
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run work(i) in `count` threads released together; re-raise the first failure."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    failures: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except BaseException as exc:  # handed to the main thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if failures:
+        raise failures[0]
+    return results
+
+
+def _answer(assignment: Assignment) -> dict[str, Any]:
+    return {"preference": {"chosen": assignment.response_order[0], "strength": 1}}
+
+
+def test_it_gives_32_concurrent_claimers_every_item_exactly_overlap_times():
+    campaign = CampaignFactory(kind="pairwise", overlap=3)
+    items = ItemFactory.create_batch(60, campaign=campaign)
+    experts = [UserFactory(role=User.Role.EXPERT) for _ in range(32)]
+
+    def work(index: int) -> list[int]:
+        expert = User.objects.get(pk=experts[index].pk)
+        seen: list[int] = []
+        while (
+            assignment := services.assignment_claim(campaign=campaign, expert=expert)
+        ) is not None:
+            seen.append(assignment.item_id)
+            services.review_submit(
+                assignment_id=assignment.pk, expert=expert, body=_answer(assignment)
+            )
+        return seen
+
+    per_expert = _in_threads(32, work)
+
+    for seen in per_expert:
+        assert len(seen) == len(set(seen)), "an expert got the same item twice"
+    reviews = list(Review.objects.values_list("item_id", "expert_id"))
+    by_item: dict[int, set[int]] = defaultdict(set)
+    for item_id, expert_id in reviews:
+        by_item[item_id].add(expert_id)
+    assert Counter(item_id for item_id, _ in reviews) == {item.pk: 3 for item in items}
+    assert all(len(by_item[item.pk]) == 3 for item in items), "3 different experts per item"
+    assert set(Item.objects.values_list("open_slots", flat=True)) == {0}
+    assert not Assignment.objects.filter(status="claimed").exists()
+    assert Assignment.objects.count() == Review.objects.count() == 180
+
+
+def test_concurrent_claims_by_one_expert_hold_one_slot():
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory.create_batch(10, campaign=campaign)
+    expert = UserFactory(role=User.Role.EXPERT)
+
+    claimed = _in_threads(
+        8,
+        lambda _: (
+            services.assignment_claim(campaign=campaign, expert=User.objects.get(pk=expert.pk)).pk
+        ),
+    )
+
+    assert len(set(claimed)) == 1
+    assert Assignment.objects.filter(expert=expert).count() == 1
+    assert Item.objects.filter(open_slots=0).count() == 1
+
+
+def test_a_double_submit_from_two_threads_stores_one_review():
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory(campaign=campaign)
+    expert = UserFactory(role=User.Role.EXPERT)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+
+    outcomes = _in_threads(
+        6,
+        lambda _: services.review_submit(
+            assignment_id=assignment.pk,
+            expert=User.objects.get(pk=expert.pk),
+            body=_answer(assignment),
+        ),
+    )
+
+    assert len({review.pk for review, _ in outcomes}) == 1
+    assert sorted(created for _, created in outcomes) == [False] * 5 + [True]
+    assert Review.objects.count() == 1

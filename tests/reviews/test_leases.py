@@ -1,0 +1,237 @@
+"""Leases: expiry frees slots (lazily and by the beat job), heartbeats extend, late work is 409."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from feedback.models import Item, User
+from reviews import services, tasks
+from reviews.models import Assignment, AssignmentEvent, Review
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _expire(assignment_id: int) -> None:
+    Assignment.objects.filter(pk=assignment_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_the_beat_job_expires_a_lease_and_frees_its_slot(expert, other_expert):
+    campaign = CampaignFactory(overlap=1)
+    item = ItemFactory(campaign=campaign)
+    first = services.assignment_claim(campaign=campaign, expert=expert)
+    assert services.assignment_claim(campaign=campaign, expert=other_expert) is None
+    _expire(first.pk)
+
+    assert tasks.expire_leases() == 1
+
+    item.refresh_from_db()
+    assert item.open_slots == 1
+    assert Assignment.objects.get(pk=first.pk).status == "expired"
+    assert AssignmentEvent.objects.filter(assignment_id=first.pk, to_status="expired").exists()
+    again = services.assignment_claim(campaign=campaign, expert=other_expert)
+    assert again.item_id == item.pk
+
+
+def test_the_claim_frees_expired_leases_itself(expert, other_expert):
+    campaign = CampaignFactory(overlap=1)
+    item = ItemFactory(campaign=campaign)
+    first = services.assignment_claim(campaign=campaign, expert=expert)
+    _expire(first.pk)
+
+    # No beat job ran: the claim finds the queue dry, expires due leases and tries again.
+    claim = services.assignment_claim(campaign=campaign, expert=other_expert)
+
+    assert claim is not None
+    assert claim.item_id == item.pk
+    assert Assignment.objects.get(pk=first.pk).status == "expired"
+    item.refresh_from_db()
+    assert item.open_slots == 0
+
+
+def test_a_late_submit_after_the_slot_was_reassigned_is_409(expert, other_expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    first = services.assignment_claim(campaign=campaign, expert=expert)
+    _expire(first.pk)
+    second = services.assignment_claim(campaign=campaign, expert=other_expert)
+    assert second.item_id == first.item_id
+
+    with pytest.raises(services.Conflict) as raised:
+        services.review_submit(
+            assignment_id=first.pk,
+            expert=expert,
+            body={"preference": {"chosen": first.response_order[0], "strength": 1}},
+        )
+
+    assert raised.value.status == 409
+    assert raised.value.code == "assignment_expired"
+    assert Review.objects.count() == 0
+
+
+def test_an_expert_whose_claim_ran_out_gets_a_fresh_claim_not_the_stale_one(expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory.create_batch(2, campaign=campaign)
+    first = services.assignment_claim(campaign=campaign, expert=expert)
+    _expire(first.pk)
+
+    second = services.assignment_claim(campaign=campaign, expert=expert)
+
+    assert second.pk != first.pk
+    assert second.item_id != first.item_id, "never the same item twice, even after expiry"
+    assert Assignment.objects.get(pk=first.pk).status == "expired"
+
+
+def test_a_heartbeat_extends_the_lease_and_counts_active_time(api_for, expert):
+    campaign = CampaignFactory(overlap=1, lease_minutes=10)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    Assignment.objects.filter(pk=assignment.pk).update(
+        claimed_at=timezone.now() - timedelta(seconds=300),
+        last_seen_at=timezone.now() - timedelta(seconds=30),
+        lease_expires_at=timezone.now() + timedelta(seconds=5),
+    )
+
+    res = api_for(expert).post(f"/api/v1/assignments/{assignment.pk}/heartbeat/", {}, "json")
+
+    assert res.status_code == 200
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert stored.lease_expires_at > timezone.now() + timedelta(minutes=9)
+    assert 30 <= stored.observed_seconds <= 32
+    # The client claims an hour; the server saw about 30 seconds (and 300 since the claim).
+    review, _ = services.review_submit(
+        assignment_id=assignment.pk,
+        expert=expert,
+        body={"preference": {"chosen": assignment.response_order[0]}, "active_seconds": 3600},
+    )
+    assert 30 <= review.active_seconds <= 33
+
+
+def test_a_heartbeat_on_an_expired_lease_is_409(api_for, expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    _expire(assignment.pk)
+
+    res = api_for(expert).post(f"/api/v1/assignments/{assignment.pk}/heartbeat/", {}, "json")
+
+    assert res.status_code == 409
+    assert res.json()["error"]["code"] == "lease_expired"
+
+
+def test_an_outsider_cannot_heartbeat_anothers_assignment(api_for, expert, other_expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+
+    res = api_for(other_expert).post(f"/api/v1/assignments/{assignment.pk}/heartbeat/", {}, "json")
+
+    assert res.status_code == 404
+
+
+def test_the_lease_length_is_the_campaigns(expert):
+    campaign = CampaignFactory(overlap=1, lease_minutes=7)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment.lease_expires_at - assignment.claimed_at == timedelta(minutes=7)
+    assert Item.objects.get().open_slots == 0
+
+
+def test_a_skip_with_a_free_text_reason_is_stored_and_the_item_not_offered_again(expert):
+    campaign = CampaignFactory(overlap=2)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+
+    with pytest.raises(services.ValidationFailed):
+        services.assignment_skip(assignment_id=assignment.pk, expert=expert, reason="other")
+    services.assignment_skip(
+        assignment_id=assignment.pk, expert=expert, reason="other", note="I wrote this code"
+    )
+
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert (stored.status, stored.skip_reason, stored.skip_note) == (
+        "skipped",
+        "other",
+        "I wrote this code",
+    )
+    assert Item.objects.get().open_slots == 2
+    assert services.assignment_claim(campaign=campaign, expert=expert) is None
+
+
+def test_priority_wins_then_items_with_reviews_are_finished_first():
+    campaign = CampaignFactory(overlap=2)
+    low = ItemFactory(campaign=campaign, priority=0)
+    started = ItemFactory(campaign=campaign, priority=0)
+    urgent = ItemFactory(campaign=campaign, priority=5)
+    experts = [UserFactory(role=User.Role.EXPERT) for _ in range(3)]
+
+    first = services.assignment_claim(campaign=campaign, expert=experts[0])
+    assert first.item_id == urgent.pk
+    Item.objects.filter(pk=started.pk).update(open_slots=1)  # one review already in
+
+    second = services.assignment_claim(campaign=campaign, expert=experts[1])
+    assert second.item_id == urgent.pk, "priority first"
+    third = services.assignment_claim(campaign=campaign, expert=experts[2])
+    assert third.item_id == started.pk, "then breadth-first, before the untouched item"
+    assert low.pk not in {first.item_id, second.item_id, third.item_id}
+
+
+def test_gold_items_are_interleaved_and_take_no_slot(expert):
+    campaign = CampaignFactory(overlap=1, gold_rate=0.5)
+    gold = ItemFactory(campaign=campaign, is_gold=True, open_slots=0)
+    ItemFactory.create_batch(6, campaign=campaign)
+
+    got = []
+    while (assignment := services.assignment_claim(campaign=campaign, expert=expert)) is not None:
+        got.append((assignment.item_id, assignment.is_gold))
+        services.review_submit(
+            assignment_id=assignment.pk,
+            expert=expert,
+            body={"preference": {"chosen": assignment.response_order[0]}},
+        )
+
+    assert len(got) == 7
+    assert got.count((gold.pk, True)) == 1, "the gold item once, flagged as gold"
+    gold.refresh_from_db()
+    assert gold.open_slots == 0
+
+
+def test_an_unqualified_or_unskilled_expert_cannot_claim(expert, engineer):
+    qualified = CampaignFactory(requires_qualification=True)
+    ItemFactory(campaign=qualified)
+    with pytest.raises(services.PermissionDenied):
+        services.assignment_claim(campaign=qualified, expert=expert)
+    from feedback.services import qualification_set
+
+    qualification_set(campaign=qualified, expert=expert, qualified=True)
+    assert services.assignment_claim(campaign=qualified, expert=expert) is not None
+
+    skilled = CampaignFactory(required_skills=["tax-law"])
+    ItemFactory(campaign=skilled)
+    with pytest.raises(services.PermissionDenied):
+        services.assignment_claim(campaign=skilled, expert=expert)
+    tax_lawyer = UserFactory(role=User.Role.EXPERT, profile=["tax-law", "contracts"])
+    assert services.assignment_claim(campaign=skilled, expert=tax_lawyer) is not None
+    with pytest.raises(services.PermissionDenied):
+        services.assignment_claim(campaign=skilled, expert=engineer)
+
+
+def test_each_assignment_stores_its_own_shuffled_response_order():
+    campaign = CampaignFactory(kind="ranking", overlap=40)
+    item = ItemFactory(campaign=campaign, responses=4)
+    ids = sorted(item.responses.values_list("pk", flat=True))
+    orders = set()
+    for _ in range(40):
+        expert = UserFactory(role=User.Role.EXPERT)
+        assignment = services.assignment_claim(campaign=campaign, expert=expert)
+        assert sorted(assignment.response_order) == ids
+        assert Assignment.objects.get(pk=assignment.pk).response_order == (
+            assignment.response_order
+        )
+        orders.add(tuple(assignment.response_order))
+    assert len(orders) > 5
