@@ -251,8 +251,13 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One queue name per deployment; two stacks sharing one Redis (the e2e test) stay apart.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE = {
-    "expire-leases": {"task": "reviews.tasks.expire_leases", "schedule": 60.0},
+    "expire-leases": {
+        "task": "reviews.tasks.expire_leases",
+        "schedule": float(env_int("LEASE_SWEEP_SECONDS", 60)),
+    },
 }
 
 # --- Models for response generation -------------------------------------

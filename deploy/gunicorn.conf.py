@@ -1,0 +1,59 @@
+"""gunicorn settings for the web process: `gunicorn -c deploy/gunicorn.conf.py`.
+
+Every value can be changed from the environment, so one image serves every size of machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+wsgi_app = "feedback.wsgi:application"
+
+# 0.0.0.0 inside a container (the proxy in front reaches it); 127.0.0.1 when run on a host.
+bind = [os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")]
+
+# Sync workers: requests are short (claims, submits, JSON); long work goes to Celery.
+# 2 x cores + 1 is gunicorn's rule of thumb, capped so a big host does not exhaust
+# PostgreSQL connections (each worker keeps one open for DB_CONN_MAX_AGE seconds).
+workers = _int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9))
+threads = _int("GUNICORN_THREADS", 1)
+worker_class = "gthread" if threads > 1 else "sync"
+
+# A worker silent for this long is killed and replaced; uploads of large imports and file
+# downloads must fit in it. The proxy's read timeout should be a little longer.
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+
+# Recycle workers now and then so a slow leak in a dependency cannot grow without bound.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+
+# Logs go to stdout/stderr, where the container runtime (or the e2e test) collects them.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Request time in microseconds (%D) at the end, for latency by path from the logs.
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s "%(a)s" %(D)sus'
+
+# Only the proxy in front may set X-Forwarded-*; comma-separated addresses or "*".
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Worker heartbeats on a tmpfs: a slow disk would make healthy workers look dead.
+SHM = "/dev/shm"  # noqa: S108
+if os.path.isdir(SHM):
+    worker_tmp_dir = SHM
+
+# Bounds on request lines and headers: a slow or huge header cannot hold a worker.
+limit_request_line = 8190
+limit_request_fields = 100

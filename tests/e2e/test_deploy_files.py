@@ -1,0 +1,95 @@
+"""deploy/ is what production runs; these checks keep it consistent with the settings."""
+
+from __future__ import annotations
+
+import runpy
+
+import pytest
+import yaml
+
+from tests.e2e.stack import COMPOSE, ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_runs_the_whole_topology(compose):
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    assert services["web"]["command"] == ["gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "feedback.celery", "worker"]
+    beat = services["beat"]["command"]
+    assert beat[:4] == ["celery", "-A", "feedback.celery", "beat"]
+    assert "django_celery_beat.schedulers:DatabaseScheduler" in beat
+    assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--no-input"]
+    assert services["migrate"]["restart"] == "no"
+
+
+def test_app_processes_wait_for_the_migration_and_share_one_environment(compose):
+    services = compose["services"]
+    for name in ("web", "worker", "beat"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        env = services[name]["environment"]
+        assert env["DEBUG"] == "0"
+        assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["DATABASE_URL"].startswith("postgres://feedback:")
+        assert env["DATABASE_URL"].endswith("@postgres:5432/feedback")
+        # Every knob of DESIGN.md "Configuration" reaches the processes.
+        for knob in (
+            "SECRET_KEY",
+            "ALLOWED_HOSTS",
+            "OPENAI_BASE_URL",
+            "OPENAI_API_KEY",
+            "PAYOUT_PROVIDER",
+            "MEDIA_ROOT",
+            "SECURE_SSL_REDIRECT",
+        ):
+            assert knob in env, (name, knob)
+        assert "media:/app/media" in services[name]["volumes"]
+
+
+def test_compose_requires_secrets_instead_of_defaulting_them(compose):
+    env = compose["services"]["web"]["environment"]
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
+    assert ":?" in env["DATABASE_URL"], "no default database password"
+
+
+def test_the_image_installs_hashed_pins_and_runs_as_a_normal_user():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "\nFROM python:3.11-slim\n" in dockerfile
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert "collectstatic --no-input" in dockerfile
+    assert "\nUSER app\n" in dockerfile
+    assert 'CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py"]' in dockerfile
+    assert "://" not in dockerfile.replace("sqlite:////", ""), "no registry address"
+
+
+def test_gunicorn_reads_bind_and_workers_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GUNICORN_BIND", "127.0.0.1:9123")
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    assert config["bind"] == ["127.0.0.1:9123"]
+    assert config["workers"] == 5
+    assert config["wsgi_app"] == "feedback.wsgi:application"
+    assert config["accesslog"] == "-"
+    assert config["timeout"] >= 30
+
+
+def test_gunicorn_has_a_bounded_default_worker_count(monkeypatch):
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("GUNICORN_BIND", raising=False)
+    config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    assert 2 <= config["workers"] <= 9
+    assert config["bind"] == ["0.0.0.0:8000"]
+
+
+def test_gunicorn_refuses_a_malformed_number(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "many")
+    with pytest.raises(SystemExit, match="WEB_CONCURRENCY='many' is not an integer"):
+        runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))

@@ -1,0 +1,216 @@
+"""The whole vertical slice through the production processes: gunicorn, a Celery worker on
+Redis and Celery beat against PostgreSQL, driven over real HTTP like an ML engineer and
+three experts would (see tests/e2e/stack.py for how the processes are started)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+import pytest
+
+from tests.e2e.stack import Http, Stack, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+PASSWORD = "e2e-expert-password-7"
+
+
+def _items(prefix: str, count: int) -> list[dict]:
+    return [
+        {
+            "external_id": f"{prefix}-{n}",
+            "prompt": [
+                {"role": "system", "content": "You review pull requests."},
+                {"role": "user", "content": f"Review change {prefix}-{n}: is the lock released?"},
+            ],
+            "context": {
+                "kind": "code_pr",
+                "repo": "org/service",
+                "diff": "--- a/x.py\n+++ b/x.py\n",
+            },
+            "responses": [
+                {"model": "model-a", "text": f"Strong review {n}: the lock leaks on error."},
+                {"model": "model-b", "text": f"Weak review {n}: looks good to me."},
+            ],
+            "metadata": {"domain": "python"},
+        }
+        for n in range(count)
+    ]
+
+
+def _campaign(api: Http, name: str, overlap: int) -> int:
+    res = api.post(
+        "/api/v1/campaigns/",
+        json={"name": name, "kind": "pairwise", "status": "active", "overlap": overlap},
+    )
+    assert res.status_code == 201, res.text
+    return int(res.json()["id"])
+
+
+def _pick(payload: dict, prefer_strong: bool) -> int:
+    # Review is blind: the expert sees labels and texts only, so choose by the text.
+    for response in payload["item"]["responses"]:
+        if response["text"].startswith("Strong") == prefer_strong:
+            return int(response["id"])
+    raise AssertionError(f"no matching response in {payload}")
+
+
+@pytest.fixture(scope="module")
+def people(stack: Stack) -> dict[str, Http]:
+    """An engineer and four experts, made with add_user and create_api_key, each with a key."""
+    stack.add_user("engineer@e2e.test", "engineer")
+    clients = {"engineer": stack.api("engineer@e2e.test")}
+    for name in ("ana", "ben", "cy", "dee"):
+        email = f"{name}@e2e.test"
+        stack.add_user(email, "expert", password=PASSWORD)
+        clients[name] = stack.api(email)
+    return clients
+
+
+def test_it_runs_claim_submit_and_a_dataset_build_through_the_production_processes(
+    stack: Stack, people: dict[str, Http], tmp_path
+):
+    engineer = people["engineer"]
+    experts = {name: people[name] for name in ("ana", "ben", "cy")}
+
+    campaign_id = _campaign(engineer, "E2E code review", overlap=3)
+    pushed = engineer.post(f"/api/v1/campaigns/{campaign_id}/items/", json=_items("pr", 4))
+    assert pushed.status_code == 201, pushed.text
+    assert pushed.json()["created"] == 4
+
+    # Two of three experts prefer the strong review: a clear majority on every item.
+    for name, api in experts.items():
+        submitted = 0
+        while True:
+            claim = api.post(f"/api/v1/campaigns/{campaign_id}/next/")
+            if claim.status_code == 204:
+                break
+            assert claim.status_code == 200, claim.text
+            payload = claim.json()
+            assert all("model" not in r for r in payload["item"]["responses"]), "blind review"
+            body = {
+                "preference": {"chosen": _pick(payload, name != "cy"), "strength": 2},
+                "rationale": "The strong review finds the leaked lock.",
+                "active_seconds": 30,
+            }
+            sub = api.post(f"/api/v1/assignments/{payload['assignment']['id']}/submit/", json=body)
+            assert sub.status_code == 201, sub.text
+            submitted += 1
+        assert submitted == 4, f"{name} reviewed {submitted} items"
+
+    dataset = engineer.post(
+        "/api/v1/datasets/",
+        json={
+            "name": "E2E preferences",
+            "campaigns": [campaign_id],
+            "format": "dpo",
+            "test_fraction": 0,
+        },
+    )
+    assert dataset.status_code == 201, dataset.text
+    dataset_id = dataset.json()["id"]
+    queued = engineer.post(f"/api/v1/datasets/{dataset_id}/versions/")
+    assert queued.status_code == 202, queued.text
+    number = queued.json()["number"]
+
+    # The web process only queued the build; the worker builds it.
+    def version_done() -> dict | None:
+        res = engineer.get(f"/api/v1/datasets/{dataset_id}/versions/{number}/")
+        assert res.status_code == 200, res.text
+        body = res.json()
+        return body if body["status"] in ("ready", "failed") else None
+
+    version = wait_until("the worker to build the dataset version", version_done, timeout=60)
+    assert version["status"] == "ready", version
+    assert "succeeded" in stack.process("worker").text()
+
+    files = {f["path"]: f for f in version["files"]}
+    train = files["data/train.jsonl"]
+    assert train["url"].startswith(stack.base_url)
+    download = engineer.get(train["url"])
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == train["sha256"]
+    assert stack.http().get(train["url"]).status_code in (401, 403), "downloads need a key"
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(download.content)
+    import datasets
+
+    rows = datasets.load_dataset(
+        "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert rows.num_rows == 4
+    for row in rows:
+        assert row["chosen"][-1]["role"] == "assistant"
+        assert row["chosen"][-1]["content"].startswith("Strong review")
+        assert row["rejected"][-1]["content"].startswith("Weak review")
+        assert row["prompt"][0] == {"role": "system", "content": "You review pull requests."}
+
+
+def test_beat_sends_the_lease_sweep_and_the_worker_frees_a_lapsed_claim(
+    stack: Stack, people: dict[str, Http]
+):
+    engineer, slow, after = people["engineer"], people["dee"], people["ana"]
+    campaign_id = _campaign(engineer, "E2E lease sweep", overlap=1)
+    assert (
+        engineer.post(
+            f"/api/v1/campaigns/{campaign_id}/items/", json=_items("lease", 1)
+        ).status_code
+        == 201
+    )
+    payload = slow.post(f"/api/v1/campaigns/{campaign_id}/next/").json()
+    assignment_id = payload["assignment"]["id"]
+    assert after.post(f"/api/v1/campaigns/{campaign_id}/next/").status_code == 204, "slot taken"
+
+    # The lease runs out (as if the expert walked away); nobody in the test expires it.
+    stack.sql(
+        "UPDATE reviews_assignment SET lease_expires_at = now() - interval '1 minute' WHERE id = %s",
+        assignment_id,
+    )
+
+    def expired() -> bool:
+        return (
+            stack.sql("SELECT status FROM reviews_assignment WHERE id = %s", assignment_id)[0][0]
+            == "expired"
+        )
+
+    started = time.monotonic()
+    wait_until("beat and the worker to expire the lapsed lease", expired, timeout=30)
+    assert time.monotonic() - started < 30
+    beat_log = stack.process("beat").text()
+    assert "Sending due task expire-leases (reviews.tasks.expire_leases)" in beat_log
+    assert re.search(
+        r"Task reviews\.tasks\.expire_leases\[[\w-]+\] succeeded", stack.process("worker").text()
+    )
+
+    late = slow.post(
+        f"/api/v1/assignments/{assignment_id}/submit/",
+        json={"preference": {"chosen": _pick(payload, True), "strength": 1}, "active_seconds": 5},
+    )
+    assert late.status_code == 409, late.text
+    assert after.post(f"/api/v1/campaigns/{campaign_id}/next/").status_code == 200, "slot is back"
+
+
+def test_it_serves_health_hashed_static_files_and_security_headers(stack: Stack):
+    health = stack.http().get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+    login = stack.http().get("/accounts/login/")
+    assert login.status_code == 200
+    assert login.headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in login.headers["content-security-policy"]
+    css = re.search(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
+    assert css, "STATIC_MANIFEST=1 links the hashed file name"
+    static = stack.http().get(css.group(1), headers={"Accept-Encoding": "gzip"})
+    assert static.status_code == 200
+    assert static.headers["content-type"].startswith("text/css")
+    assert "immutable" in static.headers["cache-control"]
+
+    missing = stack.http().get("/no-such-page/")
+    assert missing.status_code == 404
+    assert "Traceback" not in missing.text, "DEBUG is off"
+    assert "DEBUG = True" not in missing.text
+    assert "GET /healthz" in stack.process("web").text(), "gunicorn writes an access log"
