@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from feedback.api_keys import key_hash
-from feedback.models import ApiKey, Invitation, User
+from feedback.models import ApiKey, Campaign, Invitation, Item, User
 
 pytestmark = pytest.mark.django_db
 
@@ -122,3 +122,38 @@ def test_invite_refuses_an_existing_account(admin_user, expert):
     with pytest.raises(CommandError, match="already has an account"):
         run("invite", expert.email)
     assert not Invitation.objects.exists()
+
+
+# --- demo --------------------------------------------------------------------------
+
+
+def _demo_counts() -> tuple[int, int, int]:
+    return User.objects.count(), Campaign.objects.count(), Item.objects.count()
+
+
+def test_demo_seeds_once_prints_logins_and_the_password_works(client):
+    out = run("demo")
+    counts = _demo_counts()
+    assert counts[0] >= 5
+    assert counts[1] >= 2
+    assert counts[2] > 0
+    logins = re.findall(r"^\s+(\w+)\s+(\S+@\S+)\s+password (\S+)", out, flags=re.MULTILINE)
+    assert {role for role, _, _ in logins} >= {"admin", "lead", "engineer", "expert"}
+
+    again = run("demo")
+    assert _demo_counts() == counts, "a second run adds nothing"
+    assert "(0 new items)" in again
+
+    _, email, password = next(login for login in logins if login[0] == "expert")
+    res = client.post("/accounts/login/", {"login": email, "password": password})
+    assert res.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_demo_keeps_a_password_someone_changed(client):
+    run("demo", "--quiet")
+    user = User.objects.get(email="lawyer@demo.test")
+    user.set_password("changed-by-the-user-7")
+    user.save()
+    run("demo", "--quiet")
+    assert client.login(username="lawyer@demo.test", password="changed-by-the-user-7")
