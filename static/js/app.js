@@ -349,7 +349,13 @@
   function goTo(target) {
     if (!target) { return; }
     if (target.tagName === "DETAILS") { target.open = true; }
-    target.scrollIntoView({ block: "start" });
+    // Inside the side pane only the pane scrolls: the work stays where the expert left it.
+    var pane = target.closest(".document");
+    if (pane && pane.scrollHeight > pane.clientHeight && getComputedStyle(pane).overflowY !== "visible") {
+      pane.scrollTop += target.getBoundingClientRect().top - pane.getBoundingClientRect().top - 8;
+    } else {
+      target.scrollIntoView({ block: "start" });
+    }
     if (!target.hasAttribute("tabindex")) { target.setAttribute("tabindex", "-1"); }
     target.focus({ preventScroll: true });
   }

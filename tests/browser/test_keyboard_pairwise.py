@@ -1,0 +1,82 @@
+"""A pairwise review done with the keyboard alone, from the sign-in form to the next item."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from feedback.models import User
+from reviews.models import Assignment, Review
+from tests.browser.conftest import PASSWORD, tab_to
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_it_reviews_a_pair_with_the_keyboard_alone_and_the_back_button_still_works(open_session):
+    expert = UserFactory(role=User.Role.EXPERT, email="keys@example.test")
+    campaign = CampaignFactory(
+        name="Code review pairs", kind="pairwise", instructions="Pick the review you would want."
+    )
+    ItemFactory.create_batch(2, campaign=campaign)
+    session = open_session()
+    page = session.page
+
+    # Sign in: Tab to the email field, type, Tab to the password, Enter.
+    page.goto(session.url("/"))
+    assert "/accounts/login/" in page.url
+    tab_to(page, "input[name=login]")
+    page.keyboard.type(expert.email)
+    tab_to(page, "input[name=password]")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(session.url("/"))
+
+    # Home: Tab to "Start reviewing", Enter.
+    tab_to(page, "button.primary")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    first = Assignment.objects.get(expert=expert)
+    assert page.url.endswith(f"/review/a/{first.pk}/")
+    page.evaluate("() => { window.__sameDocument = true; }")
+
+    # `?` shows the shortcuts; Escape closes them.
+    page.keyboard.press("?")
+    assert page.locator("#shortcuts").is_visible()
+    page.keyboard.press("Escape")
+    assert not page.locator("#shortcuts").is_visible()
+
+    # `2` chooses response B, `+` makes the preference stronger, `r` goes to the rationale.
+    page.keyboard.press("2")
+    chosen_b = first.response_order[1]
+    assert page.locator(f"input[name=chosen][value='{chosen_b}']").is_checked()
+    page.keyboard.press("+")
+    assert page.locator("input[name=strength][value='2']").is_checked()
+    page.keyboard.press("r")
+    page.keyboard.type("B finds the unbounded retry loop; A only comments on style.")
+    page.keyboard.press("Control+Enter")
+
+    # The next item arrives in place: same document, new address, new assignment.
+    page.wait_for_function(
+        "(id) => document.querySelector('#workspace') && "
+        "document.querySelector('#workspace').dataset.assignment !== String(id)",
+        arg=first.pk,
+    )
+    second = Assignment.objects.exclude(pk=first.pk).get(expert=expert)
+    page.wait_for_url(re.compile(rf"/review/a/{second.pk}/$"))
+    assert page.evaluate("() => window.__sameDocument === true"), "no full page reload"
+    assert "Review saved." in page.locator("#messages").inner_text()
+    assert page.evaluate("() => document.activeElement.tagName") == "H1"
+
+    review = Review.objects.get(assignment=first)
+    assert (review.chosen_id, review.strength) == (chosen_b, 2)
+    assert review.rationale == "B finds the unbounded retry loop; A only comments on style."
+    assert review.verdict == "accepted"
+
+    # Back: the first item is done, so the browser lands on it in the history.
+    page.go_back()
+    page.wait_for_url(re.compile(r"/review/history/"))
+    assert page.locator(f"#assignment-{first.pk}").is_visible()
+    assert "already submitted" in page.locator("#messages").inner_text()
+    session.watch.assert_clean()
