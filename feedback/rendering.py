@@ -10,6 +10,7 @@ host who reads the item and when, so it is replaced by a note naming the host.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -174,8 +175,8 @@ class _RenderCache:
 
 
 _cache = _RenderCache(size=512)
-# Short strings render faster than they hash and look up; only long ones are cached.
-_CACHE_FROM_CHARS = 2000
+# Tiny strings render faster than they hash and look up; anything longer is cached.
+_CACHE_FROM_CHARS = 256
 
 
 def _markdown_html(text: str) -> str:
@@ -358,10 +359,22 @@ def clause_in_heading(heading: str, clause: str) -> bool:
 
 
 def render_document(sections: Any, clause: str = "") -> list[DocumentSection]:
-    """A document's sections with anchors for navigation and the clause under review marked."""
-    out: list[DocumentSection] = []
+    """A document's sections with anchors for navigation and the clause under review marked.
+
+    A brief is dozens of short sections; the whole document is cached as one entry, so a
+    50 KB brief costs one digest and one lookup once it has been rendered.
+    """
     if not isinstance(sections, list):
-        return out
+        return []
+    key = json.dumps([clause, sections], sort_keys=True, default=str)
+    cached: list[DocumentSection] = _cache.get_or_make(
+        "doc", key, lambda: _render_document(sections, clause)
+    )
+    return cached
+
+
+def _render_document(sections: list[Any], clause: str) -> list[DocumentSection]:
+    out: list[DocumentSection] = []
     for index, section in enumerate(sections):
         if not isinstance(section, dict):
             continue

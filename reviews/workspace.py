@@ -9,7 +9,7 @@ the templates only place already-safe HTML.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -222,9 +222,11 @@ def context_view(context: Any) -> ContextView | None:
         )
     if kind == "legal_brief":
         clause = str(context.get("clause_under_review") or "")
-        sections = rendering.render_document(context.get("sections"), clause)
-        for section in sections:
-            section.html = _safe(section.html)
+        # Copies: the rendered document is shared through the render cache.
+        sections = [
+            replace(section, html=_safe(section.html))
+            for section in rendering.render_document(context.get("sections"), clause)
+        ]
         anchor = next((s.anchor for s in sections if s.under_review), "")
         return ContextView(
             kind=kind,

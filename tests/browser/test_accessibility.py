@@ -204,3 +204,17 @@ def test_ranking_works_by_keyboard_and_by_drag(pages, open_session):
     assert order()[0] == "B"
     assert [p.strip() for p in page.locator(".rank-pos").all_inner_texts()] == ["1", "2", "3", "4"]
     session.watch.assert_clean()
+
+
+def test_an_inline_image_opens_full_size_and_closes_with_escape(pages, open_session):
+    session = open_session(pages["expert"])
+    page = session.page
+    page.goto(f"/review/a/{pages['rating']}/")
+    zoom = page.get_by_role("button", name="Enlarge image: chart").first
+    zoom.click()
+    dialog = page.locator("#image-zoom")
+    assert dialog.is_visible()
+    assert dialog.locator("img").get_attribute("src").startswith("data:image/png;base64,")
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    session.watch.assert_clean()

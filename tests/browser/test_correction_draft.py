@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from feedback.models import Response, User
 from reviews.models import Assignment, Review
@@ -103,4 +105,39 @@ def test_a_correction_draft_survives_a_reload_and_is_then_submitted(open_session
     assert review.ratings == {str(item.responses.get().pk): {"accuracy": 2}}
     assignment.refresh_from_db()
     assert assignment.draft == {}
+    session.watch.assert_clean()
+
+
+def test_a_lease_lost_while_editing_is_explained_on_the_page(open_session):
+    expert = UserFactory(role=User.Role.EXPERT, email="slow@example.test")
+    campaign = CampaignFactory(kind="correction")
+    item = ItemFactory(campaign=campaign, responses=0)
+    Response.objects.create(item=item, model_name="m", text=ORIGINAL)
+    session = open_session(expert)
+    page = session.page
+    page.goto("/")
+    page.get_by_role("button", name=re.compile("Start reviewing")).click()
+    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    assignment = Assignment.objects.get(expert=expert)
+
+    # The lease runs out (a long lunch); the next autosave learns it from the server.
+    Assignment.objects.filter(pk=assignment.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    page.keyboard.press("e")
+    page.keyboard.type(" A late thought.")
+    banner = page.locator("[data-lease-banner]")
+    banner.wait_for(state="visible", timeout=12_000)
+    assert "ran out" in banner.inner_text()
+    assert banner.get_by_role("button", name="Take the next item").is_visible()
+    assert "no longer yours" in page.locator("[data-draft-status]").inner_text()
+    # What the expert wrote is still on the page to copy.
+    assert "A late thought." in page.locator("#correction-text").input_value()
+
+    # Submitting anyway explains again, in words, and hands the text back.
+    page.keyboard.press("Escape")
+    page.evaluate("() => document.getElementById('review-form').requestSubmit()")
+    page.get_by_role("heading", name="Your time on this item ran out").wait_for()
+    assert "A late thought." in page.locator("#unsent-correction").input_value()
+    assert not Review.objects.exists()
     session.watch.assert_clean()

@@ -80,3 +80,36 @@ def test_it_reviews_a_pair_with_the_keyboard_alone_and_the_back_button_still_wor
     assert page.locator(f"#assignment-{first.pk}").is_visible()
     assert "already submitted" in page.locator("#messages").inner_text()
     session.watch.assert_clean()
+
+
+def test_s_opens_the_skip_form_and_a_keyboard_skip_brings_the_next_item(open_session):
+    expert = UserFactory(role=User.Role.EXPERT, email="skipper@example.test")
+    campaign = CampaignFactory(kind="pairwise")
+    ItemFactory.create_batch(2, campaign=campaign)
+    session = open_session(expert)
+    page = session.page
+    page.goto("/")
+    page.get_by_role("button", name=re.compile("Start reviewing")).click()
+    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    first = Assignment.objects.get(expert=expert)
+
+    page.keyboard.press("s")
+    assert page.locator("[data-skip]").get_attribute("open") is not None
+    assert page.evaluate("() => document.activeElement.id") == "skip-reason"
+    page.keyboard.press("ArrowDown")  # "The prompt is unclear"
+    page.keyboard.press("Tab")
+    page.keyboard.type("Two questions in one.")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "(id) => document.querySelector('#workspace').dataset.assignment !== String(id)",
+        arg=first.pk,
+    )
+    first.refresh_from_db()
+    assert (first.status, first.skip_reason, first.skip_note) == (
+        "skipped",
+        "unclear_prompt",
+        "Two questions in one.",
+    )
+    assert "Skipped" in page.locator("#messages").inner_text()
+    session.watch.assert_clean()
