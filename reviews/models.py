@@ -18,9 +18,16 @@ class Assignment(models.Model):
         EXPIRED = "expired", "Expired"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments")
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    # No single-column indexes on item and expert: the (item, expert) unique constraint and
+    # assignment_expert_idx serve those lookups, and every claim and submit writes each index.
+    item = models.ForeignKey(
+        Item, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     expert = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="assignments",
+        db_index=False,
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CLAIMED)
     claimed_at = models.DateTimeField(default=timezone.now)
@@ -89,7 +96,10 @@ class Review(models.Model):
         REJECTED = "rejected", "Rejected"
 
     assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="reviews")
-    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="reviews")
+    # review_campaign_verdict_idx leads with the campaign, so it serves campaign lookups.
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.PROTECT, related_name="reviews", db_index=False
+    )
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="reviews")
     expert = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"

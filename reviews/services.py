@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -99,15 +101,26 @@ SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM freed)
 
 
 def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Run one self-contained statement: its own transaction in autocommit (one round trip),
-    a savepoint inside a caller's transaction (so a unique violation leaves it usable)."""
-    with connection.cursor() as cursor:
-        if connection.in_atomic_block:
-            with transaction.atomic():
-                cursor.execute(sql, params)
-                return list(cursor.fetchall())
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
+    """Run one self-contained statement on PostgreSQL.
+
+    In autocommit it is its own transaction (one round trip); inside a caller's transaction
+    it runs in a savepoint, so a unique violation leaves that transaction usable. It goes
+    through a server-side-binding cursor so psycopg prepares it: planning these CTEs costs
+    more than running them.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    assert raw is not None
+
+    def run() -> list[tuple[Any, ...]]:
+        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            return run()
+    return run()
 
 
 def assignments_expire_due(
@@ -664,69 +677,216 @@ def _observed_seconds(assignment: Assignment, now: datetime) -> int:
 def review_submit(*, assignment_id: int, expert: User, body: Any) -> tuple[Review, bool]:
     """Store the expert's review; (review, created). A repeat submit returns the stored one.
 
-    1. Lock the assignment (its owner only). Already submitted: answer with that review.
+    1. Read the assignment (its owner only). Already submitted: answer with that review.
     2. The lease must be live; else 409 and nothing is saved.
     3. Validate against the campaign kind, rubric and the item's responses.
-    4. Store the review, close the assignment; accept it now when the campaign says so.
+    4. Store the review and close the assignment in one step that only succeeds while the
+       claim is still live; accept the review now when the campaign says so.
     """
+    if connection.vendor == "postgresql":
+        return _submit_postgres(assignment_id=assignment_id, expert=expert, body=body)
+    return _submit_portable(assignment_id=assignment_id, expert=expert, body=body)
+
+
+def _verdict_for(
+    *, campaign: Campaign, is_gold: bool, item_id: int, data: ReviewInput
+) -> Review.Verdict:
+    if is_gold and _gold_matches(Item.objects.get(pk=item_id), data) is False:
+        return Review.Verdict.REJECTED
+    if campaign.acceptance == Campaign.Acceptance.AUTO:
+        return Review.Verdict.ACCEPTED
+    return Review.Verdict.PENDING
+
+
+def _announce_verdict(review: Review) -> None:
+    if review.verdict != Review.Verdict.PENDING:
+        review_id, verdict = review.pk, review.verdict
+        transaction.on_commit(
+            lambda: signals.review_verdict_changed.send(
+                sender=Review, review_id=review_id, verdict=verdict
+            )
+        )
+
+
+def _new_review(
+    *,
+    assignment: Assignment,
+    expert: User,
+    data: ReviewInput,
+    active: int,
+    verdict: str,
+    now: datetime,
+) -> Review:
+    return Review(
+        assignment_id=assignment.pk,
+        campaign_id=assignment.campaign_id,
+        item_id=assignment.item_id,
+        expert=expert,
+        ratings=data.ratings,
+        chosen_id=data.chosen,
+        strength=data.strength,
+        ranking=data.ranking,
+        correction_response_id=data.correction_response,
+        correction_text=data.correction_text,
+        rationale=data.rationale,
+        flags=data.flags,
+        active_seconds=active,
+        pasted_chars=data.pasted_chars,
+        verdict=verdict,
+        verdict_at=now if verdict != Review.Verdict.PENDING else None,
+        created_at=now,
+    )
+
+
+def _stored_review(assignment_id: int) -> Review:
+    return Review.objects.get(assignment_id=assignment_id, supersedes__isnull=True)
+
+
+_SUBMIT_READ_SQL = """
+SELECT a.status, a.claimed_at, a.last_seen_at, a.lease_expires_at, a.observed_seconds,
+       a.is_gold, a.item_id, a.campaign_id, c.kind, c.rubric, c.acceptance,
+       ARRAY(SELECT r.id FROM feedback_response r WHERE r.item_id = a.item_id
+             ORDER BY r.position, r.id)
+FROM reviews_assignment a JOIN feedback_campaign c ON c.id = a.campaign_id
+WHERE a.id = %(assignment)s AND a.expert_id = %(expert)s
+"""
+
+
+@functools.cache
+def _submit_write_sql() -> tuple[str, list[Any]]:
+    """The closing statement, its review columns taken from the model so the two cannot drift."""
+    fields = [f for f in Review._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = ", ".join(f"CAST(%(f_{f.attname})s AS {f.db_type(connection)})" for f in fields)
+    # Column names come from the model and every value is a parameter.
+    sql = f"""
+WITH closed AS (
+    UPDATE reviews_assignment SET status = 'submitted', finished_at = %(now)s,
+        active_seconds = %(active)s, draft = '{{}}'::jsonb
+    WHERE id = %(assignment)s AND expert_id = %(expert)s AND status = 'claimed'
+      AND lease_expires_at > %(now)s
+    RETURNING id
+), review AS (
+    INSERT INTO reviews_review ({columns}) SELECT {values} FROM closed RETURNING id
+), event AS (
+    INSERT INTO reviews_assignmentevent (assignment_id, actor_id, from_status, to_status, at)
+    SELECT id, %(expert)s, 'claimed', 'submitted', %(now)s FROM closed
+)
+SELECT id FROM review
+"""  # noqa: S608
+    return sql, fields
+
+
+def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Review, bool]:
+    now = timezone.now()
+    rows = _run_statement(_SUBMIT_READ_SQL, {"assignment": assignment_id, "expert": expert.pk})
+    if not rows:
+        raise NotFound(f"No assignment {assignment_id} of yours.")
+    (
+        status,
+        claimed_at,
+        last_seen_at,
+        lease_expires_at,
+        observed_seconds,
+        is_gold,
+        item_id,
+        campaign_id,
+        kind,
+        rubric,
+        acceptance,
+        response_ids,
+    ) = rows[0]
+    if status == Assignment.Status.SUBMITTED:
+        return _stored_review(assignment_id), False
+    assignment = Assignment(
+        pk=assignment_id,
+        campaign_id=campaign_id,
+        item_id=item_id,
+        expert=expert,
+        status=status,
+        claimed_at=claimed_at,
+        last_seen_at=last_seen_at,
+        lease_expires_at=lease_expires_at,
+        observed_seconds=observed_seconds,
+        is_gold=is_gold,
+    )
+    _ensure_live(assignment)
+    campaign = Campaign(
+        pk=campaign_id,
+        kind=kind,
+        rubric=json.loads(rubric) if isinstance(rubric, str) else rubric,
+        acceptance=acceptance,
+    )
+    data = review_parse(campaign=campaign, response_ids=list(response_ids), body=body)
+    active = min(
+        data.active_seconds if data.active_seconds is not None else 10**9,
+        _observed_seconds(assignment, now),
+    )
+    verdict = _verdict_for(campaign=campaign, is_gold=is_gold, item_id=item_id, data=data)
+    review = _new_review(
+        assignment=assignment, expert=expert, data=data, active=active, verdict=verdict, now=now
+    )
+    sql, fields = _submit_write_sql()
+    params: dict[str, Any] = {
+        f"f_{f.attname}": f.get_db_prep_save(getattr(review, f.attname), connection) for f in fields
+    }
+    params |= {"now": now, "active": active, "assignment": assignment_id, "expert": expert.pk}
+    written = _run_statement(sql, params)
+    if not written:
+        # Someone else closed it first: a concurrent double submit (answer with its review),
+        # or the lease ran out or the item was skipped in between (409, nothing saved).
+        current = Assignment.objects.filter(pk=assignment_id).values_list("status", flat=True)
+        if current.first() == Assignment.Status.SUBMITTED:
+            return _stored_review(assignment_id), False
+        assignment.status = current.first() or assignment.status
+        assignment.lease_expires_at = min(assignment.lease_expires_at, now)
+        _ensure_live(assignment)
+        raise Conflict("This assignment changed while you submitted; nothing was saved.")
+    review.pk = written[0][0]
+    review._state.adding = False
+    review._state.db = connection.alias
+    _announce_verdict(review)
+    return review, True
+
+
+def _submit_portable(*, assignment_id: int, expert: User, body: Any) -> tuple[Review, bool]:
+    """The same rules through the ORM and a row lock, for the SQLite demo."""
     now = timezone.now()
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         if assignment.status == Assignment.Status.SUBMITTED:
-            return Review.objects.get(assignment=assignment, supersedes__isnull=True), False
+            return _stored_review(assignment.pk), False
         _ensure_live(assignment)
         campaign = assignment.campaign
-        item = Item.objects.get(pk=assignment.item_id)
-        response_ids = list(item.responses.values_list("pk", flat=True))
+        response_ids = list(
+            Response.objects.filter(item_id=assignment.item_id)
+            .order_by("position", "id")
+            .values_list("pk", flat=True)
+        )
         data = review_parse(campaign=campaign, response_ids=response_ids, body=body)
-
         active = min(
             data.active_seconds if data.active_seconds is not None else 10**9,
             _observed_seconds(assignment, now),
         )
-
-        verdict = Review.Verdict.PENDING
-        if assignment.is_gold:
-            match = _gold_matches(item, data)
-            if match is False:
-                verdict = Review.Verdict.REJECTED
-            elif campaign.acceptance == Campaign.Acceptance.AUTO:
-                verdict = Review.Verdict.ACCEPTED
-        elif campaign.acceptance == Campaign.Acceptance.AUTO:
-            verdict = Review.Verdict.ACCEPTED
-
-        review = Review.objects.create(
-            assignment=assignment,
-            campaign=campaign,
-            item=item,
-            expert=expert,
-            ratings=data.ratings,
-            chosen_id=data.chosen,
-            strength=data.strength,
-            ranking=data.ranking,
-            correction_response_id=data.correction_response,
-            correction_text=data.correction_text,
-            rationale=data.rationale,
-            flags=data.flags,
-            active_seconds=active,
-            pasted_chars=data.pasted_chars,
-            verdict=verdict,
-            verdict_at=now if verdict != Review.Verdict.PENDING else None,
-            created_at=now,
+        verdict = _verdict_for(
+            campaign=campaign, is_gold=assignment.is_gold, item_id=assignment.item_id, data=data
         )
+        review = _new_review(
+            assignment=assignment,
+            expert=expert,
+            data=data,
+            active=active,
+            verdict=verdict,
+            now=now,
+        )
+        review.save(force_insert=True)
         assignment.status = Assignment.Status.SUBMITTED
         assignment.finished_at = now
         assignment.active_seconds = active
         assignment.draft = {}
         assignment.save(update_fields=["status", "finished_at", "active_seconds", "draft"])
         _event(assignment, actor=expert, from_status="claimed", to_status="submitted")
-        if verdict != Review.Verdict.PENDING:
-            review_id = review.pk
-            transaction.on_commit(
-                lambda: signals.review_verdict_changed.send(
-                    sender=Review, review_id=review_id, verdict=verdict
-                )
-            )
+        _announce_verdict(review)
     return review, True
 
 

@@ -1,0 +1,453 @@
+"""Claims: the claim -> submit loop of many experts at once, at 10k and at 1M items.
+
+What runs is the service path of `POST campaigns/{id}/next/` and `POST assignments/{id}/submit/`
+(`reviews.services.assignment_claim` and `review_submit`, Django ORM and raw SQL on PostgreSQL),
+without HTTP, in PROCESSES processes of THREADS threads: one expert and one database connection
+per thread (64 in all). Two load shapes per size:
+
+* closed loop: every connection claims, submits and claims again at once; this gives the most
+  claims per second the machine does, and a latency that is simply Little's law
+  (64 connections / throughput).
+* paced: the same 64 connections, each claiming on a fixed schedule so that together they offer
+  PACED_RATE claims per second; latency is counted from the scheduled start (no coordinated
+  omission). Real experts spend minutes per item, so this is the shape production sees.
+
+Then the invariants are checked in SQL: no expert has an item twice, no item has more live
+assignments than its overlap, and every item's open_slots equals overlap minus its live
+assignments. Data is loaded with COPY into a dedicated database (`feedback_bench`, see
+bench_database_url), never the test database.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import statistics
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+OVERLAP = 3
+SIZES = [int(s) for s in os.environ.get("BENCH_CLAIMS_SIZES", "10000,1000000").split(",")]
+PROCESSES = int(os.environ.get("BENCH_CLAIMS_PROCESSES", "4"))
+THREADS = int(os.environ.get("BENCH_CLAIMS_THREADS", "16"))
+SECONDS = float(os.environ.get("BENCH_CLAIMS_SECONDS", "20"))
+WARMUP = float(os.environ.get("BENCH_CLAIMS_WARMUP", "3"))
+PACED_RATE = float(os.environ.get("BENCH_CLAIMS_PACED_RATE", "400"))
+
+
+# --- the bench database (bench_import uses these too) ----------------------------------------
+
+
+def bench_database_url() -> str:
+    explicit = os.environ.get("BENCH_DATABASE_URL")
+    if explicit:
+        return explicit
+    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/feedback"
+    parts = urlsplit(base)
+    if not parts.scheme.startswith("postgres"):
+        raise SystemExit("Benchmarks run on PostgreSQL: set DATABASE_URL or BENCH_DATABASE_URL.")
+    return urlunsplit(parts._replace(path="/feedback_bench"))
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(url: str) -> None:
+    """Point Django at the bench database. Call before importing any model."""
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "feedback.settings"
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else-0123456789")
+    os.environ["CELERY_BROKER_URL"] = ""
+    os.environ.setdefault("MEDIA_ROOT", "var/bench-media")
+    import django
+
+    django.setup()
+
+
+def prepare_database() -> str:
+    url = bench_database_url()
+    ensure_database(url)
+    setup_django(url)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    return url
+
+
+def truncate_domain() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE feedback_campaign, feedback_item, feedback_response, reviews_assignment, "
+            "reviews_assignmentevent, reviews_review RESTART IDENTITY CASCADE"
+        )
+
+
+def percentiles(samples_us: list[int]) -> dict[str, float]:
+    if not samples_us:
+        return {}
+    ordered = sorted(samples_us)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000, 2)
+
+    return {
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p99_ms": at(0.99),
+        "max_ms": round(ordered[-1] / 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) / 1000, 2),
+        "count": len(ordered),
+    }
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def load_campaign(items: int) -> tuple[int, list[int]]:
+    """A pairwise campaign of `items` items with 2 responses each, loaded with COPY."""
+    from django.db import connection
+
+    from feedback.models import Campaign, ExpertProfile, User
+
+    truncate_domain()
+    owner, _ = User.objects.get_or_create(
+        email="bench-owner@bench.test", defaults={"role": User.Role.ENGINEER}
+    )
+    experts = []
+    for n in range(PROCESSES * THREADS):
+        user, _ = User.objects.get_or_create(
+            email=f"bench-expert-{n}@bench.test", defaults={"role": User.Role.EXPERT}
+        )
+        ExpertProfile.objects.get_or_create(user=user)
+        experts.append(user.pk)
+    campaign = Campaign.objects.create(
+        name=f"bench {items}",
+        slug=f"bench-{items}",
+        kind=Campaign.Kind.PAIRWISE,
+        status=Campaign.Status.ACTIVE,
+        overlap=OVERLAP,
+        created_by=owner,
+    )
+    raw = connection.connection  # the psycopg connection under Django's
+    connection.ensure_connection()
+    raw = connection.connection
+    chunk = 50_000
+    with raw.cursor() as cursor:
+        for start in range(1, items + 1, chunk):
+            end = min(start + chunk, items + 1)
+            item_rows = io.StringIO()
+            response_rows = io.StringIO()
+            for n in range(start, end):
+                item_rows.write(
+                    f'{n}\t{campaign.pk}\tbench-{n}\t"Which answer to question {n} is better?"'
+                    f"\t{{}}\t{{}}\t{n:064x}\t{n % 3}\tf\t\\N\t{OVERLAP}\t2026-01-01 00:00:00+00\n"
+                )
+                for position, model in enumerate(("model-a", "model-b")):
+                    response_rows.write(
+                        f"{2 * n - 1 + position}\t{n}\t{model}\tAnswer {position} to question {n}."
+                        f"\ttext\t{position}\t{{}}\t2026-01-01 00:00:00+00\n"
+                    )
+            with cursor.copy(
+                "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
+                "content_hash, priority, is_gold, gold_answer, open_slots, created_at) FROM STDIN"
+            ) as copy:
+                copy.write(item_rows.getvalue())
+            with cursor.copy(
+                "COPY feedback_response (id, item_id, model_name, text, format, position, "
+                "generation, created_at) FROM STDIN"
+            ) as copy:
+                copy.write(response_rows.getvalue())
+        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [items])
+        cursor.execute("SELECT setval('feedback_response_id_seq', %s)", [2 * items])
+    raw.commit() if not raw.autocommit else None
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE feedback_item")
+        cursor.execute("VACUUM ANALYZE feedback_response")
+        cursor.execute("ANALYZE reviews_assignment")
+    return campaign.pk, experts
+
+
+def check_invariants(campaign_id: int) -> dict[str, int]:
+    from django.db import connection
+
+    checks = {
+        "expert_has_item_twice": """
+            SELECT count(*) FROM (SELECT item_id, expert_id FROM reviews_assignment
+            WHERE campaign_id = %(c)s GROUP BY 1, 2 HAVING count(*) > 1) x""",
+        "items_over_filled": """
+            SELECT count(*) FROM (SELECT item_id FROM reviews_assignment
+            WHERE campaign_id = %(c)s AND status IN ('claimed', 'submitted') AND NOT is_gold
+            GROUP BY item_id HAVING count(*) > %(o)s) x""",
+        "items_with_slot_count_off": """
+            SELECT count(*) FROM feedback_item i
+            LEFT JOIN (SELECT item_id, count(*) AS n FROM reviews_assignment
+                       WHERE campaign_id = %(c)s AND status IN ('claimed', 'submitted')
+                       GROUP BY item_id) a ON a.item_id = i.id
+            WHERE i.campaign_id = %(c)s AND i.open_slots + coalesce(a.n, 0) <> %(o)s""",
+        "reviews_without_submitted_assignment": """
+            SELECT count(*) FROM reviews_review r JOIN reviews_assignment a
+            ON a.id = r.assignment_id WHERE r.campaign_id = %(c)s AND a.status <> 'submitted'""",
+        "assignments": "SELECT count(*) FROM reviews_assignment WHERE campaign_id = %(c)s",
+        "reviews": "SELECT count(*) FROM reviews_review WHERE campaign_id = %(c)s",
+    }
+    out = {}
+    with connection.cursor() as cursor:
+        for name, sql in checks.items():
+            cursor.execute(sql, {"c": campaign_id, "o": OVERLAP})
+            out[name] = int(cursor.fetchone()[0])
+    return out
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def _expert_loop(
+    campaign_id: int,
+    expert_id: int,
+    interval: float | None,
+    start_at: float,
+    stop_at: float,
+    measure_from: float,
+    out: dict[str, Any],
+) -> None:
+    from django.db import connection
+
+    from feedback.models import Campaign, User
+    from reviews import services
+
+    campaign = Campaign.objects.get(pk=campaign_id)
+    expert = User.objects.get(pk=expert_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    backend_cpu = None
+    claims: list[int] = []
+    submits: list[int] = []
+    done = dry = 0
+    scheduled = start_at
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        while True:
+            now = time.time()
+            if now >= stop_at:
+                break
+            if interval is not None:
+                if scheduled > now:
+                    time.sleep(scheduled - now)
+                began = min(time.perf_counter(), time.perf_counter() - (time.time() - scheduled))
+                scheduled += interval
+            else:
+                began = time.perf_counter()
+            wall = time.time()
+            assignment = services.assignment_claim(campaign=campaign, expert=expert)
+            claimed = time.perf_counter()
+            if assignment is None:
+                dry += 1
+                break
+            services.review_submit(
+                assignment_id=assignment.pk,
+                expert=expert,
+                body={"preference": {"chosen": assignment.response_order[0], "strength": 1}},
+            )
+            submitted = time.perf_counter()
+            if wall >= measure_from:
+                if backend_cpu is None:
+                    backend_cpu = _process_cpu_seconds(backend)
+                claims.append(int((claimed - began) * 1_000_000))
+                submits.append(int((submitted - claimed) * 1_000_000))
+                done += 1
+    finally:
+        spent = _process_cpu_seconds(backend) - (backend_cpu or 0.0)
+        connection.close()
+    out.update(claims=claims, submits=submits, done=done, dry=dry, backend_cpu=spent)
+
+
+def _worker(
+    url: str,
+    campaign_id: int,
+    expert_ids: list[int],
+    interval: float | None,
+    start_at: float,
+    stop_at: float,
+    measure_from: float,
+    results: Any,
+) -> None:
+    setup_django(url)
+    outs: list[dict[str, Any]] = [{} for _ in expert_ids]
+    threads = [
+        threading.Thread(
+            target=_expert_loop,
+            args=(campaign_id, eid, interval, start_at, stop_at, measure_from, outs[i]),
+        )
+        for i, eid in enumerate(expert_ids)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cpu = os.times()
+    results.put({"outs": outs, "cpu_seconds": cpu.user + cpu.system})
+
+
+def run_load(url: str, campaign_id: int, experts: list[int], rate: float | None) -> dict[str, Any]:
+    """64 connections for WARMUP + SECONDS; rate None is the closed loop."""
+    connections = len(experts)
+    interval = connections / rate if rate else None
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    start_at = time.time() + 6.0  # time for the processes to import Django
+    measure_from = start_at + WARMUP
+    stop_at = measure_from + SECONDS
+    per = connections // PROCESSES
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(
+                url,
+                campaign_id,
+                experts[p * per : (p + 1) * per],
+                interval,
+                start_at,
+                stop_at,
+                measure_from,
+                results,
+            ),
+        )
+        for p in range(PROCESSES)
+    ]
+    load_before = os.getloadavg()[0]
+    for proc in procs:
+        proc.start()
+    gathered = [results.get(timeout=SECONDS + WARMUP + 120) for _ in procs]
+    for proc in procs:
+        proc.join()
+    claims = [c for g in gathered for o in g["outs"] for c in o["claims"]]
+    submits = [s for g in gathered for o in g["outs"] for s in o["submits"]]
+    done = sum(o["done"] for g in gathered for o in g["outs"])
+    return {
+        "offered_claims_per_s": rate or "as fast as possible",
+        "claims_per_s": round(done / SECONDS, 1),
+        "claim": percentiles(claims),
+        "submit": percentiles(submits),
+        "queue_ran_dry_for": sum(o["dry"] for g in gathered for o in g["outs"]),
+        # CPU per claim -> submit loop in the measured window: the benchmark's Python processes
+        # (counted over the whole run, so a little high) and their PostgreSQL backends.
+        "cpu_ms_per_loop": {
+            "python": round(1000 * sum(g["cpu_seconds"] for g in gathered) / max(done, 1), 2),
+            "postgres_backends": round(
+                1000 * sum(o["backend_cpu"] for g in gathered for o in g["outs"]) / max(done, 1),
+                2,
+            ),
+        },
+        "load_average_before": round(load_before, 2),
+    }
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (a PostgreSQL backend on this machine), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(campaign_id: int, expert_id: int) -> dict[str, Any]:
+    """Where one claim's time goes with no contention: the whole service call vs the database."""
+    from django.db import connection, transaction
+
+    from feedback.models import Campaign, User
+    from reviews import services
+
+    campaign = Campaign.objects.get(pk=campaign_id)
+    expert = User.objects.get(pk=expert_id)
+    service_us = []
+    submit_us = []
+    for _ in range(300):
+        t0 = time.perf_counter()
+        assignment = services.assignment_claim(campaign=campaign, expert=expert)
+        t1 = time.perf_counter()
+        services.review_submit(
+            assignment_id=assignment.pk,
+            expert=expert,
+            body={"preference": {"chosen": assignment.response_order[0]}},
+        )
+        submit_us.append(int((time.perf_counter() - t1) * 1e6))
+        service_us.append(int((t1 - t0) * 1e6))
+    params = {
+        "now": "2026-01-01T00:00:00+00:00",
+        "lease": "2026-01-01T00:30:00+00:00",
+        "campaign": campaign_id,
+        "expert": expert_id,
+        "gold": False,
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + services._CLAIM_QUEUE_SQL, params
+        )
+        plan = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    root = plan[0] if isinstance(plan, list) else plan
+    return {
+        "single_connection_claim": percentiles(service_us),
+        "single_connection_submit": percentiles(submit_us),
+        "claim_statement_server_ms": round(root["Planning Time"] + root["Execution Time"], 3),
+        "claim_statement_buffers_hit": root["Plan"].get("Shared Hit Blocks"),
+    }
+
+
+def main() -> dict[str, Any]:
+    url = prepare_database()
+    result: dict[str, Any] = {
+        "overlap": OVERLAP,
+        "connections": PROCESSES * THREADS,
+        "processes": PROCESSES,
+        "threads_per_process": THREADS,
+        "seconds_per_run": SECONDS,
+        "sizes": {},
+    }
+    from bench.results import write
+
+    for size in SIZES:
+        t0 = time.perf_counter()
+        campaign_id, experts = load_campaign(size)
+        loaded = time.perf_counter() - t0
+        closed = run_load(url, campaign_id, experts, None)
+        closed_checks = check_invariants(campaign_id)
+        campaign_id, experts = load_campaign(size)
+        paced = run_load(url, campaign_id, experts, PACED_RATE)
+        paced_checks = check_invariants(campaign_id)
+        prof = profile(campaign_id, experts[0])
+        result["sizes"][str(size)] = {
+            "load_seconds": round(loaded, 1),
+            "closed_loop": closed | {"invariants": closed_checks},
+            "paced": paced | {"invariants": paced_checks},
+            "profile": prof,
+        }
+        print(f"  {size} items done", flush=True)
+    small, large = (result["sizes"][str(s)] for s in (SIZES[0], SIZES[-1]))
+    result["paced_p99_ratio_large_to_small"] = round(
+        large["paced"]["claim"]["p99_ms"] / small["paced"]["claim"]["p99_ms"], 2
+    )
+    write("claims", result)
+    return result
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(main(), indent=2))
