@@ -381,7 +381,7 @@ def workspace_build(
                 files=files,
                 chosen=state.get("chosen") == str(r["id"]),
                 criteria=_criteria(campaign, r["id"], state, errors),
-                excerpt=first_line[:140],
+                excerpt=first_line.lstrip("#>*- ").strip()[:140],
             )
         )
 
