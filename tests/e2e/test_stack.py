@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 
 import pytest
 
@@ -154,12 +153,8 @@ def test_beat_sends_the_lease_sweep_and_the_worker_frees_a_lapsed_claim(
 ):
     engineer, slow, after = people["engineer"], people["dee"], people["ana"]
     campaign_id = _campaign(engineer, "E2E lease sweep", overlap=1)
-    assert (
-        engineer.post(
-            f"/api/v1/campaigns/{campaign_id}/items/", json=_items("lease", 1)
-        ).status_code
-        == 201
-    )
+    pushed = engineer.post(f"/api/v1/campaigns/{campaign_id}/items/", json=_items("lease", 1))
+    assert pushed.status_code == 201, pushed.text
     payload = slow.post(f"/api/v1/campaigns/{campaign_id}/next/").json()
     assignment_id = payload["assignment"]["id"]
     assert after.post(f"/api/v1/campaigns/{campaign_id}/next/").status_code == 204, "slot taken"
@@ -176,9 +171,7 @@ def test_beat_sends_the_lease_sweep_and_the_worker_frees_a_lapsed_claim(
             == "expired"
         )
 
-    started = time.monotonic()
     wait_until("beat and the worker to expire the lapsed lease", expired, timeout=30)
-    assert time.monotonic() - started < 30
     beat_log = stack.process("beat").text()
     assert "Sending due task expire-leases (reviews.tasks.expire_leases)" in beat_log
     assert re.search(
