@@ -158,7 +158,7 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
                 for position, model in enumerate(("model-a", "model-b")):
                     response_rows.write(
                         f"{2 * n - 1 + position}\t{n}\t{model}\tAnswer {position} to question {n}."
-                        f"\ttext\t{position}\t{{}}\t2026-01-01 00:00:00+00\n"
+                        f"\ttext\t{position}\t{{}}\t[]\t2026-01-01 00:00:00+00\n"
                     )
             with cursor.copy(
                 "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
@@ -167,7 +167,7 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
                 copy.write(item_rows.getvalue())
             with cursor.copy(
                 "COPY feedback_response (id, item_id, model_name, text, format, position, "
-                "generation, created_at) FROM STDIN"
+                "generation, images, created_at) FROM STDIN"
             ) as copy:
                 copy.write(response_rows.getvalue())
         cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [items])

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.db import transaction
+from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
-from feedback import services
-from feedback.errors import ValidationFailed
-from feedback.models import Campaign, User
+from feedback import generation, imports, services
+from feedback.errors import PermissionDenied, ValidationFailed
+from feedback.images import ImageResolver
+from feedback.models import Campaign, GenerationJob, ImportJob, ItemImage, User
 from feedback.selectors import campaign_get_for_user, campaigns_for_user
 
 
@@ -134,15 +138,36 @@ class ItemsCreateView(APIView):
 
         user = _user(request)
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
-        raw = request.data
+        if not user.manages_campaigns:
+            raise PermissionDenied("Only admins and ML engineers add items.")
+        raw: Any = request.data
+        uploads: dict[str, Any] = {}
+        if request.content_type.startswith("multipart/"):
+            # Multipart: the items as JSON text in the `items` field, images as files.
+            text = request.data.get("items")
+            try:
+                raw = json.loads(text) if isinstance(text, str) else None
+            except json.JSONDecodeError as exc:
+                raise ValidationFailed(
+                    f"The items field is not valid JSON: {exc.msg} at line {exc.lineno} "
+                    f"column {exc.colno}.",
+                    fields={"items": ["not valid JSON"]},
+                ) from None
+            uploads = {f.name: f for f in request.FILES.getlist("images")}
         if isinstance(raw, list) and len(raw) > settings.ITEMS_BATCH_MAX:
             raise ValidationFailed(
                 f"A batch holds at most {settings.ITEMS_BATCH_MAX} items; got {len(raw)}. "
                 "Send several batches or upload a file to imports/.",
                 fields={"items": ["too many items"]},
             )
-        parsed = services.items_parse_batch(campaign=campaign, raw_items=raw)
-        added = services.items_add(actor=user, campaign=campaign, items=parsed)
+        # Images stored for a batch that turns out invalid roll back with it.
+        with transaction.atomic():
+            parsed = services.items_parse_batch(
+                campaign=campaign,
+                raw_items=raw,
+                images=ImageResolver(campaign=campaign, uploads=uploads),
+            )
+            added = services.items_add(actor=user, campaign=campaign, items=parsed)
         return ApiResponse(
             {
                 "created": len(added.created),
@@ -151,3 +176,217 @@ class ItemsCreateView(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+
+class ImportOutput(serializers.ModelSerializer[ImportJob]):
+    rows = serializers.IntegerField(source="rows_total")
+    created = serializers.IntegerField(source="created_count")
+    duplicates = serializers.IntegerField(source="duplicate_count")
+    invalid = serializers.IntegerField(source="invalid_count")
+    duplicate_rows = serializers.JSONField(source="duplicates")
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "campaign",
+            "status",
+            "format",
+            "on_error",
+            "mapping",
+            "filename",
+            "size_bytes",
+            "rows",
+            "created",
+            "duplicates",
+            "invalid",
+            "errors",
+            "duplicate_rows",
+            "message",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class ImportInput(serializers.Serializer[Any]):
+    file = serializers.FileField(
+        help_text="JSONL, CSV, Parquet, or a Label Studio JSON export (.json)"
+    )
+    format = serializers.ChoiceField(choices=ImportJob.Format.choices, required=False)
+    mapping = serializers.CharField(
+        required=False, allow_blank=True, help_text="JSON: item field -> column"
+    )
+    on_error = serializers.ChoiceField(
+        choices=ImportJob.OnError.choices, default=ImportJob.OnError.ABORT
+    )
+    images = serializers.ListField(child=serializers.FileField(), required=False)
+
+
+class ImportListCreateView(APIView):
+    @extend_schema(
+        operation_id="campaigns_imports_list",
+        responses=ImportOutput(many=True),
+        summary="Imports of a campaign",
+    )
+    def get(self, request: Request, campaign_id: int) -> ApiResponse:
+        user = _user(request)
+        campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
+        if not user.manages_campaigns:
+            raise PermissionDenied("Only admins and ML engineers see imports.")
+        jobs = ImportJob.objects.filter(campaign=campaign).order_by("-created_at", "-id")[:100]
+        return ApiResponse(ImportOutput(jobs, many=True).data)
+
+    @extend_schema(
+        operation_id="campaigns_imports_create",
+        request={"multipart/form-data": ImportInput},
+        responses={202: ImportOutput},
+        summary="Upload a file of items (imported in the background)",
+        description=(
+            "multipart/form-data with `file` (JSONL, CSV, Parquet or a Label Studio JSON "
+            "export, up to IMPORT_MAX_BYTES), optional `format`, `mapping` (JSON), `on_error` "
+            "(`abort`: all or nothing, the default; `skip`: import the valid rows) and `images` "
+            "(files that items name as `upload:<file name>`). Answers 202 with the import; "
+            "poll `GET imports/{id}/` for its status, counts and errors."
+        ),
+    )
+    def post(self, request: Request, campaign_id: int) -> ApiResponse:
+        # Refuse an oversized upload from its headers, before its body is read.
+        imports.import_check_request_size(request.META.get("CONTENT_LENGTH"))
+        user = _user(request)
+        campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
+        if not user.manages_campaigns:
+            raise PermissionDenied("Only admins and ML engineers import items.")
+        if not request.content_type.startswith("multipart/form-data"):
+            raise imports.UnsupportedMediaType(
+                f"Send the file as multipart/form-data in a `file` field, not as "
+                f"{request.content_type or 'a body without a content type'}.",
+                fields={"file": ["required, as a multipart/form-data part"]},
+            )
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationFailed("No file was sent.", fields={"file": ["this field is required"]})
+        fmt = request.data.get("format") or None
+        job = imports.import_create(
+            actor=user,
+            campaign=campaign,
+            upload=upload,
+            format=fmt,
+            mapping=request.data.get("mapping") or None,
+            on_error=request.data.get("on_error") or ImportJob.OnError.ABORT,
+            images=request.FILES.getlist("images"),
+        )
+        job.refresh_from_db()
+        return ApiResponse(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailView(APIView):
+    @extend_schema(
+        operation_id="imports_retrieve",
+        responses=ImportOutput,
+        summary="Status, counts and errors of an import",
+    )
+    def get(self, request: Request, import_id: int) -> ApiResponse:
+        job = imports.import_get_for_user(user=_user(request), import_id=import_id)
+        campaign_get_for_user(user=_user(request), campaign_id=job.campaign_id)
+        return ApiResponse(ImportOutput(job).data)
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+class GenerationOutput(serializers.ModelSerializer[GenerationJob]):
+    models = serializers.JSONField(source="model_specs")
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id",
+            "campaign",
+            "status",
+            "models",
+            "item_ids",
+            "items_total",
+            "items_done",
+            "responses_created",
+            "failed_count",
+            "errors",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd_micros",
+            "message",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class GenerateInput(serializers.Serializer[Any]):
+    models = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text='model names or {"name", "input_usd_per_million", "output_usd_per_million", '
+        '"temperature", "max_tokens"}; default: the campaign\'s generation_models',
+    )
+    item_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+
+
+class GenerateView(APIView):
+    @extend_schema(
+        operation_id="campaigns_generate_create",
+        request=GenerateInput,
+        responses={202: GenerationOutput},
+        summary="Ask models for the responses items lack (in the background)",
+    )
+    def post(self, request: Request, campaign_id: int) -> ApiResponse:
+        user = _user(request)
+        campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
+        body = request.data if isinstance(request.data, dict) else {}
+        job = generation.generation_create(
+            actor=user,
+            campaign=campaign,
+            models=body.get("models"),
+            item_ids=body.get("item_ids"),
+        )
+        job.refresh_from_db()
+        return ApiResponse(GenerationOutput(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class GenerationDetailView(APIView):
+    @extend_schema(
+        operation_id="generations_retrieve",
+        responses=GenerationOutput,
+        summary="Progress, usage, cost and errors of a generation job",
+    )
+    def get(self, request: Request, generation_id: int) -> ApiResponse:
+        job = generation.generation_get_for_user(user=_user(request), generation_id=generation_id)
+        campaign_get_for_user(user=_user(request), campaign_id=job.campaign_id)
+        return ApiResponse(GenerationOutput(job).data)
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+class ImageView(APIView):
+    @extend_schema(
+        operation_id="images_retrieve",
+        responses={(200, "image/*"): bytes},
+        summary="An image of an item, from our own origin",
+    )
+    def get(self, request: Request, image_id: int) -> FileResponse:
+        from feedback.errors import NotFound
+
+        image = ItemImage.objects.filter(pk=image_id).first()
+        if image is None:
+            raise NotFound(f"No image {image_id}.")
+        # Whoever may see the campaign may see its images; anyone else gets the same 404.
+        campaign_get_for_user(user=_user(request), campaign_id=image.campaign_id)
+        response = FileResponse(image.file.open("rb"), content_type=image.content_type)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Content-Disposition"] = f'inline; filename="image-{image.pk}"'
+        response["Cache-Control"] = "private, max-age=86400"
+        return response

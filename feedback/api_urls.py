@@ -28,6 +28,23 @@ urlpatterns = [
         reviews_api.HeartbeatView.as_view(),
         name="api-heartbeat",
     ),
+    path(
+        "campaigns/<int:campaign_id>/imports/",
+        feedback_api.ImportListCreateView.as_view(),
+        name="api-imports",
+    ),
+    path("imports/<int:import_id>/", feedback_api.ImportDetailView.as_view(), name="api-import"),
+    path(
+        "campaigns/<int:campaign_id>/generate/",
+        feedback_api.GenerateView.as_view(),
+        name="api-generate",
+    ),
+    path(
+        "generations/<int:generation_id>/",
+        feedback_api.GenerationDetailView.as_view(),
+        name="api-generation",
+    ),
+    path("images/<int:image_id>/", feedback_api.ImageView.as_view(), name="api-image"),
     path("datasets/", datasets_api.DatasetListView.as_view(), name="api-datasets"),
     path(
         "datasets/<int:dataset_id>/", datasets_api.DatasetDetailView.as_view(), name="api-dataset"

@@ -24,6 +24,7 @@ class ResponseInput:
     model: str
     text: str
     format: str
+    images: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +38,17 @@ class ItemInput:
     is_gold: bool = False
     gold_answer: Any = None
     content_hash: str = field(default="")
+
+
+def _check_images(value: Any, where: str, errors: dict[str, list[str]]) -> None:
+    """Images arrive as references and are stored by feedback.images before validation; what
+    is left here must be stored images."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("id"), int) for v in value
+    ):
+        errors.setdefault(where, []).append(
+            'must be a list of images ("data:image/...;base64,..." or "upload:<file name>")'
+        )
 
 
 def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
@@ -59,6 +71,8 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
                 errors.setdefault(f"{where}.role", []).append(
                     f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
                 )
+            if "images" in message:
+                _check_images(message["images"], f"{where}.images", errors)
             content = message.get("content")
             if not isinstance(content, str):
                 errors.setdefault(f"{where}.content", []).append("must be a string")
@@ -78,7 +92,11 @@ def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> s
         {
             "prompt": prompt,
             "context": context,
-            "responses": [[r.model, r.text] for r in responses],
+            # Images join the hash only when present, so hashes of text items never change.
+            "responses": [
+                [r.model, r.text, [i["id"] for i in r.images]] if r.images else [r.model, r.text]
+                for r in responses
+            ],
         },
         sort_keys=True,
         ensure_ascii=False,
@@ -115,6 +133,8 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         context = {}
     if not isinstance(context, dict):
         errors.setdefault("context", []).append("must be an object")
+    elif "images" in context:
+        _check_images(context["images"], "context.images", errors)
 
     metadata = raw.get("metadata", {})
     if metadata is None:
@@ -166,11 +186,16 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
             errors.setdefault(f"{where}.format", []).append(
                 f"must be one of {', '.join(sorted(FORMATS))}, got {fmt!r}"
             )
+        images = r.get("images", [])
+        if images:
+            _check_images(images, f"{where}.images", errors)
         for key in r:
-            if key not in {"model", "text", "format"}:
+            if key not in {"model", "text", "format", "images"}:
                 errors.setdefault(f"{where}.{key}", []).append("is not a field of a response")
         if isinstance(model, str) and isinstance(text, str) and fmt in FORMATS:
-            responses.append(ResponseInput(model=model.strip(), text=text, format=fmt))
+            responses.append(
+                ResponseInput(model=model.strip(), text=text, format=fmt, images=images or [])
+            )
 
     if raw_responses and not errors:
         low, high = campaign.responses_wanted

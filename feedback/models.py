@@ -239,6 +239,8 @@ class Response(models.Model):
     position = models.PositiveSmallIntegerField(default=0)
     # {"prompt_tokens": .., "completion_tokens": .., "cost_usd_micros": .., "latency_ms": ..}
     generation = models.JSONField(default=dict, blank=True)
+    # Images the response shows: [{"id": <ItemImage id>, "content_type", "width", "height"}].
+    images = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

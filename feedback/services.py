@@ -16,6 +16,8 @@ from django.utils.text import slugify
 
 from feedback.api_keys import key_hash, new_raw_key
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
+from feedback.images import ImageResolver
+from feedback.imports import items_store_orm, lock_campaign_intake
 from feedback.item_input import ItemInput, item_parse
 from feedback.models import (
     ApiKey,
@@ -24,7 +26,6 @@ from feedback.models import (
     Invitation,
     Item,
     Qualification,
-    Response,
     User,
 )
 
@@ -300,9 +301,16 @@ class ItemsAdded:
 
 
 def items_parse_batch(
-    *, campaign: Campaign, raw_items: Any, base: str = "items"
+    *,
+    campaign: Campaign,
+    raw_items: Any,
+    base: str = "items",
+    images: ImageResolver | None = None,
 ) -> list[ItemInput]:
-    """Validate a whole batch; raise one error naming every bad index and field."""
+    """Validate a whole batch; raise one error naming every bad index and field.
+
+    Image references are stored first (by `images`) so that items carry stored images.
+    """
     if not isinstance(raw_items, list):
         raise ValidationFailed(
             "The body must be a JSON list of items.", fields={base: ["must be a list"]}
@@ -310,7 +318,12 @@ def items_parse_batch(
     parsed: list[ItemInput] = []
     fields: dict[str, list[str]] = {}
     for index, raw in enumerate(raw_items):
-        item, errors = item_parse(raw, campaign=campaign)
+        errors: dict[str, list[str]] = {}
+        if images is not None:
+            raw, errors = images.resolve(raw)
+        item = None
+        if not errors:
+            item, errors = item_parse(raw, campaign=campaign)
         for path, messages in errors.items():
             key = f"{base}[{index}].{path}" if path else f"{base}[{index}]"
             fields.setdefault(key, []).extend(messages)
@@ -329,10 +342,11 @@ def items_parse_batch(
 def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> ItemsAdded:
     """Store a validated batch, all or nothing.
 
-    1. Drop duplicates: the same content hash or external_id, within the batch or already stored.
-    2. Insert the items, then their responses.
-    3. Items that already carry their responses open their queue slots; the others wait for
-       generation (open_slots stays 0).
+    1. Take the campaign's intake lock, so a concurrent import cannot slip a duplicate in.
+    2. Drop duplicates: the same content hash or external_id, within the batch or already stored.
+    3. Insert the items, then their responses.
+    4. Items that already carry their responses open their queue slots; the others wait for
+       generation (open_slots stays 0), and gold items are served apart from the queue.
     """
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers add items.")
@@ -340,6 +354,7 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
     hashes = {i.content_hash for i in items}
     ext_ids = {i.external_id for i in items if i.external_id}
     with transaction.atomic():
+        lock_campaign_intake(campaign.pk)
         stored_hashes = set(
             Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(
                 "content_hash", flat=True
@@ -370,36 +385,5 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
             if item.external_id:
                 seen_ext.add(item.external_id)
             keep.append(item)
-
-        rows = [
-            Item(
-                campaign=campaign,
-                external_id=i.external_id,
-                prompt=i.prompt,
-                context=i.context,
-                metadata=i.metadata,
-                content_hash=i.content_hash,
-                priority=i.priority,
-                is_gold=i.is_gold,
-                gold_answer=i.gold_answer,
-                open_slots=campaign.overlap if i.responses else 0,
-            )
-            for i in keep
-        ]
-        created = Item.objects.bulk_create(rows, batch_size=1000)
-        if created and created[0].pk is None:
-            # SQLite before RETURNING support: read the ids back by content hash.
-            by_hash = dict(
-                Item.objects.filter(
-                    campaign=campaign, content_hash__in=[r.content_hash for r in rows]
-                ).values_list("content_hash", "pk")
-            )
-            for row in created:
-                row.pk = by_hash[row.content_hash]
-        responses = [
-            Response(item_id=row.pk, model_name=r.model, text=r.text, format=r.format, position=pos)
-            for row, i in zip(created, keep, strict=True)
-            for pos, r in enumerate(i.responses)
-        ]
-        Response.objects.bulk_create(responses, batch_size=1000)
+        created = items_store_orm(campaign, keep)
     return ItemsAdded(created=[r.pk for r in created], duplicates=duplicates)

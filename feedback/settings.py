@@ -263,12 +263,23 @@ CELERY_BEAT_SCHEDULE = {
 # --- Models for response generation -------------------------------------
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+# Requests in flight per generation job, attempts per request (429/5xx are retried with
+# exponential backoff from GENERATION_BACKOFF_SECONDS), and the timeout of one request.
+GENERATION_CONCURRENCY = env_int("GENERATION_CONCURRENCY", 8)
+GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 5)
+GENERATION_BACKOFF_SECONDS = float(env_str("GENERATION_BACKOFF_SECONDS", "1.0"))
+GENERATION_TIMEOUT_SECONDS = env_int("GENERATION_TIMEOUT_SECONDS", 120)
 
 # --- Payouts ---------------------------------------------------------------
 PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")
 
 # --- Limits ---------------------------------------------------------------
 ITEMS_BATCH_MAX = env_int("ITEMS_BATCH_MAX", 1000)
+# Import files are streamed to disk, never held in memory; this caps their size (2 GiB).
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 2 * 1024**3)
+# One image in an item: bytes and pixels a side, checked with Pillow.
+IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
+IMAGE_MAX_SIDE = env_int("IMAGE_MAX_SIDE", 8192)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 20 * 1024 * 1024)
 
 # --- Security -------------------------------------------------------------

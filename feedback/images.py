@@ -1,0 +1,216 @@
+"""Images in items: decoded and checked with Pillow, stored through Django's storage API.
+
+An item refers to images in three places (docs/intake.md):
+  a prompt message   {"role": "user", "content": "...", "images": [<ref>, ...]}
+  the context        {"images": [<ref>, ...], ...}
+  a response         {"model": "...", "text": "...", "images": [<ref>, ...]}
+where <ref> is "data:image/png;base64,...." or "upload:<file name>" (a file sent in the same
+multipart request). On intake each becomes {"id", "content_type", "width", "height"} of an
+ItemImage, stored once per campaign by its SHA-256 and served from our own origin with the
+content type Pillow found, never the one the client claimed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+
+from feedback.errors import ValidationFailed
+from feedback.models import Campaign, ItemImage
+
+# Pillow format -> the content type we serve it with, and the file extension.
+ALLOWED = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "GIF": ("image/gif", "gif"),
+    "WEBP": ("image/webp", "webp"),
+}
+
+
+def image_max_bytes() -> int:
+    return int(getattr(settings, "IMAGE_MAX_BYTES", 10 * 1024 * 1024))
+
+
+def image_max_side() -> int:
+    return int(getattr(settings, "IMAGE_MAX_SIDE", 8192))
+
+
+class ImageRejected(ValueError):
+    pass
+
+
+def image_check(data: bytes) -> tuple[str, int, int]:
+    """(content type, width, height) of a valid image; ImageRejected says what is wrong."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = image_max_bytes()
+    if len(data) > limit:
+        raise ImageRejected(f"is {len(data):,} bytes; an image may have at most {limit:,}")
+    if not data:
+        raise ImageRejected("is empty")
+    side = image_max_side()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                kind = probe.format or ""
+                width, height = probe.size
+                if kind not in ALLOWED:
+                    raise ImageRejected(f"is {kind or 'not an image'}; send PNG, JPEG, GIF or WebP")
+                if width > side or height > side:
+                    raise ImageRejected(f"is {width}x{height} pixels; at most {side} pixels a side")
+                probe.verify()
+            # verify() leaves the image unusable; decoding the pixels catches truncated data.
+            with Image.open(io.BytesIO(data)) as full:
+                full.load()
+    except ImageRejected:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected("is not a readable PNG, JPEG, GIF or WebP image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(f"is corrupt ({exc})") from None
+    return ALLOWED[kind][0], width, height
+
+
+def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
+    """Check and store an image once per campaign (by SHA-256)."""
+    content_type, width, height = image_check(data)
+    digest = hashlib.sha256(data).hexdigest()
+    existing = ItemImage.objects.filter(campaign=campaign, sha256=digest).first()
+    if existing is not None:
+        return existing
+    extension = next(ext for ct, ext in ALLOWED.values() if ct == content_type)
+    image = ItemImage(
+        campaign=campaign,
+        sha256=digest,
+        content_type=content_type,
+        width=width,
+        height=height,
+        size_bytes=len(data),
+    )
+    image.file.save(f"{digest}.{extension}", ContentFile(data), save=False)
+    image.save()
+    return image
+
+
+def images_stage_uploads(
+    *, campaign: Campaign, prefix: str, files: Iterable[UploadedFile]
+) -> dict[str, str]:
+    """Keep the images sent beside an import file until the job reads them: {name: path}."""
+    staged: dict[str, str] = {}
+    for upload in files:
+        name = (upload.name or "").rsplit("/", 1)[-1]
+        if not name:
+            continue
+        if (upload.size or 0) > image_max_bytes():
+            raise ValidationFailed(
+                f"The image {name!r} is larger than {image_max_bytes():,} bytes.",
+                fields={f"images[{name}]": ["too large"]},
+            )
+        staged[name] = default_storage.save(f"{prefix}/images/{name}", upload)
+    return staged
+
+
+def _decode_data_url(ref: str) -> bytes:
+    header, _, payload = ref.partition(",")
+    if not header.startswith("data:") or ";base64" not in header:
+        raise ImageRejected("must be a base64 data URL (data:image/png;base64,...)")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageRejected("is not valid base64") from None
+
+
+class ImageResolver:
+    """Replaces image references in raw item objects with stored images.
+
+    `uploads` maps a file name to bytes (an HTTP upload) or to a storage path (an import).
+    """
+
+    def __init__(self, *, campaign: Campaign, uploads: dict[str, Any] | None = None):
+        self.campaign = campaign
+        self.uploads = uploads or {}
+        self._stored: dict[str, dict[str, Any]] = {}
+
+    def _bytes(self, ref: Any) -> bytes:
+        if not isinstance(ref, str):
+            raise ImageRejected('must be a "data:..." URL or "upload:<file name>"')
+        if ref.startswith("upload:"):
+            name = ref.removeprefix("upload:")
+            source = self.uploads.get(name)
+            if source is None:
+                raise ImageRejected(f"names the file {name!r}, which was not uploaded")
+            if isinstance(source, bytes):
+                return source
+            if isinstance(source, UploadedFile):
+                source.seek(0)
+                return source.read(image_max_bytes() + 1)
+            with default_storage.open(source, "rb") as fh:
+                return fh.read(image_max_bytes() + 1)
+        return _decode_data_url(ref)
+
+    def _one(self, ref: Any) -> dict[str, Any]:
+        key = ref if isinstance(ref, str) and len(ref) < 300 else None
+        if key is not None and key in self._stored:
+            return self._stored[key]
+        image = image_store(campaign=self.campaign, data=self._bytes(ref))
+        out = {
+            "id": image.pk,
+            "content_type": image.content_type,
+            "width": image.width,
+            "height": image.height,
+        }
+        if key is not None:
+            self._stored[key] = out
+        return out
+
+    def _list(self, value: Any, where: str, errors: dict[str, list[str]]) -> Any:
+        if not isinstance(value, list):
+            errors.setdefault(where, []).append("must be a list of images")
+            return value
+        out = []
+        for index, ref in enumerate(value):
+            try:
+                out.append(self._one(ref))
+            except ImageRejected as exc:
+                errors.setdefault(f"{where}[{index}]", []).append(f"image {exc}")
+        return out
+
+    def resolve(self, raw: Any) -> tuple[Any, dict[str, list[str]]]:
+        """(item object with stored images, {}) or (raw, {field path: [messages]})."""
+        if not isinstance(raw, dict):
+            return raw, {}
+        errors: dict[str, list[str]] = {}
+        prompt = raw.get("prompt")
+        if isinstance(prompt, list) and any(isinstance(m, dict) and "images" in m for m in prompt):
+            raw = {**raw, "prompt": [dict(m) if isinstance(m, dict) else m for m in prompt]}
+            for index, message in enumerate(raw["prompt"]):
+                if isinstance(message, dict) and "images" in message:
+                    message["images"] = self._list(
+                        message["images"], f"prompt[{index}].images", errors
+                    )
+        context = raw.get("context")
+        if isinstance(context, dict) and "images" in context:
+            raw = {**raw, "context": {**context}}
+            raw["context"]["images"] = self._list(context["images"], "context.images", errors)
+        responses = raw.get("responses")
+        if isinstance(responses, list) and any(
+            isinstance(r, dict) and "images" in r for r in responses
+        ):
+            raw = {**raw, "responses": [dict(r) if isinstance(r, dict) else r for r in responses]}
+            for index, response in enumerate(raw["responses"]):
+                if isinstance(response, dict) and "images" in response:
+                    response["images"] = self._list(
+                        response["images"], f"responses[{index}].images", errors
+                    )
+        return raw, errors

@@ -1,0 +1,547 @@
+"""File imports of items: upload, then a background job that streams, validates and bulk-loads.
+
+A file of any size is read row by row (imports_readers), validated with the same rules as the
+JSON batch endpoint (item_input), de-duplicated against the campaign chunk by chunk, and written
+with PostgreSQL COPY inside one transaction: an import is all or nothing unless the caller
+asked to skip invalid rows. See docs/intake.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import connection, transaction
+from django.utils import timezone
+
+from feedback.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
+from feedback.imports_readers import (
+    ColumnMapping,
+    MappingError,
+    SourceRow,
+    read_csv,
+    read_jsonl,
+    read_label_studio,
+    read_parquet,
+)
+from feedback.item_input import ItemInput, item_parse
+from feedback.models import Campaign, ImportJob, Item, Response, User
+
+MAX_ERRORS_KEPT = 200
+MAX_DUPLICATES_KEPT = 200
+CHUNK_ITEMS = 5000
+
+FORMAT_BY_EXTENSION = {
+    ".jsonl": ImportJob.Format.JSONL,
+    ".ndjson": ImportJob.Format.JSONL,
+    ".csv": ImportJob.Format.CSV,
+    ".parquet": ImportJob.Format.PARQUET,
+    ".json": ImportJob.Format.LABEL_STUDIO,
+}
+# What a client may declare for each format. Browsers and curl often send
+# application/octet-stream for files they do not know, so it is accepted; the first bytes of
+# the file are checked as well.
+CONTENT_TYPES: dict[str, set[str]] = {
+    ImportJob.Format.JSONL: {
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/jsonlines",
+        "application/x-ndjson",
+        "application/json",
+        "text/plain",
+        "application/octet-stream",
+    },
+    ImportJob.Format.CSV: {
+        "text/csv",
+        "application/csv",
+        "text/plain",
+        "application/vnd.ms-excel",
+        "application/octet-stream",
+    },
+    ImportJob.Format.PARQUET: {
+        "application/vnd.apache.parquet",
+        "application/x-parquet",
+        "application/parquet",
+        "application/octet-stream",
+    },
+    ImportJob.Format.LABEL_STUDIO: {"application/json", "text/plain", "application/octet-stream"},
+}
+
+
+class PayloadTooLarge(DomainError):
+    code = "file_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+def import_max_bytes() -> int:
+    return int(getattr(settings, "IMPORT_MAX_BYTES", 2 * 1024**3))
+
+
+def _check_size(size: int) -> None:
+    limit = import_max_bytes()
+    if size > limit:
+        raise PayloadTooLarge(
+            f"The file is {size:,} bytes; an import takes at most {limit:,} bytes. "
+            "Split it into several files.",
+            fields={"file": [f"larger than {limit:,} bytes"]},
+        )
+
+
+def import_check_request_size(content_length: str | int | None) -> None:
+    """Refuse an oversized upload from its Content-Length, before reading its body."""
+    try:
+        size = int(content_length or 0)
+    except (TypeError, ValueError):
+        return
+    _check_size(size)
+
+
+def _detect_format(upload: UploadedFile, requested: str | None) -> str:
+    if requested:
+        if requested not in ImportJob.Format.values:
+            raise ValidationFailed(
+                f"format must be one of {', '.join(ImportJob.Format.values)}",
+                fields={"format": [f"unknown format {requested!r}"]},
+            )
+        return requested
+    suffix = PurePath(upload.name or "").suffix.lower()
+    found = FORMAT_BY_EXTENSION.get(suffix)
+    if found is None:
+        raise UnsupportedMediaType(
+            f"Cannot tell the format of {upload.name!r}: name it .jsonl, .csv, .parquet or "
+            ".json (a Label Studio export), or send format=.",
+            fields={"file": ["unknown file type"]},
+        )
+    return found
+
+
+def _check_content(upload: UploadedFile, fmt: str) -> None:
+    declared = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+    if declared not in CONTENT_TYPES[fmt]:
+        raise UnsupportedMediaType(
+            f"The file is declared as {declared}, which is not a {fmt} file "
+            f"(expected one of {', '.join(sorted(CONTENT_TYPES[fmt]))}).",
+            fields={"file": [f"content type {declared} does not match format {fmt}"]},
+        )
+    upload.seek(0)
+    head = upload.read(8192)
+    upload.seek(0)
+    if fmt == ImportJob.Format.PARQUET:
+        if not head.startswith(b"PAR1"):
+            raise UnsupportedMediaType(
+                "The file is not Parquet (it does not start with PAR1).",
+                fields={"file": ["not a Parquet file"]},
+            )
+        return
+    if b"\x00" in head or head.startswith(b"PAR1") or head[:4] in {b"\x89PNG", b"PK\x03\x04"}:
+        raise UnsupportedMediaType(
+            f"The file is binary, not {fmt} text.", fields={"file": [f"not a {fmt} file"]}
+        )
+
+
+def import_create(
+    *,
+    actor: User,
+    campaign: Campaign,
+    upload: UploadedFile,
+    format: str | None = None,
+    mapping: Any = None,
+    on_error: str = ImportJob.OnError.ABORT,
+    images: Iterable[UploadedFile] = (),
+) -> ImportJob:
+    """Check and store an uploaded file, then queue its import (after the commit)."""
+    if not actor.manages_campaigns:
+        raise PermissionDenied("Only admins and ML engineers import items.")
+    _check_size(upload.size or 0)
+    fmt = _detect_format(upload, format)
+    _check_content(upload, fmt)
+    if on_error not in ImportJob.OnError.values:
+        raise ValidationFailed(
+            "on_error must be abort or skip", fields={"on_error": ["must be abort or skip"]}
+        )
+    try:
+        parsed = ColumnMapping.parse(mapping)
+    except MappingError as exc:
+        raise ValidationFailed(exc.message, fields={exc.key: [exc.message]}) from None
+    if parsed is not None and fmt == ImportJob.Format.JSONL:
+        raise ValidationFailed(
+            "JSONL lines are items in the documented format; a mapping applies to CSV, "
+            "Parquet and Label Studio files.",
+            fields={"mapping": ["not used for jsonl"]},
+        )
+    from feedback.images import images_stage_uploads
+
+    with transaction.atomic():
+        job = ImportJob(
+            campaign=campaign,
+            created_by=actor,
+            format=fmt,
+            on_error=on_error,
+            mapping=mapping if isinstance(mapping, dict) else json.loads(mapping or "{}"),
+            filename=(upload.name or "upload")[:255],
+            size_bytes=upload.size or 0,
+        )
+        job.file.save(PurePath(upload.name or "upload").name, upload, save=False)
+        job.save()
+        job.uploads = images_stage_uploads(
+            campaign=campaign, prefix=f"imports/{job.pk}", files=images
+        )
+        if job.uploads:
+            job.save(update_fields=["uploads"])
+        job_id = job.pk
+        transaction.on_commit(lambda: _enqueue(job_id))
+    return job
+
+
+def _enqueue(job_id: int) -> None:
+    from feedback.tasks import import_run_task
+
+    import_run_task.delay(job_id)
+
+
+def import_get_for_user(*, user: User, import_id: int | str) -> ImportJob:
+    try:
+        pk = int(import_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"No import {import_id!r}.") from None
+    job = ImportJob.objects.select_related("campaign").filter(pk=pk).first()
+    if job is None or not (user.manages_campaigns or job.created_by_id == user.pk):
+        raise NotFound(f"No import {pk} that you can see.")
+    return job
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    rows: int = 0
+    created: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_samples: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def error(self, location: dict[str, Any], field_path: str, message: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append({**location, "field": field_path, "message": message})
+
+    def duplicate(self, location: dict[str, Any], external_id: str | None, reason: str) -> None:
+        self.duplicates += 1
+        if len(self.duplicate_samples) < MAX_DUPLICATES_KEPT:
+            self.duplicate_samples.append(
+                {**location, "external_id": external_id, "reason": reason}
+            )
+
+
+class _Abort(Exception):
+    """Leaves the import's transaction so that it rolls back."""
+
+
+def _rows(job: ImportJob, binary: IO[bytes]) -> Iterator[SourceRow]:
+    mapping = ColumnMapping.parse(job.mapping or None)
+    if job.format == ImportJob.Format.JSONL:
+        return read_jsonl(binary)
+    if job.format == ImportJob.Format.CSV:
+        return read_csv(binary, mapping)
+    if job.format == ImportJob.Format.PARQUET:
+        return read_parquet(binary, mapping)
+    return read_label_studio(binary, mapping)
+
+
+def import_run(*, import_id: int) -> ImportJob:
+    """Run one queued import. Idempotent: a job that is no longer queued is left alone.
+
+    1. Claim the job (queued -> running) with a conditional update.
+    2. Stream its rows; validate each; collect errors with their line or row and field.
+    3. Write valid rows in chunks (COPY on PostgreSQL), skipping duplicates of the campaign.
+    4. All or nothing: any invalid row (unless on_error=skip) rolls everything back.
+    """
+    claimed = ImportJob.objects.filter(pk=import_id, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.RUNNING, started_at=timezone.now()
+    )
+    job = ImportJob.objects.select_related("campaign").get(pk=import_id)
+    if not claimed:
+        return job
+    tally = _Tally()
+    message = ""
+    try:
+        with transaction.atomic():
+            lock_campaign_intake(job.campaign_id)
+            with job.file.open("rb") as binary:
+                _load(job, _rows(job, binary), tally)
+            if tally.invalid and job.on_error == ImportJob.OnError.ABORT:
+                raise _Abort
+    except _Abort:
+        message = (
+            f"{tally.invalid} invalid row{'s' if tally.invalid != 1 else ''}"
+            f"{' (stopped at the first ' + str(MAX_ERRORS_KEPT) + ')' if tally.stopped_early else ''}"
+            "; nothing was imported. Fix them, or send on_error=skip to import the valid rows."
+        )
+        tally.created = 0
+    except MappingError as exc:
+        tally.error({}, exc.key, exc.message)
+        tally.invalid += 1
+        tally.created = 0
+        message = f"{exc.key}: {exc.message}; nothing was imported."
+    failed = bool(message)
+    if not failed:
+        message = (
+            f"Imported {tally.created} item{'s' if tally.created != 1 else ''}"
+            f"{f', skipped {tally.duplicates} duplicates' if tally.duplicates else ''}"
+            f"{f', skipped {tally.invalid} invalid rows' if tally.invalid else ''}."
+        )
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.FAILED if failed else ImportJob.Status.SUCCEEDED,
+        rows_total=tally.rows,
+        created_count=tally.created,
+        duplicate_count=tally.duplicates,
+        invalid_count=tally.invalid,
+        errors=tally.errors,
+        duplicates=tally.duplicate_samples,
+        message=message,
+        finished_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    return job
+
+
+def lock_campaign_intake(campaign_id: int) -> None:
+    """One writer of items per campaign at a time, so de-duplication sees every earlier row."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [7301, campaign_id])
+
+
+def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
+    campaign = job.campaign
+    abort_on_error = job.on_error == ImportJob.OnError.ABORT
+    from feedback.images import ImageResolver
+
+    resolver = ImageResolver(campaign=campaign, uploads=job.uploads)
+    chunk: list[tuple[dict[str, Any], ItemInput]] = []
+    for row in rows:
+        tally.rows += 1
+        if row.error is not None:
+            tally.invalid += 1
+            tally.error(row.location, *row.error)
+        else:
+            raw, image_errors = resolver.resolve(row.raw)
+            item, errors = (
+                (None, image_errors) if image_errors else item_parse(raw, campaign=campaign)
+            )
+            if item is not None:
+                errors = _storable(item)
+            if errors or item is None:
+                tally.invalid += 1
+                for path, messages in errors.items():
+                    for message in messages:
+                        tally.error(row.location, path, message)
+            elif not (abort_on_error and tally.invalid):
+                chunk.append((row.location, item))
+        if tally.invalid >= MAX_ERRORS_KEPT and abort_on_error:
+            tally.stopped_early = True
+            return
+        if len(chunk) >= CHUNK_ITEMS:
+            _write_chunk(campaign, chunk, tally)
+            chunk = []
+    if chunk and not (abort_on_error and tally.invalid):
+        _write_chunk(campaign, chunk, tally)
+
+
+def _storable(item: ItemInput) -> dict[str, list[str]]:
+    """PostgreSQL text and jsonb cannot hold a NUL character; say where one is."""
+    errors: dict[str, list[str]] = {}
+    for name, value in (
+        ("prompt", item.prompt),
+        ("context", item.context),
+        ("metadata", item.metadata),
+    ):
+        if "\\u0000" in json.dumps(value):
+            errors[name] = ["contains a NUL character (\\u0000), which cannot be stored"]
+    for index, r in enumerate(item.responses):
+        if "\x00" in r.text:
+            errors[f"responses[{index}].text"] = [
+                "contains a NUL character, which cannot be stored"
+            ]
+    return errors
+
+
+def _dedupe(
+    campaign: Campaign, chunk: list[tuple[dict[str, Any], ItemInput]], tally: _Tally
+) -> list[ItemInput]:
+    """Drop rows whose content hash or external_id the campaign (or this chunk) already has.
+    Earlier chunks of the same file were written in this transaction, so they count too."""
+    hashes = [item.content_hash for _, item in chunk]
+    ext_ids = [item.external_id for _, item in chunk if item.external_id]
+    stored_hashes = set(
+        Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(
+            "content_hash", flat=True
+        )
+    )
+    stored_ext = (
+        set(
+            Item.objects.filter(campaign=campaign, external_id__in=ext_ids).values_list(
+                "external_id", flat=True
+            )
+        )
+        if ext_ids
+        else set()
+    )
+    keep = []
+    for location, item in chunk:
+        if item.external_id and item.external_id in stored_ext:
+            tally.duplicate(
+                location,
+                item.external_id,
+                f"external_id {item.external_id!r} is already in the campaign",
+            )
+        elif item.content_hash in stored_hashes:
+            tally.duplicate(
+                location,
+                item.external_id,
+                "the same prompt, context and responses are already in the campaign",
+            )
+        else:
+            keep.append(item)
+            stored_hashes.add(item.content_hash)
+            if item.external_id:
+                stored_ext.add(item.external_id)
+    return keep
+
+
+def _write_chunk(
+    campaign: Campaign, chunk: list[tuple[dict[str, Any], ItemInput]], tally: _Tally
+) -> None:
+    keep = _dedupe(campaign, chunk, tally)
+    if not keep:
+        return
+    if connection.vendor == "postgresql":
+        _copy_items(campaign, keep)
+    else:
+        items_store_orm(campaign, keep)
+    tally.created += len(keep)
+
+
+def _open_slots(campaign: Campaign, item: ItemInput) -> int:
+    """Items wait outside the queue until they have responses; gold is served apart."""
+    return campaign.overlap if item.responses and not item.is_gold else 0
+
+
+def _reserve_ids(cursor: Any, table: str, count: int) -> list[int]:
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+        [table, count],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _copy_items(campaign: Campaign, items: list[ItemInput]) -> None:
+    """COPY a chunk of items and their responses, with ids taken from the sequences first so
+    responses can name their item without a round trip per row."""
+    now = timezone.now()
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    connection.ensure_connection()
+    raw = connection.connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        item_ids = _reserve_ids(cursor, "feedback_item", len(items))
+        response_count = sum(len(i.responses) for i in items)
+        response_ids = iter(_reserve_ids(cursor, "feedback_response", response_count))
+        with cursor.copy(
+            "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
+            "content_hash, priority, is_gold, gold_answer, open_slots, created_at) FROM STDIN"
+        ) as copy:
+            for item_id, item in zip(item_ids, items, strict=True):
+                copy.write_row(
+                    (
+                        item_id,
+                        campaign.pk,
+                        item.external_id,
+                        dumps(item.prompt),
+                        dumps(item.context),
+                        dumps(item.metadata),
+                        item.content_hash,
+                        item.priority,
+                        item.is_gold,
+                        None if item.gold_answer is None else dumps(item.gold_answer),
+                        _open_slots(campaign, item),
+                        now,
+                    )
+                )
+        if response_count:
+            with cursor.copy(
+                "COPY feedback_response (id, item_id, model_name, text, format, position, "
+                "generation, images, created_at) FROM STDIN"
+            ) as copy:
+                for item_id, item in zip(item_ids, items, strict=True):
+                    for position, r in enumerate(item.responses):
+                        copy.write_row(
+                            (
+                                next(response_ids),
+                                item_id,
+                                r.model,
+                                r.text,
+                                r.format,
+                                position,
+                                "{}",
+                                dumps(r.images),
+                                now,
+                            )
+                        )
+
+
+def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:
+    """Insert de-duplicated items and their responses through the ORM (small batches, SQLite)."""
+    rows = [
+        Item(
+            campaign=campaign,
+            external_id=i.external_id,
+            prompt=i.prompt,
+            context=i.context,
+            metadata=i.metadata,
+            content_hash=i.content_hash,
+            priority=i.priority,
+            is_gold=i.is_gold,
+            gold_answer=i.gold_answer,
+            open_slots=_open_slots(campaign, i),
+        )
+        for i in items
+    ]
+    created = Item.objects.bulk_create(rows, batch_size=1000)
+    if created and created[0].pk is None:
+        # SQLite before RETURNING support: read the ids back by content hash.
+        by_hash = dict(
+            Item.objects.filter(
+                campaign=campaign, content_hash__in=[r.content_hash for r in rows]
+            ).values_list("content_hash", "pk")
+        )
+        for row in created:
+            row.pk = by_hash[row.content_hash]
+    Response.objects.bulk_create(
+        [
+            Response(
+                item_id=row.pk,
+                model_name=r.model,
+                text=r.text,
+                format=r.format,
+                position=pos,
+                images=r.images,
+            )
+            for row, i in zip(created, items, strict=True)
+            for pos, r in enumerate(i.responses)
+        ],
+        batch_size=1000,
+    )
+    return created

@@ -1,0 +1,530 @@
+"""Readers of import files, row by row: JSONL, CSV, Parquet and Label Studio JSON exports.
+
+Every reader is a generator over the file, so a file of any size is read in constant memory.
+Each yields SourceRow(location, raw, error): `raw` is an item object in the public item format
+(the shape `item_parse` validates), or `error` says why the row could not even be read.
+Column mappings for CSV, Parquet and Label Studio are described in docs/intake.md.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+ITEM_FIELDS = ("external_id", "prompt", "context", "metadata", "priority", "is_gold", "gold_answer")
+# Source columns that hold JSON text in CSV (Parquet and JSON carry real values).
+JSON_COLUMNS = {"context", "metadata", "gold_answer", "responses"}
+# Label Studio data keys and Hugging Face columns recognised without a mapping, in order.
+PROMPT_KEYS = ("prompt", "question", "instruction", "input", "text", "query")
+RESPONSE_KEY_SETS = (
+    ("chosen", "rejected"),
+    ("response_a", "response_b"),
+    ("answer1", "answer2"),
+    ("answer_a", "answer_b"),
+    ("completion_a", "completion_b"),
+    ("response",),
+    ("answer",),
+    ("output",),
+    ("completion",),
+)
+CSV_FIELD_LIMIT = 10 * 1024 * 1024
+
+
+@dataclass
+class SourceRow:
+    location: dict[str, int | str]
+    raw: dict[str, Any] | None = None
+    error: tuple[str, str] | None = None  # (field, message)
+
+
+class MappingError(ValueError):
+    """The column mapping itself is wrong; names the mapping key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+@dataclass
+class ResponseColumn:
+    column: str
+    model: str | None = None
+    model_column: str | None = None
+    format: str | None = None
+
+
+@dataclass
+class ColumnMapping:
+    """Which source column fills which item field."""
+
+    fields: dict[str, str]  # item field -> column
+    responses: list[ResponseColumn] | str | None  # flat columns, or one column holding a list
+    metadata_columns: list[str] | None  # None: every column not used elsewhere
+    messages_column: str | None = None  # a chat: prompt = all but the last turn, response = last
+
+    @classmethod
+    def parse(cls, raw: Any) -> ColumnMapping | None:
+        """A mapping from the request, or None to detect it from the columns."""
+        if raw in (None, "", {}):
+            return None
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise MappingError("mapping", f"is not valid JSON: {exc.msg}") from None
+        if not isinstance(raw, dict):
+            raise MappingError("mapping", "must be an object of item field -> column")
+        fields: dict[str, str] = {}
+        responses: list[ResponseColumn] | str | None = None
+        metadata: list[str] | None = None
+        messages: str | None = None
+        for key, value in raw.items():
+            if key in ITEM_FIELDS and key != "metadata":
+                if not isinstance(value, str):
+                    raise MappingError(f"mapping.{key}", "must be a column name")
+                fields[key] = value
+            elif key == "metadata":
+                if isinstance(value, str):
+                    metadata = [value]
+                elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    metadata = list(value)
+                else:
+                    raise MappingError("mapping.metadata", "must be a column or a list of columns")
+            elif key == "messages":
+                if not isinstance(value, str):
+                    raise MappingError("mapping.messages", "must be a column name")
+                messages = value
+            elif key == "responses":
+                responses = cls._parse_responses(value)
+            else:
+                raise MappingError(f"mapping.{key}", "is not an item field")
+        return cls(fields, responses, metadata, messages)
+
+    @staticmethod
+    def _parse_responses(value: Any) -> list[ResponseColumn] | str:
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value:
+            raise MappingError(
+                "mapping.responses", "must be a column, or a list of columns or column specs"
+            )
+        out = []
+        for index, spec in enumerate(value):
+            where = f"mapping.responses[{index}]"
+            if isinstance(spec, str):
+                out.append(ResponseColumn(column=spec, model=spec))
+            elif isinstance(spec, dict) and isinstance(spec.get("column"), str):
+                unknown = set(spec) - {"column", "model", "model_column", "format"}
+                if unknown:
+                    raise MappingError(where, f"unknown keys {sorted(unknown)}")
+                out.append(
+                    ResponseColumn(
+                        column=spec["column"],
+                        model=spec.get("model"),
+                        model_column=spec.get("model_column"),
+                        format=spec.get("format"),
+                    )
+                )
+            else:
+                raise MappingError(where, 'must be a column or {"column": ..., "model": ...}')
+        return out
+
+    @classmethod
+    def detect(cls, columns: list[str]) -> ColumnMapping:
+        """The mapping a file without one gets: item fields by name, then well-known names."""
+        present = set(columns)
+        fields = {f: f for f in ITEM_FIELDS if f in present and f != "metadata"}
+        messages = None
+        if "prompt" not in fields:
+            if "messages" in present:
+                messages = "messages"
+            else:
+                for key in PROMPT_KEYS:
+                    if key in present:
+                        fields["prompt"] = key
+                        break
+        responses: list[ResponseColumn] | str | None = None
+        if "responses" in present:
+            responses = "responses"
+        else:
+            numbered = sorted(
+                (int(c.split("_")[1]), c)
+                for c in columns
+                if c.startswith("response_") and c.count("_") == 1 and c.split("_")[1].isdigit()
+            )
+            if numbered:
+                responses = [
+                    ResponseColumn(
+                        column=c,
+                        model_column=f"{c}_model" if f"{c}_model" in present else None,
+                        model=None if f"{c}_model" in present else f"model-{n}",
+                    )
+                    for n, c in numbered
+                ]
+            else:
+                for key_set in RESPONSE_KEY_SETS:
+                    if all(k in present for k in key_set):
+                        responses = [ResponseColumn(column=k, model=k) for k in key_set]
+                        break
+        metadata = ["metadata"] if "metadata" in present else None
+        return cls(fields, responses, metadata, messages)
+
+    def used_columns(self) -> set[str]:
+        used = set(self.fields.values())
+        if isinstance(self.responses, str):
+            used.add(self.responses)
+        elif self.responses:
+            for r in self.responses:
+                used.add(r.column)
+                if r.model_column:
+                    used.add(r.model_column)
+                    used.add(f"{r.column}_format")
+        if self.messages_column:
+            used.add(self.messages_column)
+        return used
+
+    def check_columns(self, columns: list[str]) -> None:
+        present = set(columns)
+        for key, column in self.fields.items():
+            if column not in present:
+                raise MappingError(f"mapping.{key}", f"column {column!r} is not in the file")
+        if isinstance(self.responses, str) and self.responses not in present:
+            raise MappingError("mapping.responses", f"column {self.responses!r} is not in the file")
+        if isinstance(self.responses, list):
+            for index, r in enumerate(self.responses):
+                if r.column not in present:
+                    raise MappingError(
+                        f"mapping.responses[{index}]", f"column {r.column!r} is not in the file"
+                    )
+        if self.messages_column and self.messages_column not in present:
+            raise MappingError("mapping.messages", f"column {self.messages_column!r} is missing")
+        if "prompt" not in self.fields and not self.messages_column:
+            raise MappingError(
+                "mapping.prompt",
+                f"no prompt column: name one (columns are {', '.join(columns[:20])})",
+            )
+
+    def to_item(self, row: dict[str, Any], *, json_text: bool) -> tuple[dict[str, Any], str | None]:
+        """(item object, None) or (partial object, "column: message") for a value that is not
+        even readable (bad JSON text in a CSV cell)."""
+        item: dict[str, Any] = {}
+        for key, column in self.fields.items():
+            value = row.get(column)
+            if json_text and key in JSON_COLUMNS | {"priority", "is_gold"}:
+                value, problem = _cell_value(key, value)
+                if problem:
+                    return item, f"{column}: {problem}"
+            if key == "prompt" and json_text:
+                value = _maybe_messages(value)
+            if value is None or (json_text and value == "" and key != "prompt"):
+                continue
+            item[key] = value
+        if self.messages_column:
+            chat = row.get(self.messages_column)
+            if json_text and isinstance(chat, str):
+                chat = _maybe_messages(chat)
+            if isinstance(chat, list) and chat and isinstance(chat[-1], dict):
+                if chat[-1].get("role") == "assistant" and len(chat) > 1:
+                    item["prompt"] = chat[:-1]
+                    item.setdefault("responses", []).append(
+                        {"model": "dataset", "text": chat[-1].get("content")}
+                    )
+                else:
+                    item["prompt"] = chat
+            else:
+                item["prompt"] = chat
+        responses = self._responses(row, json_text=json_text)
+        if isinstance(responses, str):
+            return item, responses
+        if responses is not None:
+            item["responses"] = item.get("responses", []) + responses
+        metadata: dict[str, Any] = {}
+        if self.metadata_columns is None:
+            used = self.used_columns()
+            metadata = {k: v for k, v in row.items() if k not in used and v not in (None, "")}
+        else:
+            for column in self.metadata_columns:
+                value = row.get(column)
+                if column == "metadata":
+                    if json_text:
+                        value, problem = _cell_value("metadata", value)
+                        if problem:
+                            return item, f"metadata: {problem}"
+                    if isinstance(value, dict):
+                        metadata.update(value)
+                    elif value not in (None, ""):
+                        metadata["metadata"] = value
+                elif value not in (None, ""):
+                    metadata[column] = value
+        if metadata:
+            item["metadata"] = _jsonable(metadata)
+        return item, None
+
+    def _responses(self, row: dict[str, Any], *, json_text: bool) -> list[Any] | str | None:
+        if self.responses is None:
+            return None
+        if isinstance(self.responses, str):
+            value = row.get(self.responses)
+            if json_text:
+                value, problem = _cell_value("responses", value)
+                if problem:
+                    return f"{self.responses}: {problem}"
+            if value in (None, ""):
+                return []
+            return value if isinstance(value, list) else [value]
+        out = []
+        for spec in self.responses:
+            text = _response_text(row.get(spec.column))
+            if text in (None, ""):
+                continue
+            model = row.get(spec.model_column) if spec.model_column else spec.model
+            response = {"model": model or spec.column, "text": text}
+            fmt = spec.format or row.get(f"{spec.column}_format")
+            if fmt:
+                response["format"] = fmt
+            out.append(response)
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    """Parquet cells can hold dates and bytes; metadata must be JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _response_text(value: Any) -> Any:
+    """A response cell: text, a chat whose last turn is the answer, or {"text"/"content"}."""
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return value[-1].get("content")
+    if isinstance(value, dict):
+        return value.get("text", value.get("content"))
+    return value
+
+
+def _maybe_messages(value: Any) -> Any:
+    """A CSV prompt that is a JSON list of chat messages becomes that list; text stays text."""
+    if isinstance(value, str) and value.lstrip().startswith("[{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed):
+            return parsed
+    return value
+
+
+def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:
+    """Convert one CSV cell of a typed column; (value, problem)."""
+    if value is None or value == "":
+        return None, None
+    if key == "priority":
+        try:
+            return int(value), None
+        except ValueError:
+            return value, f"{value!r} is not an integer"
+    if key == "is_gold":
+        lowered = str(value).strip().lower()
+        if lowered in {"true", "1", "yes"}:
+            return True, None
+        if lowered in {"false", "0", "no"}:
+            return False, None
+        return value, f"{value!r} is not true or false"
+    try:
+        return json.loads(value), None
+    except json.JSONDecodeError as exc:
+        return value, f"is not valid JSON ({exc.msg} at column {exc.colno})"
+
+
+# --- readers ---------------------------------------------------------------------------------
+
+
+def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for line_no, line in enumerate(binary, 1):
+        try:
+            text = decoder.decode(line)
+        except UnicodeDecodeError as exc:
+            decoder.reset()
+            yield SourceRow({"line": line_no}, error=("", f"is not UTF-8 text ({exc.reason})"))
+            continue
+        if line_no == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield SourceRow(
+                {"line": line_no},
+                error=("", f"is not valid JSON: {exc.msg} at column {exc.colno}"),
+            )
+            continue
+        if not isinstance(raw, dict):
+            yield SourceRow({"line": line_no}, error=("", "must be a JSON object (one item)"))
+            continue
+        yield SourceRow({"line": line_no}, raw=raw)
+
+
+def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[SourceRow]:
+    """CSV with a header row; a UTF-8 byte-order mark is dropped, quoted newlines are kept."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except (UnicodeDecodeError, csv.Error) as exc:
+        yield SourceRow({"row": 0, "line": 1}, error=("", f"the header cannot be read: {exc}"))
+        return
+    columns = [c.strip() for c in header]
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise MappingError("file", f"the header repeats the columns {dupes}")
+    mapping = mapping or ColumnMapping.detect(columns)
+    mapping.check_columns(columns)
+    row_no = 0
+    while True:
+        start_line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            yield SourceRow(
+                {"row": row_no + 1, "line": start_line},
+                error=("", f"is not UTF-8 text ({exc.reason})"),
+            )
+            return
+        except csv.Error as exc:
+            yield SourceRow({"row": row_no + 1, "line": start_line}, error=("", str(exc)))
+            return
+        if not cells or (len(cells) == 1 and not cells[0].strip()):
+            continue
+        row_no += 1
+        location: dict[str, int | str] = {"row": row_no, "line": start_line}
+        if len(cells) != len(columns):
+            yield SourceRow(
+                location,
+                error=("", f"has {len(cells)} cells; the header has {len(columns)} columns"),
+            )
+            continue
+        item, problem = mapping.to_item(dict(zip(columns, cells, strict=True)), json_text=True)
+        if problem:
+            column, _, message = problem.partition(": ")
+            yield SourceRow(location, error=(column, message))
+            continue
+        yield SourceRow(location, raw=item)
+
+
+def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[SourceRow]:
+    """Parquet, one record batch at a time (a Hugging Face dataset saved with to_parquet)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path_or_file)
+    columns = list(parquet.schema_arrow.names)
+    mapping = mapping or ColumnMapping.detect(columns)
+    mapping.check_columns(columns)
+    row_no = 0
+    for batch in parquet.iter_batches(batch_size=2048):
+        for record in batch.to_pylist():
+            row_no += 1
+            item, problem = mapping.to_item(record, json_text=False)
+            location: dict[str, int | str] = {"row": row_no}
+            if problem:
+                column, _, message = problem.partition(": ")
+                yield SourceRow(location, error=(column, message))
+            else:
+                yield SourceRow(location, raw=_jsonable(item))
+
+
+def _json_array_elements(text: IO[str], chunk_size: int = 1 << 20) -> Iterator[tuple[int, Any]]:
+    """Stream the elements of a top-level JSON array: (index, value), never the whole file."""
+    decoder = json.JSONDecoder()
+    buffer = text.read(chunk_size).lstrip("\ufeff").lstrip()
+    if not buffer.startswith("["):
+        raise ValueError("a Label Studio export is a JSON array of tasks; this file is not")
+    pos = 1
+    index = 0
+    eof = False
+    while True:
+        while True:
+            while pos < len(buffer) and buffer[pos] in " \t\r\n,":
+                pos += 1
+            if pos < len(buffer) or eof:
+                break
+            more = text.read(chunk_size)
+            eof = not more
+            buffer, pos = buffer[pos:] + more, 0
+        if pos >= len(buffer):
+            raise ValueError("the JSON array is not closed")
+        if buffer[pos] == "]":
+            return
+        while True:
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+                break
+            except json.JSONDecodeError as exc:
+                if eof:
+                    raise ValueError(f"task {index + 1} is not valid JSON: {exc.msg}") from None
+                more = text.read(chunk_size)
+                eof = not more
+                buffer, pos = buffer[pos:] + more, 0
+        index += 1
+        yield index, value
+        buffer, pos = buffer[end:], 0
+
+
+def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[SourceRow]:
+    """A Label Studio JSON export: [{"id", "data": {...}, "annotations", "predictions"}, ...].
+
+    The task's `data` keys play the part of columns; its id becomes the external_id
+    ("ls-<id>") unless the mapping names another key.
+    """
+    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+    try:
+        for index, task in _json_array_elements(text):
+            location: dict[str, int | str] = {"task": index}
+            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+                yield SourceRow(location, error=("data", "a task must be an object with data"))
+                continue
+            data = task["data"]
+            if "id" in task:
+                location["task_id"] = str(task["id"])
+            task_mapping = mapping or ColumnMapping.detect(list(data))
+            try:
+                task_mapping.check_columns(list(data))
+            except MappingError as exc:
+                yield SourceRow(location, error=(exc.key, exc.message))
+                continue
+            item, problem = task_mapping.to_item(data, json_text=False)
+            if problem:
+                column, _, message = problem.partition(": ")
+                yield SourceRow(location, error=(column, message))
+                continue
+            if "external_id" not in item and "id" in task:
+                item["external_id"] = f"ls-{task['id']}"
+            ls_meta = {
+                "task_id": task.get("id"),
+                "annotations": len(task.get("annotations") or []),
+                "predictions": len(task.get("predictions") or []),
+            }
+            item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
+            yield SourceRow(location, raw=_jsonable(item))
+    except UnicodeDecodeError as exc:
+        yield SourceRow({"task": 0}, error=("", f"is not UTF-8 text ({exc.reason})"))
+    except ValueError as exc:
+        yield SourceRow({"task": 0}, error=("", str(exc)))

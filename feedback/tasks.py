@@ -1,0 +1,19 @@
+"""Background jobs of the core domain: file imports and response generation.
+
+Each task takes an id and calls one service; the services are idempotent (a job that is no
+longer queued is left alone), so a redelivered message does no harm.
+"""
+
+from celery import shared_task
+
+from feedback import generation, imports
+
+
+@shared_task(name="feedback.tasks.import_run")
+def import_run_task(import_id: int) -> str:
+    return imports.import_run(import_id=import_id).status
+
+
+@shared_task(name="feedback.tasks.generation_run")
+def generation_run_task(generation_id: int) -> str:
+    return generation.generation_run(generation_id=generation_id).status

@@ -1,0 +1,355 @@
+"""File imports: formats, all-or-nothing, errors that name the line or row and the field."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from feedback.models import ImportJob, Item, Response
+
+pytestmark = pytest.mark.django_db
+
+
+def _item(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "external_id": f"q-{n}",
+        "prompt": f"Question {n}?",
+        "responses": [{"model": "m-a", "text": f"A{n}"}, {"model": "m-b", "text": f"B{n}"}],
+    } | extra
+
+
+def _jsonl(*rows: Any) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+@pytest.fixture
+def upload(api_for, engineer, pairwise_campaign, django_capture_on_commit_callbacks):
+    """POST a file to the campaign's imports; returns (response, import status or None)."""
+    client = api_for(engineer)
+
+    def send(
+        name: str,
+        content: bytes,
+        content_type: str = "application/octet-stream",
+        campaign=None,
+        **fields: Any,
+    ):
+        campaign = campaign or pairwise_campaign
+        with django_capture_on_commit_callbacks(execute=True):
+            res = client.post(
+                f"/api/v1/campaigns/{campaign.pk}/imports/",
+                {"file": SimpleUploadedFile(name, content, content_type=content_type), **fields},
+                format="multipart",
+            )
+        if res.status_code != 202:
+            return res, None
+        return res, client.get(f"/api/v1/imports/{res.json()['id']}/").json()
+
+    return send
+
+
+def test_it_imports_a_jsonl_file_in_the_background(upload, pairwise_campaign):
+    res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(3)))
+
+    assert res.status_code == 202
+    assert res.json()["status"] == "queued"
+    assert status["status"] == "succeeded", status
+    assert (status["rows"], status["created"], status["duplicates"], status["invalid"]) == (
+        3,
+        3,
+        0,
+        0,
+    )
+    assert Item.objects.filter(campaign=pairwise_campaign).count() == 3
+    item = Item.objects.get(external_id="q-2")
+    assert item.open_slots == pairwise_campaign.overlap
+    assert list(item.responses.values_list("model_name", "text", "position")) == [
+        ("m-a", "A2", 0),
+        ("m-b", "B2", 1),
+    ]
+
+
+def test_malformed_json_on_line_3_names_the_line_and_imports_nothing(upload):
+    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), b'{"prompt": "x",', _item(4)))
+
+    assert status["status"] == "failed"
+    assert status["invalid"] == 1
+    assert status["created"] == 0
+    [error] = status["errors"]
+    assert error["line"] == 3
+    assert error["field"] == ""
+    assert error["message"].startswith("is not valid JSON")
+    assert "nothing was imported" in status["message"]
+    assert Item.objects.count() == 0
+    assert Response.objects.count() == 0
+
+
+def test_a_missing_prompt_and_a_response_that_is_not_a_string_name_line_and_field(upload):
+    missing_prompt = {"external_id": "x", "responses": []}
+    bad_text = _item(3, responses=[{"model": "m", "text": 42}, {"model": "n", "text": "ok"}])
+    _res, status = upload("items.jsonl", _jsonl(_item(1), missing_prompt, bad_text))
+
+    assert status["status"] == "failed"
+    assert {(e["line"], e["field"]) for e in status["errors"]} == {
+        (2, "prompt"),
+        (3, "responses[0].text"),
+    }
+    assert next(e for e in status["errors"] if e["line"] == 3)["message"] == "must be a string"
+    assert Item.objects.count() == 0
+
+
+def test_a_csv_with_a_bom_and_quoted_newlines_is_read_row_by_row(upload, pairwise_campaign):
+    csv_text = (
+        "\ufeffexternal_id,prompt,response_1,response_2,domain\r\n"
+        'c-1,"First line\nsecond line","Answer, with comma","B1",contracts\r\n'
+        'c-2,"Plain",A2,"B2 says ""hi""",tax\r\n'
+    )
+    _res, status = upload("items.csv", csv_text.encode(), "text/csv")
+
+    assert status["status"] == "succeeded", status
+    assert status["created"] == 2
+    first = Item.objects.get(external_id="c-1")
+    assert first.prompt == "First line\nsecond line"
+    assert first.metadata == {"domain": "contracts"}
+    assert list(first.responses.values_list("text", flat=True)) == ["Answer, with comma", "B1"]
+    second = Item.objects.get(external_id="c-2")
+    assert second.responses.get(position=1).text == 'B2 says "hi"'
+
+
+def test_a_csv_error_names_the_row_its_first_line_and_the_column(upload):
+    csv_text = (
+        "external_id,prompt,priority,response_1,response_2\n"
+        'c-1,"two\nlines",1,A,B\n'
+        "c-2,Question,high,A,B\n"
+    )
+    _res, status = upload("items.csv", csv_text.encode(), "text/csv")
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {"row": 2, "line": 4, "field": "priority", "message": "'high' is not an integer"}
+    ]
+    assert Item.objects.count() == 0
+
+
+def test_duplicate_external_ids_are_reported_with_their_line_and_skipped(upload):
+    rows = [_item(1), _item(2), _item(1, prompt="Same id, other text")]
+    _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "succeeded"
+    assert (status["created"], status["duplicates"]) == (2, 1)
+    assert status["duplicate_rows"] == [
+        {"line": 3, "external_id": "q-1", "reason": "external_id 'q-1' is already in the campaign"}
+    ]
+    assert Item.objects.count() == 2
+
+    _again, status = upload("items.jsonl", _jsonl(_item(2), _item(5)))
+    assert (status["created"], status["duplicates"]) == (1, 1)
+    assert Item.objects.count() == 3
+
+
+def test_a_file_over_the_limit_is_refused_before_anything_is_stored(upload, settings):
+    settings.IMPORT_MAX_BYTES = 200
+    res, _ = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(3)))
+
+    assert res.status_code == 413
+    error = res.json()["error"]
+    assert error["code"] == "file_too_large"
+    assert "file" in error["fields"]
+    assert ImportJob.objects.count() == 0
+    assert Item.objects.count() == 0
+
+
+def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_campaign):
+    png_bytes = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    res, _ = upload("items.jsonl", png_bytes, "image/png")
+    assert res.status_code == 415
+    assert res.json()["error"]["code"] == "unsupported_media_type"
+    assert "content type image/png" in res.json()["error"]["fields"]["file"][0]
+
+    res, _ = upload("items.jsonl", png_bytes, "application/octet-stream")
+    assert res.status_code == 415
+    assert "binary" in res.json()["error"]["message"]
+
+    res, _ = upload("items.parquet", _jsonl(_item(1)), "application/octet-stream")
+    assert res.status_code == 415
+    assert "not Parquet" in res.json()["error"]["message"]
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/", [_item(1)], format="json"
+    )
+    assert res.status_code == 415
+    assert "multipart/form-data" in res.json()["error"]["message"]
+    assert ImportJob.objects.count() == 0
+    assert Item.objects.count() == 0
+
+
+def test_on_error_skip_imports_the_valid_rows_and_lists_the_rest(upload):
+    _res, status = upload("items.jsonl", _jsonl(_item(1), b"not json", _item(3)), on_error="skip")
+
+    assert status["status"] == "succeeded"
+    assert (status["created"], status["invalid"]) == (2, 1)
+    assert status["errors"][0]["line"] == 2
+    assert Item.objects.count() == 2
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def test_a_hugging_face_preference_dataset_saved_as_parquet(upload, pairwise_campaign):
+    table = pa.table(
+        {
+            "prompt": ["What is 2+2?", "Name a prime."],
+            "chosen": [
+                [
+                    {"role": "user", "content": "What is 2+2?"},
+                    {"role": "assistant", "content": "4"},
+                ],
+                [
+                    {"role": "user", "content": "Name a prime."},
+                    {"role": "assistant", "content": "7"},
+                ],
+            ],
+            "rejected": [
+                [
+                    {"role": "user", "content": "What is 2+2?"},
+                    {"role": "assistant", "content": "5"},
+                ],
+                [
+                    {"role": "user", "content": "Name a prime."},
+                    {"role": "assistant", "content": "9"},
+                ],
+            ],
+            "source": ["math", "math"],
+        }
+    )
+    _res, status = upload("train-00000-of-00001.parquet", _parquet(table))
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(prompt="What is 2+2?")
+    assert list(item.responses.values_list("model_name", "text")) == [
+        ("chosen", "4"),
+        ("rejected", "5"),
+    ]
+    assert item.metadata == {"source": "math"}
+
+
+def test_a_parquet_file_with_an_explicit_mapping(upload):
+    table = pa.table(
+        {
+            "id": ["p-1"],
+            "question": ["Which is safer?"],
+            "answer_x": ["Option X"],
+            "answer_y": ["Option Y"],
+            "model_x": ["gpt-x"],
+        }
+    )
+    mapping = {
+        "external_id": "id",
+        "prompt": "question",
+        "responses": [
+            {"column": "answer_x", "model_column": "model_x"},
+            {"column": "answer_y", "model": "baseline"},
+        ],
+        "metadata": [],
+    }
+    _res, status = upload("data.parquet", _parquet(table), mapping=json.dumps(mapping))
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(external_id="p-1")
+    assert list(item.responses.values_list("model_name", "text")) == [
+        ("gpt-x", "Option X"),
+        ("baseline", "Option Y"),
+    ]
+
+
+def test_a_mapping_that_names_a_missing_column_fails_clearly(upload):
+    table = pa.table({"question": ["Q?"], "a": ["1"], "b": ["2"]})
+    _res, status = upload(
+        "data.parquet", _parquet(table), mapping=json.dumps({"prompt": "instruction"})
+    )
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {"field": "mapping.prompt", "message": "column 'instruction' is not in the file"}
+    ]
+
+
+def test_a_label_studio_json_export(upload, pairwise_campaign):
+    export = [
+        {
+            "id": 101,
+            "data": {"prompt": "Summarise the clause.", "answer1": "Short.", "answer2": "Long."},
+            "annotations": [{"result": []}],
+            "predictions": [],
+        },
+        {
+            "id": 102,
+            "data": {"prompt": "Is it void?", "answer1": "Yes.", "answer2": "No.", "lang": "en"},
+            "annotations": [],
+        },
+    ]
+    _res, status = upload("project-7-export.json", json.dumps(export).encode(), "application/json")
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(external_id="ls-102")
+    assert item.prompt == "Is it void?"
+    assert list(item.responses.values_list("model_name", "text")) == [
+        ("answer1", "Yes."),
+        ("answer2", "No."),
+    ]
+    assert item.metadata["lang"] == "en"
+    assert item.metadata["label_studio"] == {"task_id": 102, "annotations": 0, "predictions": 0}
+
+
+def test_a_broken_label_studio_export_names_the_task(upload):
+    _res, status = upload(
+        "export.json",
+        b'[{"id": 1, "data": {"prompt": "a", "answer1": "x", "answer2": "y"}}, {"id": 2, "data": ',
+        "application/json",
+    )
+
+    assert status["status"] == "failed"
+    assert status["errors"][0]["task"] == 0
+    assert "task 2 is not valid JSON" in status["errors"][0]["message"]
+    assert Item.objects.count() == 0
+
+
+def test_items_without_responses_wait_for_generation(upload):
+    _res, status = upload("items.jsonl", _jsonl({"prompt": "Generate for me"}))
+
+    assert status["status"] == "succeeded"
+    assert Item.objects.get().open_slots == 0
+
+
+def test_an_expert_cannot_import_or_read_an_import(upload, api_for, expert, pairwise_campaign):
+    res, _status = upload("items.jsonl", _jsonl(_item(1)))
+    client = api_for(expert)
+
+    assert client.get(f"/api/v1/imports/{res.json()['id']}/").status_code == 404
+    denied = client.post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+        {"file": SimpleUploadedFile("x.jsonl", _jsonl(_item(9)))},
+        format="multipart",
+    )
+    assert denied.status_code == 403
+    assert client.get(f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/").status_code == 403
+    assert client.get("/api/v1/imports/999999/").status_code == 404
+
+
+def test_an_import_runs_once_even_if_its_task_is_delivered_twice(upload):
+    from feedback.imports import import_run
+
+    res, _status = upload("items.jsonl", _jsonl(_item(1)))
+    again = import_run(import_id=res.json()["id"])
+
+    assert again.status == "succeeded"
+    assert Item.objects.count() == 1
