@@ -329,21 +329,90 @@ def _parse_diff(text: str) -> list[DiffFile] | None:
 
 def parse_diff(text: str) -> list[DiffFile] | None:
     """A unified diff as files → hunks → highlighted lines; None when it does not parse."""
-    result: list[DiffFile] | None = _cache.get_or_make(
-        "diff", text or "", lambda: _parse_diff(text)
-    )
+    return _parse_diff(text)
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    path: str
+    added: int
+    removed: int
+    status: str
+    anchor: str
+
+
+@dataclass(frozen=True)
+class RenderedDiff:
+    """A diff as the page shows it: one HTML string, and the file list for navigation.
+
+    Kept as strings, not as thousands of line objects: the render cache holds many of
+    these, and long-lived small objects make every garbage collection slower.
+    """
+
+    files: tuple[FileSummary, ...]
+    html: str
+
+
+_LINE_MARK = {"add": "added: ", "del": "removed: ", "ctx": ""}
+
+
+def _diff_html(files: list[DiffFile], prefix: str) -> str:
+    out: list[str] = []
+    for f in files:
+        out.append(
+            f'<details class="diff-file" id="{escape(prefix)}{f.anchor}" open>'
+            f'<summary><span class="file-status status-{f.status}">{f.status}</span> '
+            f"<code>{escape(f.path)}</code> "
+            f'<span class="add">+{f.added}<span class="visually-hidden"> lines added,</span></span> '
+            f'<span class="del">&minus;{f.removed}<span class="visually-hidden"> lines removed</span></span>'
+            "</summary>"
+            '<table class="diff-table highlight">'
+            f'<caption class="visually-hidden">Changes to {escape(f.path)}</caption>'
+            '<thead class="visually-hidden"><tr><th scope="col">Old line</th>'
+            '<th scope="col">New line</th><th scope="col">Code</th></tr></thead>'
+            "<tbody hx-disable>"
+        )
+        for hunk in f.hunks:
+            out.append(f'<tr class="hunk"><td colspan="3">{escape(hunk.header)}</td></tr>')
+            out.extend(
+                f'<tr class="{line.kind}"><td class="ln">{"" if line.old is None else line.old}</td>'
+                f'<td class="ln">{"" if line.new is None else line.new}</td>'
+                f'<td class="code"><span class="visually-hidden">{_LINE_MARK[line.kind]}</span>'
+                f"<pre>{line.html}</pre></td></tr>"
+                for line in hunk.lines
+            )
+        out.append("</tbody></table></details>")
+    return "".join(out)
+
+
+def render_diff(text: str, *, prefix: str = "") -> RenderedDiff | None:
+    """A unified diff rendered to HTML (files collapsible, both line numbers, highlighted,
+    every line sanitised); None when the text is not a diff."""
+
+    def make() -> RenderedDiff | None:
+        files = _parse_diff(text)
+        if not files:
+            return None
+        summaries = tuple(
+            FileSummary(f.path, f.added, f.removed, f.status, prefix + f.anchor) for f in files
+        )
+        return RenderedDiff(files=summaries, html=_diff_html(files, prefix))
+
+    result: RenderedDiff | None = _cache.get_or_make(f"diff:{prefix}", text or "", make)
     return result
 
 
 # --- Long documents ----------------------------------------------------------
 
 
-@dataclass
-class DocumentSection:
-    anchor: str
-    heading: str
-    html: str
-    under_review: bool
+@dataclass(frozen=True)
+class RenderedDocument:
+    """A long document as the page shows it: its table of contents and its body as HTML."""
+
+    toc_html: str
+    body_html: str
+    sections: int
+    clause_anchor: str
 
 
 def clause_in_heading(heading: str, clause: str) -> bool:
@@ -358,33 +427,48 @@ def clause_in_heading(heading: str, clause: str) -> bool:
     return re.search(pattern, heading or "") is not None
 
 
-def render_document(sections: Any, clause: str = "") -> list[DocumentSection]:
+def render_document(sections: Any, clause: str = "") -> RenderedDocument:
     """A document's sections with anchors for navigation and the clause under review marked.
 
-    A brief is dozens of short sections; the whole document is cached as one entry, so a
-    50 KB brief costs one digest and one lookup once it has been rendered.
+    A brief is dozens of short sections; the whole document is rendered and cached as one
+    entry, so a 50 KB brief costs one digest and one lookup once it has been rendered.
     """
-    if not isinstance(sections, list):
-        return []
+    sections = sections if isinstance(sections, list) else []
     key = json.dumps([clause, sections], sort_keys=True, default=str)
-    cached: list[DocumentSection] = _cache.get_or_make(
+    result: RenderedDocument = _cache.get_or_make(
         "doc", key, lambda: _render_document(sections, clause)
     )
-    return cached
+    return result
 
 
-def _render_document(sections: list[Any], clause: str) -> list[DocumentSection]:
-    out: list[DocumentSection] = []
+def _render_document(sections: list[Any], clause: str) -> RenderedDocument:
+    toc: list[str] = []
+    body: list[str] = []
+    clause_anchor = ""
+    count = 0
     for index, section in enumerate(sections):
         if not isinstance(section, dict):
             continue
+        count += 1
+        anchor = f"section-{index + 1}"
         heading = str(section.get("heading") or "")
-        out.append(
-            DocumentSection(
-                anchor=f"section-{index + 1}",
-                heading=heading,
-                html=render_markdown(str(section.get("text") or "")),
-                under_review=clause_in_heading(heading, clause),
-            )
+        marked = clause_in_heading(heading, clause)
+        if marked and not clause_anchor:
+            clause_anchor = anchor
+        title = escape(heading) if heading else "(untitled section)"
+        toc.append(
+            f'<li class="under-review"><a href="#{anchor}">{title}</a> '
+            '<span class="visually-hidden">(under review)</span></li>'
+            if marked
+            else f'<li><a href="#{anchor}">{title}</a></li>'
         )
-    return out
+        badge = ' <span class="badge review-badge">Under review</span>' if marked else ""
+        body.append(
+            f'<section id="{anchor}" class="brief-section{" under-review" if marked else ""}" '
+            f'aria-labelledby="{anchor}-h"><h3 id="{anchor}-h">{escape(heading)}{badge}</h3>'
+            f'<div class="md" hx-disable>{_markdown_html(str(section.get("text") or ""))}</div>'
+            "</section>"
+        )
+    return RenderedDocument(
+        toc_html="".join(toc), body_html="".join(body), sections=count, clause_anchor=clause_anchor
+    )

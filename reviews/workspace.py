@@ -9,7 +9,7 @@ the templates only place already-safe HTML.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -179,9 +179,12 @@ class ContextView:
     title: str = ""
     subtitle: str = ""
     description_html: SafeString | None = None
-    files: list[rendering.DiffFile] | None = None
+    files: tuple[rendering.FileSummary, ...] = ()
+    diff_html: SafeString | None = None
     raw_diff: str = ""
-    sections: list[rendering.DocumentSection] = field(default_factory=list)
+    toc_html: SafeString | None = None
+    body_html: SafeString | None = None
+    sections: int = 0
     clause: str = ""
     clause_anchor: str = ""
     fields: list[tuple[str, SafeString]] = field(default_factory=list)
@@ -208,7 +211,7 @@ def context_view(context: Any) -> ContextView | None:
     ]
     if kind == "code_pr":
         diff = str(context.get("diff") or "")
-        files = rendering.parse_diff(diff)
+        rendered = rendering.render_diff(diff, prefix="doc-")
         return ContextView(
             kind=kind,
             title=str(context.get("title") or "Pull request"),
@@ -216,25 +219,23 @@ def context_view(context: Any) -> ContextView | None:
             description_html=_safe(
                 rendering.render_markdown(str(context.get("description") or ""))
             ),
-            files=files,
-            raw_diff="" if files else diff,
+            files=rendered.files if rendered else (),
+            diff_html=_safe(rendered.html) if rendered else None,
+            raw_diff="" if rendered else diff,
             images=images,
         )
     if kind == "legal_brief":
         clause = str(context.get("clause_under_review") or "")
-        # Copies: the rendered document is shared through the render cache.
-        sections = [
-            replace(section, html=_safe(section.html))
-            for section in rendering.render_document(context.get("sections"), clause)
-        ]
-        anchor = next((s.anchor for s in sections if s.under_review), "")
+        document = rendering.render_document(context.get("sections"), clause)
         return ContextView(
             kind=kind,
             title=str(context.get("title") or "Document"),
             subtitle=str(context.get("jurisdiction") or ""),
-            sections=sections,
+            toc_html=_safe(document.toc_html),
+            body_html=_safe(document.body_html),
+            sections=document.sections,
             clause=clause,
-            clause_anchor=anchor,
+            clause_anchor=document.clause_anchor,
             images=images,
         )
     fields = [
@@ -274,27 +275,23 @@ class ResponseView:
     id: int
     label: str
     format: str
-    html: SafeString | None
-    files: list[rendering.DiffFile] | None
+    html: SafeString
     chosen: bool
     criteria: list[CriterionView]
     excerpt: str
 
 
-def _response_html(
-    text: str, fmt: str
-) -> tuple[SafeString | None, list[rendering.DiffFile] | None]:
+def _response_html(text: str, fmt: str, label: str) -> SafeString:
     if fmt == "diff":
-        files = rendering.parse_diff(text)
-        if files:
-            return None, files
+        rendered = rendering.render_diff(text, prefix=f"r{label}-")
+        if rendered:
+            return _safe(rendered.html)
     if fmt == "markdown":
-        return _safe(rendering.render_markdown(text)), None
+        return _safe(f'<div class="md" hx-disable>{rendering.render_markdown(text)}</div>')
     if fmt == "code":
-        return _safe(
-            f'<pre class="highlight" tabindex="0"><code>{rendering.render_code(text)}</code></pre>'
-        ), None
-    return _safe(f'<pre class="plain">{rendering.render_plain(text)}</pre>'), None
+        code = rendering.render_code(text)
+        return _safe(f'<pre class="highlight" tabindex="0" hx-disable><code>{code}</code></pre>')
+    return _safe(f'<pre class="plain" hx-disable>{rendering.render_plain(text)}</pre>')
 
 
 def _criteria(
@@ -370,7 +367,7 @@ def workspace_build(
 
     views: list[ResponseView] = []
     for r in responses:
-        html, files = _response_html(r["text"], r["format"])
+        html = _response_html(r["text"], r["format"], r["label"])
         first_line = next((line for line in r["text"].splitlines() if line.strip()), "")
         views.append(
             ResponseView(
@@ -378,7 +375,6 @@ def workspace_build(
                 label=r["label"],
                 format=r["format"],
                 html=html,
-                files=files,
                 chosen=state.get("chosen") == str(r["id"]),
                 criteria=_criteria(campaign, r["id"], state, errors),
                 excerpt=first_line.lstrip("#>*- ").strip()[:140],

@@ -153,3 +153,33 @@ def test_a_long_text_renders_the_same_from_the_cache():
     text = "Paragraph with *emphasis*.\n\n" * 400
     assert rendering.render_markdown(text) == rendering.render_markdown(text)
     assert rendering.render_markdown(text).count("<em>emphasis</em>") == 400
+
+
+def test_a_rendered_diff_escapes_file_names_and_headers_and_lists_its_files():
+    rendered = rendering.render_diff(
+        '--- a/"><b>x</b>.py\n+++ b/"><b>x</b>.py\n@@ -1 +1 @@ <i>ctx</i>\n-a = 1\n+a = 2\n',
+        prefix="doc-",
+    )
+    assert rendered is not None
+    assert [(f.path, f.anchor) for f in rendered.files] == [('"><b>x</b>.py', "doc-diff-file-1")]
+    assert "<b>x</b>" not in rendered.html
+    assert "<i>ctx</i>" not in rendered.html
+    assert "&lt;b&gt;x&lt;/b&gt;" in rendered.html
+    assert '<details class="diff-file" id="doc-diff-file-1" open>' in rendered.html
+    assert rendering.render_diff("not a diff") is None
+
+
+def test_a_rendered_document_marks_the_clause_and_escapes_headings():
+    document = rendering.render_document(
+        [
+            {"heading": "1. <b>Definitions</b>", "text": "Words."},
+            {"heading": "9.2 Cap", "text": "Capped at **fees**."},
+        ],
+        "9.2",
+    )
+    assert document.sections == 2
+    assert document.clause_anchor == "section-2"
+    assert "&lt;b&gt;Definitions&lt;/b&gt;" in document.toc_html
+    assert "<b>Definitions</b>" not in document.body_html
+    assert '<section id="section-2" class="brief-section under-review"' in document.body_html
+    assert "<strong>fees</strong>" in document.body_html
