@@ -278,6 +278,10 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
 
 
 def _short(exc: Exception) -> str:
+    """The server's own error message when it sent one, else the client's."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"][:300]
     return str(getattr(exc, "message", exc))[:300]
 
 

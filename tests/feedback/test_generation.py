@@ -1,0 +1,262 @@
+"""Generation against a real local HTTP server that speaks the OpenAI chat completions API.
+
+The real `openai` client sends real HTTP to it; the server fails on purpose (429, 500, 400) to
+exercise retries, backoff and per-item errors, and counts requests in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from feedback.models import GenerationJob, Item, Response
+from tests.feedback.factories import CampaignFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeModelServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delay = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeModelServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        request = json.loads(self.rfile.read(length))
+        model = request["model"]
+        prompt = request["messages"][-1]["content"]
+        server = self.server
+        with server.lock:
+            server.calls[(model, prompt)] += 1
+            attempt = server.calls[(model, prompt)]
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        try:
+            time.sleep(server.delay)
+            if self.path != "/v1/chat/completions":
+                return self._send(404, {"error": {"message": "no such route"}})
+            if model == "rate-limited" and attempt == 1:
+                return self._send(
+                    429,
+                    {"error": {"message": "slow down", "type": "rate_limit"}},
+                    {"Retry-After": "0"},
+                )
+            if model == "flaky" and attempt <= 2:
+                return self._send(500, {"error": {"message": "upstream hiccup"}})
+            if model == "down":
+                return self._send(503, {"error": {"message": "overloaded"}})
+            if model == "unknown":
+                return self._send(400, {"error": {"message": "model 'unknown' does not exist"}})
+            words = len(" ".join(m["content"] for m in request["messages"]).split())
+            return self._send(
+                200,
+                {
+                    "id": f"chatcmpl-{attempt}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": f"{model} answers: {prompt}",
+                            },
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": words,
+                        "completion_tokens": 7,
+                        "total_tokens": words + 7,
+                    },
+                },
+            )
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+
+@pytest.fixture
+def model_server(settings):
+    server = FakeModelServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.OPENAI_BASE_URL = server.base_url
+    settings.OPENAI_API_KEY = "test-key"
+    settings.GENERATION_BACKOFF_SECONDS = 0.01
+    settings.GENERATION_MAX_ATTEMPTS = 4
+    settings.GENERATION_CONCURRENCY = 3
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def generate(api_for, engineer, django_capture_on_commit_callbacks):
+    client = api_for(engineer)
+
+    def run(campaign, body: dict[str, Any]):
+        with django_capture_on_commit_callbacks(execute=True):
+            res = client.post(f"/api/v1/campaigns/{campaign.pk}/generate/", body, format="json")
+        if res.status_code != 202:
+            return res, None
+        return res, client.get(f"/api/v1/generations/{res.json()['id']}/").json()
+
+    return run
+
+
+def test_it_fills_missing_responses_with_retries_usage_and_cost(model_server, generate):
+    campaign = CampaignFactory(kind="pairwise", overlap=2)
+    waiting = ItemFactory.create_batch(4, campaign=campaign, responses=0, open_slots=0)
+    done = ItemFactory(campaign=campaign)  # already has its responses: left alone
+
+    res, status = generate(
+        campaign,
+        {
+            "models": [
+                {
+                    "name": "rate-limited",
+                    "input_usd_per_million": 2.5,
+                    "output_usd_per_million": 10,
+                },
+                "flaky",
+            ]
+        },
+    )
+
+    assert res.status_code == 202
+    assert status["status"] == "succeeded", status
+    assert (status["items_total"], status["items_done"], status["responses_created"]) == (4, 4, 8)
+    assert status["failed_count"] == 0
+    assert status["completion_tokens"] == 8 * 7
+    for item in waiting:
+        item.refresh_from_db()
+        assert item.open_slots == 2, "generated items join the queue"
+        first, second = item.responses.order_by("position")
+        assert (first.model_name, second.model_name) == ("rate-limited", "flaky")
+        assert first.text == f"rate-limited answers: {item.prompt}"
+        assert first.generation["attempts"] == 2  # one 429, then success
+        assert second.generation["attempts"] == 3  # two 500s, then success
+        assert first.generation["latency_ms"] >= 0
+        tokens = first.generation["prompt_tokens"]
+        assert first.generation["cost_usd_micros"] == round(tokens * 2.5 + 7 * 10)
+        assert second.generation["cost_usd_micros"] == 0
+    assert status["cost_usd_micros"] == sum(
+        r.generation["cost_usd_micros"] for r in Response.objects.filter(item__in=waiting)
+    )
+    assert done.responses.count() == 2
+    assert model_server.max_in_flight <= 3, "bounded concurrency"
+
+
+def test_an_item_whose_model_fails_for_good_stores_nothing_and_says_why(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["down"]})
+
+    assert status["status"] == "failed"
+    assert status["failed_count"] == 2
+    assert {e["model"] for e in status["errors"]} == {"down"}
+    assert {e["message"] for e in status["errors"]} == {
+        "HTTP 503: overloaded (gave up after 4 attempts)"
+    }
+    assert Response.objects.count() == 0
+    assert set(Item.objects.values_list("open_slots", flat=True)) == {0}
+
+
+def test_a_client_error_is_not_retried(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["unknown"]})
+
+    assert status["errors"] == [
+        {"item": item.pk, "model": "unknown", "message": "HTTP 400: model 'unknown' does not exist"}
+    ]
+    assert model_server.calls[("unknown", item.prompt)] == 1
+
+
+def test_one_failing_model_of_a_pair_leaves_the_item_without_responses(model_server, generate):
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["flaky", "unknown"]})
+
+    assert status["failed_count"] == 1
+    assert [e["model"] for e in status["errors"]] == ["unknown"]
+    assert not item.responses.exists()
+
+
+def test_the_campaigns_model_list_is_the_default_and_a_rerun_is_harmless(
+    model_server, generate, django_capture_on_commit_callbacks
+):
+    campaign = CampaignFactory(kind="rating", overlap=1, generation_models=["m-1"])
+    ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {})
+    assert status["responses_created"] == 2
+    from feedback.generation import generation_run
+
+    assert generation_run(generation_id=status["id"]).responses_created == 2
+    _again, status = generate(campaign, {})
+    assert status["items_total"] == 0
+    assert Response.objects.count() == 2
+
+
+def test_bad_requests_are_refused(model_server, generate, api_for, expert, settings):
+    pairwise = CampaignFactory(kind="pairwise")
+    res, _ = generate(pairwise, {"models": ["only-one"]})
+    assert res.status_code == 400
+    assert "exactly 2 models" in res.json()["error"]["fields"]["models"][0]
+    res, _ = generate(pairwise, {"models": ["a", "b"], "item_ids": [999999]})
+    assert "item_ids" in res.json()["error"]["fields"]
+
+    denied = api_for(expert).post(
+        f"/api/v1/campaigns/{pairwise.pk}/generate/", {"models": ["a", "b"]}, format="json"
+    )
+    assert denied.status_code == 403
+    settings.OPENAI_BASE_URL = ""
+    res, _ = generate(pairwise, {"models": ["a", "b"]})
+    assert res.status_code == 400
+    assert "OPENAI_BASE_URL" in res.json()["error"]["message"]
+    assert GenerationJob.objects.count() == 0
+
+
+def test_an_outsider_cannot_read_a_generation_job(model_server, generate, api_for, expert):
+    campaign = CampaignFactory(kind="rating", generation_models=["m-1"])
+    _res, status = generate(campaign, {})
+    assert api_for(expert).get(f"/api/v1/generations/{status['id']}/").status_code == 404
