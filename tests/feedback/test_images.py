@@ -1,0 +1,180 @@
+"""Images in items: checked with Pillow, stored once, served from our origin with a fixed type."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from feedback.models import Item, ItemImage, Response
+from tests.feedback.factories import CampaignFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _png(width: int = 4, height: int = 3, color: str = "red") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _data_url(data: bytes, kind: str = "image/png") -> str:
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _item(**extra):
+    return {
+        "prompt": [{"role": "user", "content": "Which chart is right?"}],
+        "responses": [{"model": "a", "text": "left"}, {"model": "b", "text": "right"}],
+    } | extra
+
+
+def test_base64_images_in_prompt_context_and_response_are_stored_and_served(
+    api_for, engineer, pairwise_campaign
+):
+    png = _png()
+    body = _item(
+        prompt=[{"role": "user", "content": "Look", "images": [_data_url(png)]}],
+        context={"images": [_data_url(png)], "note": "same image twice"},
+        responses=[
+            {"model": "a", "text": "left", "images": [_data_url(_png(color="blue"))]},
+            {"model": "b", "text": "right"},
+        ],
+    )
+    client = api_for(engineer)
+    res = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [body], format="json")
+
+    assert res.status_code == 201, res.json()
+    item = Item.objects.get()
+    stored = item.prompt[0]["images"][0]
+    assert stored["content_type"] == "image/png"
+    assert (stored["width"], stored["height"]) == (4, 3)
+    assert item.context["images"][0]["id"] == stored["id"], "one stored copy per campaign"
+    assert ItemImage.objects.count() == 2
+    response = Response.objects.get(model_name="a")
+    assert response.images[0]["id"] != stored["id"]
+
+    served = client.get(f"/api/v1/images/{stored['id']}/")
+    assert served.status_code == 200
+    assert served["Content-Type"] == "image/png"
+    assert served["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(served.streaming_content) == png
+
+
+def test_a_corrupt_image_is_a_clear_per_item_error_and_nothing_is_stored(
+    api_for, engineer, pairwise_campaign
+):
+    truncated = _png(40, 40)[:60]
+    body = [
+        _item(),
+        _item(context={"images": [_data_url(truncated)]}),
+        _item(responses=[{"model": "a", "text": "x", "images": ["data:image/png;base64,@@@"]}]),
+    ]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", body, format="json"
+    )
+
+    assert res.status_code == 400
+    fields = res.json()["error"]["fields"]
+    assert set(fields) == {"items[1].context.images[0]", "items[2].responses[0].images[0]"}
+    assert (
+        "corrupt" in fields["items[1].context.images[0]"][0]
+        or "readable" in (fields["items[1].context.images[0]"][0])
+    )
+    assert fields["items[2].responses[0].images[0]"] == ["image is not valid base64"]
+    assert Item.objects.count() == 0
+    assert ItemImage.objects.count() == 0
+
+
+def test_an_oversized_or_wrong_type_image_is_refused(
+    api_for, engineer, pairwise_campaign, settings
+):
+    settings.IMAGE_MAX_BYTES = 500
+    big = _png(300, 300, "white")
+    noise = Image.effect_noise((200, 200), 100).convert("RGB")
+    out = io.BytesIO()
+    noise.save(out, format="PNG")
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    body = [
+        _item(context={"images": [_data_url(out.getvalue())]}),
+        _item(context={"images": [_data_url(svg, "image/svg+xml")]}),
+    ]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", body, format="json"
+    )
+
+    fields = res.json()["error"]["fields"]
+    assert "an image may have at most 500" in fields["items[0].context.images[0]"][0]
+    assert "not a readable PNG, JPEG, GIF or WebP" in fields["items[1].context.images[0]"][0]
+    settings.IMAGE_MAX_BYTES = 10_000_000
+    settings.IMAGE_MAX_SIDE = 100
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        [_item(context={"images": [_data_url(big)]})],
+        format="json",
+    )
+    assert "300x300 pixels" in res.json()["error"]["fields"]["items[0].context.images[0]"][0]
+    assert ItemImage.objects.count() == 0
+
+
+def test_images_uploaded_beside_a_batch_are_named_upload_colon_filename(
+    api_for, engineer, pairwise_campaign
+):
+    body = [_item(context={"images": ["upload:chart.png"]})]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        {
+            "items": json.dumps(body),
+            "images": [SimpleUploadedFile("chart.png", _png(), content_type="image/png")],
+        },
+        format="multipart",
+    )
+
+    assert res.status_code == 201, res.json()
+    assert Item.objects.get().context["images"][0]["width"] == 4
+    missing = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        {"items": json.dumps([_item(context={"images": ["upload:nope.png"]})])},
+        format="multipart",
+    )
+    assert missing.json()["error"]["fields"] == {
+        "items[0].context.images[0]": ["image names the file 'nope.png', which was not uploaded"]
+    }
+
+
+def test_images_uploaded_beside_an_import_file(
+    api_for, engineer, pairwise_campaign, django_capture_on_commit_callbacks
+):
+    line = json.dumps(_item(external_id="img-1", context={"images": ["upload:diagram.png"]}))
+    client = api_for(engineer)
+    with django_capture_on_commit_callbacks(execute=True):
+        res = client.post(
+            f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+            {
+                "file": SimpleUploadedFile("items.jsonl", line.encode() + b"\n"),
+                "images": [SimpleUploadedFile("diagram.png", _png(8, 8), content_type="image/png")],
+            },
+            format="multipart",
+        )
+    status = client.get(f"/api/v1/imports/{res.json()['id']}/").json()
+
+    assert status["status"] == "succeeded", status
+    assert Item.objects.get(external_id="img-1").context["images"][0]["width"] == 8
+
+
+def test_an_image_is_served_only_to_those_who_see_its_campaign(api_for, engineer, expert):
+    hidden = CampaignFactory(required_skills=["radiology"], created_by=engineer)
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{hidden.pk}/items/",
+        [_item(context={"images": [_data_url(_png())]})],
+        format="json",
+    )
+    image_id = Item.objects.get(pk=res.json()["item_ids"][0]).context["images"][0]["id"]
+
+    assert api_for(expert).get(f"/api/v1/images/{image_id}/").status_code == 404
+    assert api_for(engineer).get(f"/api/v1/images/{image_id}/").status_code == 200
+    assert api_for(engineer).get("/api/v1/images/999999/").status_code == 404
