@@ -61,6 +61,7 @@ def test_a_code_pr_shows_the_highlighted_diff_next_to_the_model_reviews(demo, op
     assert first.get_attribute("open") is not None
 
     page.keyboard.press("i")  # fold the instructions: more of the diff in the picture
+    page.evaluate("() => document.activeElement.blur()")
     page.screenshot(path=str(SCREENSHOTS / "code-pr-review.png"))
     session.watch.assert_clean()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
 from feedback.models import Campaign, Item, Response, User
 from reviews import services
@@ -126,6 +127,8 @@ def hostile_world() -> dict[str, Any]:
     admin = UserFactory(
         role=User.Role.ADMIN, email="admin@example.test", is_staff=True, is_superuser=True
     )
+    # Admins work with two factors (feedback.mfa_policy); this one has set up TOTP.
+    TOTP.activate(admin, generate_totp_secret())
     rubric = [
         {
             "key": "accuracy",

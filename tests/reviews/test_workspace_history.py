@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -60,6 +61,9 @@ def test_leads_and_admins_read_a_campaigns_reviews_with_rationales(expert, role)
     campaign = CampaignFactory(kind="pairwise")
     _review(campaign, expert, "Response A cites **the statute**.")
     reader = UserFactory(role=role)
+    if role == "admin":
+        # Admins work with two factors (feedback.mfa_policy); this one has set up TOTP.
+        TOTP.activate(reader, generate_totp_secret())
     res = _client(reader).get(reverse("campaign-reviews", args=[campaign.pk]))
     assert res.status_code == 200
     html = res.content.decode()
