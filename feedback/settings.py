@@ -126,6 +126,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "feedback.mfa_policy.MfaPolicyMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
 
@@ -202,6 +203,9 @@ ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_RATE_LIMITS: dict[str, str] | bool = {"login_failed": "10/m/ip,5/5m/key"}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Expert Feedback")
+# Admins (and anyone who can open the Django admin) must set up TOTP before any other page;
+# see feedback/mfa_policy.py. On in the demo too: the redirect leads to a working setup page.
+MFA_REQUIRED_FOR_ADMINS = env_bool("MFA_REQUIRED_FOR_ADMINS", True)
 
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",

@@ -42,6 +42,19 @@ def sign_in(client, email: str, password: str):
     return client.post("/accounts/login/", {"login": email, "password": password})
 
 
+def totp_activate_through_pages(client, password: str) -> str:
+    """Turn on TOTP for the signed-in user the way a person does; returns the secret."""
+    gate = client.get("/accounts/2fa/totp/activate/")
+    if gate.status_code == 302 and gate["Location"].startswith("/accounts/reauthenticate/"):
+        client.post(gate["Location"], {"password": password})
+    page = client.get("/accounts/2fa/totp/activate/")
+    assert page.status_code == 200, page
+    secret = client.session["mfa.totp.secret"]
+    done = client.post("/accounts/2fa/totp/activate/", {"code": totp_now(secret)})
+    assert done.status_code == 302, done.content.decode()
+    return secret
+
+
 # --- login, logout ---------------------------------------------------------------
 
 
