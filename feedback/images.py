@@ -188,7 +188,7 @@ class ImageResolver:
 
     def resolve(self, raw: Any) -> tuple[Any, dict[str, list[str]]]:
         """(item object with stored images, {}) or (raw, {field path: [messages]})."""
-        if not isinstance(raw, dict):
+        if not isinstance(raw, dict) or not has_images(raw):
             return raw, {}
         errors: dict[str, list[str]] = {}
         prompt = raw.get("prompt")
@@ -214,3 +214,17 @@ class ImageResolver:
                         response["images"], f"responses[{index}].images", errors
                     )
         return raw, errors
+
+
+def has_images(raw: dict[str, Any]) -> bool:
+    """The common case, an item without images, costs a few dictionary lookups."""
+    context = raw.get("context")
+    if isinstance(context, dict) and "images" in context:
+        return True
+    for key in ("prompt", "responses"):
+        value = raw.get(key)
+        if isinstance(value, list):
+            for part in value:
+                if isinstance(part, dict) and "images" in part:
+                    return True
+    return False

@@ -9,11 +9,14 @@ asked to skip invalid rows. See docs/intake.md.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import IO, Any
 
+import orjson
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
@@ -232,6 +235,8 @@ class _Tally:
     errors: list[dict[str, Any]] = field(default_factory=list)
     duplicate_samples: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    # The parser thread and the writing thread both count errors.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def error(self, location: dict[str, Any], field_path: str, message: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -324,113 +329,218 @@ def lock_campaign_intake(campaign_id: int) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [7301, campaign_id])
 
 
+def _check_row(
+    raw: Any, location: dict[str, Any], campaign: Campaign, tally: _Tally
+) -> _Ready | None:
+    """Validate and encode one item object; record its errors in the tally."""
+    item, errors = item_parse(raw, campaign=campaign)
+    encoded: tuple[str, str, str] | None = None
+    if item is not None:
+        errors, encoded = _encode(item)
+    if errors or item is None or encoded is None:
+        with tally.lock:
+            tally.invalid += 1
+            for path, messages in errors.items():
+                for message in messages:
+                    tally.error(location, path, message)
+        return None
+    return _Ready(location, item, encoded)
+
+
+def _prepare_chunks(
+    rows: Iterator[SourceRow], campaign: Campaign, abort_on_error: bool, tally: _Tally
+) -> Iterator[list[_Ready | SourceRow]]:
+    """Parse and validate rows into chunks. Rows with images stay raw: storing an image
+    writes to the database, which only the thread that owns the transaction may do."""
+    from feedback.images import has_images
+
+    chunk: list[_Ready | SourceRow] = []
+    for row in rows:
+        tally.rows += 1
+        if row.error is not None:
+            with tally.lock:
+                tally.invalid += 1
+                tally.error(row.location, *row.error)
+        elif has_images(row.raw or {}):
+            chunk.append(row)
+        else:
+            ready = _check_row(row.raw, row.location, campaign, tally)
+            if ready is not None and not (abort_on_error and tally.invalid):
+                chunk.append(ready)
+        if abort_on_error and tally.invalid >= MAX_ERRORS_KEPT:
+            tally.stopped_early = True
+            break
+        if len(chunk) >= CHUNK_ITEMS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _in_background(chunks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run a generator in a thread, a few chunks ahead: parsing the next chunk overlaps
+    with PostgreSQL ingesting this one (the COPY waits outside the GIL)."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        handoff.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put(done)
+        except BaseException as exc:  # handed to the consuming thread
+            handoff.put(exc)
+
+    producer = threading.Thread(target=produce, name="import-parser", daemon=True)
+    producer.start()
+    try:
+        while True:
+            chunk = handoff.get()
+            if chunk is done:
+                return
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+    finally:
+        stop.set()
+        producer.join(timeout=5)
+
+
 def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
     campaign = job.campaign
     abort_on_error = job.on_error == ImportJob.OnError.ABORT
     from feedback.images import ImageResolver
 
     resolver = ImageResolver(campaign=campaign, uploads=job.uploads)
-    chunk: list[tuple[dict[str, Any], ItemInput]] = []
-    for row in rows:
-        tally.rows += 1
-        if row.error is not None:
-            tally.invalid += 1
-            tally.error(row.location, *row.error)
-        else:
-            raw, image_errors = resolver.resolve(row.raw)
-            item, errors = (
-                (None, image_errors) if image_errors else item_parse(raw, campaign=campaign)
-            )
-            if item is not None:
-                errors = _storable(item)
-            if errors or item is None:
-                tally.invalid += 1
-                for path, messages in errors.items():
-                    for message in messages:
-                        tally.error(row.location, path, message)
-            elif not (abort_on_error and tally.invalid):
-                chunk.append((row.location, item))
-        if tally.invalid >= MAX_ERRORS_KEPT and abort_on_error:
-            tally.stopped_early = True
-            return
-        if len(chunk) >= CHUNK_ITEMS:
-            _write_chunk(campaign, chunk, tally)
-            chunk = []
-    if chunk and not (abort_on_error and tally.invalid):
-        _write_chunk(campaign, chunk, tally)
+    for chunk in _in_background(_prepare_chunks(rows, campaign, abort_on_error, tally)):
+        ready: list[_Ready] = []
+        for entry in chunk:
+            if isinstance(entry, _Ready):
+                ready.append(entry)
+                continue
+            raw, image_errors = resolver.resolve(entry.raw)
+            if image_errors:
+                with tally.lock:
+                    tally.invalid += 1
+                    for path, messages in image_errors.items():
+                        for message in messages:
+                            tally.error(entry.location, path, message)
+                continue
+            checked = _check_row(raw, entry.location, campaign, tally)
+            if checked is not None:
+                ready.append(checked)
+        if ready and not (abort_on_error and tally.invalid):
+            _write_chunk(campaign, ready, tally)
 
 
-def _storable(item: ItemInput) -> dict[str, list[str]]:
-    """PostgreSQL text and jsonb cannot hold a NUL character; say where one is."""
+@dataclass
+class _Ready:
+    """A valid row: where it came from, the item, and its prompt, context and metadata as JSON."""
+
+    location: dict[str, Any]
+    item: ItemInput
+    encoded: tuple[str, str, str]
+
+
+_dumps_std = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits
+        return _dumps_std(value)
+
+
+def _encode(item: ItemInput) -> tuple[dict[str, list[str]], tuple[str, str, str]]:
+    """The JSON that COPY sends, made once; PostgreSQL text and jsonb cannot hold a NUL
+    character, so say where one is."""
     errors: dict[str, list[str]] = {}
-    for name, value in (
-        ("prompt", item.prompt),
-        ("context", item.context),
-        ("metadata", item.metadata),
-    ):
-        if "\\u0000" in json.dumps(value):
+    encoded = (_dumps(item.prompt), _dumps(item.context), _dumps(item.metadata))
+    for name, text in zip(("prompt", "context", "metadata"), encoded, strict=True):
+        if "\\u0000" in text:
             errors[name] = ["contains a NUL character (\\u0000), which cannot be stored"]
     for index, r in enumerate(item.responses):
         if "\x00" in r.text:
             errors[f"responses[{index}].text"] = [
                 "contains a NUL character, which cannot be stored"
             ]
-    return errors
+    return errors, encoded
 
 
-def _dedupe(
-    campaign: Campaign, chunk: list[tuple[dict[str, Any], ItemInput]], tally: _Tally
-) -> list[ItemInput]:
+def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> list[_Ready]:
     """Drop rows whose content hash or external_id the campaign (or this chunk) already has.
     Earlier chunks of the same file were written in this transaction, so they count too."""
-    hashes = [item.content_hash for _, item in chunk]
-    ext_ids = [item.external_id for _, item in chunk if item.external_id]
-    stored_hashes = set(
-        Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(
-            "content_hash", flat=True
-        )
-    )
-    stored_ext = (
-        set(
-            Item.objects.filter(campaign=campaign, external_id__in=ext_ids).values_list(
-                "external_id", flat=True
+    hashes = [r.item.content_hash for r in chunk]
+    ext_ids = [r.item.external_id for r in chunk if r.item.external_id]
+    stored_hashes: set[str] = set()
+    stored_ext: set[str] = set()
+    if connection.vendor == "postgresql":
+        # One array parameter per query: thousands of separate parameters cost more to bind
+        # than the lookup itself.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT content_hash FROM feedback_item WHERE campaign_id = %s "
+                "AND content_hash = ANY(%s)",
+                [campaign.pk, hashes],
             )
+            stored_hashes = {row[0] for row in cursor.fetchall()}
+            if ext_ids:
+                cursor.execute(
+                    "SELECT external_id FROM feedback_item WHERE campaign_id = %s "
+                    "AND external_id = ANY(%s)",
+                    [campaign.pk, ext_ids],
+                )
+                stored_ext = {row[0] for row in cursor.fetchall()}
+    else:
+        items = Item.objects.filter(campaign=campaign)
+        stored_hashes = set(
+            items.filter(content_hash__in=hashes).values_list("content_hash", flat=True)
         )
-        if ext_ids
-        else set()
-    )
+        stored_ext = {
+            e
+            for e in items.filter(external_id__in=ext_ids).values_list("external_id", flat=True)
+            if e
+        }
     keep = []
-    for location, item in chunk:
+    for ready in chunk:
+        item = ready.item
         if item.external_id and item.external_id in stored_ext:
             tally.duplicate(
-                location,
+                ready.location,
                 item.external_id,
                 f"external_id {item.external_id!r} is already in the campaign",
             )
         elif item.content_hash in stored_hashes:
             tally.duplicate(
-                location,
+                ready.location,
                 item.external_id,
                 "the same prompt, context and responses are already in the campaign",
             )
         else:
-            keep.append(item)
+            keep.append(ready)
             stored_hashes.add(item.content_hash)
             if item.external_id:
                 stored_ext.add(item.external_id)
     return keep
 
 
-def _write_chunk(
-    campaign: Campaign, chunk: list[tuple[dict[str, Any], ItemInput]], tally: _Tally
-) -> None:
+def _write_chunk(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> None:
     keep = _dedupe(campaign, chunk, tally)
     if not keep:
         return
     if connection.vendor == "postgresql":
         _copy_items(campaign, keep)
     else:
-        items_store_orm(campaign, keep)
+        items_store_orm(campaign, [r.item for r in keep])
     tally.created += len(keep)
 
 
@@ -447,35 +557,36 @@ def _reserve_ids(cursor: Any, table: str, count: int) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _copy_items(campaign: Campaign, items: list[ItemInput]) -> None:
+def _copy_items(campaign: Campaign, rows: list[_Ready]) -> None:
     """COPY a chunk of items and their responses, with ids taken from the sequences first so
     responses can name their item without a round trip per row."""
     now = timezone.now()
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
     with raw.cursor() as cursor:
-        item_ids = _reserve_ids(cursor, "feedback_item", len(items))
-        response_count = sum(len(i.responses) for i in items)
+        item_ids = _reserve_ids(cursor, "feedback_item", len(rows))
+        response_count = sum(len(r.item.responses) for r in rows)
         response_ids = iter(_reserve_ids(cursor, "feedback_response", response_count))
         with cursor.copy(
             "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
             "content_hash, priority, is_gold, gold_answer, open_slots, created_at) FROM STDIN"
         ) as copy:
-            for item_id, item in zip(item_ids, items, strict=True):
+            for item_id, ready in zip(item_ids, rows, strict=True):
+                item = ready.item
+                prompt, context, metadata = ready.encoded
                 copy.write_row(
                     (
                         item_id,
                         campaign.pk,
                         item.external_id,
-                        dumps(item.prompt),
-                        dumps(item.context),
-                        dumps(item.metadata),
+                        prompt,
+                        context,
+                        metadata,
                         item.content_hash,
                         item.priority,
                         item.is_gold,
-                        None if item.gold_answer is None else dumps(item.gold_answer),
+                        None if item.gold_answer is None else _dumps(item.gold_answer),
                         _open_slots(campaign, item),
                         now,
                     )
@@ -485,8 +596,8 @@ def _copy_items(campaign: Campaign, items: list[ItemInput]) -> None:
                 "COPY feedback_response (id, item_id, model_name, text, format, position, "
                 "generation, images, created_at) FROM STDIN"
             ) as copy:
-                for item_id, item in zip(item_ids, items, strict=True):
-                    for position, r in enumerate(item.responses):
+                for item_id, ready in zip(item_ids, rows, strict=True):
+                    for position, r in enumerate(ready.item.responses):
                         copy.write_row(
                             (
                                 next(response_ids),
@@ -496,7 +607,7 @@ def _copy_items(campaign: Campaign, items: list[ItemInput]) -> None:
                                 r.format,
                                 position,
                                 "{}",
-                                dumps(r.images),
+                                _dumps(r.images) if r.images else "[]",
                                 now,
                             )
                         )

@@ -11,12 +11,36 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from feedback.models import Campaign, Response
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 FORMATS = set(Response.Format.values)
 MAX_TEXT = 1_000_000  # characters in one prompt message or response
 MAX_EXTERNAL_ID = 200
+ITEM_KEYS = frozenset(
+    {
+        "external_id",
+        "prompt",
+        "context",
+        "responses",
+        "metadata",
+        "priority",
+        "is_gold",
+        "gold_answer",
+    }
+)
+_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _canonical(value: Any) -> bytes:
+    """Sorted-key compact JSON as UTF-8: orjson, or the standard library for what orjson
+    refuses (integers beyond 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return _canonical_json(value).encode()
 
 
 @dataclass
@@ -88,7 +112,7 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
 
 
 def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> str:
-    canonical = json.dumps(
+    canonical = _canonical(
         {
             "prompt": prompt,
             "context": context,
@@ -97,12 +121,9 @@ def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> s
                 [r.model, r.text, [i["id"] for i in r.images]] if r.images else [r.model, r.text]
                 for r in responses
             ],
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
+        }
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[str, list[str]]]:
@@ -111,18 +132,8 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
     if not isinstance(raw, dict):
         return None, {"": ["must be a JSON object"]}
 
-    known = {
-        "external_id",
-        "prompt",
-        "context",
-        "responses",
-        "metadata",
-        "priority",
-        "is_gold",
-        "gold_answer",
-    }
     for key in raw:
-        if key not in known:
+        if key not in ITEM_KEYS:
             errors.setdefault(str(key), []).append("is not a field of an item")
 
     prompt = raw.get("prompt")
