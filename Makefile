@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null)
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/feedback
 
-.PHONY: run test lint typecheck pytest bench install install-dev lock browser clean
+.PHONY: run test lint typecheck pytest bench install install-dev lock browser screenshots clean
 
 $(VENV)/bin/python:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -51,6 +51,10 @@ pytest: install-dev browser
 	DATABASE_URL=$(DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Refresh the README's screenshots from the browser tests.
+screenshots: install-dev browser
+	SCREENSHOTS_DIR=docs/screenshots DATABASE_URL=$(DATABASE_URL) $(VENV)/bin/pytest tests/browser/test_documents.py -q
 
 bench: install-dev
 	@$(PY) -m feedback.dbcheck "$(DATABASE_URL)"

@@ -34,8 +34,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 AXE = Path(settings.BASE_DIR) / "static" / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+# Test runs write to var/ (ignored by git); `make screenshots` refreshes the ones in docs/.
 SCREENSHOTS = Path(
-    os.environ.get("SCREENSHOTS_DIR", Path(settings.BASE_DIR) / "docs" / "screenshots")
+    os.environ.get("SCREENSHOTS_DIR", Path(settings.BASE_DIR) / "var" / "screenshots")
 )
 PASSWORD = "correct horse battery"  # tests.feedback.factories.UserFactory's password
 
