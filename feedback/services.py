@@ -99,11 +99,16 @@ def invitation_create(
     return invitation, token
 
 
-def invitation_find(*, token: str) -> Invitation | None:
+def invitation_find(*, token: str, for_update: bool = False) -> Invitation | None:
+    """A usable invitation for the token. ``for_update`` (inside a transaction) locks its row:
+    a concurrent sign-up with the same link waits, then no longer finds it once it is used."""
     digest = hashlib.sha256(token.encode()).hexdigest()
-    return Invitation.objects.filter(
+    invitations = Invitation.objects.filter(
         token_hash=digest, accepted_at__isnull=True, expires_at__gt=timezone.now()
-    ).first()
+    )
+    if for_update:
+        invitations = invitations.select_for_update()
+    return invitations.first()
 
 
 def invitation_accept(*, invitation: Invitation, user: User) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import timedelta
 
@@ -9,6 +10,8 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from django.core.cache import cache
+from django.db import connection, transaction
+from django.test import Client
 from django.utils import timezone
 
 from feedback import services
@@ -291,3 +294,117 @@ def test_the_security_page_needs_login(client):
     res = client.get("/accounts/2fa/")
     assert res.status_code == 302
     assert res["Location"].startswith("/accounts/login/")
+
+
+# --- two sign-ups racing for one invitation ----------------------------------------------
+
+
+def _lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def _race(blocker, sign_ups, waiters: int) -> list:
+    """Run ``blocker`` (holds a lock until released) and the sign-ups, each in its own thread
+    with its own database connection; release the blocker once every sign-up waits on a lock,
+    so they all go from the same point. Returns each sign-up's response or exception."""
+    held, release = threading.Event(), threading.Event()
+    results: list = [None] * len(sign_ups)
+
+    def hold() -> None:
+        try:
+            blocker(held, release)
+        finally:
+            connection.close()
+
+    def run(index: int) -> None:
+        try:
+            results[index] = sign_ups[index]()
+        except Exception as exc:  # a 500 surfaces here: the test client re-raises it
+            results[index] = exc
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sign_ups))]
+    for thread in threads:
+        thread.start()
+    # Bounded wait, no timing assertion: without the lock a sign-up never queues and the
+    # assertions below catch what it did instead.
+    deadline = time.monotonic() + 15
+    while _lock_waiters() < waiters and any(t.is_alive() for t in threads):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join(30)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_sign_ups_with_one_invitation_make_one_account(admin_user):
+    invitation, token = services.invitation_create(
+        invited_by=admin_user, email="twice@example.test", role=User.Role.LEAD
+    )
+    browsers = [Client(), Client()]
+    for browser in browsers:
+        assert browser.get(f"/invite/{token}/").status_code == 302
+
+    def hold_invitation(held, release) -> None:
+        # Both sign-ups are past form validation and queue on the invitation's row lock.
+        with transaction.atomic():
+            Invitation.objects.select_for_update().get(pk=invitation.pk)
+            held.set()
+            release.wait(30)
+
+    results = _race(
+        hold_invitation, [lambda b=b: signup(b, "twice@example.test") for b in browsers], 2
+    )
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    locations = sorted(r["Location"] for r in results)
+    assert [r.status_code for r in results] == [302, 302]
+    assert locations == ["/", "/accounts/login/"], "one account, one refusal"
+    assert User.objects.filter(email="twice@example.test").count() == 1
+    assert User.objects.count() == 2, "no orphan user row"
+    user = User.objects.get(email="twice@example.test")
+    assert user.role == User.Role.LEAD
+    invitation.refresh_from_db()
+    assert invitation.accepted_user == user
+    assert EmailAddress.objects.filter(email="twice@example.test").count() == 1
+
+    loser = browsers[[r["Location"] for r in results].index("/accounts/login/")]
+    page = loser.get("/accounts/login/")
+    assert "This invitation was used or has expired" in page.content.decode()
+    assert loser.get("/").status_code == 302, "the refused browser is not signed in"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sign_up_whose_address_gets_an_account_meanwhile_is_refused_cleanly(admin_user):
+    invitation, token = services.invitation_create(invited_by=admin_user, email="dup@example.test")
+    browser = Client()
+    browser.get(f"/invite/{token}/")
+
+    def create_the_same_address(held, release) -> None:
+        # Another way in (a second invitation, add_user) is creating the same address and has
+        # not committed yet: the form sees no account, the insert then collides.
+        with transaction.atomic():
+            UserFactory(email="dup@example.test")
+            held.set()
+            release.wait(30)
+
+    [result] = _race(create_the_same_address, [lambda: signup(browser, "dup@example.test")], 1)
+
+    assert not isinstance(result, Exception), result
+    assert result.status_code == 302
+    assert result["Location"] == "/accounts/login/"
+    assert User.objects.filter(email="dup@example.test").count() == 1
+    invitation.refresh_from_db()
+    assert invitation.accepted_at is None, "nothing of the refused sign-up was kept"
