@@ -76,6 +76,12 @@ if IS_SQLITE:
     # Claims and ledger writes serialise on SQLite; wait for the lock instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # psycopg waits 130 s for a server that accepts and never answers; fail fast instead, so
+    # /healthz says 503 and no gunicorn worker is held until its timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
+    )
 
 _db_host = DATABASES["default"].get("HOST") or ""
 if (
