@@ -54,23 +54,30 @@ def _mean_scores(review: SourceReview, ids: set[int]) -> dict[int, float]:
     return means
 
 
-def judgement_of(review: SourceReview, responses: list[SourceResponse]) -> Judgement | None:
+def judgement_of(
+    review: SourceReview, responses: list[SourceResponse], ids: list[int] | None = None
+) -> Judgement | None:
     """The ordered pairs a review states; None when it states no order (one response, no ratings)."""
-    ids = [r.id for r in responses]
-    known = set(ids)
-    pairs: list[tuple[int, int, float]] = []
+    if ids is None:
+        ids = [r.id for r in responses]
+    if len(ids) < 2:
+        return None
+    pairs: list[tuple[int, int, float]]
     top: int | None = None
-    if review.chosen_id is not None and review.chosen_id in known and len(ids) > 1:
-        top = review.chosen_id
+    chosen = review.chosen_id
+    if chosen is not None and chosen in ids:
+        top = chosen
         strength = float(review.strength or 1)
         pairs = [(top, other, strength) for other in ids if other != top]
-    elif len([r for r in review.ranking if r in known]) > 1:
-        ranking = [r for r in review.ranking if r in known]
-        top = ranking[0]
-        pairs = [(a, b, 1.0) for i, a in enumerate(ranking) for b in ranking[i + 1 :]]
     else:
-        means = _mean_scores(review, known)
-        if len(means) > 1:
+        ranking = [r for r in review.ranking if r in ids] if review.ranking else []
+        if len(ranking) > 1:
+            top = ranking[0]
+            pairs = [(a, b, 1.0) for i, a in enumerate(ranking) for b in ranking[i + 1 :]]
+        else:
+            means = _mean_scores(review, set(ids)) if review.ratings else {}
+            if len(means) < 2:
+                return None
             best = max(means.values())
             leaders = [rid for rid, m in means.items() if m == best]
             top = leaders[0] if len(leaders) == 1 else None
@@ -85,34 +92,41 @@ def judgement_of(review: SourceReview, responses: list[SourceResponse]) -> Judge
 
 
 def consensus_of(item: SourceItem, *, trust_weighted: bool) -> Consensus | None:
-    judgements = [j for j in (judgement_of(r, item.responses) for r in item.reviews) if j]
+    ids = [r.id for r in item.responses]
+    judgements = []
+    for review in item.reviews:
+        judgement = judgement_of(review, item.responses, ids)
+        if judgement is not None:
+            judgements.append(judgement)
     if not judgements:
         return None
-    position = {r.id: (r.position, r.id) for r in item.responses}
-    net = {r.id: 0.0 for r in item.responses}
-    total = 0.0
+    net = dict.fromkeys(ids, 0.0)
+    total = top_weight = 0.0
     for j in judgements:
         weight = max(j.review.trust, 0.0) if trust_weighted else 1.0
         total += weight
+        if j.top is not None:
+            top_weight += weight
         for a, b, _ in j.pairs:
             net[a] += weight
             net[b] -= weight
     # Rounded so that float sums of trust scores compare equal when they are equal.
     net = {rid: round(value, 9) for rid, value in net.items()}
-    order = sorted(net, key=lambda rid: (-net[rid], position[rid]))
-    topped = [j for j in judgements if j.top is not None]
-    top_weight = sum((max(j.review.trust, 0.0) if trust_weighted else 1.0) for j in topped)
-    agreeing = sum(
-        (max(j.review.trust, 0.0) if trust_weighted else 1.0) for j in topped if j.top == order[0]
-    )
+    # Best first; equal scores keep the item's response order (position, then id).
+    order = sorted(ids, key=lambda rid: -net[rid])
+    best = order[0]
+    agreeing = 0.0
+    for j in judgements:
+        if j.top == best:
+            agreeing += max(j.review.trust, 0.0) if trust_weighted else 1.0
     return Consensus(
         order=order,
         net=net,
         total_weight=total,
         votes=len(judgements),
         agreement=round(agreeing / top_weight, 4) if top_weight > 0 else 0.0,
-        tie_at_top=len(order) > 1 and net[order[0]] == net[order[1]],
-        all_tied=net[order[0]] == net[order[-1]],
+        tie_at_top=len(order) > 1 and net[best] == net[order[1]],
+        all_tied=net[best] == net[order[-1]],
         judgements=judgements,
     )
 
@@ -167,6 +181,8 @@ def mean_rating(item: SourceItem, response_id: int) -> float | None:
 
 
 def corrections_of(item: SourceItem) -> list[SourceReview]:
+    if not any(r.correction_text for r in item.reviews):
+        return []
     known = {r.id for r in item.responses}
     return [
         r for r in item.reviews if r.correction_text.strip() and r.correction_response_id in known

@@ -33,6 +33,9 @@ class DatasetOutput(serializers.ModelSerializer[Dataset]):
     campaigns: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(
         many=True, read_only=True
     )
+    # Plain strings in the schema: "format" and "status" enums of other apps would collide.
+    format = serializers.CharField(read_only=True)
+    aggregation = serializers.CharField(read_only=True)
 
     class Meta:
         model = Dataset
@@ -55,8 +58,12 @@ class DatasetInput(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     campaigns = serializers.ListField(child=serializers.IntegerField(), min_length=1)
-    format = serializers.ChoiceField(choices=FORMATS)
-    aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="majority")
+    # Checked by the service (400 naming the field); plain strings keep the schema's enum
+    # names free of collisions with other apps' "format" fields.
+    format = serializers.CharField(help_text=f"One of: {', '.join(FORMATS)}.")
+    aggregation = serializers.CharField(
+        default="majority", help_text=f"One of: {', '.join(AGGREGATIONS)}."
+    )
     filters = serializers.DictField(
         required=False,
         default=dict,
@@ -124,7 +131,11 @@ class DatasetDetailView(APIView):
 
 
 class VersionListView(APIView):
-    @extend_schema(responses={200: dict}, summary="A dataset's versions, newest first")
+    @extend_schema(
+        responses={200: dict},
+        summary="A dataset's versions, newest first",
+        operation_id="datasets_versions_list",
+    )
     def get(self, request: Request, dataset_id: int) -> ApiResponse:
         dataset = dataset_get_for_user(user=_user(request), dataset_id=dataset_id)
         return ApiResponse([version_payload(request, v) for v in dataset.versions.all()])
@@ -150,6 +161,7 @@ class VersionDetailView(APIView):
     @extend_schema(
         responses={200: dict},
         summary="A version's status, counts (per split, per drop rule) and files",
+        operation_id="datasets_version_retrieve",
     )
     def get(self, request: Request, dataset_id: int, number: int) -> ApiResponse:
         version = version_get_for_user(user=_user(request), dataset_id=dataset_id, number=number)

@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 from django.db import connection, transaction
 
 from datasets_app import source
@@ -46,31 +48,68 @@ def split_of(prompt: Any, context: Any, *, seed: int, test_fraction: float) -> s
     """
     if test_fraction <= 0:
         return "train"
-    canonical = json.dumps([prompt, context or {}], sort_keys=True, ensure_ascii=False)
-    digest = hashlib.sha256(f"{seed}\0{canonical}".encode()).digest()
+    canonical = orjson.dumps([seed, prompt, context or {}], option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).digest()
     return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
 
 
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    """Canonical JSON: UTF-8, sorted keys, no spaces (the same row always gives the same bytes)."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
 class _Sha256Writer:
-    """A binary file that hashes what it writes."""
+    """A binary file that hashes what it writes, buffered in blocks of about a megabyte."""
+
+    BLOCK = 1 << 20
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha = hashlib.sha256()
         self.size = 0
+        self.buffer = bytearray()
 
     def write(self, data: bytes) -> None:
-        self.handle.write(data)
-        self.sha.update(data)
-        self.size += len(data)
+        self.buffer += data
+        if len(self.buffer) >= self.BLOCK:
+            self.drain()
+
+    def drain(self) -> None:
+        if self.buffer:
+            block = bytes(self.buffer)
+            self.handle.write(block)
+            self.sha.update(block)
+            self.size += len(block)
+            self.buffer.clear()
 
     def close(self) -> None:
+        self.drain()
         self.handle.close()
+
+
+def arrow_column(values: list[Any], dtype: pa.DataType) -> pa.Array:
+    """Python values to an Arrow array of a nested type, one column (and level) at a time.
+
+    Several times faster than `pa.Table.from_pylist`, which walks row by row.
+    """
+    if pa.types.is_list(dtype):
+        offsets = [0]
+        flat: list[Any] = []
+        total = 0
+        for value in values:
+            total += len(value)
+            offsets.append(total)
+            flat.extend(value)
+        return pa.ListArray.from_arrays(
+            pa.array(offsets, pa.int32()), arrow_column(flat, dtype.value_type), type=dtype
+        )
+    if pa.types.is_struct(dtype):
+        fields = list(dtype)
+        return pa.StructArray.from_arrays(
+            [arrow_column([v[f.name] for v in values], f.type) for f in fields], fields=fields
+        )
+    return pa.array(values, type=dtype)
 
 
 class SplitWriter:
@@ -97,7 +136,11 @@ class SplitWriter:
 
     def flush(self) -> None:
         if self.buffer:
-            table = pa.Table.from_pylist(self.buffer, schema=self.schema)
+            rows = self.buffer
+            table = pa.Table.from_arrays(
+                [arrow_column([r[f.name] for r in rows], f.type) for f in self.schema],
+                schema=self.schema,
+            )
             self.parquet.write_table(table)
             self.num_bytes += table.nbytes
             self.buffer = []
@@ -184,12 +227,13 @@ def _stream_rows(
         for row in rows:
             line = dumps(row.data)
             writer.add(row.data, line)
+            # A fast 128-bit hash is enough to tell a changed row in a diff; files get sha256.
             lineage.write(
                 dumps(
                     {
                         "key": row.key,
                         "split": split,
-                        "sha256": hashlib.sha256(line).hexdigest(),
+                        "hash": xxhash.xxh3_128_hexdigest(line),
                         "item_id": item_id,
                         "review_ids": row.review_ids,
                     }
@@ -220,6 +264,10 @@ def build(spec: BuildInput, folder: Path) -> BuildOutput:
             if outermost and connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    # Grouping a large campaign by item sorts in memory instead of on disk.
+                    cursor.execute("SET LOCAL work_mem = '64MB'")
             reasons, drops, items_seen = _stream_rows(spec, writers, lineage)
     finally:
         for writer in writers.values():

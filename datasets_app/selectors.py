@@ -28,3 +28,18 @@ def version_get_for_user(*, user: User, dataset_id: int | str, number: int | str
     if version is None:
         raise NotFound(f"Dataset {dataset_id} has no version {number}.")
     return version
+
+
+def version_card(*, version: DatasetVersion) -> str:
+    """The version's dataset card as markdown, without its YAML header ('' until it is ready)."""
+    if version.status != DatasetVersion.Status.READY:
+        return ""
+    from datasets_app.services import dataset_storage
+
+    with dataset_storage().open(f"{version.storage_prefix}/README.md", "rb") as handle:
+        text = handle.read().decode()
+    if text.startswith("---\n"):
+        end = text.find("\n---\n", 4)
+        if end != -1:
+            text = text[end + 5 :]
+    return text.strip()

@@ -135,8 +135,7 @@ def _claim(version_id: int) -> DatasetVersion | None:
     A version left `building` longer than DATASET_BUILD_STALE_MINUTES belongs to a worker
     that died; the redelivered task takes it over.
     """
-    minutes = getattr(settings, "DATASET_BUILD_STALE_MINUTES", 360)
-    stale = timezone.now() - timedelta(minutes=minutes)
+    stale = timezone.now() - timedelta(minutes=settings.DATASET_BUILD_STALE_MINUTES)
     with transaction.atomic():
         version = (
             DatasetVersion.objects.select_for_update()
@@ -306,7 +305,7 @@ def version_diff(
             note("added", b)
             b = next(new, None)
         else:
-            if a["sha256"] == b["sha256"] and a["split"] == b["split"]:
+            if a["hash"] == b["hash"] and a["split"] == b["split"]:
                 counts["unchanged"] += 1
             else:
                 note("changed", b, previous_split=a["split"])

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import Exists, OuterRef
-from psycopg.types.json import JsonbLoader, JsonLoader
+from psycopg.types.json import set_json_loads
 
 from datasets_app.recipe import Recipe
 from feedback.models import ExpertProfile, Item, Response
@@ -108,14 +109,15 @@ WITH included AS (
          r.campaign_id, r.active_seconds
   {_FROM_SQL} AND {_REASON_SQL} = 'included'
 )
-SELECT i.id, i.external_id, i.prompt, i.context, i.metadata, i.campaign_id,
+SELECT json_build_array(
+  i.id, i.external_id, i.prompt, i.context, i.metadata, i.campaign_id,
   (SELECT json_agg(json_build_array(x.id, x.model_name, x.text, x.format, x.position)
                    ORDER BY x.position, x.id)
-     FROM feedback_response x WHERE x.item_id = i.id) AS responses,
+     FROM feedback_response x WHERE x.item_id = i.id),
   json_agg(json_build_array(l.id, l.expert_id, l.trust, l.chosen_id, l.strength, l.ranking,
                             l.ratings, l.correction_response_id, l.correction_text, l.rationale,
                             l.flags, l.verdict, l.created, l.campaign_id, l.active_seconds)
-           ORDER BY l.id) AS reviews
+           ORDER BY l.id))
 FROM included l JOIN feedback_item i ON i.id = l.item_id
 GROUP BY i.id
 ORDER BY i.id
@@ -156,43 +158,43 @@ def items(recipe: Recipe, *, with_rationale: bool) -> Iterator[SourceItem]:
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
-    # A named (server-side) cursor must live inside a transaction; the caller holds one.
-    with raw.cursor(name=f"dataset_build_{id(recipe)}") as cursor:
-        # Django loads jsonb as text (its JSONField parses it); here psycopg parses it in C.
-        cursor.adapters.register_loader("jsonb", JsonbLoader)
-        cursor.adapters.register_loader("json", JsonLoader)
-        cursor.itersize = CURSOR_BATCH
-        cursor.execute(sql, _params(recipe))
-        for pk, external_id, prompt, context, metadata, campaign_id, responses, reviews in cursor:
-            yield SourceItem(
-                pk=pk,
-                external_id=external_id,
-                prompt=prompt,
-                context=context,
-                metadata=metadata,
-                campaign_id=campaign_id,
-                responses=[SourceResponse(*r) for r in responses or ()],
-                reviews=[
-                    SourceReview(
-                        r[0],
-                        r[1],
-                        float(r[2]),
-                        r[3],
-                        r[4],
-                        r[5] or [],
-                        r[6] or {},
-                        r[7],
-                        r[8] or "",
-                        r[9] or "",
-                        r[10] or [],
-                        r[11],
-                        r[12],
-                        r[13],
-                        r[14],
-                    )
-                    for r in reviews
-                ],
-            )
+    # COPY streams: PostgreSQL keeps producing (on its own core) while this process turns the
+    # records it has into rows, instead of waiting for each FETCH. One JSON document per item.
+    with raw.cursor() as cursor:
+        set_json_loads(orjson.loads, context=cursor)
+        with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", _params(recipe)) as copy:
+            copy.set_types(["json"])
+            for (record,) in copy.rows():
+                pk, external_id, prompt, context, metadata, campaign_id, responses, reviews = record
+                yield SourceItem(
+                    pk,
+                    external_id,
+                    prompt,
+                    context,
+                    metadata,
+                    campaign_id,
+                    [SourceResponse(*r) for r in responses or ()],
+                    [
+                        SourceReview(
+                            r[0],
+                            r[1],
+                            float(r[2]),
+                            r[3],
+                            r[4],
+                            r[5] or [],
+                            r[6] or {},
+                            r[7],
+                            r[8] or "",
+                            r[9] or "",
+                            r[10] or [],
+                            r[11],
+                            r[12],
+                            r[13],
+                            r[14],
+                        )
+                        for r in reviews
+                    ],
+                )
 
 
 # --- The same records through the ORM (SQLite demo; checked against the SQL path in tests) ---

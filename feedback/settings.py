@@ -183,7 +183,7 @@ if not MEDIA_ROOT.is_absolute():
 # Hashed, compressed static files after `collectstatic` in production; served from the
 # source folders (no collectstatic step) in the demo and the tests.
 STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG)
-STORAGES = {
+STORAGES: dict[str, dict[str, object]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
@@ -194,6 +194,24 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
+
+# Dataset version files: object storage when a bucket is named (any S3-compatible store through
+# django-storages), else the default storage under MEDIA_ROOT. See docs/datasets.md.
+DATASETS_S3_BUCKET = env_str("DATASETS_S3_BUCKET")
+if DATASETS_S3_BUCKET:
+    STORAGES["datasets"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": DATASETS_S3_BUCKET,
+            "endpoint_url": env_str("DATASETS_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("DATASETS_S3_REGION") or None,
+            "location": env_str("DATASETS_S3_PREFIX"),
+            # A version's files are written once; never replace one silently.
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+DATASET_BUILD_STALE_MINUTES = env_int("DATASET_BUILD_STALE_MINUTES", 360)
 
 # --- Accounts (django-allauth) --------------------------------------------
 LOGIN_URL = "account_login"
