@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from allauth.mfa.models import Authenticator
 from django.core.cache import cache
+from django.core.management import call_command
 
 from feedback import services
 from feedback.models import User
@@ -191,3 +192,12 @@ def read_setting(env: dict[str, str]) -> str:
 def test_it_is_on_by_default_also_in_the_demo_and_switched_by_the_environment():
     assert read_setting({"DEBUG": "1"}) == "True"
     assert read_setting({"DEBUG": "1", "MFA_REQUIRED_FOR_ADMINS": "0"}) == "False"
+
+
+def test_the_demo_admin_gets_in_through_the_setup_page(client):
+    call_command("demo", "--quiet")
+    assert sign_in(client, "admin@demo.test", "demo-pass-2026")["Location"] == "/"
+    assert client.get("/admin/")["Location"] == SETUP
+    totp_activate_through_pages(client, "demo-pass-2026")
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/").status_code == 200
