@@ -1,6 +1,13 @@
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from typing import Any
 
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from feedback import services
 from feedback.models import (
     ApiKey,
     Campaign,
@@ -43,10 +50,72 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
 
 
+class InvitationAddForm(forms.ModelForm):
+    days = forms.IntegerField(
+        min_value=1, max_value=365, initial=14, help_text="Days the link stays valid."
+    )
+
+    class Meta:
+        model = Invitation
+        fields = ["email", "role"]
+
+    def clean_email(self) -> str:
+        email = str(self.cleaned_data["email"]).strip().lower()
+        if User.objects.filter(email=email).exists():
+            raise forms.ValidationError(f"{email} already has an account.")
+        return email
+
+
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
+    """Adding an invitation creates it through the service and shows its link once; only the
+    token's hash is stored, so the link cannot be shown again (delete it and invite anew)."""
+
     list_display = ["email", "role", "invited_by", "created_at", "expires_at", "accepted_at"]
+    list_filter = ["role"]
+    search_fields = ["email"]
     readonly_fields = ["token_hash"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return (
+            super().has_add_permission(request)
+            and getattr(request.user, "role", None) == User.Role.ADMIN
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The link went to one address with one role; editing either would break that promise.
+        return False
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        if obj is None:
+            kwargs["form"] = InvitationAddForm
+            kwargs["fields"] = ["email", "role", "days"]
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None):
+        if obj is None:
+            return ["email", "role", "days"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        invitation, token = services.invitation_create(
+            invited_by=request.user,  # type: ignore[arg-type]
+            email=form.cleaned_data["email"],
+            role=form.cleaned_data["role"],
+            days=form.cleaned_data["days"],
+        )
+        obj.pk = invitation.pk
+        obj.refresh_from_db()
+        link = request.build_absolute_uri(reverse("invitation", kwargs={"token": token}))
+        messages.warning(
+            request,
+            format_html(
+                'Invitation link for {} (shown only now; copy it and send it): <a href="{}">{}</a>',
+                invitation.email,
+                link,
+                link,
+            ),
+        )
 
 
 class ResponseInline(admin.TabularInline):
