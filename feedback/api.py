@@ -182,6 +182,10 @@ class ItemsCreateView(APIView):
 
 
 class ImportOutput(serializers.ModelSerializer[ImportJob]):
+    # Plain strings in the schema: several models have a `status` enum of their own.
+    status = serializers.CharField(help_text="queued, running, succeeded or failed")
+    format = serializers.CharField(help_text="jsonl, csv, parquet or label_studio")
+    on_error = serializers.CharField(help_text="abort or skip")
     rows = serializers.IntegerField(source="rows_total")
     created = serializers.IntegerField(source="created_count")
     duplicates = serializers.IntegerField(source="duplicate_count")
@@ -299,6 +303,7 @@ class ImportDetailView(APIView):
 
 
 class GenerationOutput(serializers.ModelSerializer[GenerationJob]):
+    status = serializers.CharField(help_text="queued, running, succeeded or failed")
     models = serializers.JSONField(source="model_specs")
 
     class Meta:

@@ -570,7 +570,8 @@ def _copy_items(campaign: Campaign, rows: list[_Ready]) -> None:
         response_ids = iter(_reserve_ids(cursor, "feedback_response", response_count))
         with cursor.copy(
             "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
-            "content_hash, priority, is_gold, gold_answer, open_slots, created_at) FROM STDIN"
+            "content_hash, priority, is_gold, gold_answer, open_slots, started, created_at) "
+            "FROM STDIN"
         ) as copy:
             for item_id, ready in zip(item_ids, rows, strict=True):
                 item = ready.item
@@ -588,6 +589,7 @@ def _copy_items(campaign: Campaign, rows: list[_Ready]) -> None:
                         item.is_gold,
                         None if item.gold_answer is None else _dumps(item.gold_answer),
                         _open_slots(campaign, item),
+                        False,
                         now,
                     )
                 )

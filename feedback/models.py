@@ -195,6 +195,9 @@ class Item(models.Model):
     # Slots still open in the queue: overlap minus live (claimed or submitted) assignments.
     # Kept on the row so a claim is one indexed lookup, not a count over assignments.
     open_slots = models.PositiveSmallIntegerField(default=1)
+    # Whether any expert ever claimed it. Untouched items sit in their own small index, so
+    # a claim finds the next fresh item without walking past items the expert already has.
+    started = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -209,13 +212,22 @@ class Item(models.Model):
             ),
         ]
         indexes = [
+            # The queue in two parts: items already started (breadth-first: fewest open slots
+            # first), and fresh ones. See docs/queue.md.
             models.Index(
                 "campaign",
                 models.F("priority").desc(),
                 "open_slots",
                 "id",
-                name="item_queue_idx",
-                condition=Q(open_slots__gt=0, is_gold=False),
+                name="item_queue_started_idx",
+                condition=Q(open_slots__gt=0, is_gold=False, started=True),
+            ),
+            models.Index(
+                "campaign",
+                models.F("priority").desc(),
+                "id",
+                name="item_queue_fresh_idx",
+                condition=Q(open_slots__gt=0, is_gold=False, started=False),
             ),
             # Gold items stay out of the queue index; the claim draws them from this one.
             models.Index("campaign", "id", name="item_gold_idx", condition=Q(is_gold=True)),

@@ -213,18 +213,44 @@ UNION ALL
 SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL FROM own
 """
 
+# The queue is two partial indexes: started items (breadth-first: fewest open slots first)
+# and fresh ones. Among started items only the first PARTIAL_SCAN are looked at: an expert who
+# already has all of them (one much faster than the others) is given a fresh item instead of
+# walking an ever longer list, so a claim costs the same at any size and any expert's pace.
+# The best candidate by priority, then started before fresh, then fewest open slots, then age,
+# that no other claimer holds is locked.
 _PICK_QUEUE = """
-    SELECT i.id FROM feedback_item i
-    WHERE NOT EXISTS (SELECT 1 FROM own)
-      AND i.campaign_id = %(campaign)s AND i.open_slots > 0 AND NOT i.is_gold
-      AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
-                      WHERE a.item_id = i.id AND a.expert_id = %(expert)s)
-    ORDER BY i.priority DESC, i.open_slots ASC, i.id ASC
+    SELECT i.id FROM (
+        (SELECT s.id, s.priority, TRUE AS started, s.open_slots FROM (
+            SELECT id, priority, open_slots FROM feedback_item
+            WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT is_gold AND started
+            ORDER BY priority DESC, open_slots ASC, id ASC
+            LIMIT %(scan)s) s
+         -- a probe per candidate, so the cost is bounded by the scan, not the expert's history
+         WHERE (SELECT 1 FROM reviews_assignment a
+                WHERE a.item_id = s.id AND a.expert_id = %(expert)s LIMIT 1) IS NULL
+         LIMIT %(candidates)s)
+        UNION ALL
+        (SELECT id, priority, FALSE, open_slots FROM feedback_item
+         WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT is_gold AND NOT started
+         ORDER BY priority DESC, id ASC
+         LIMIT %(candidates)s)
+    ) c
+    JOIN feedback_item i ON i.id = c.id
+    WHERE NOT EXISTS (SELECT 1 FROM own) AND i.open_slots > 0
+    ORDER BY c.priority DESC, c.started DESC, c.open_slots ASC, c.id ASC
     LIMIT 1
     FOR UPDATE OF i SKIP LOCKED"""
 
+PARTIAL_SCAN = 200
+# Candidates per part. Each claim holds its row for about a millisecond, so all of a few
+# candidates are rarely held at once; when they are, the claim asks again with more, and
+# without the scan bound (see _claim_postgres).
+CANDIDATES = 4
+RETRIES = ((10**9, 64), (10**9, 1024))
+
 _TAKE_SLOT = """
-    UPDATE feedback_item i SET open_slots = i.open_slots - 1
+    UPDATE feedback_item i SET open_slots = i.open_slots - 1, started = TRUE
     FROM pick WHERE i.id = pick.id
     RETURNING i.id"""
 
@@ -244,7 +270,12 @@ _CLAIM_GOLD_SQL = _CLAIM_SQL.format(pick=_PICK_GOLD, taken="SELECT id FROM pick"
 
 
 def _claim_statement(
-    *, campaign: Campaign, expert: User, gold: bool
+    *,
+    campaign: Campaign,
+    expert: User,
+    gold: bool,
+    candidates: int = CANDIDATES,
+    scan: int = PARTIAL_SCAN,
 ) -> tuple[str, Assignment | None]:
     """One attempt: ("new" | "live", assignment), ("stale", stale one) or ("none", None)."""
     now = timezone.now()
@@ -256,6 +287,8 @@ def _claim_statement(
         "expert": expert.pk,
         "gold": gold,
     }
+    if not gold:
+        params |= {"scan": scan, "candidates": candidates}
     rows = _run_statement(_CLAIM_GOLD_SQL if gold else _CLAIM_QUEUE_SQL, params)
     if not rows:
         return "none", None
@@ -281,9 +314,14 @@ def _claim_statement(
 def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
     want_gold = campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate
     _expire_lazily(campaign.pk)
-    for attempt in range(4):
+    widen = 0  # how far the search was widened after finding nothing (see RETRIES)
+    expired_once = False
+    for _ in range(8):
+        scan, candidates = RETRIES[widen - 1] if widen else (PARTIAL_SCAN, CANDIDATES)
         try:
-            kind, assignment = _claim_statement(campaign=campaign, expert=expert, gold=want_gold)
+            kind, assignment = _claim_statement(
+                campaign=campaign, expert=expert, gold=want_gold, candidates=candidates, scan=scan
+            )
         except IntegrityError:
             # The same expert's concurrent claim won (double click, second tab); the next
             # attempt finds it as their live claim.
@@ -297,8 +335,15 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
         if want_gold:
             want_gold = False  # no gold left for this expert: serve the queue
             continue
-        if attempt == 0 and _expire_lazily(campaign.pk, force=True):
-            continue  # expired leases gave slots back
+        if widen < len(RETRIES):
+            # Nothing among the first candidates: all held by concurrent claimers, or this
+            # expert already has every started item looked at. Look further.
+            widen += 1
+            continue
+        if not expired_once:
+            expired_once = True
+            if _expire_lazily(campaign.pk, force=True):
+                continue  # expired leases gave slots back
         return None
     return None
 
@@ -333,14 +378,14 @@ def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
             item_id = (
                 Item.objects.filter(campaign=campaign, open_slots__gt=0, is_gold=False)
                 .exclude(Exists(seen))
-                .order_by("-priority", "open_slots", "pk")
+                .order_by("-priority", "-started", "open_slots", "pk")
                 .values_list("pk", flat=True)
                 .first()
             )
             if item_id is None:
                 return None
             if not Item.objects.filter(pk=item_id, open_slots__gt=0).update(
-                open_slots=F("open_slots") - 1
+                open_slots=F("open_slots") - 1, started=True
             ):
                 return None
         order = list(Response.objects.filter(item_id=item_id).values_list("pk", flat=True))

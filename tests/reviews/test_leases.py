@@ -172,7 +172,7 @@ def test_priority_wins_then_items_with_reviews_are_finished_first():
 
     first = services.assignment_claim(campaign=campaign, expert=experts[0])
     assert first.item_id == urgent.pk
-    Item.objects.filter(pk=started.pk).update(open_slots=1)  # one review already in
+    Item.objects.filter(pk=started.pk).update(open_slots=1, started=True)  # one review in
 
     second = services.assignment_claim(campaign=campaign, expert=experts[1])
     assert second.item_id == urgent.pk, "priority first"
@@ -235,3 +235,32 @@ def test_each_assignment_stores_its_own_shuffled_response_order():
         )
         orders.add(tuple(assignment.response_order))
     assert len(orders) > 5
+
+
+def test_an_expert_far_ahead_of_the_others_still_gets_work_at_once():
+    """Breadth-first puts started items first; one expert who has many of them is not made to
+    walk past them all, and still finds the started items deeper in the queue at the end."""
+    from reviews.services import PARTIAL_SCAN
+
+    campaign = CampaignFactory(overlap=2)
+    ItemFactory.create_batch(PARTIAL_SCAN + 5, campaign=campaign)
+    fast, slow = UserFactory(role=User.Role.EXPERT), UserFactory(role=User.Role.EXPERT)
+    seen = set()
+    while (assignment := services.assignment_claim(campaign=campaign, expert=fast)) is not None:
+        seen.add(assignment.item_id)
+        services.review_submit(
+            assignment_id=assignment.pk,
+            expert=fast,
+            body={"preference": {"chosen": assignment.response_order[0]}},
+        )
+    assert len(seen) == PARTIAL_SCAN + 5, "the fast expert reviewed every item once"
+    done = 0
+    while (assignment := services.assignment_claim(campaign=campaign, expert=slow)) is not None:
+        done += 1
+        services.review_submit(
+            assignment_id=assignment.pk,
+            expert=slow,
+            body={"preference": {"chosen": assignment.response_order[0]}},
+        )
+    assert done == PARTIAL_SCAN + 5
+    assert set(Item.objects.values_list("open_slots", flat=True)) == {0}
