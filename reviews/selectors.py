@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.urls import reverse
 from django.utils import timezone
 
 from feedback.errors import NotFound
@@ -46,9 +47,20 @@ def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
     ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
     ordered += [r for pk, r in sorted(by_id.items()) if pk not in assignment.response_order]
     return [
-        {"id": r.pk, "label": LABELS[i % 26], "text": r.text, "format": r.format}
+        {
+            "id": r.pk,
+            "label": LABELS[i % 26],
+            "text": r.text,
+            "format": r.format,
+            "images": [image_with_url(image) for image in r.images],
+        }
         for i, r in enumerate(ordered)
     ]
+
+
+def image_with_url(image: dict[str, Any]) -> dict[str, Any]:
+    """A stored image reference plus the address it is served from (our own origin)."""
+    return {**image, "url": reverse("api-image", args=[image["id"]])}
 
 
 def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:

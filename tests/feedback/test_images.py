@@ -178,3 +178,24 @@ def test_an_image_is_served_only_to_those_who_see_its_campaign(api_for, engineer
     assert api_for(expert).get(f"/api/v1/images/{image_id}/").status_code == 404
     assert api_for(engineer).get(f"/api/v1/images/{image_id}/").status_code == 200
     assert api_for(engineer).get("/api/v1/images/999999/").status_code == 404
+
+
+def test_a_claimed_item_shows_its_response_images_with_their_address(
+    api_for, engineer, expert, pairwise_campaign
+):
+    body = _item(
+        responses=[
+            {"model": "a", "text": "left", "images": [_data_url(_png())]},
+            {"model": "b", "text": "right"},
+        ]
+    )
+    api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [body], format="json"
+    )
+
+    payload = api_for(expert).post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+
+    images = [i for r in payload["item"]["responses"] for i in r["images"]]
+    assert len(images) == 1
+    assert images[0]["url"] == f"/api/v1/images/{images[0]['id']}/"
+    assert api_for(expert).get(images[0]["url"]).status_code == 200
