@@ -5,8 +5,9 @@ Who counts as an admin here: role ``admin``, or anyone who can open the Django a
 Switched by ``MFA_REQUIRED_FOR_ADMINS`` (on by default, the demo included).
 
 Left alone, so that setting up MFA and leaving stay possible: the MFA pages themselves
-(``/accounts/2fa/…``), the password re-entry that allauth asks for before activating TOTP,
-logout, static files and ``/healthz``. The API is governed by API keys, not by this policy: a
+(``/accounts/2fa/…``), the password re-entry that allauth asks for before activating TOTP, the
+email address pages (allauth refuses TOTP while an address is unverified), logout, static files
+and ``/healthz``. The API is governed by API keys, not by this policy: a
 request with ``Authorization: Bearer …`` passes; an API request that rides on a browser session
 of an admin without MFA gets a 403 in the API's error format, so the session cannot be used to
 do through the API what the pages refuse.
@@ -53,6 +54,9 @@ class MfaPolicyMiddleware:
         return (
             reverse("mfa_index"),
             reverse("account_reauthenticate"),
+            # allauth refuses TOTP while an address is unverified; verifying one must stay possible.
+            reverse("account_email"),
+            reverse("account_email_verification_sent"),
             reverse("account_logout"),
             reverse("healthz"),
             settings.STATIC_URL,

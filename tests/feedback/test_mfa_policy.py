@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.core.cache import cache
 from django.core.management import call_command
@@ -118,6 +119,17 @@ def test_mfa_pages_logout_static_and_healthz_stay_open(client, signed_in_admin, 
         assert client.get(res["Location"]).status_code == 200
     else:
         assert res.status_code == 200, path
+
+
+def test_an_admin_with_an_unverified_address_can_verify_it_on_the_way(client, signed_in_admin):
+    # allauth refuses to turn on TOTP while an address is unverified: that must not be a dead end.
+    EmailAddress.objects.create(user=signed_in_admin, email="second@example.test", verified=False)
+    refused = client.get(SETUP)
+    assert refused["Location"] == "/accounts/2fa/"
+    assert client.get("/accounts/email/").status_code == 200
+    res = client.post("/accounts/email/", {"action_send": "", "email": "second@example.test"})
+    assert res.status_code == 302
+    assert res["Location"] != SETUP
 
 
 def test_an_admin_without_mfa_can_sign_out(client, signed_in_admin):
