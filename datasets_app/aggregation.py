@@ -110,8 +110,9 @@ def consensus_of(item: SourceItem, *, trust_weighted: bool) -> Consensus | None:
         for a, b, _ in j.pairs:
             net[a] += weight
             net[b] -= weight
-    # Rounded so that float sums of trust scores compare equal when they are equal.
-    net = {rid: round(value, 9) for rid, value in net.items()}
+    if trust_weighted:
+        # Rounded so that float sums of trust scores compare equal when they are equal.
+        net = {rid: round(value, 9) for rid, value in net.items()}
     # Best first; equal scores keep the item's response order (position, then id).
     order = sorted(ids, key=lambda rid: -net[rid])
     best = order[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseRedirect
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -170,7 +170,10 @@ class VersionDetailView(APIView):
 
 class VersionFileView(APIView):
     @extend_schema(
-        responses={200: OpenApiResponse(description="The file, streamed as an attachment")},
+        responses={
+            200: OpenApiResponse(description="The file, streamed as an attachment"),
+            302: OpenApiResponse(description="Object storage: a signed URL that serves it"),
+        },
         summary="Download one file of a ready version",
     )
     def get(self, request: Request, dataset_id: int, number: int, path: str) -> FileResponse:
@@ -180,12 +183,16 @@ class VersionFileView(APIView):
         entry = next((f for f in version.files if f["path"] == path), None)
         if entry is None:
             raise NotFound(f"Version {number} has no file {path!r}.")
+        filename = f"{version.dataset.slug}-v{version.number}-{path.replace('/', '-')}"
+        signed = services.signed_download_url(version=version, path=path, filename=filename)
+        if signed is not None:
+            return HttpResponseRedirect(signed)  # type: ignore[return-value]
         handle = services.dataset_storage().open(f"{version.storage_prefix}/{path}", "rb")
         suffix = "." + path.rsplit(".", 1)[-1]
         response = FileResponse(
             handle,
             as_attachment=True,
-            filename=f"{version.dataset.slug}-v{version.number}-{path.replace('/', '-')}",
+            filename=filename,
             content_type=CONTENT_TYPES.get(suffix)
             or mimetypes.guess_type(path)[0]
             or "application/octet-stream",

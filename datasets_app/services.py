@@ -36,6 +36,24 @@ def dataset_storage() -> Storage:
         return storages["default"]
 
 
+def signed_download_url(*, version: DatasetVersion, path: str, filename: str) -> str | None:
+    """A short-lived URL of the object store that serves the file as an attachment, or None
+    when the files are on a local disk (then the API streams them itself).
+
+    Object stores stream large files better than a web worker does, so S3 downloads are a
+    redirect; the signature makes the URL useless after DATASET_DOWNLOAD_URL_SECONDS.
+    """
+    storage = dataset_storage()
+    if not hasattr(storage, "bucket_name"):
+        return None
+    url: str = storage.url(  # type: ignore[call-arg]
+        f"{version.storage_prefix}/{path}",
+        parameters={"ResponseContentDisposition": f'attachment; filename="{filename}"'},
+        expire=settings.DATASET_DOWNLOAD_URL_SECONDS,
+    )
+    return url
+
+
 def _require_engineer(user: User) -> None:
     if not user.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers manage datasets.")

@@ -212,6 +212,7 @@ if DATASETS_S3_BUCKET:
         },
     }
 DATASET_BUILD_STALE_MINUTES = env_int("DATASET_BUILD_STALE_MINUTES", 360)
+DATASET_DOWNLOAD_URL_SECONDS = env_int("DATASET_DOWNLOAD_URL_SECONDS", 300)
 
 # --- Accounts (django-allauth) --------------------------------------------
 LOGIN_URL = "account_login"
