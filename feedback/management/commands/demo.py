@@ -167,5 +167,8 @@ class Command(BaseCommand):
             extra = f" (skills: {', '.join(skills)})" if skills and role == User.Role.EXPERT else ""
             self.stdout.write(f"  {role:<9} {email:<22} password {PASSWORD}{extra}")
         self.stdout.write(
+            "The admin sets up an authenticator app (TOTP) at first sign-in: admins need MFA."
+        )
+        self.stdout.write(
             "API key for the engineer: .venv/bin/python manage.py create_api_key engineer@demo.test"
         )
