@@ -177,6 +177,15 @@ def _claim(version_id: int) -> DatasetVersion | None:
     return version
 
 
+class _BuiltFile(File):
+    """A file the build wrote to a temporary folder. A local storage on the same disk moves it
+    into place (a rename) instead of copying its bytes; object stores upload it."""
+
+    def temporary_file_path(self) -> str:
+        assert self.file is not None
+        return str(self.file.name)
+
+
 def _upload(storage: Storage, prefix: str, folder: Path, paths: list[str]) -> list[str]:
     """Put the files into storage, manifest last; on failure remove what was put."""
     written: list[str] = []
@@ -187,7 +196,7 @@ def _upload(storage: Storage, prefix: str, folder: Path, paths: list[str]) -> li
             if storage.exists(name):
                 storage.delete(name)
             with open(folder / path, "rb") as handle:
-                saved = storage.save(name, File(handle, name=path))
+                saved = storage.save(name, _BuiltFile(handle, name=path))
             written.append(saved)
             if saved != name:
                 raise BuildError(f"The storage stored {name!r} as {saved!r}.")
