@@ -557,10 +557,19 @@ def _reserve_ids(cursor: Any, table: str, count: int) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _text(value: str | None) -> str:
+    """A value in COPY's text format (NUL was refused earlier)."""
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
 def _copy_items(campaign: Campaign, rows: list[_Ready]) -> None:
     """COPY a chunk of items and their responses, with ids taken from the sequences first so
-    responses can name their item without a round trip per row."""
-    now = timezone.now()
+    responses can name their item without a round trip per row. Lines are built as text
+    here: a chunk is one write, cheaper than converting value by value."""
+    now = timezone.now().isoformat()
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
@@ -568,51 +577,37 @@ def _copy_items(campaign: Campaign, rows: list[_Ready]) -> None:
         item_ids = _reserve_ids(cursor, "feedback_item", len(rows))
         response_count = sum(len(r.item.responses) for r in rows)
         response_ids = iter(_reserve_ids(cursor, "feedback_response", response_count))
+        items_text: list[str] = []
+        responses_text: list[str] = []
+        campaign_id = str(campaign.pk)
+        for item_id, ready in zip(item_ids, rows, strict=True):
+            item = ready.item
+            prompt, context, metadata = ready.encoded
+            gold = None if item.gold_answer is None else _dumps(item.gold_answer)
+            items_text.append(
+                f"{item_id}\t{campaign_id}\t{_text(item.external_id)}\t{_text(prompt)}\t"
+                f"{_text(context)}\t{_text(metadata)}\t{item.content_hash}\t{item.priority}\t"
+                f"{'t' if item.is_gold else 'f'}\t{_text(gold)}\t"
+                f"{_open_slots(campaign, item)}\tf\t{now}\n"
+            )
+            for position, r in enumerate(item.responses):
+                images = _dumps(r.images) if r.images else "[]"
+                responses_text.append(
+                    f"{next(response_ids)}\t{item_id}\t{_text(r.model)}\t{_text(r.text)}\t"
+                    f"{r.format}\t{position}\t{{}}\t{_text(images)}\t{now}\n"
+                )
         with cursor.copy(
             "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
             "content_hash, priority, is_gold, gold_answer, open_slots, started, created_at) "
             "FROM STDIN"
         ) as copy:
-            for item_id, ready in zip(item_ids, rows, strict=True):
-                item = ready.item
-                prompt, context, metadata = ready.encoded
-                copy.write_row(
-                    (
-                        item_id,
-                        campaign.pk,
-                        item.external_id,
-                        prompt,
-                        context,
-                        metadata,
-                        item.content_hash,
-                        item.priority,
-                        item.is_gold,
-                        None if item.gold_answer is None else _dumps(item.gold_answer),
-                        _open_slots(campaign, item),
-                        False,
-                        now,
-                    )
-                )
-        if response_count:
+            copy.write("".join(items_text))
+        if responses_text:
             with cursor.copy(
                 "COPY feedback_response (id, item_id, model_name, text, format, position, "
                 "generation, images, created_at) FROM STDIN"
             ) as copy:
-                for item_id, ready in zip(item_ids, rows, strict=True):
-                    for position, r in enumerate(ready.item.responses):
-                        copy.write_row(
-                            (
-                                next(response_ids),
-                                item_id,
-                                r.model,
-                                r.text,
-                                r.format,
-                                position,
-                                "{}",
-                                _dumps(r.images) if r.images else "[]",
-                                now,
-                            )
-                        )
+                copy.write("".join(responses_text))
 
 
 def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:

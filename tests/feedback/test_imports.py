@@ -353,3 +353,33 @@ def test_an_import_runs_once_even_if_its_task_is_delivered_twice(upload):
 
     assert again.status == "succeeded"
     assert Item.objects.count() == 1
+
+
+def test_text_with_backslashes_tabs_newlines_and_emoji_is_stored_exactly(upload):
+    tricky = 'C:\\path\\to\tfile\r\nline two \\N "quoted" ✓ 😀'
+    row = _item(
+        1,
+        prompt=[{"role": "user", "content": tricky}],
+        context={"diff": "--- a\n+++ b\n\t\\x"},
+        responses=[{"model": "m\\a", "text": tricky}, {"model": "b", "text": "\\N"}],
+        metadata={"note": tricky},
+    )
+    _res, status = upload("items.jsonl", _jsonl(row))
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get()
+    assert item.prompt == [{"role": "user", "content": tricky}]
+    assert item.context == {"diff": "--- a\n+++ b\n\t\\x"}
+    assert item.metadata == {"note": tricky}
+    assert list(item.responses.values_list("model_name", "text")) == [
+        ("m\\a", tricky),
+        ("b", "\\N"),
+    ]
+
+
+def test_a_nul_character_is_an_error_naming_the_field(upload):
+    _res, status = upload("items.jsonl", _jsonl(_item(1, prompt="bad\u0000prompt")))
+
+    assert status["status"] == "failed"
+    assert status["errors"][0]["field"] == "prompt"
+    assert "NUL" in status["errors"][0]["message"]
