@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -241,8 +242,11 @@ def dataset_version_build(*, version_id: int) -> DatasetVersion:
             campaign_slugs=slugs,
         )
         with tempfile.TemporaryDirectory(prefix="dataset-build-") as tmp:
+            started = time.perf_counter()
             output = builder.build(spec, Path(tmp))
+            built = time.perf_counter()
             written = _upload(storage, version.storage_prefix, Path(tmp), output.paths)
+            uploaded = time.perf_counter()
         try:
             with transaction.atomic():
                 published = DatasetVersion.objects.filter(
@@ -262,6 +266,19 @@ def dataset_version_build(*, version_id: int) -> DatasetVersion:
             raise
         if not published:
             raise Conflict("Another worker took this build over; this attempt stops.")
+        timings = {
+            "build_seconds": round(built - started, 2),
+            "upload_seconds": round(uploaded - built, 2),
+            "publish_seconds": round(time.perf_counter() - uploaded, 2),
+        }
+        logger.info(
+            "dataset version %s ready: %s rows, built in %ss, stored in %ss",
+            version.pk,
+            output.counts["total_rows"],
+            timings["build_seconds"],
+            timings["upload_seconds"],
+            extra={"timings": timings},
+        )
     except Exception as exc:
         if isinstance(exc, BuildError | ValidationFailed | Conflict):
             reason = str(exc)

@@ -238,3 +238,15 @@ def test_the_card_header_matches_what_datasets_derives_from_the_parquet(
         expected = datasets.Features.from_arrow_schema(schema)._to_yaml_list()
         assert card["dataset_info"]["features"] == expected, fmt
         assert card["configs"][0]["data_files"][0]["path"] == "data/train-00000-of-00001.parquet"
+
+
+@pytest.mark.parametrize("fmt", ["ranking", "raw"])
+def test_ranking_and_raw_jsonl_load_to_the_same_rows_as_the_folder(
+    engineer, reviewed, tmp_path, django_capture_on_commit_callbacks, fmt
+):
+    version = _build(engineer, reviewed, fmt, django_capture_on_commit_callbacks)
+    folder = f.materialise(version, tmp_path / "v")
+    from_folder, from_jsonl = _load_both(folder, tmp_path / "cache")
+    for split in from_folder:
+        assert list(from_jsonl[split]) == list(from_folder[split]), split
+    assert sum(len(from_folder[s]) for s in from_folder) == version.counts["total_rows"]
