@@ -235,6 +235,7 @@ class _Tally:
     errors: list[dict[str, Any]] = field(default_factory=list)
     duplicate_samples: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    abort_on_error: bool = True
     # The parser thread and the writing thread both count errors.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -420,6 +421,13 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
     from feedback.images import ImageResolver
 
     resolver = ImageResolver(campaign=campaign, uploads=job.uploads)
+    tally.abort_on_error = abort_on_error
+    # Ids come from a sequence, so every item this import stores has a larger id.
+    before_id = (
+        Item.objects.filter(campaign=campaign).order_by("-pk").values_list("pk", flat=True).first()
+        or 0
+    )
+    before_id = max(before_id, _sequence_now())
     for chunk in _in_background(_prepare_chunks(rows, campaign, abort_on_error, tally)):
         ready: list[_Ready] = []
         for entry in chunk:
@@ -438,7 +446,7 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
             if checked is not None:
                 ready.append(checked)
         if ready and not (abort_on_error and tally.invalid):
-            _write_chunk(campaign, ready, tally)
+            _write_chunk(campaign, ready, tally, before_id)
 
 
 @dataclass
@@ -476,13 +484,20 @@ def _encode(item: ItemInput) -> tuple[dict[str, list[str]], tuple[str, str, str]
     return errors, encoded
 
 
-def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> list[_Ready]:
-    """Drop rows whose content hash or external_id the campaign (or this chunk) already has.
-    Earlier chunks of the same file were written in this transaction, so they count too."""
+def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int) -> list[_Ready]:
+    """Drop rows whose content hash or external_id the campaign already has; earlier chunks
+    of the same file were written in this transaction, so they count too.
+
+    An external_id stored before this import is a duplicate (reported, skipped: importing a
+    file again is harmless). The same external_id twice in one file is a duplicate when the
+    content is the same too, and an error of the later row when it is not: which of the two
+    is right cannot be guessed. Items with ids above `before_id` came from this import.
+    """
     hashes = [r.item.content_hash for r in chunk]
     ext_ids = [r.item.external_id for r in chunk if r.item.external_id]
     stored_hashes: set[str] = set()
-    stored_ext: set[str] = set()
+    # external_id -> (content hash, stored by this import)
+    stored_ext: dict[str, tuple[str, bool]] = {}
     if connection.vendor == "postgresql":
         # One array parameter per query: thousands of separate parameters cost more to bind
         # than the lookup itself.
@@ -495,29 +510,42 @@ def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> list[_Rea
             stored_hashes = {row[0] for row in cursor.fetchall()}
             if ext_ids:
                 cursor.execute(
-                    "SELECT external_id FROM feedback_item WHERE campaign_id = %s "
-                    "AND external_id = ANY(%s)",
+                    "SELECT external_id, content_hash, id FROM feedback_item "
+                    "WHERE campaign_id = %s AND external_id = ANY(%s)",
                     [campaign.pk, ext_ids],
                 )
-                stored_ext = {row[0] for row in cursor.fetchall()}
+                stored_ext = {e: (h, pk > before_id) for e, h, pk in cursor.fetchall()}
     else:
         items = Item.objects.filter(campaign=campaign)
         stored_hashes = set(
             items.filter(content_hash__in=hashes).values_list("content_hash", flat=True)
         )
         stored_ext = {
-            e
-            for e in items.filter(external_id__in=ext_ids).values_list("external_id", flat=True)
+            e: (h, pk > before_id)
+            for e, h, pk in items.filter(external_id__in=ext_ids).values_list(
+                "external_id", "content_hash", "pk"
+            )
             if e
         }
     keep = []
     for ready in chunk:
         item = ready.item
-        if item.external_id and item.external_id in stored_ext:
+        earlier = stored_ext.get(item.external_id) if item.external_id else None
+        if earlier is not None and earlier[1] and earlier[0] != item.content_hash:
+            with tally.lock:
+                tally.invalid += 1
+                tally.error(
+                    ready.location,
+                    "external_id",
+                    f"{item.external_id!r} appears earlier in this file with other content",
+                )
+        elif earlier is not None:
             tally.duplicate(
                 ready.location,
                 item.external_id,
-                f"external_id {item.external_id!r} is already in the campaign",
+                f"external_id {item.external_id!r} is already in the campaign"
+                if not earlier[1]
+                else f"external_id {item.external_id!r} appears earlier in this file",
             )
         elif item.content_hash in stored_hashes:
             tally.duplicate(
@@ -529,13 +557,13 @@ def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> list[_Rea
             keep.append(ready)
             stored_hashes.add(item.content_hash)
             if item.external_id:
-                stored_ext.add(item.external_id)
+                stored_ext[item.external_id] = (item.content_hash, True)
     return keep
 
 
-def _write_chunk(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> None:
-    keep = _dedupe(campaign, chunk, tally)
-    if not keep:
+def _write_chunk(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int) -> None:
+    keep = _dedupe(campaign, chunk, tally, before_id)
+    if not keep or (tally.invalid and tally.abort_on_error):
         return
     if connection.vendor == "postgresql":
         _copy_items(campaign, keep)
@@ -547,6 +575,27 @@ def _write_chunk(campaign: Campaign, chunk: list[_Ready], tally: _Tally) -> None
 def _open_slots(campaign: Campaign, item: ItemInput) -> int:
     """Items wait outside the queue until they have responses; gold is served apart."""
     return campaign.overlap if item.responses and not item.is_gold else 0
+
+
+def _sequence_now() -> int:
+    """The last item id handed out by the sequence (any campaign), 0 when unknown."""
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema() "
+            "AND sequencename = %s",
+            [_item_sequence_name()],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _item_sequence_name() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('feedback_item', 'id')")
+        name = cursor.fetchone()[0]
+    return str(name).split(".")[-1].strip('"')
 
 
 def _reserve_ids(cursor: Any, table: str, count: int) -> list[int]:

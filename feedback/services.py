@@ -372,12 +372,18 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
         )
         keep: list[ItemInput] = []
         seen_hashes: set[str] = set()
-        seen_ext: set[str] = set()
+        seen_ext: dict[str, tuple[int, str]] = {}
+        conflicts: dict[str, list[str]] = {}
         for index, item in enumerate(items):
             reason = None
-            if item.external_id and (
-                item.external_id in stored_ext or item.external_id in seen_ext
-            ):
+            first = seen_ext.get(item.external_id) if item.external_id else None
+            if first is not None and first[1] != item.content_hash:
+                # Which of two different items with one id is right cannot be guessed.
+                conflicts[f"items[{index}].external_id"] = [
+                    f"{item.external_id!r} is also the id of items[{first[0]}], with other content"
+                ]
+                continue
+            if item.external_id and (item.external_id in stored_ext or first is not None):
                 reason = f"external_id {item.external_id!r} is already in the campaign"
             elif item.content_hash in stored_hashes or item.content_hash in seen_hashes:
                 reason = "the same prompt, context and responses are already in the campaign"
@@ -388,7 +394,12 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
                 continue
             seen_hashes.add(item.content_hash)
             if item.external_id:
-                seen_ext.add(item.external_id)
+                seen_ext[item.external_id] = (index, item.content_hash)
             keep.append(item)
+        if conflicts:
+            raise ValidationFailed(
+                "Some external_ids name two different items; nothing was saved.",
+                fields=conflicts,
+            )
         created = items_store_orm(campaign, keep)
     return ItemsAdded(created=[r.pk for r in created], duplicates=duplicates)

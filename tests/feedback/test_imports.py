@@ -137,19 +137,38 @@ def test_a_csv_error_names_the_row_its_first_line_and_the_column(upload):
     assert Item.objects.count() == 0
 
 
-def test_duplicate_external_ids_are_reported_with_their_line_and_skipped(upload):
+def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_nothing(upload):
     rows = [_item(1), _item(2), _item(1, prompt="Same id, other text")]
     _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "line": 3,
+            "field": "external_id",
+            "message": "'q-1' appears earlier in this file with other content",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
+def test_repeated_items_and_items_already_stored_are_reported_and_skipped(upload):
+    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(1)))
 
     assert status["status"] == "succeeded"
     assert (status["created"], status["duplicates"]) == (2, 1)
     assert status["duplicate_rows"] == [
-        {"line": 3, "external_id": "q-1", "reason": "external_id 'q-1' is already in the campaign"}
+        {
+            "line": 3,
+            "external_id": "q-1",
+            "reason": "external_id 'q-1' appears earlier in this file",
+        }
     ]
     assert Item.objects.count() == 2
 
-    _again, status = upload("items.jsonl", _jsonl(_item(2), _item(5)))
+    _again, status = upload("items.jsonl", _jsonl(_item(2, prompt="edited"), _item(5)))
     assert (status["created"], status["duplicates"]) == (1, 1)
+    assert status["duplicate_rows"][0]["reason"] == "external_id 'q-2' is already in the campaign"
     assert Item.objects.count() == 3
 
 

@@ -111,3 +111,16 @@ def test_a_body_that_is_not_a_list_is_a_clear_error(api_for, engineer, pairwise_
     )
     assert res.status_code == 400
     assert res.json()["error"]["fields"] == {"items": ["must be a list"]}
+
+
+def test_one_external_id_on_two_different_items_is_refused(api_for, engineer, pairwise_campaign):
+    other = {**GOOD, "prompt": "A different question"}
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD, other], format="json"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[1].external_id": ["'pr-1' is also the id of items[0], with other content"]
+    }
+    assert Item.objects.count() == 0
