@@ -7,107 +7,193 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('feedback', '0001_initial'),
+        ("feedback", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='GenerationJob',
+            name="GenerationJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('model_specs', models.JSONField(default=list)),
-                ('item_ids', models.JSONField(blank=True, default=list)),
-                ('items_total', models.PositiveIntegerField(default=0)),
-                ('items_done', models.PositiveIntegerField(default=0)),
-                ('responses_created', models.PositiveIntegerField(default=0)),
-                ('failed_count', models.PositiveIntegerField(default=0)),
-                ('errors', models.JSONField(blank=True, default=list)),
-                ('prompt_tokens', models.PositiveBigIntegerField(default=0)),
-                ('completion_tokens', models.PositiveBigIntegerField(default=0)),
-                ('cost_usd_micros', models.PositiveBigIntegerField(default=0)),
-                ('message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("model_specs", models.JSONField(default=list)),
+                ("item_ids", models.JSONField(blank=True, default=list)),
+                ("items_total", models.PositiveIntegerField(default=0)),
+                ("items_done", models.PositiveIntegerField(default=0)),
+                ("responses_created", models.PositiveIntegerField(default=0)),
+                ("failed_count", models.PositiveIntegerField(default=0)),
+                ("errors", models.JSONField(blank=True, default=list)),
+                ("prompt_tokens", models.PositiveBigIntegerField(default=0)),
+                ("completion_tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost_usd_micros", models.PositiveBigIntegerField(default=0)),
+                ("message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ImportJob',
+            name="ImportJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('format', models.CharField(choices=[('jsonl', 'JSON Lines'), ('csv', 'CSV'), ('parquet', 'Parquet'), ('label_studio', 'Label Studio JSON export')], max_length=16)),
-                ('on_error', models.CharField(choices=[('abort', 'Import nothing if any row is invalid'), ('skip', 'Skip invalid rows and import the rest')], default='abort', max_length=8)),
-                ('mapping', models.JSONField(blank=True, default=dict)),
-                ('file', models.FileField(max_length=300, upload_to='imports/%Y/%m/')),
-                ('filename', models.CharField(max_length=255)),
-                ('size_bytes', models.BigIntegerField(default=0)),
-                ('uploads', models.JSONField(blank=True, default=dict)),
-                ('rows_total', models.PositiveIntegerField(default=0)),
-                ('created_count', models.PositiveIntegerField(default=0)),
-                ('duplicate_count', models.PositiveIntegerField(default=0)),
-                ('invalid_count', models.PositiveIntegerField(default=0)),
-                ('errors', models.JSONField(blank=True, default=list)),
-                ('duplicates', models.JSONField(blank=True, default=list)),
-                ('message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "format",
+                    models.CharField(
+                        choices=[
+                            ("jsonl", "JSON Lines"),
+                            ("csv", "CSV"),
+                            ("parquet", "Parquet"),
+                            ("label_studio", "Label Studio JSON export"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "on_error",
+                    models.CharField(
+                        choices=[
+                            ("abort", "Import nothing if any row is invalid"),
+                            ("skip", "Skip invalid rows and import the rest"),
+                        ],
+                        default="abort",
+                        max_length=8,
+                    ),
+                ),
+                ("mapping", models.JSONField(blank=True, default=dict)),
+                ("file", models.FileField(max_length=300, upload_to="imports/%Y/%m/")),
+                ("filename", models.CharField(max_length=255)),
+                ("size_bytes", models.BigIntegerField(default=0)),
+                ("uploads", models.JSONField(blank=True, default=dict)),
+                ("rows_total", models.PositiveIntegerField(default=0)),
+                ("created_count", models.PositiveIntegerField(default=0)),
+                ("duplicate_count", models.PositiveIntegerField(default=0)),
+                ("invalid_count", models.PositiveIntegerField(default=0)),
+                ("errors", models.JSONField(blank=True, default=list)),
+                ("duplicates", models.JSONField(blank=True, default=list)),
+                ("message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ItemImage',
+            name="ItemImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(max_length=64)),
-                ('content_type', models.CharField(max_length=32)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('size_bytes', models.PositiveIntegerField()),
-                ('file', models.FileField(upload_to='item-images/%Y/%m/')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sha256", models.CharField(max_length=64)),
+                ("content_type", models.CharField(max_length=32)),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("size_bytes", models.PositiveIntegerField()),
+                ("file", models.FileField(upload_to="item-images/%Y/%m/")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
         ),
         migrations.AddIndex(
-            model_name='item',
-            index=models.Index(models.F('campaign'), models.F('id'), condition=models.Q(('is_gold', True)), name='item_gold_idx'),
+            model_name="item",
+            index=models.Index(
+                models.F("campaign"),
+                models.F("id"),
+                condition=models.Q(("is_gold", True)),
+                name="item_gold_idx",
+            ),
         ),
         migrations.AddField(
-            model_name='generationjob',
-            name='campaign',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='generations', to='feedback.campaign'),
+            model_name="generationjob",
+            name="campaign",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="generations",
+                to="feedback.campaign",
+            ),
         ),
         migrations.AddField(
-            model_name='generationjob',
-            name='created_by',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="generationjob",
+            name="created_by",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='importjob',
-            name='campaign',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='imports', to='feedback.campaign'),
+            model_name="importjob",
+            name="campaign",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="imports",
+                to="feedback.campaign",
+            ),
         ),
         migrations.AddField(
-            model_name='importjob',
-            name='created_by',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="importjob",
+            name="created_by",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='itemimage',
-            name='campaign',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='feedback.campaign'),
+            model_name="itemimage",
+            name="campaign",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="images",
+                to="feedback.campaign",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='itemimage',
-            constraint=models.UniqueConstraint(fields=('campaign', 'sha256'), name='item_image_once_per_campaign'),
+            model_name="itemimage",
+            constraint=models.UniqueConstraint(
+                fields=("campaign", "sha256"), name="item_image_once_per_campaign"
+            ),
         ),
     ]

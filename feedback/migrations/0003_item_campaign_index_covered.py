@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('feedback', '0002_intake_jobs_images_gold_index'),
+        ("feedback", "0002_intake_jobs_images_gold_index"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='item',
-            name='campaign',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='items', to='feedback.campaign'),
+            model_name="item",
+            name="campaign",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="items",
+                to="feedback.campaign",
+            ),
         ),
     ]

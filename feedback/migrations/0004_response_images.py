@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('feedback', '0003_item_campaign_index_covered'),
+        ("feedback", "0003_item_campaign_index_covered"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='response',
-            name='images',
+            model_name="response",
+            name="images",
             field=models.JSONField(blank=True, default=list),
         ),
     ]

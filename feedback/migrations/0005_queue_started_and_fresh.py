@@ -4,27 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('feedback', '0004_response_images'),
+        ("feedback", "0004_response_images"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='item',
-            name='item_queue_idx',
+            model_name="item",
+            name="item_queue_idx",
         ),
         migrations.AddField(
-            model_name='item',
-            name='started',
+            model_name="item",
+            name="started",
             field=models.BooleanField(default=False),
         ),
         migrations.AddIndex(
-            model_name='item',
-            index=models.Index(models.F('campaign'), models.OrderBy(models.F('priority'), descending=True), models.F('open_slots'), models.F('id'), condition=models.Q(('is_gold', False), ('open_slots__gt', 0), ('started', True)), name='item_queue_started_idx'),
+            model_name="item",
+            index=models.Index(
+                models.F("campaign"),
+                models.OrderBy(models.F("priority"), descending=True),
+                models.F("open_slots"),
+                models.F("id"),
+                condition=models.Q(("is_gold", False), ("open_slots__gt", 0), ("started", True)),
+                name="item_queue_started_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='item',
-            index=models.Index(models.F('campaign'), models.OrderBy(models.F('priority'), descending=True), models.F('id'), condition=models.Q(('is_gold', False), ('open_slots__gt', 0), ('started', False)), name='item_queue_fresh_idx'),
+            model_name="item",
+            index=models.Index(
+                models.F("campaign"),
+                models.OrderBy(models.F("priority"), descending=True),
+                models.F("id"),
+                condition=models.Q(("is_gold", False), ("open_slots__gt", 0), ("started", False)),
+                name="item_queue_fresh_idx",
+            ),
         ),
     ]

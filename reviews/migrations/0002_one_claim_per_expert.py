@@ -5,16 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('feedback', '0002_intake_jobs_images_gold_index'),
-        ('reviews', '0001_initial'),
+        ("feedback", "0002_intake_jobs_images_gold_index"),
+        ("reviews", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'claimed')), fields=('campaign', 'expert'), name='assignment_one_claim_per_expert'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "claimed")),
+                fields=("campaign", "expert"),
+                name="assignment_one_claim_per_expert",
+            ),
         ),
     ]
