@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from feedback import services
 from feedback.models import User
+from tests.celery_worker import celery_worker_process  # noqa: F401  (a shared fixture)
 from tests.feedback.factories import CampaignFactory, UserFactory
 
 

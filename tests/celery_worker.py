@@ -1,0 +1,91 @@
+"""A real Celery worker process on Redis, for tests of tasks that must run asynchronously.
+
+The worker consumes a queue of its own, so other test runs on the same Redis never take its
+tasks. Redis being down is a failure, not a skip: `.ci/run` starts it, and a skipped
+end-to-end check would prove nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from django.conf import settings
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Worker:
+    producer: Celery
+    queue: str
+    log: Path
+
+    def send(self, task: str, *args: object) -> None:
+        self.producer.send_task(task, args=list(args), queue=self.queue)
+
+
+def _redis_error() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture
+def celery_worker_process(tmp_path: Path) -> Iterator[Worker]:
+    error = _redis_error()
+    if error:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({error}); .ci/run starts it.")
+    queue = f"test-{secrets.token_hex(4)}"
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": REDIS_URL,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "feedback",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queue,
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Worker(producer=Celery(broker=REDIS_URL), queue=queue, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
