@@ -48,7 +48,8 @@ typecheck: install-dev
 
 pytest: install-dev browser
 	@$(PY) -m feedback.dbcheck "$(DATABASE_URL)"
-	DATABASE_URL=$(DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS)
+	@DATABASE_URL=$(DATABASE_URL) $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure, not a pass."; fi; exit $$rc
 
 test: lint typecheck pytest
 
