@@ -15,7 +15,7 @@ from feedback.models import Campaign, User
 from feedback.selectors import campaigns_for_user
 from reviews.earnings import earnings_summary
 from reviews.models import Assignment
-from reviews.selectors import campaign_progress
+from reviews.selectors import campaigns_progress
 
 REVIEWER_ROLES = {User.Role.EXPERT, User.Role.LEAD}
 
@@ -37,10 +37,11 @@ def home(request: HttpRequest) -> HttpResponse:
         ).values_list("campaign_id", "pk")
     )
     reviewer = user.role in REVIEWER_ROLES
+    progress = campaigns_progress(campaigns=campaigns, expert=user)
     rows = [
         {
             "campaign": c,
-            "progress": campaign_progress(campaign=c, expert=user),
+            "progress": progress[c.pk],
             "live_assignment": live.get(c.pk),
             "can_review": reviewer and c.status == Campaign.Status.ACTIVE,
         }

@@ -82,3 +82,21 @@ def test_an_engineer_sees_campaigns_but_no_start_button_or_earnings():
 
 def test_home_asks_for_sign_in():
     assert Client().get(reverse("home")).status_code == 302
+
+
+def test_its_query_count_does_not_grow_with_the_number_of_campaigns(
+    expert, django_assert_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = _client(expert)
+    for _ in range(2):
+        ItemFactory(campaign=CampaignFactory())
+    with CaptureQueriesContext(connection) as two:
+        assert client.get(reverse("home")).status_code == 200
+    for _ in range(6):
+        ItemFactory(campaign=CampaignFactory())
+    with django_assert_num_queries(len(two.captured_queries)):
+        html = client.get(reverse("home")).content.decode()
+    assert html.count("Start reviewing") >= 8
