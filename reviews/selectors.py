@@ -6,7 +6,6 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 from django.urls import reverse
-from django.utils import timezone
 
 from feedback.errors import NotFound
 from feedback.models import Campaign, Item, Response, User
@@ -26,19 +25,6 @@ def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assi
     if assignment is None:
         raise NotFound(f"No assignment {pk} of yours.")
     return assignment
-
-
-def live_assignment_for_expert(*, expert: User, campaign: Campaign) -> Assignment | None:
-    return (
-        Assignment.objects.select_related("campaign", "item")
-        .filter(
-            expert=expert,
-            campaign=campaign,
-            status=Assignment.Status.CLAIMED,
-            lease_expires_at__gt=timezone.now(),
-        )
-        .first()
-    )
 
 
 def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:

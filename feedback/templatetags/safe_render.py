@@ -18,16 +18,6 @@ def markdown(text: str) -> SafeString:
 
 
 @register.filter
-def code(text: str, filename: str = "") -> SafeString:
-    return mark_safe(rendering.render_code(text, filename=filename))  # noqa: S308 - sanitised by nh3
-
-
-@register.filter
-def diff_files(text: str) -> list[Any] | None:
-    return rendering.parse_diff(text)
-
-
-@register.filter
 def money(minor: int | None, currency: str = "USD") -> str:
     if minor is None:
         return "—"
