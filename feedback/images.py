@@ -18,12 +18,14 @@ import hashlib
 import io
 import warnings
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 
 from feedback.errors import ValidationFailed
 from feedback.models import Campaign, ItemImage
@@ -228,3 +230,53 @@ def has_images(raw: dict[str, Any]) -> bool:
                 if isinstance(part, dict) and "images" in part:
                     return True
     return False
+
+
+def _stored_files(folder: str) -> Iterable[str]:
+    """Every file under a storage folder, as storage names (recursively)."""
+    try:
+        folders, files = default_storage.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in files:
+        yield f"{folder}/{name}"
+    for sub in folders:
+        yield from _stored_files(f"{folder}/{sub}")
+
+
+def images_sweep_orphans(*, older_than: timedelta = timedelta(hours=6)) -> dict[str, int]:
+    """Delete image files that no row refers to, and the staged images of finished imports.
+
+    An image file is written before its row is saved, inside the intake's transaction: when
+    the batch or import is refused as a whole, the rows roll back and the files stay behind.
+    Files younger than `older_than` are left alone, so a transaction still running keeps its
+    files. Staged uploads of an import are read once by its job; when the job has finished
+    (either way) longer ago than `older_than`, they go too. Returns what was deleted.
+    """
+    from feedback.models import ImportJob
+
+    cutoff = timezone.now() - older_than
+    known = set(ItemImage.objects.values_list("file", flat=True))
+    orphans = 0
+    for name in _stored_files(ItemImage.file.field.upload_to.split("/", 1)[0]):
+        if name in known:
+            continue
+        try:
+            modified = default_storage.get_modified_time(name)
+        except FileNotFoundError:
+            continue
+        if modified < cutoff:
+            default_storage.delete(name)
+            orphans += 1
+    staged = 0
+    finished = ImportJob.objects.filter(
+        status__in=[ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED],
+        finished_at__lt=cutoff,
+    ).exclude(uploads={})
+    for job in finished.only("pk", "uploads"):
+        for path in job.uploads.values():
+            default_storage.delete(path)
+            staged += 1
+        job.uploads = {}
+        job.save(update_fields=["uploads"])
+    return {"orphan_images": orphans, "staged_uploads": staged}

@@ -287,6 +287,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "reviews.tasks.expire_leases",
         "schedule": float(env_int("LEASE_SWEEP_SECONDS", 60)),
     },
+    # Image files left behind by refused batches and imports, and finished imports' staged images.
+    "sweep-images": {
+        "task": "feedback.tasks.images_sweep",
+        "schedule": float(env_int("IMAGE_SWEEP_SECONDS", 6 * 3600)),
+    },
 }
 
 # --- Models for response generation -------------------------------------

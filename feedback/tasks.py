@@ -1,4 +1,4 @@
-"""Background jobs of the core domain: file imports and response generation.
+"""Background jobs of the core domain: file imports, response generation, image sweeps.
 
 Each task takes an id and calls one service; the services are idempotent (a job that is no
 longer queued is left alone), so a redelivered message does no harm.
@@ -17,3 +17,10 @@ def import_run_task(import_id: int) -> str:
 @shared_task(name="feedback.tasks.generation_run")
 def generation_run_task(generation_id: int) -> str:
     return generation.generation_run(generation_id=generation_id).status
+
+
+@shared_task(name="feedback.tasks.images_sweep")
+def images_sweep_task() -> dict[str, int]:
+    from feedback.images import images_sweep_orphans
+
+    return images_sweep_orphans()

@@ -199,3 +199,59 @@ def test_a_claimed_item_shows_its_response_images_with_their_address(
     assert len(images) == 1
     assert images[0]["url"] == f"/api/v1/images/{images[0]['id']}/"
     assert api_for(expert).get(images[0]["url"]).status_code == 200
+
+
+def test_the_sweep_deletes_files_a_refused_batch_left_and_keeps_stored_images(
+    api_for, engineer, pairwise_campaign, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.core.files.storage import default_storage
+
+    from feedback.images import images_sweep_orphans
+
+    settings.MEDIA_ROOT = str(tmp_path)  # this test's own files only
+    client = api_for(engineer)
+    kept = client.post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        [_item(context={"images": [_data_url(_png(color="green"))]})],
+        format="json",
+    )
+    assert kept.status_code == 201
+    # The first item's image is good and written; the second item is invalid, so the batch
+    # is refused as a whole and the image's row rolls back.
+    refused = client.post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        [_item(context={"images": [_data_url(_png(color="blue"))]}), {"prompt": ""}],
+        format="json",
+    )
+    assert refused.status_code == 400
+    with django_capture_on_commit_callbacks(execute=True):
+        imported = client.post(
+            f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+            {
+                "file": SimpleUploadedFile(
+                    "items.jsonl",
+                    json.dumps(_item(context={"images": ["upload:d.png"]})).encode() + b"\n",
+                ),
+                "images": [SimpleUploadedFile("d.png", _png(6, 6), content_type="image/png")],
+            },
+            format="multipart",
+        )
+    assert client.get(f"/api/v1/imports/{imported.json()['id']}/").json()["status"] == "succeeded"
+    stored = {image.file.name for image in ItemImage.objects.all()}
+    on_disk = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")}
+    staged = on_disk - stored
+    assert len(stored) == 2
+    assert stored <= on_disk
+    assert len(staged) == 2, f"one orphan image and one staged upload, found {staged}"
+
+    assert images_sweep_orphans() == {"orphan_images": 0, "staged_uploads": 0}, "too young"
+    assert images_sweep_orphans(older_than=timedelta(seconds=-60)) == {
+        "orphan_images": 1,
+        "staged_uploads": 1,
+    }
+    assert {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")} == stored
+    for image in ItemImage.objects.all():
+        assert default_storage.exists(image.file.name)
+        assert client.get(f"/api/v1/images/{image.pk}/").status_code == 200
