@@ -232,6 +232,10 @@ def has_images(raw: dict[str, Any]) -> bool:
     return False
 
 
+# The top folder of ItemImage.file's upload_to ("item-images/%Y/%m/").
+IMAGE_FOLDER = "item-images"
+
+
 def _stored_files(folder: str) -> Iterable[str]:
     """Every file under a storage folder, as storage names (recursively)."""
     try:
@@ -258,7 +262,7 @@ def images_sweep_orphans(*, older_than: timedelta = timedelta(hours=6)) -> dict[
     cutoff = timezone.now() - older_than
     known = set(ItemImage.objects.values_list("file", flat=True))
     orphans = 0
-    for name in _stored_files(ItemImage.file.field.upload_to.split("/", 1)[0]):
+    for name in _stored_files(IMAGE_FOLDER):
         if name in known:
             continue
         try:
