@@ -71,16 +71,32 @@ def write_file(path: Path, items: int) -> int:
 
 
 CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from bench.bench_claims import setup_django
 setup_django(sys.argv[1])
+from django.db import connection
 from feedback.imports import import_run
+
+def cpu_of(pid):  # user + system seconds of a process, from /proc
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+with connection.cursor() as cursor:
+    cursor.execute("SELECT pg_backend_pid()")
+    backend = cursor.fetchone()[0]
+backend_before = cpu_of(backend)
+usage_before = resource.getrusage(resource.RUSAGE_SELF)
 started = time.perf_counter()
 job = import_run(import_id=int(sys.argv[2]))
 seconds = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+python_cpu = (usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
+              + children.ru_utime + children.ru_stime)
 print(json.dumps({"seconds": seconds, "status": job.status, "created": job.created_count,
                   "rows": job.rows_total, "invalid": job.invalid_count, "message": job.message,
-                  "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "python_cpu_s": python_cpu, "postgres_cpu_s": cpu_of(backend) - backend_before,
+                  "max_rss_mb": max(usage.ru_maxrss, children.ru_maxrss) / 1024}))
 """
 
 
@@ -141,6 +157,9 @@ def main() -> dict[str, Any]:
         "items_per_s": round(outcome["created"] / outcome["seconds"]),
         "mb_per_s": round(size / 1e6 / outcome["seconds"], 1),
         "peak_memory_mb": round(outcome["max_rss_mb"]),
+        # CPU per item stays put when the machine is shared; wall-clock figures do not.
+        "python_cpu_us_per_item": round(outcome["python_cpu_s"] / ITEMS * 1e6, 1),
+        "postgres_cpu_us_per_item": round(outcome["postgres_cpu_s"] / ITEMS * 1e6, 1),
         "status": outcome["status"],
         "created": outcome["created"],
         "items_in_database": stored,
