@@ -43,7 +43,7 @@ def _canonical(value: Any) -> bytes:
         return _canonical_json(value).encode()
 
 
-@dataclass
+@dataclass(slots=True)
 class ResponseInput:
     model: str
     text: str
@@ -51,7 +51,7 @@ class ResponseInput:
     images: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemInput:
     prompt: str | list[dict[str, str]]
     context: dict[str, Any]
@@ -91,7 +91,7 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
                 errors.setdefault(where, []).append("must be an object with role and content")
                 continue
             role = message.get("role")
-            if role not in ROLES:
+            if not isinstance(role, str) or role not in ROLES:
                 errors.setdefault(f"{where}.role", []).append(
                     f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
                 )
@@ -124,6 +124,93 @@ def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> s
         }
     )
     return hashlib.sha256(canonical).hexdigest()
+
+
+RESPONSE_KEYS = frozenset({"model", "text", "format", "images"})
+_MARKDOWN = Response.Format.MARKDOWN.value
+
+
+def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> ItemInput | None:
+    """The common item, checked in as few steps as possible: text only (no images anywhere)
+    and valid. Anything else returns None, and `item_parse` gives the verdict and the errors.
+    `wanted` is the campaign's responses_wanted. Every check here is one of item_parse's, so
+    an item passes here only if item_parse would accept it the same way."""
+    if not raw.keys() <= ITEM_KEYS:
+        return None
+    get = raw.get
+    prompt = get("prompt")
+    if type(prompt) is str:
+        if not prompt.strip() or len(prompt) > MAX_TEXT:
+            return None
+    elif type(prompt) is list and prompt:
+        for message in prompt:
+            if (
+                type(message) is not dict
+                or "images" in message
+                or type(message.get("role")) is not str
+                or message["role"] not in ROLES
+                or type(message.get("content")) is not str
+                or len(message["content"]) > MAX_TEXT
+            ):
+                return None
+    else:
+        return None
+    context = get("context")
+    if context is None:
+        context = {}
+    elif type(context) is not dict or "images" in context:
+        return None
+    metadata = get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif type(metadata) is not dict:
+        return None
+    external_id = get("external_id")
+    if external_id is not None:
+        if type(external_id) is int:
+            external_id = str(external_id)
+        if type(external_id) is not str or not external_id.strip():
+            return None
+        if len(external_id) > MAX_EXTERNAL_ID:
+            return None
+    priority = get("priority", 0)
+    if type(priority) is not int or not -1000 <= priority <= 1000:
+        return None
+    is_gold = get("is_gold", False)
+    if type(is_gold) is not bool:
+        return None
+    raw_responses = get("responses")
+    responses: list[ResponseInput] = []
+    if raw_responses is not None:
+        if type(raw_responses) is not list:
+            return None
+        for r in raw_responses:
+            if type(r) is not dict or not r.keys() <= RESPONSE_KEYS or r.get("images"):
+                return None
+            model = r.get("model")
+            text = r.get("text")
+            fmt = r.get("format", _MARKDOWN)
+            if (
+                type(model) is not str
+                or type(text) is not str
+                or type(fmt) is not str
+                or fmt not in FORMATS
+                or len(text) > MAX_TEXT
+            ):
+                return None
+            model = model.strip()
+            if not model:
+                return None
+            responses.append(ResponseInput(model, text, fmt, []))
+        if responses:
+            low, high = wanted
+            if len(responses) < low or (high is not None and len(responses) > high):
+                return None
+    item = ItemInput(
+        prompt, context, metadata, responses, external_id, priority, is_gold, get("gold_answer")
+    )
+    item.content_hash = content_hash(prompt, context, responses)
+    return item
 
 
 def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[str, list[str]]]:
@@ -193,7 +280,7 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
             errors.setdefault(f"{where}.text", []).append("must be a string")
         elif len(text) > MAX_TEXT:
             errors.setdefault(f"{where}.text", []).append(f"is longer than {MAX_TEXT} characters")
-        if fmt not in FORMATS:
+        if not isinstance(fmt, str) or fmt not in FORMATS:
             errors.setdefault(f"{where}.format", []).append(
                 f"must be one of {', '.join(sorted(FORMATS))}, got {fmt!r}"
             )
@@ -203,7 +290,12 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         for key in r:
             if key not in {"model", "text", "format", "images"}:
                 errors.setdefault(f"{where}.{key}", []).append("is not a field of a response")
-        if isinstance(model, str) and isinstance(text, str) and fmt in FORMATS:
+        if (
+            isinstance(model, str)
+            and isinstance(text, str)
+            and isinstance(fmt, str)
+            and fmt in FORMATS
+        ):
             responses.append(
                 ResponseInput(model=model.strip(), text=text, format=fmt, images=images or [])
             )

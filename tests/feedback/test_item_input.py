@@ -1,0 +1,74 @@
+"""The quick check of plain items agrees with the full validation, value for value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from feedback.item_input import item_parse, item_parse_plain
+
+pytestmark = pytest.mark.django_db
+
+PAIR = [{"model": "m-a", "text": "A"}, {"model": " m-b ", "text": "B", "format": "code"}]
+VALID: list[dict[str, Any]] = [
+    {"prompt": "Q?", "responses": PAIR},
+    {"prompt": [{"role": "user", "content": "Q?"}], "responses": PAIR, "external_id": "e-1"},
+    {"prompt": "Q?", "external_id": 7, "priority": -3, "is_gold": True, "gold_answer": [1]},
+    {"prompt": "Q?", "context": None, "metadata": None, "responses": None},
+    {"prompt": "Q?", "context": {"k": [1, {"b": 2, "a": 1}]}, "metadata": {"m": 1}},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": "", "images": []}, PAIR[1]]},
+]
+# Each differs from a valid item in one way the quick check must not let through.
+NOT_PLAIN: list[Any] = [
+    {"prompt": "Q?", "extra": 1},
+    {"prompt": "  "},
+    {"prompt": []},
+    {"prompt": [{"role": "robot", "content": "x"}]},
+    {"prompt": [{"role": ["user"], "content": "x"}]},
+    {"prompt": [{"role": "user", "content": 5}]},
+    {"prompt": [{"role": "user", "content": "x", "images": [{"id": 1}]}]},
+    {"prompt": 5},
+    {"prompt": "Q?", "context": []},
+    {"prompt": "Q?", "context": {"images": [{"id": 1}]}},
+    {"prompt": "Q?", "metadata": "m"},
+    {"prompt": "Q?", "external_id": ""},
+    {"prompt": "Q?", "external_id": True},
+    {"prompt": "Q?", "external_id": "x" * 201},
+    {"prompt": "Q?", "priority": True},
+    {"prompt": "Q?", "priority": 1001},
+    {"prompt": "Q?", "is_gold": 1},
+    {"prompt": "Q?", "responses": {"model": "a"}},
+    {"prompt": "Q?", "responses": [PAIR[0]]},
+    {"prompt": "Q?", "responses": [*PAIR, PAIR[0]]},
+    {"prompt": "Q?", "responses": [{"model": " ", "text": "A"}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": 1}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "format": "pdf"}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "format": ["code"]}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "seed": 1}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "images": [{"id": 1}]}, PAIR[1]]},
+]
+
+
+@pytest.mark.parametrize("raw", VALID)
+def test_a_plain_item_parses_the_same_both_ways(raw, pairwise_campaign):
+    plain = item_parse_plain(raw, pairwise_campaign.responses_wanted)
+
+    assert plain is not None
+    assert item_parse(raw, campaign=pairwise_campaign) == (plain, {})
+
+
+@pytest.mark.parametrize("raw", NOT_PLAIN)
+def test_anything_else_is_left_to_the_full_validation(raw, pairwise_campaign):
+    assert item_parse_plain(raw, pairwise_campaign.responses_wanted) is None
+
+
+def test_a_role_or_format_that_is_not_a_string_is_an_error_not_a_crash(pairwise_campaign):
+    raw = {
+        "prompt": [{"role": ["user"], "content": "x"}],
+        "responses": [{"model": "a", "text": "A", "format": {}}, PAIR[1]],
+    }
+    item, errors = item_parse(raw, campaign=pairwise_campaign)
+
+    assert item is None
+    assert set(errors) == {"prompt[0].role", "responses[0].format"}
