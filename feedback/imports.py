@@ -8,10 +8,12 @@ asked to skip invalid rows. See docs/intake.md.
 
 from __future__ import annotations
 
+import gc
 import json
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import IO, Any
@@ -32,7 +34,7 @@ from feedback.imports_readers import (
     read_label_studio,
     read_parquet,
 )
-from feedback.item_input import ItemInput, item_parse
+from feedback.item_input import ItemInput, item_parse, item_parse_plain
 from feedback.models import Campaign, ImportJob, Item, Response, User
 
 MAX_ERRORS_KEPT = 200
@@ -331,21 +333,24 @@ def lock_campaign_intake(campaign_id: int) -> None:
 
 
 def _check_row(
-    raw: Any, location: dict[str, Any], campaign: Campaign, tally: _Tally
+    raw: Any, location: dict[str, Any], campaign: Campaign, tally: _Tally, item: ItemInput | None
 ) -> _Ready | None:
-    """Validate and encode one item object; record its errors in the tally."""
-    item, errors = item_parse(raw, campaign=campaign)
-    encoded: tuple[str, str, str] | None = None
+    """Validate (unless `item` is already the valid parse of `raw`) and encode one item
+    object; record its errors in the tally."""
+    errors: dict[str, list[str]] = {}
+    if item is None:
+        item, errors = item_parse(raw, campaign=campaign)
+    ready: _Ready | None = None
     if item is not None:
-        errors, encoded = _encode(item)
-    if errors or item is None or encoded is None:
+        errors, ready = _encode(item, location, campaign)
+    if errors or ready is None:
         with tally.lock:
             tally.invalid += 1
             for path, messages in errors.items():
                 for message in messages:
                     tally.error(location, path, message)
         return None
-    return _Ready(location, item, encoded)
+    return ready
 
 
 def _prepare_chunks(
@@ -355,19 +360,24 @@ def _prepare_chunks(
     writes to the database, which only the thread that owns the transaction may do."""
     from feedback.images import has_images
 
+    wanted = campaign.responses_wanted
     chunk: list[_Ready | SourceRow] = []
     for row in rows:
         tally.rows += 1
+        raw = row.raw
         if row.error is not None:
             with tally.lock:
                 tally.invalid += 1
                 tally.error(row.location, *row.error)
-        elif has_images(row.raw or {}):
-            chunk.append(row)
         else:
-            ready = _check_row(row.raw, row.location, campaign, tally)
-            if ready is not None and not (abort_on_error and tally.invalid):
-                chunk.append(ready)
+            # Most items are plain text and valid: one quick pass says so.
+            plain = item_parse_plain(raw, wanted) if type(raw) is dict else None
+            if plain is None and has_images(raw or {}):
+                chunk.append(row)
+            else:
+                ready = _check_row(raw, row.location, campaign, tally, plain)
+                if ready is not None and not (abort_on_error and tally.invalid):
+                    chunk.append(ready)
         if abort_on_error and tally.invalid >= MAX_ERRORS_KEPT:
             tally.stopped_early = True
             break
@@ -415,6 +425,23 @@ def _in_background(chunks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         producer.join(timeout=5)
 
 
+@contextmanager
+def _few_gc_passes() -> Iterator[None]:
+    """An import makes some twenty small containers per row, and the rows of a few chunks are
+    alive at once: with the default thresholds the collector runs every few dozen rows and
+    keeps walking every object of the process, as much CPU as parsing. The objects that
+    exist before the import are set aside (gc.freeze) and the youngest generation is
+    collected every 100,000 allocations instead of 700; both are restored afterwards."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
     campaign = job.campaign
     abort_on_error = job.on_error == ImportJob.OnError.ABORT
@@ -428,34 +455,45 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
         or 0
     )
     before_id = max(before_id, _sequence_now())
-    for chunk in _in_background(_prepare_chunks(rows, campaign, abort_on_error, tally)):
-        ready: list[_Ready] = []
-        for entry in chunk:
-            if isinstance(entry, _Ready):
-                ready.append(entry)
-                continue
-            raw, image_errors = resolver.resolve(entry.raw)
-            if image_errors:
-                with tally.lock:
-                    tally.invalid += 1
-                    for path, messages in image_errors.items():
-                        for message in messages:
-                            tally.error(entry.location, path, message)
-                continue
-            checked = _check_row(raw, entry.location, campaign, tally)
-            if checked is not None:
-                ready.append(checked)
-        if ready and not (abort_on_error and tally.invalid):
-            _write_chunk(campaign, ready, tally, before_id)
+    seen = _Seen.of_campaign(campaign, job.size_bytes)
+    if connection.vendor == "postgresql":
+        # Foreign keys are checked at the end of each COPY rather than all at the commit,
+        # while the next chunk is being parsed: the same checks, without a long serial
+        # tail (three per item) after the last chunk.
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with _few_gc_passes():
+        for chunk in _in_background(_prepare_chunks(rows, campaign, abort_on_error, tally)):
+            ready: list[_Ready] = []
+            for entry in chunk:
+                if isinstance(entry, _Ready):
+                    ready.append(entry)
+                    continue
+                raw, image_errors = resolver.resolve(entry.raw)
+                if image_errors:
+                    with tally.lock:
+                        tally.invalid += 1
+                        for path, messages in image_errors.items():
+                            for message in messages:
+                                tally.error(entry.location, path, message)
+                    continue
+                checked = _check_row(raw, entry.location, campaign, tally, None)
+                if checked is not None:
+                    ready.append(checked)
+            if ready and not (abort_on_error and tally.invalid):
+                _write_chunk(campaign, ready, tally, before_id, seen)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ready:
-    """A valid row: where it came from, the item, and its prompt, context and metadata as JSON."""
+    """A valid row: where it came from, the item, and its COPY lines without the ids and
+    the creation time: the item's from campaign_id to started, each response's from
+    model_name to images (all ending in a tab)."""
 
     location: dict[str, Any]
     item: ItemInput
-    encoded: tuple[str, str, str]
+    line: bytes
+    response_lines: list[bytes]
 
 
 _dumps_std = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -468,23 +506,161 @@ def _dumps(value: Any) -> str:
         return _dumps_std(value)
 
 
-def _encode(item: ItemInput) -> tuple[dict[str, list[str]], tuple[str, str, str]]:
-    """The JSON that COPY sends, made once; PostgreSQL text and jsonb cannot hold a NUL
-    character, so say where one is."""
+def _json_bytes(value: Any) -> bytes:
+    """Compact JSON as UTF-8."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits
+        return _dumps_std(value).encode()
+
+
+def _copy_json(data: bytes) -> bytes:
+    """JSON in COPY's text format: compact JSON has no raw newline, carriage return or tab
+    (they are escaped inside strings), so only backslashes are doubled."""
+    return data.replace(b"\\", b"\\\\")
+
+
+def _copy_text(value: str) -> bytes:
+    """A text value in COPY's text format (a NUL was refused earlier). Each replace scans in
+    C and returns the same bytes when there is nothing to escape, the common case."""
+    return (
+        value.encode()
+        .replace(b"\\", b"\\\\")
+        .replace(b"\n", b"\\n")
+        .replace(b"\r", b"\\r")
+        .replace(b"\t", b"\\t")
+    )
+
+
+NUL_JSON = b"\\u0000"
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+
+
+def _encode(
+    item: ItemInput, location: dict[str, Any], campaign: Campaign
+) -> tuple[dict[str, list[str]], _Ready | None]:
+    """The item's COPY lines, made once, in the parser thread. PostgreSQL text and jsonb
+    cannot hold a NUL character, so say where one is."""
     errors: dict[str, list[str]] = {}
-    encoded = (_dumps(item.prompt), _dumps(item.context), _dumps(item.metadata))
-    for name, text in zip(("prompt", "context", "metadata"), encoded, strict=True):
-        if "\\u0000" in text:
-            errors[name] = ["contains a NUL character (\\u0000), which cannot be stored"]
-    for index, r in enumerate(item.responses):
-        if "\x00" in r.text:
-            errors[f"responses[{index}].text"] = [
-                "contains a NUL character, which cannot be stored"
-            ]
-    return errors, encoded
+    prompt = _json_bytes(item.prompt)
+    context = _json_bytes(item.context)
+    metadata = _json_bytes(item.metadata)
+    gold = None if item.gold_answer is None else _json_bytes(item.gold_answer)
+    if (
+        NUL_JSON in prompt
+        or NUL_JSON in context
+        or NUL_JSON in metadata
+        or (gold is not None and NUL_JSON in gold)
+    ):
+        for name, data in (
+            ("prompt", prompt),
+            ("context", context),
+            ("metadata", metadata),
+            ("gold_answer", gold),
+        ):
+            if data and NUL_JSON in data:
+                errors[name] = [NUL_MESSAGE]
+    if item.external_id and "\x00" in item.external_id:
+        errors["external_id"] = [NUL_MESSAGE]
+    response_lines = []
+    for position, r in enumerate(item.responses):
+        if "\x00" in r.text or "\x00" in r.model:
+            where = f"responses[{position}].{'text' if chr(0) in r.text else 'model'}"
+            errors[where] = ["contains a NUL character, which cannot be stored"]
+            continue
+        images = _copy_json(_json_bytes(r.images)) if r.images else b"[]"
+        response_lines.append(
+            b"%b\t%b\t%b\t%d\t{}\t%b\t"
+            % (_copy_text(r.model), _copy_text(r.text), r.format.encode(), position, images)
+        )
+    if errors:
+        return errors, None
+    line = b"%d\t%b\t%b\t%b\t%b\t%b\t%d\t%b\t%b\t%d\tf\t" % (
+        campaign.pk,
+        b"\\N" if item.external_id is None else _copy_text(item.external_id),
+        _copy_json(prompt),
+        _copy_json(context),
+        _copy_json(metadata),
+        item.content_hash.encode(),
+        item.priority,
+        b"t" if item.is_gold else b"f",
+        b"\\N" if gold is None else _copy_json(gold),
+        _open_slots(campaign, item),
+    )
+    return errors, _Ready(location, item, line, response_lines)
 
 
-def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int) -> list[_Ready]:
+SEEN_BITS = 1 << 27  # 16 MB of bits per kind of key
+# A campaign with more items than this is not read into the filter (it would cost more
+# than looking up each row of a small file); each chunk then asks the database for all
+# of its rows.
+SEEN_PRELOAD_MAX = 2_000_000
+
+
+class _Seen:
+    """Which content hashes and external_ids the campaign may already hold: one bit per
+    hash of the value (a Bloom filter with one function), set for the campaign's stored
+    items first, then for each row of the import. A clear bit means the value is new, so
+    only rows whose bit is set are looked up in the database; with 16 MB of bits for each
+    kind of key, a million items send under 1% of rows to the lookup."""
+
+    __slots__ = ("external_ids", "hashes")
+
+    def __init__(self) -> None:
+        self.hashes = bytearray(SEEN_BITS >> 3)
+        self.external_ids = bytearray(SEEN_BITS >> 3)
+
+    @classmethod
+    def of_campaign(cls, campaign: Campaign, file_bytes: int) -> _Seen | None:
+        """The filter over the campaign's stored items, or None when reading them all
+        costs more than it saves: a campaign much larger than the file."""
+        items = Item.objects.filter(campaign=campaign)
+        limit = min(SEEN_PRELOAD_MAX, max(50_000, file_bytes // 100))
+        if items[limit : limit + 1].exists():
+            return None
+        seen = cls()
+        mask = SEEN_BITS - 1
+        hashes, external_ids = seen.hashes, seen.external_ids
+        for content_hash, external_id in items.values_list("content_hash", "external_id").iterator(
+            chunk_size=10_000
+        ):
+            key = hash(content_hash) & mask
+            hashes[key >> 3] |= 1 << (key & 7)
+            if external_id:
+                key = hash(external_id) & mask
+                external_ids[key >> 3] |= 1 << (key & 7)
+        return seen
+
+    def candidates(self, chunk: list[_Ready]) -> tuple[list[str], list[str]]:
+        """The content hashes and external_ids of the chunk that may be stored already or
+        repeat an earlier row; marks all of them as seen."""
+        mask = SEEN_BITS - 1
+        hashes, external_ids = self.hashes, self.external_ids
+        maybe_hashes: list[str] = []
+        maybe_ext: list[str] = []
+        for ready in chunk:
+            item = ready.item
+            value = item.content_hash
+            key = hash(value) & mask
+            bit = 1 << (key & 7)
+            if hashes[key >> 3] & bit:
+                maybe_hashes.append(value)
+            else:
+                hashes[key >> 3] |= bit
+            value = item.external_id  # type: ignore[assignment]
+            if value:
+                key = hash(value) & mask
+                bit = 1 << (key & 7)
+                if external_ids[key >> 3] & bit:
+                    maybe_ext.append(value)
+                else:
+                    external_ids[key >> 3] |= bit
+        return maybe_hashes, maybe_ext
+
+
+def _dedupe(
+    campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int, seen: _Seen | None
+) -> list[_Ready]:
     """Drop rows whose content hash or external_id the campaign already has; earlier chunks
     of the same file were written in this transaction, so they count too.
 
@@ -492,9 +668,13 @@ def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: i
     file again is harmless). The same external_id twice in one file is a duplicate when the
     content is the same too, and an error of the later row when it is not: which of the two
     is right cannot be guessed. Items with ids above `before_id` came from this import.
+    Only the rows the filter `seen` cannot clear are looked up (all rows without one).
     """
-    hashes = [r.item.content_hash for r in chunk]
-    ext_ids = [r.item.external_id for r in chunk if r.item.external_id]
+    if seen is None:
+        hashes = [r.item.content_hash for r in chunk]
+        ext_ids = [r.item.external_id for r in chunk if r.item.external_id]
+    else:
+        hashes, ext_ids = seen.candidates(chunk)
     stored_hashes: set[str] = set()
     # external_id -> (content hash, stored by this import)
     stored_ext: dict[str, tuple[str, bool]] = {}
@@ -502,12 +682,13 @@ def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: i
         # The lists travel as one JSON text each: binding thousands of array elements one
         # by one costs more than the lookups.
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT content_hash FROM feedback_item WHERE campaign_id = %s AND content_hash "
-                "= ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
-                [campaign.pk, _dumps(hashes)],
-            )
-            stored_hashes = {row[0] for row in cursor.fetchall()}
+            if hashes:
+                cursor.execute(
+                    "SELECT content_hash FROM feedback_item WHERE campaign_id = %s AND "
+                    "content_hash = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
+                    [campaign.pk, _dumps(hashes)],
+                )
+                stored_hashes = {row[0] for row in cursor.fetchall()}
             if ext_ids:
                 cursor.execute(
                     "SELECT external_id, content_hash, id FROM feedback_item "
@@ -518,16 +699,18 @@ def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: i
                 stored_ext = {e: (h, pk > before_id) for e, h, pk in cursor.fetchall()}
     else:
         items = Item.objects.filter(campaign=campaign)
-        stored_hashes = set(
-            items.filter(content_hash__in=hashes).values_list("content_hash", flat=True)
-        )
-        stored_ext = {
-            e: (h, pk > before_id)
-            for e, h, pk in items.filter(external_id__in=ext_ids).values_list(
-                "external_id", "content_hash", "pk"
+        if hashes:
+            stored_hashes = set(
+                items.filter(content_hash__in=hashes).values_list("content_hash", flat=True)
             )
-            if e
-        }
+        if ext_ids:
+            stored_ext = {
+                e: (h, pk > before_id)
+                for e, h, pk in items.filter(external_id__in=ext_ids).values_list(
+                    "external_id", "content_hash", "pk"
+                )
+                if e
+            }
     keep = []
     for ready in chunk:
         item = ready.item
@@ -562,12 +745,14 @@ def _dedupe(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: i
     return keep
 
 
-def _write_chunk(campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int) -> None:
-    keep = _dedupe(campaign, chunk, tally, before_id)
+def _write_chunk(
+    campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int, seen: _Seen | None
+) -> None:
+    keep = _dedupe(campaign, chunk, tally, before_id, seen)
     if not keep or (tally.invalid and tally.abort_on_error):
         return
     if connection.vendor == "postgresql":
-        _copy_items(campaign, keep)
+        _copy_items(keep)
     else:
         items_store_orm(campaign, [r.item for r in keep])
     tally.created += len(keep)
@@ -599,76 +784,50 @@ def _item_sequence_name() -> str:
     return str(name).split(".")[-1].strip('"')
 
 
-def _reserve_ids(cursor: Any, table: str, count: int) -> list[int]:
+def _reserve_ids(cursor: Any, items: int, responses: int) -> tuple[list[int], list[int]]:
+    """Ids for a chunk's items and responses from their sequences, in one round trip."""
     cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-        [table, count],
+        "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('feedback_item', 'id')) "
+        "FROM generate_series(1, %s)), "
+        "ARRAY(SELECT nextval(pg_get_serial_sequence('feedback_response', 'id')) "
+        "FROM generate_series(1, %s))",
+        [items, responses],
     )
-    return [row[0] for row in cursor.fetchall()]
+    item_ids, response_ids = cursor.fetchone()
+    return item_ids, response_ids
 
 
-def _text(value: str | None) -> str:
-    """A value in COPY's text format (NUL was refused earlier). Four replaces scan in C and
-    return the string itself when there is nothing to escape, the common case."""
-    if value is None:
-        return "\\N"
-    return (
-        value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    )
-
-
-NULL = "\\N"  # COPY's text format for NULL
-
-
-def _json_text(value: str) -> str:
-    """Compact JSON has no raw newline, carriage return or tab; only backslashes to double."""
-    return value.replace("\\", "\\\\")
-
-
-def _copy_items(campaign: Campaign, rows: list[_Ready]) -> None:
+def _copy_items(rows: list[_Ready]) -> None:
     """COPY a chunk of items and their responses, with ids taken from the sequences first so
-    responses can name their item without a round trip per row. Lines are built as text
-    here: a chunk is one write, cheaper than converting value by value."""
-    now = timezone.now().isoformat()
+    responses can name their item without a round trip per row. The lines were encoded by
+    the parser; here they only get their ids and time, and each table is one write."""
+    now = timezone.now().isoformat().encode()
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
     with raw.cursor() as cursor:
-        item_ids = _reserve_ids(cursor, "feedback_item", len(rows))
-        response_count = sum(len(r.item.responses) for r in rows)
-        response_ids = iter(_reserve_ids(cursor, "feedback_response", response_count))
-        items_text: list[str] = []
-        responses_text: list[str] = []
-        campaign_id = str(campaign.pk)
+        item_ids, response_ids = _reserve_ids(
+            cursor, len(rows), sum(len(r.response_lines) for r in rows)
+        )
+        items_data: list[bytes] = []
+        responses_data: list[bytes] = []
+        next_response = iter(response_ids).__next__
         for item_id, ready in zip(item_ids, rows, strict=True):
-            item = ready.item
-            prompt, context, metadata = ready.encoded
-            gold = None if item.gold_answer is None else _dumps(item.gold_answer)
-            items_text.append(
-                f"{item_id}\t{campaign_id}\t{_text(item.external_id)}\t{_json_text(prompt)}\t"
-                f"{_json_text(context)}\t{_json_text(metadata)}\t{item.content_hash}\t"
-                f"{item.priority}\t{'t' if item.is_gold else 'f'}\t"
-                f"{NULL if gold is None else _json_text(gold)}\t"
-                f"{_open_slots(campaign, item)}\tf\t{now}\n"
-            )
-            for position, r in enumerate(item.responses):
-                images = _dumps(r.images) if r.images else "[]"
-                responses_text.append(
-                    f"{next(response_ids)}\t{item_id}\t{_text(r.model)}\t{_text(r.text)}\t"
-                    f"{r.format}\t{position}\t{{}}\t{_json_text(images)}\t{now}\n"
-                )
+            items_data.append(b"%d\t%b%b\n" % (item_id, ready.line, now))
+            for line in ready.response_lines:
+                responses_data.append(b"%d\t%d\t%b%b\n" % (next_response(), item_id, line, now))
         with cursor.copy(
             "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
             "content_hash, priority, is_gold, gold_answer, open_slots, started, created_at) "
             "FROM STDIN"
         ) as copy:
-            copy.write("".join(items_text))
-        if responses_text:
+            copy.write(b"".join(items_data))
+        if responses_data:
             with cursor.copy(
                 "COPY feedback_response (id, item_id, model_name, text, format, position, "
                 "generation, images, created_at) FROM STDIN"
             ) as copy:
-                copy.write("".join(responses_text))
+                copy.write(b"".join(responses_data))
 
 
 def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:

@@ -402,3 +402,83 @@ def test_a_nul_character_is_an_error_naming_the_field(upload):
     assert status["status"] == "failed"
     assert status["errors"][0]["field"] == "prompt"
     assert "NUL" in status["errors"][0]["message"]
+
+
+def test_a_nul_character_in_an_id_a_model_or_a_gold_answer_names_the_field(upload):
+    rows = [
+        _item(1, external_id="q\u00001"),
+        _item(2, responses=[{"model": "m\u0000a", "text": "A"}, {"model": "b", "text": "B"}]),
+        _item(3, is_gold=True, gold_answer={"best": "a\u0000"}),
+    ]
+    _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "failed"
+    assert [(e["line"], e["field"]) for e in status["errors"]] == [
+        (1, "external_id"),
+        (2, "responses[0].model"),
+        (3, "gold_answer"),
+    ]
+    assert Item.objects.count() == 0
+
+
+@pytest.fixture(params=["filter", "every row looked up", "no filter"])
+def dedupe_mode(request, monkeypatch):
+    """De-duplication three ways: the campaign's filter; a filter so small that every row is
+    a possible duplicate, so every row is looked up; and no filter (a campaign too large to
+    read), where each chunk asks the database for all its rows. Chunks of two items, so
+    repeats fall in the same chunk and in later ones."""
+    import feedback.imports
+
+    monkeypatch.setattr(feedback.imports, "CHUNK_ITEMS", 2)
+    if request.param == "every row looked up":
+        monkeypatch.setattr(feedback.imports, "SEEN_BITS", 8)
+    elif request.param == "no filter":
+        monkeypatch.setattr(feedback.imports, "SEEN_PRELOAD_MAX", 0)
+    return request.param
+
+
+def test_duplicates_in_the_file_and_in_the_campaign_are_found_in_every_mode(upload, dedupe_mode):
+    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(3)))
+    assert status["created"] == 3, status
+
+    same_content_new_id = _item(2, external_id="q-20")
+    rows = [
+        _item(4),
+        _item(2, prompt="edited"),  # line 2: id stored before this import
+        same_content_new_id,  # line 3: content stored before this import
+        _item(5),
+        _item(4),  # line 5: repeats line 1 (an earlier chunk)
+        _item(7, external_id="q-60"),
+        _item(6),
+        _item(6, external_id="q-61"),  # line 8: content of line 7, in the same chunk
+        _item(8),
+    ]
+    _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "succeeded", status
+    assert (status["created"], status["duplicates"]) == (5, 4)
+    assert [(d["line"], d["reason"]) for d in status["duplicate_rows"]] == [
+        (2, "external_id 'q-2' is already in the campaign"),
+        (3, "the same prompt, context and responses are already in the campaign"),
+        (5, "external_id 'q-4' appears earlier in this file"),
+        (8, "the same prompt, context and responses are already in the campaign"),
+    ]
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == [
+        "q-1",
+        "q-2",
+        "q-3",
+        "q-4",
+        "q-5",
+        "q-6",
+        "q-60",
+        "q-8",
+    ]
+
+
+def test_an_id_repeated_with_other_content_in_a_later_chunk_is_an_error(upload, dedupe_mode):
+    rows = [_item(1), _item(2), _item(3), _item(1, prompt="Same id, other text")]
+    _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "failed"
+    assert [(e["line"], e["field"]) for e in status["errors"]] == [(4, "external_id")]
+    assert Item.objects.count() == 0
