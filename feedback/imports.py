@@ -785,13 +785,17 @@ def _item_sequence_name() -> str:
 
 
 def _reserve_ids(cursor: Any, items: int, responses: int) -> tuple[list[int], list[int]]:
-    """Ids for a chunk's items and responses from their sequences, in one round trip."""
+    """Ids for a chunk's items and responses from their sequences, in two round trips: the
+    sequences are looked up once, not once per id."""
     cursor.execute(
-        "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('feedback_item', 'id')) "
-        "FROM generate_series(1, %s)), "
-        "ARRAY(SELECT nextval(pg_get_serial_sequence('feedback_response', 'id')) "
-        "FROM generate_series(1, %s))",
-        [items, responses],
+        "SELECT pg_get_serial_sequence('feedback_item', 'id')::regclass::oid, "
+        "pg_get_serial_sequence('feedback_response', 'id')::regclass::oid"
+    )
+    item_sequence, response_sequence = cursor.fetchone()
+    cursor.execute(
+        "SELECT ARRAY(SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s)), "
+        "ARRAY(SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s))",
+        [item_sequence, items, response_sequence, responses],
     )
     item_ids, response_ids = cursor.fetchone()
     return item_ids, response_ids
