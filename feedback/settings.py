@@ -82,6 +82,13 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
     )
+    # The queue's hot statements (reviews/services.py) are sent with prepare=True through
+    # server-side-binding cursors, so PostgreSQL parses and plans them once per connection
+    # instead of on every claim. Django's own queries use client-side binding and are never
+    # prepared either way. Django leaves this off for transaction-mode poolers:
+    # DB_PREPARED_STATEMENTS=0 for PgBouncer older than 1.21 in transaction mode.
+    if env_bool("DB_PREPARED_STATEMENTS", True):
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 
 _db_host = DATABASES["default"].get("HOST") or ""
 if (

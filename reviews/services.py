@@ -105,8 +105,9 @@ def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
 
     In autocommit it is its own transaction (one round trip); inside a caller's transaction
     it runs in a savepoint, so a unique violation leaves that transaction usable. It goes
-    through a server-side-binding cursor so psycopg prepares it: planning these CTEs costs
-    more than running them.
+    through a server-side-binding cursor with prepare=True, so PostgreSQL parses and plans it
+    once per connection (settings turn prepared statements on: DB_PREPARED_STATEMENTS);
+    planning these CTEs costs more than running them.
     """
     connection.ensure_connection()
     raw = connection.connection

@@ -192,3 +192,29 @@ def test_anonymous_requests_are_401(client, pairwise_campaign):
     res = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/")
     assert res.status_code == 401
     assert "error" in res.json()
+
+
+def test_the_claim_and_submit_statements_are_prepared_once_per_connection(
+    api_for, expert, pairwise_campaign
+):
+    """Django turns prepared statements off unless asked; the settings ask (DB_PREPARED_STATEMENTS),
+    so PostgreSQL parses and plans the claim and submit statements once, not on every call."""
+    from django.db import connection
+
+    ItemFactory.create_batch(3, campaign=pairwise_campaign)
+    client = api_for(expert)
+    for _ in range(3):
+        payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+        res = client.post(
+            f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+            _submit_body(payload),
+            format="json",
+        )
+        assert res.status_code == 201
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("INSERT INTO reviews_assignment" in s for s in prepared), prepared
+    assert any("INSERT INTO reviews_review" in s for s in prepared), prepared
+    # One entry per statement text, reused by the later calls rather than prepared again.
+    assert len(prepared) == len(set(prepared))
