@@ -482,3 +482,54 @@ def test_an_id_repeated_with_other_content_in_a_later_chunk_is_an_error(upload, 
     assert status["status"] == "failed"
     assert [(e["line"], e["field"]) for e in status["errors"]] == [(4, "external_id")]
     assert Item.objects.count() == 0
+
+
+def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    gold = {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}],
+        "context": {"k": [1, 2.5, None, True]},
+        "metadata": {"big": 2**62, "nested": {"b": "é"}},
+        "priority": -5,
+        "is_gold": True,
+        "gold_answer": {"best": "a"},
+        "responses": [
+            {"model": "m-a", "text": "A", "format": "code"},
+            {"model": "m-b", "text": "B", "format": "diff"},
+        ],
+    }
+    _res, status = upload("items.jsonl", _jsonl(gold, _item(2, priority=1000)))
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(external_id=None)
+    assert (item.prompt, item.context, item.metadata) == (
+        gold["prompt"],
+        gold["context"],
+        gold["metadata"],
+    )
+    assert (item.priority, item.is_gold, item.gold_answer, item.open_slots, item.started) == (
+        -5,
+        True,
+        {"best": "a"},
+        0,
+        False,
+    )
+    assert abs(item.created_at - timezone.now()) < timedelta(minutes=1)
+    responses = list(item.responses.all())
+    assert [(r.model_name, r.text, r.format, r.position) for r in responses] == [
+        ("m-a", "A", "code", 0),
+        ("m-b", "B", "diff", 1),
+    ]
+    assert all(
+        (r.generation, r.images, r.created_at) == ({}, [], item.created_at) for r in responses
+    )
+    other = Item.objects.get(external_id="q-2")
+    assert (other.priority, other.is_gold, other.gold_answer, other.open_slots) == (
+        1000,
+        False,
+        None,
+        pairwise_campaign.overlap,
+    )
