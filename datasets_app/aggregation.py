@@ -66,25 +66,30 @@ def judgement_of(
     top: int | None = None
     chosen = review.chosen_id
     if chosen is not None and chosen in ids:
-        top = chosen
+        # The chosen response over each other one: +1 for it per pair, -1 for each other.
         strength = float(review.strength or 1)
-        pairs = [(top, other, strength) for other in ids if other != top]
+        pairs = [(chosen, other, strength) for other in ids if other != chosen]
+        if not pairs:
+            return None
+        net = {chosen: float(len(pairs))}
+        for _, other, _ in pairs:
+            net[other] = -1.0
+        return Judgement(review=review, top=chosen, pairs=pairs, net=net)
+    ranking = [r for r in review.ranking if r in ids] if review.ranking else []
+    if len(ranking) > 1:
+        top = ranking[0]
+        pairs = [(a, b, 1.0) for i, a in enumerate(ranking) for b in ranking[i + 1 :]]
     else:
-        ranking = [r for r in review.ranking if r in ids] if review.ranking else []
-        if len(ranking) > 1:
-            top = ranking[0]
-            pairs = [(a, b, 1.0) for i, a in enumerate(ranking) for b in ranking[i + 1 :]]
-        else:
-            means = _mean_scores(review, set(ids)) if review.ratings else {}
-            if len(means) < 2:
-                return None
-            best = max(means.values())
-            leaders = [rid for rid, m in means.items() if m == best]
-            top = leaders[0] if len(leaders) == 1 else None
-            pairs = [(a, b, 1.0) for a in means for b in means if means[a] > means[b]]
+        means = _mean_scores(review, set(ids)) if review.ratings else {}
+        if len(means) < 2:
+            return None
+        best = max(means.values())
+        leaders = [rid for rid, m in means.items() if m == best]
+        top = leaders[0] if len(leaders) == 1 else None
+        pairs = [(a, b, 1.0) for a in means for b in means if means[a] > means[b]]
     if not pairs:
         return None
-    net: dict[int, float] = {}
+    net = {}
     for a, b, _ in pairs:
         net[a] = net.get(a, 0.0) + 1.0
         net[b] = net.get(b, 0.0) - 1.0
@@ -114,7 +119,7 @@ def consensus_of(item: SourceItem, *, trust_weighted: bool) -> Consensus | None:
         # Rounded so that float sums of trust scores compare equal when they are equal.
         net = {rid: round(value, 9) for rid, value in net.items()}
     # Best first; equal scores keep the item's response order (position, then id).
-    order = sorted(ids, key=lambda rid: -net[rid])
+    order = sorted(ids, key=net.__getitem__, reverse=True)  # stable: ties keep their order
     best = order[0]
     agreeing = 0.0
     for j in judgements:

@@ -86,8 +86,20 @@ DROP_RULES = {
 }
 
 
+def _parquet_paths(data_files: list[dict[str, Any]], split: str) -> str | list[str]:
+    """The split's Parquet file, or its shards (one per process of a parallel build)."""
+    paths = [
+        f["path"] for f in data_files if f.get("split") == split and f["path"].endswith(".parquet")
+    ]
+    return paths[0] if len(paths) == 1 else paths
+
+
 def _yaml_header(
-    spec: BuildInput, schema: pa.Schema, splits: list[str], counts: dict[str, Any]
+    spec: BuildInput,
+    schema: pa.Schema,
+    splits: list[str],
+    counts: dict[str, Any],
+    data_files: list[dict[str, Any]],
 ) -> str:
     recipe = spec.recipe
     header: dict[str, Any] = {
@@ -97,8 +109,7 @@ def _yaml_header(
             {
                 "config_name": "default",
                 "data_files": [
-                    {"split": split, "path": f"data/{split}-00000-of-00001.parquet"}
-                    for split in splits
+                    {"split": split, "path": _parquet_paths(data_files, split)} for split in splits
                 ],
             }
         ],
@@ -131,7 +142,7 @@ def card_text(
     recipe = spec.recipe
     lines = [
         "---",
-        _yaml_header(spec, schema, splits, counts).rstrip(),
+        _yaml_header(spec, schema, splits, counts, data_files).rstrip(),
         "---",
         "",
         f"# {spec.dataset_name} — version {spec.version}",

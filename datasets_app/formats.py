@@ -66,7 +66,7 @@ class Pseudonyms:
 
 def _fold_context(context: Any) -> str:
     """The parts of an item's context a model must see, as text appended to the last user turn."""
-    if not isinstance(context, dict):
+    if not context or not isinstance(context, dict):
         return ""
     parts: list[str] = []
     if isinstance(context.get("repo"), str) and context["repo"]:

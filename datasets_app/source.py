@@ -13,18 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from django.db import connection
 from django.db.models import Exists, OuterRef
-from psycopg.types.json import set_json_loads
 
 from datasets_app.recipe import Recipe
 from feedback.models import ExpertProfile, Item, Response
 from reviews.models import Review
 
 CURSOR_BATCH = 2000
+loads = orjson.loads
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -97,31 +99,52 @@ WHERE r.campaign_id = ANY(%(campaigns)s)
 """
 
 _COUNT_SQL = (
-    f"SELECT reason, count(*) FROM (SELECT {_REASON_SQL} AS reason {_FROM_SQL}) x GROUP BY reason"  # noqa: S608
+    "SELECT reason, count(*), min(item_id), max(item_id) "  # noqa: S608
+    f"FROM (SELECT {_REASON_SQL} AS reason, r.item_id {_FROM_SQL}) x GROUP BY reason"
 )
 
-_STREAM_SQL = f"""
-WITH included AS (
-  SELECT r.id, r.item_id, r.expert_id, COALESCE(p.trust_score, 1.0) AS trust, r.chosen_id,
-         r.strength, r.ranking, r.ratings, r.correction_response_id, r.correction_text,
-         {{rationale}} AS rationale, r.flags, r.verdict,
-         to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created,
-         r.campaign_id, r.active_seconds
-  {_FROM_SQL} AND {_REASON_SQL} = 'included'
+# Three streams in item order, merged in Python: the included reviews, their items, and the
+# items' responses. Each is an ordered index scan (no grouping or JSON building in PostgreSQL,
+# which cost more than the scans themselves). %(lo)s and %(hi)s bound the item ids, so
+# several workers can each take a range.
+# JSON columns come as text (decoded here with orjson, faster than a loader per value), and
+# empty ones as NULL, which costs no decoding at all.
+_REVIEWS_SQL = f"""
+SELECT r.item_id, r.id, r.expert_id, COALESCE(p.trust_score, 1.0), r.chosen_id, r.strength,
+       NULLIF(r.ranking, '[]')::text, NULLIF(r.ratings, '{{}}')::text, r.correction_response_id,
+       r.correction_text, {{rationale}}, NULLIF(r.flags, '[]')::text, r.verdict,
+       to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       r.campaign_id, r.active_seconds
+{_FROM_SQL} AND r.item_id BETWEEN %(lo)s AND %(hi)s AND {_REASON_SQL} = 'included'
+ORDER BY r.item_id, r.id
+"""
+
+_ITEM_COLUMNS = (
+    "i.id, i.external_id, i.prompt::text, NULLIF(i.context, '{}')::text, "
+    "NULLIF(i.metadata, '{}')::text, i.campaign_id"
 )
-SELECT json_build_array(
-  i.id, i.external_id, i.prompt, i.context, i.metadata, i.campaign_id,
-  (SELECT json_agg(json_build_array(x.id, x.model_name, x.text, x.format, x.position)
-                   ORDER BY x.position, x.id)
-     FROM feedback_response x WHERE x.item_id = i.id),
-  json_agg(json_build_array(l.id, l.expert_id, l.trust, l.chosen_id, l.strength, l.ranking,
-                            l.ratings, l.correction_response_id, l.correction_text, l.rationale,
-                            l.flags, l.verdict, l.created, l.campaign_id, l.active_seconds)
-           ORDER BY l.id))
-FROM included l JOIN feedback_item i ON i.id = l.item_id
-GROUP BY i.id
+
+_ITEMS_SQL = f"""
+SELECT {_ITEM_COLUMNS}
+FROM feedback_item i
+WHERE i.campaign_id = ANY(%(campaigns)s) AND i.id BETWEEN %(lo)s AND %(hi)s
 ORDER BY i.id
 """  # noqa: S608
+
+_RESPONSES_SQL = """
+SELECT x.item_id, x.id, x.model_name, x.text, x.format, x.position
+FROM feedback_response x JOIN feedback_item i ON i.id = x.item_id
+WHERE i.campaign_id = ANY(%(campaigns)s) AND x.item_id BETWEEN %(lo)s AND %(hi)s
+ORDER BY x.item_id, x.position, x.id
+"""
+
+_ONE_ITEM_SQL = f"SELECT {_ITEM_COLUMNS} FROM feedback_item i WHERE i.id = %(id)s"  # noqa: S608
+_ONE_ITEM_RESPONSES_SQL = """
+SELECT x.item_id, x.id, x.model_name, x.text, x.format, x.position
+FROM feedback_response x WHERE x.item_id = %(id)s ORDER BY x.position, x.id
+"""
+
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
 
 
 def _params(recipe: Recipe) -> dict[str, Any]:
@@ -138,63 +161,134 @@ def _params(recipe: Recipe) -> dict[str, Any]:
 
 def review_reasons(recipe: Recipe) -> dict[str, int]:
     """How many of the campaigns' reviews each rule leaves out, and how many are included."""
+    return review_counts(recipe)[0]
+
+
+def review_counts(recipe: Recipe) -> tuple[dict[str, int], tuple[int, int]]:
+    """`review_reasons`, and the lowest and highest item id with an included review (the
+    bounds the streams scan between; on SQLite the widest bounds)."""
     if connection.vendor != "postgresql":
         counts: dict[str, int] = {}
         for review, is_gold, trust, superseded in _orm_reviews(recipe):
             reason = _reason(recipe, review, is_gold, trust, superseded)
             counts[reason] = counts.get(reason, 0) + 1
-        return counts
+        return counts, (ID_MIN, ID_MAX)
     with connection.cursor() as cursor:
         cursor.execute(_COUNT_SQL, _params(recipe))
-        return {reason: int(n) for reason, n in cursor.fetchall()}
+        found = cursor.fetchall()
+    bounds = next(((lo, hi) for reason, _, lo, hi in found if reason == "included"), (0, -1))
+    return {reason: int(n) for reason, n, _, _ in found}, bounds
 
 
-def items(recipe: Recipe, *, with_rationale: bool) -> Iterator[SourceItem]:
-    """Every item with at least one included review, in item order, with those reviews."""
-    if connection.vendor != "postgresql":
+def items(
+    recipe: Recipe,
+    *,
+    with_rationale: bool,
+    raw: Any = None,
+    bounds: tuple[int, int] = (ID_MIN, ID_MAX),
+) -> Iterator[SourceItem]:
+    """Every item with at least one included review, in item order, with those reviews.
+
+    `raw` is a psycopg connection inside a transaction (default: Django's own); `bounds`
+    limits the item ids (inclusive), for one worker's share of a parallel build.
+    """
+    if raw is None and connection.vendor != "postgresql":
         yield from _items_orm(recipe, with_rationale=with_rationale)
         return
-    sql = _STREAM_SQL.replace("{rationale}", "r.rationale" if with_rationale else "''")
-    connection.ensure_connection()
-    raw = connection.connection
+    if raw is None:
+        connection.ensure_connection()
+        raw = connection.connection
     assert raw is not None
-    # COPY streams: PostgreSQL keeps producing (on its own core) while this process turns the
-    # records it has into rows, instead of waiting for each FETCH. One JSON document per item.
-    with raw.cursor() as cursor:
-        set_json_loads(orjson.loads, context=cursor)
-        with cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", _params(recipe)) as copy:
-            copy.set_types(["json"])
-            for (record,) in copy.rows():
-                pk, external_id, prompt, context, metadata, campaign_id, responses, reviews = record
-                yield SourceItem(
-                    pk,
-                    external_id,
-                    prompt,
-                    context,
-                    metadata,
-                    campaign_id,
-                    [SourceResponse(*r) for r in responses or ()],
-                    [
-                        SourceReview(
-                            r[0],
-                            r[1],
-                            float(r[2]),
-                            r[3],
-                            r[4],
-                            r[5] or [],
-                            r[6] or {},
-                            r[7],
-                            r[8] or "",
-                            r[9] or "",
-                            r[10] or [],
-                            r[11],
-                            r[12],
-                            r[13],
-                            r[14],
-                        )
-                        for r in reviews
-                    ],
+    params = {**_params(recipe), "lo": bounds[0], "hi": bounds[1]}
+    reviews_sql = _REVIEWS_SQL.replace("{rationale}", "r.rationale" if with_rationale else "''")
+    # Server-side cursors, fetched a few thousand rows at a time: memory stays flat. They live
+    # in the caller's transaction, so they read its snapshot.
+    cursors = []
+    for name, sql in (
+        ("reviews", reviews_sql),
+        ("items", _ITEMS_SQL),
+        ("responses", _RESPONSES_SQL),
+    ):
+        cursor = raw.cursor(name=f"dataset_{name}_{id(params)}", binary=True)
+        cursor.execute(sql, params)
+        cursors.append(cursor)
+    reviews, item_rows, response_rows = cursors
+    try:
+        yield from _merge(raw, _batched(reviews), _batched(item_rows), _batched(response_rows))
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _batched(cursor: Any) -> Iterator[Any]:
+    """A server-side cursor's rows, CURSOR_BATCH per FETCH (cheaper than its own iterator)."""
+    while batch := cursor.fetchmany(CURSOR_BATCH):
+        yield from batch
+
+
+def _merge(raw: Any, reviews: Any, items_it: Any, responses_it: Any) -> Iterator[SourceItem]:
+    item_row = next(items_it, None)
+    response = next(responses_it, None)
+    for item_id, group in groupby(reviews, key=itemgetter(0)):
+        while item_row is not None and item_row[0] < item_id:
+            item_row = next(items_it, None)
+        while response is not None and response[0] < item_id:
+            response = next(responses_it, None)
+        responses: list[SourceResponse] = []
+        if item_row is not None and item_row[0] == item_id:
+            row = item_row
+            while response is not None and response[0] == item_id:
+                responses.append(SourceResponse(*response[1:]))
+                response = next(responses_it, None)
+        else:
+            row, responses = _lone_item(raw, item_id)
+        pk, external_id, prompt, context, metadata, campaign_id = row
+        yield SourceItem(
+            pk,
+            external_id,
+            loads(prompt),
+            {} if context is None else loads(context),
+            {} if metadata is None else loads(metadata),
+            campaign_id,
+            responses,
+            [
+                SourceReview(
+                    r[1],
+                    r[2],
+                    float(r[3]),
+                    r[4],
+                    r[5],
+                    [] if r[6] is None else (loads(r[6]) or []),
+                    {} if r[7] is None else (loads(r[7]) or {}),
+                    r[8],
+                    r[9] or "",
+                    r[10] or "",
+                    [] if r[11] is None else (loads(r[11]) or []),
+                    r[12],
+                    r[13],
+                    r[14],
+                    r[15],
                 )
+                for r in group
+            ],
+        )
+
+
+def _lone_item(raw: Any, item_id: int) -> tuple[Any, list[SourceResponse]]:
+    with raw.cursor(binary=True) as cursor:
+        cursor.execute(_ONE_ITEM_SQL, {"id": item_id})
+        row = cursor.fetchone()
+        cursor.execute(_ONE_ITEM_RESPONSES_SQL, {"id": item_id})
+        responses = [SourceResponse(*r[1:]) for r in cursor.fetchall()]
+    return row, responses
+
+
+def item_ranges(bounds: tuple[int, int], parts: int) -> list[tuple[int, int]]:
+    """`bounds` cut into up to `parts` contiguous, inclusive item-id ranges of equal width
+    (a campaign's items are mostly consecutive ids, so about as many reviews each)."""
+    lo, hi = bounds
+    width = max(1, -(-(hi - lo + 1) // max(1, parts)))
+    return [(start, min(hi, start + width - 1)) for start in range(lo, hi + 1, width)]
 
 
 # --- The same records through the ORM (SQLite demo; checked against the SQL path in tests) ---
