@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -354,16 +355,29 @@ def _check_row(
 
 
 def _prepare_chunks(
-    rows: Iterator[SourceRow], campaign: Campaign, abort_on_error: bool, tally: _Tally
+    rows: Iterator[SourceRow],
+    campaign: Campaign,
+    abort_on_error: bool,
+    tally: _Tally,
+    writer_busy: threading.Lock | None = None,
+    seen: _Seen | None = None,
 ) -> Iterator[list[_Ready | SourceRow]]:
     """Parse and validate rows into chunks. Rows with images stay raw: storing an image
-    writes to the database, which only the thread that owns the transaction may do."""
+    writes to the database, which only the thread that owns the transaction may do.
+    The filter `seen` marks each chunk's rows before the chunk is handed over.
+
+    Every 64 rows the parser waits while `writer_busy` is held: the writing thread holds it
+    for its own Python work between two COPYs, which then runs alone instead of sharing the
+    interpreter with the parser while PostgreSQL waits."""
     from feedback.images import has_images
 
     wanted = campaign.responses_wanted
     chunk: list[_Ready | SourceRow] = []
     for row in rows:
         tally.rows += 1
+        if writer_busy is not None and not tally.rows & 63:
+            with writer_busy:
+                pass
         raw = row.raw
         if row.error is not None:
             with tally.lock:
@@ -374,6 +388,8 @@ def _prepare_chunks(
             plain = item_parse_plain(raw, wanted) if type(raw) is dict else None
             if plain is None and has_images(raw or {}):
                 chunk.append(row)
+                if seen is not None:
+                    seen.note_external_id((raw or {}).get("external_id"))
             else:
                 ready = _check_row(raw, row.location, campaign, tally, plain)
                 if ready is not None and not (abort_on_error and tally.invalid):
@@ -382,9 +398,13 @@ def _prepare_chunks(
             tally.stopped_early = True
             break
         if len(chunk) >= CHUNK_ITEMS:
+            if seen is not None:
+                seen.mark([entry for entry in chunk if isinstance(entry, _Ready)])
             yield chunk
             chunk = []
     if chunk:
+        if seen is not None:
+            seen.mark([entry for entry in chunk if isinstance(entry, _Ready)])
         yield chunk
 
 
@@ -426,18 +446,27 @@ def _in_background(chunks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 
 @contextmanager
-def _few_gc_passes() -> Iterator[None]:
-    """An import makes some twenty small containers per row, and the rows of a few chunks are
-    alive at once: with the default thresholds the collector runs every few dozen rows and
-    keeps walking every object of the process, as much CPU as parsing. The objects that
-    exist before the import are set aside (gc.freeze) and the youngest generation is
-    collected every 100,000 allocations instead of 700; both are restored afterwards."""
+def _interpreter_for_import() -> Iterator[None]:
+    """Two settings of the interpreter for the length of an import, restored afterwards.
+
+    The collector: an import makes some twenty small containers per row, and the rows of a
+    few chunks are alive at once; with the default thresholds the collector runs every few
+    dozen rows and keeps walking every object of the process, as much CPU as parsing. The
+    objects that exist before the import are set aside (gc.freeze) and the youngest
+    generation is collected every 100,000 allocations instead of 700.
+
+    The switch interval: while PostgreSQL reads a COPY, the writing thread wakes up each
+    time the socket takes more data and needs the interpreter back from the parser, which
+    gives it up only every switch interval; 1 ms instead of 5 ms keeps PostgreSQL fed."""
     thresholds = gc.get_threshold()
+    interval = sys.getswitchinterval()
     gc.freeze()
     gc.set_threshold(100_000, 20, 100)
+    sys.setswitchinterval(0.001)
     try:
         yield
     finally:
+        sys.setswitchinterval(interval)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 
@@ -462,9 +491,13 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
         # tail (three per item) after the last chunk.
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    with _few_gc_passes():
-        for chunk in _in_background(_prepare_chunks(rows, campaign, abort_on_error, tally)):
+    writer_busy = threading.Lock()
+    with _interpreter_for_import():
+        for chunk in _in_background(
+            _prepare_chunks(rows, campaign, abort_on_error, tally, writer_busy, seen)
+        ):
             ready: list[_Ready] = []
+            with_images: list[_Ready] = []
             for entry in chunk:
                 if isinstance(entry, _Ready):
                     ready.append(entry)
@@ -480,8 +513,11 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
                 checked = _check_row(raw, entry.location, campaign, tally, None)
                 if checked is not None:
                     ready.append(checked)
+                    with_images.append(checked)
+            if seen is not None and with_images:
+                seen.mark(with_images)
             if ready and not (abort_on_error and tally.invalid):
-                _write_chunk(campaign, ready, tally, before_id, seen)
+                _write_chunk(campaign, ready, tally, before_id, seen, writer_busy)
 
 
 @dataclass(slots=True)
@@ -494,6 +530,9 @@ class _Ready:
     item: ItemInput
     line: bytes
     response_lines: list[bytes]
+    # Whether the campaign may already hold its content hash or external_id (see _Seen).
+    maybe_stored_hash: bool = True
+    maybe_stored_external_id: bool = True
 
 
 _dumps_std = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -604,11 +643,13 @@ class _Seen:
     only rows whose bit is set are looked up in the database; with 16 MB of bits for each
     kind of key, a million items send under 1% of rows to the lookup."""
 
-    __slots__ = ("external_ids", "hashes")
+    __slots__ = ("external_ids", "hashes", "lock")
 
     def __init__(self) -> None:
         self.hashes = bytearray(SEEN_BITS >> 3)
         self.external_ids = bytearray(SEEN_BITS >> 3)
+        # The parser thread marks most rows, the writing thread those with images.
+        self.lock = threading.Lock()
 
     @classmethod
     def of_campaign(cls, campaign: Campaign, file_bytes: int) -> _Seen | None:
@@ -616,7 +657,7 @@ class _Seen:
         costs more than it saves: a campaign much larger than the file."""
         items = Item.objects.filter(campaign=campaign)
         limit = min(SEEN_PRELOAD_MAX, max(50_000, file_bytes // 100))
-        if items[limit : limit + 1].exists():
+        if limit <= 0 or items[limit : limit + 1].exists():
             return None
         seen = cls()
         mask = SEEN_BITS - 1
@@ -631,31 +672,36 @@ class _Seen:
                 external_ids[key >> 3] |= 1 << (key & 7)
         return seen
 
-    def candidates(self, chunk: list[_Ready]) -> tuple[list[str], list[str]]:
-        """The content hashes and external_ids of the chunk that may be stored already or
-        repeat an earlier row; marks all of them as seen."""
+    def mark(self, rows: list[_Ready]) -> None:
+        """Say of each row whether its content hash or external_id may be stored already or
+        repeat an earlier row (its bit was set), and set the bits."""
         mask = SEEN_BITS - 1
         hashes, external_ids = self.hashes, self.external_ids
-        maybe_hashes: list[str] = []
-        maybe_ext: list[str] = []
-        for ready in chunk:
-            item = ready.item
-            value = item.content_hash
-            key = hash(value) & mask
-            bit = 1 << (key & 7)
-            if hashes[key >> 3] & bit:
-                maybe_hashes.append(value)
-            else:
-                hashes[key >> 3] |= bit
-            value = item.external_id  # type: ignore[assignment]
-            if value:
-                key = hash(value) & mask
+        with self.lock:
+            for ready in rows:
+                item = ready.item
+                key = hash(item.content_hash) & mask
                 bit = 1 << (key & 7)
-                if external_ids[key >> 3] & bit:
-                    maybe_ext.append(value)
-                else:
-                    external_ids[key >> 3] |= bit
-        return maybe_hashes, maybe_ext
+                if not hashes[key >> 3] & bit:
+                    hashes[key >> 3] |= bit
+                    ready.maybe_stored_hash = False
+                if item.external_id:
+                    key = hash(item.external_id) & mask
+                    bit = 1 << (key & 7)
+                    if not external_ids[key >> 3] & bit:
+                        external_ids[key >> 3] |= bit
+                        ready.maybe_stored_external_id = False
+
+    def note_external_id(self, value: Any) -> None:
+        """The external_id of a row with images, in the parser, before the rows after it are
+        marked: the row itself is marked only once its images are stored. (Its content hash
+        cannot equal that of a row without images, which has no images key to hash.)"""
+        if type(value) is int:
+            value = str(value)
+        if type(value) is str and value:
+            key = hash(value) & (SEEN_BITS - 1)
+            with self.lock:
+                self.external_ids[key >> 3] |= 1 << (key & 7)
 
 
 def _dedupe(
@@ -674,7 +720,10 @@ def _dedupe(
         hashes = [r.item.content_hash for r in chunk]
         ext_ids = [r.item.external_id for r in chunk if r.item.external_id]
     else:
-        hashes, ext_ids = seen.candidates(chunk)
+        hashes = [r.item.content_hash for r in chunk if r.maybe_stored_hash]
+        ext_ids = [
+            r.item.external_id for r in chunk if r.item.external_id and r.maybe_stored_external_id
+        ]
     stored_hashes: set[str] = set()
     # external_id -> (content hash, stored by this import)
     stored_ext: dict[str, tuple[str, bool]] = {}
@@ -746,13 +795,19 @@ def _dedupe(
 
 
 def _write_chunk(
-    campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int, seen: _Seen | None
+    campaign: Campaign,
+    chunk: list[_Ready],
+    tally: _Tally,
+    before_id: int,
+    seen: _Seen | None,
+    writer_busy: threading.Lock,
 ) -> None:
-    keep = _dedupe(campaign, chunk, tally, before_id, seen)
+    with writer_busy:
+        keep = _dedupe(campaign, chunk, tally, before_id, seen)
     if not keep or (tally.invalid and tally.abort_on_error):
         return
     if connection.vendor == "postgresql":
-        _copy_items(keep)
+        _copy_items(keep, writer_busy)
     else:
         items_store_orm(campaign, [r.item for r in keep])
     tally.created += len(keep)
@@ -784,54 +839,53 @@ def _item_sequence_name() -> str:
     return str(name).split(".")[-1].strip('"')
 
 
-def _reserve_ids(cursor: Any, items: int, responses: int) -> tuple[list[int], list[int]]:
-    """Ids for a chunk's items and responses from their sequences, in two round trips: the
-    sequences are looked up once, not once per id."""
+def _reserve_ids(cursor: Any, count: int) -> list[int]:
+    """Ids for a chunk's items from their sequence, which is looked up once rather than once
+    per id (pg_get_serial_sequence per row was a sixth of the backend's work)."""
+    cursor.execute("SELECT pg_get_serial_sequence('feedback_item', 'id')::regclass::oid")
+    sequence = cursor.fetchone()[0]
     cursor.execute(
-        "SELECT pg_get_serial_sequence('feedback_item', 'id')::regclass::oid, "
-        "pg_get_serial_sequence('feedback_response', 'id')::regclass::oid"
+        "SELECT ARRAY(SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s))",
+        [sequence, count],
     )
-    item_sequence, response_sequence = cursor.fetchone()
-    cursor.execute(
-        "SELECT ARRAY(SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s)), "
-        "ARRAY(SELECT nextval(%s::oid::regclass) FROM generate_series(1, %s))",
-        [item_sequence, items, response_sequence, responses],
-    )
-    item_ids, response_ids = cursor.fetchone()
-    return item_ids, response_ids
+    ids: list[int] = cursor.fetchone()[0]
+    return ids
 
 
-def _copy_items(rows: list[_Ready]) -> None:
-    """COPY a chunk of items and their responses, with ids taken from the sequences first so
-    responses can name their item without a round trip per row. The lines were encoded by
-    the parser; here they only get their ids and time, and each table is one write."""
-    now = timezone.now().isoformat().encode()
+def _copy_items(rows: list[_Ready], writer_busy: threading.Lock) -> None:
+    """COPY a chunk of items and their responses. Item ids are taken from the sequence first
+    so responses can name their item without a round trip per row; responses get theirs
+    from the column default. The lines were encoded by the parser: here they only get
+    their ids and time, and each table is one write."""
+    now = timezone.now().isoformat().encode() + b"\n"
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
     with raw.cursor() as cursor:
-        item_ids, response_ids = _reserve_ids(
-            cursor, len(rows), sum(len(r.response_lines) for r in rows)
-        )
-        items_data: list[bytes] = []
-        responses_data: list[bytes] = []
-        next_response = iter(response_ids).__next__
-        for item_id, ready in zip(item_ids, rows, strict=True):
-            items_data.append(b"%d\t%b%b\n" % (item_id, ready.line, now))
-            for line in ready.response_lines:
-                responses_data.append(b"%d\t%d\t%b%b\n" % (next_response(), item_id, line, now))
+        with writer_busy:
+            item_ids = _reserve_ids(cursor, len(rows))
+            items_data: list[bytes] = []
+            responses_data: list[bytes] = []
+            for item_id, ready in zip(item_ids, rows, strict=True):
+                id_tab = b"%d\t" % item_id
+                items_data += (id_tab, ready.line, now)
+                for line in ready.response_lines:
+                    responses_data += (id_tab, line, now)
+            items_text = b"".join(items_data)
+            responses_text = b"".join(responses_data)
+            del items_data, responses_data
         with cursor.copy(
             "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
             "content_hash, priority, is_gold, gold_answer, open_slots, started, created_at) "
             "FROM STDIN"
         ) as copy:
-            copy.write(b"".join(items_data))
-        if responses_data:
+            copy.write(items_text)
+        if responses_text:
             with cursor.copy(
-                "COPY feedback_response (id, item_id, model_name, text, format, position, "
+                "COPY feedback_response (item_id, model_name, text, format, position, "
                 "generation, images, created_at) FROM STDIN"
             ) as copy:
-                copy.write(b"".join(responses_data))
+                copy.write(responses_text)
 
 
 def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:

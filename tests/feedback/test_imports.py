@@ -533,3 +533,39 @@ def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
         None,
         pairwise_campaign.overlap,
     )
+
+
+def test_rows_with_images_and_plain_rows_are_de_duplicated_together(upload, dedupe_mode):
+    import base64
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 3), "red").save(png, format="PNG")
+    image = f"data:image/png;base64,{base64.b64encode(png.getvalue()).decode()}"
+    pictured = _item(1, context={"images": [image]})
+    rows = [
+        pictured,
+        _item(2),
+        _item(3),
+        _item(1, prompt="Same id as line 1, no image"),  # line 4: a later chunk
+        _item(5, context={"images": [image]}),
+        pictured | {"external_id": "q-6"},  # line 6: the content of line 1
+        _item(5, context={"images": [image]}),  # line 7: repeats line 5 whole
+        _item(8),
+    ]
+    _res, status = upload("items.jsonl", _jsonl(*rows), on_error="skip")
+
+    assert status["status"] == "succeeded", status
+    assert [(e["line"], e["field"]) for e in status["errors"]] == [(4, "external_id")]
+    assert [(d["line"], d["reason"]) for d in status["duplicate_rows"]] == [
+        (6, "the same prompt, context and responses are already in the campaign"),
+        (7, "external_id 'q-5' appears earlier in this file"),
+    ]
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == [
+        "q-1",
+        "q-2",
+        "q-3",
+        "q-5",
+        "q-8",
+    ]
