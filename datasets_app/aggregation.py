@@ -187,7 +187,10 @@ def mean_rating(item: SourceItem, response_id: int) -> float | None:
 
 
 def corrections_of(item: SourceItem) -> list[SourceReview]:
-    if not any(r.correction_text for r in item.reviews):
+    for review in item.reviews:
+        if review.correction_text:
+            break
+    else:
         return []
     known = {r.id for r in item.responses}
     return [

@@ -17,6 +17,7 @@ hash (over the JSONL files) is the same too, whatever Parquet library wrote the 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -25,7 +26,9 @@ import queue
 import subprocess
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import connection as mp_connection
@@ -75,29 +78,40 @@ def dumps(data: Any) -> bytes:
 
 
 class _Sha256Writer:
-    """A binary file that hashes what it writes, buffered in blocks of about a megabyte."""
+    """A binary file that hashes what it writes, buffered in blocks of about a megabyte.
+
+    `hashed=False` for a piece of a file that another process will hash whole.
+    """
 
     BLOCK = 1 << 20
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, hashed: bool = True) -> None:
         self.path = path
         self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha = hashlib.sha256()
+        self.hashed = hashed
         self.size = 0
         self.buffer = bytearray()
 
     def write(self, data: bytes) -> None:
+        if len(data) >= self.BLOCK:
+            self.drain()
+            self._put(data)
+            return
         self.buffer += data
         if len(self.buffer) >= self.BLOCK:
             self.drain()
 
     def drain(self) -> None:
         if self.buffer:
-            block = bytes(self.buffer)
-            self.handle.write(block)
-            self.sha.update(block)
-            self.size += len(block)
+            self._put(bytes(self.buffer))
             self.buffer.clear()
+
+    def _put(self, block: bytes) -> None:
+        self.handle.write(block)
+        if self.hashed:
+            self.sha.update(block)
+        self.size += len(block)
 
     def close(self) -> None:
         self.drain()
@@ -184,8 +198,17 @@ class SplitWriter:
         # Parts after the first write a piece of the JSONL that is appended to the first.
         self.jsonl_path = f"data/{split}.jsonl" + (f".part{index}" if index else "")
         self.parquet_path = parquet_name(split, index, parts)
-        self.jsonl = _Sha256Writer(folder / self.jsonl_path)
-        self.parquet = pq.ParquetWriter(folder / self.parquet_path, schema)
+        self.jsonl = _Sha256Writer(folder / self.jsonl_path, hashed=parts == 1)
+        self.parquet = pq.ParquetWriter(
+            folder / self.parquet_path,
+            schema,
+            # Dictionaries and statistics of long texts cost more time than they save bytes;
+            # numbers keep their statistics.
+            use_dictionary=False,
+            write_statistics=[
+                f.name for f in schema if not pa.types.is_nested(f.type) and f.type != pa.string()
+            ],
+        )
         self.chunk = bytearray()
         self.chunk_rows = 0
         self.rows = 0
@@ -287,15 +310,32 @@ def _stream_rows(
     lineage: _Sha256Writer,
     raw: Any,
     bounds: tuple[int, int],
+    dense: bool,
 ) -> tuple[Counter[str], int]:
     recipe = spec.recipe
     drops: Counter[str] = Counter()
     pseudonym = Pseudonyms(spec.salt)
-    items_seen = 0
     with_rationale = recipe.format == "raw"
+    found = source.items(recipe, with_rationale=with_rationale, raw=raw, bounds=bounds, dense=dense)
+    # Closed here, on an error too: its server-side cursors must go before the transaction
+    # (or savepoint) they live in is rolled back.
+    with closing(found):
+        return _rows_of(spec, found, writers, lineage, drops, pseudonym)
+
+
+def _rows_of(
+    spec: BuildInput,
+    found: Iterator[source.SourceItem],
+    writers: dict[str, SplitWriter],
+    lineage: _Sha256Writer,
+    drops: Counter[str],
+    pseudonym: Pseudonyms,
+) -> tuple[Counter[str], int]:
+    recipe = spec.recipe
+    items_seen = 0
     seed, test_fraction = recipe.seed, recipe.test_fraction
     lineage_lines: list[bytes] = []
-    for item in source.items(recipe, with_rationale=with_rationale, raw=raw, bounds=bounds):
+    for item in found:
         items_seen += 1
         rows: list[Row] = item_rows(
             item,
@@ -341,16 +381,19 @@ def _build_part(
     part: tuple[int, int],
     raw: Any,
     bounds: tuple[int, int],
+    dense: bool,
 ) -> PartResult:
     """Rows of the items in `bounds` into this part's files (JSONL pieces, Parquet shards)."""
     schema = SCHEMAS[spec.recipe.format]
     index = part[0]
     pipe = ParquetPipe()
     writers = {split: SplitWriter(folder, split, schema, pipe, part) for split in splits}
-    lineage = _Sha256Writer(folder / ("lineage.jsonl" + (f".part{index}" if index else "")))
+    lineage = _Sha256Writer(
+        folder / ("lineage.jsonl" + (f".part{index}" if index else "")), hashed=part[1] == 1
+    )
     finished = False
     try:
-        drops, items_seen = _stream_rows(spec, writers, lineage, raw, bounds)
+        drops, items_seen = _stream_rows(spec, writers, lineage, raw, bounds, dense)
         for writer in writers.values():
             writer.close()
         pipe.close()
@@ -407,6 +450,7 @@ def _part_process(
     splits: list[str],
     part: tuple[int, int],
     bounds: tuple[int, int],
+    dense: bool,
     out: Any,
 ) -> None:
     """One worker process: its own connection on the build's snapshot, one range of items."""
@@ -416,7 +460,7 @@ def _part_process(
             raw.read_only = True
             raw.execute(psql.SQL("SET TRANSACTION SNAPSHOT {}").format(psql.Literal(snapshot)))
             raw.execute("SET LOCAL jit = off")
-            result = _build_part(spec, folder, splits, part, raw, bounds)
+            result = _build_part(spec, folder, splits, part, raw, bounds, dense)
             raw.rollback()
         out.send(("ok", result))
     except BuildError as exc:
@@ -428,7 +472,11 @@ def _part_process(
 
 
 def _run_parts(
-    spec: BuildInput, folder: Path, splits: list[str], ranges: list[tuple[int, int]]
+    spec: BuildInput,
+    folder: Path,
+    splits: list[str],
+    ranges: list[tuple[int, int]],
+    dense: bool,
 ) -> list[PartResult]:
     """Build each range in its own process on one exported snapshot; results in range order.
 
@@ -444,20 +492,36 @@ def _run_parts(
         params.pop(key, None)
     context = multiprocessing.get_context("fork")
     parts = len(ranges)
-    running = []
-    for index, bounds in enumerate(ranges):
-        receive, send = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_part_process,
-            args=(params, snapshot, spec, folder, splits, (index, parts), bounds, send),
-            name=f"dataset-build-part-{index}",
-        )
-        process.start()
-        send.close()
-        running.append((process, receive))
+    running: list[tuple[Any, Any]] = []
     results: dict[int, PartResult] = {}
     failure: tuple[str, str] | None = None
     try:
+        # The children's garbage collector leaves the parent's objects alone, so the memory
+        # pages they share after the fork stay shared instead of being copied.
+        gc.freeze()
+        try:
+            for index, bounds in enumerate(ranges):
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_part_process,
+                    args=(
+                        params,
+                        snapshot,
+                        spec,
+                        folder,
+                        splits,
+                        (index, parts),
+                        bounds,
+                        dense,
+                        send,
+                    ),
+                    name=f"dataset-build-part-{index}",
+                )
+                process.start()
+                send.close()
+                running.append((process, receive))
+        finally:
+            gc.unfreeze()
         waiting = {receive: index for index, (_, receive) in enumerate(running)}
         while waiting and failure is None:
             for ready in mp_connection.wait(list(waiting)):
@@ -475,8 +539,10 @@ def _run_parts(
                     failure = (status, str(payload))
                     break
     finally:
+        # On a failure (or an exception here) the other parts are stopped, not waited for.
+        stop = failure is not None or len(results) < len(running)
         for process, receive in running:
-            if failure is not None and process.is_alive():
+            if stop and process.is_alive():
                 process.terminate()
             process.join()
             receive.close()
@@ -538,11 +604,14 @@ def build(spec: BuildInput, folder: Path) -> BuildOutput:
                 # Compiling these plain scans costs more than it saves.
                 cursor.execute("SET LOCAL jit = off")
         reasons, bounds = source.review_counts(recipe)
-        workers = _workers(reasons.get("included", 0), outermost)
+        included = reasons.get("included", 0)
+        dense = source.dense(bounds, included)
+        workers = _workers(included, outermost)
         if workers > 1:
-            parts = _run_parts(spec, folder, splits, source.item_ranges(bounds, workers))
+            ranges = source.item_ranges(bounds, workers)
+            parts = _run_parts(spec, folder, splits, ranges, dense)
         else:
-            parts = [_build_part(spec, folder, splits, (0, 1), None, bounds)]
+            parts = [_build_part(spec, folder, splits, (0, 1), None, bounds, dense)]
 
     # The later parts' JSONL and lineage pieces go after the first part's, in item order.
     joins = {f"data/{split}.jsonl": [p.jsonl[split] for p in parts] for split in splits}

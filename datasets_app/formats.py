@@ -249,7 +249,7 @@ def _preference_rows(
                 "votes": consensus.votes,
                 "agreement": consensus.agreement,
             },
-            sorted(j.review.id for j in consensus.judgements),
+            sorted([j.review.id for j in consensus.judgements]),
         )
     )
     return rows
@@ -491,7 +491,8 @@ def item_rows(
         raise BuildError(f"Unknown format {fmt!r}.")
     if fmt.startswith("openai-"):
         rows = _openai(rows, fmt)
-    rows.sort(key=lambda r: r.key)
+    if len(rows) > 1:
+        rows.sort(key=lambda r: r.key)
     return rows
 
 

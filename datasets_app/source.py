@@ -10,7 +10,8 @@ range, an expert below the trust bar) is decided by one rule, counted per reason
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
@@ -18,6 +19,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
+import psycopg
 from django.db import connection
 from django.db.models import Exists, OuterRef
 
@@ -77,7 +79,7 @@ CASE
   WHEN sup.supersedes_id IS NOT NULL THEN 'superseded'
   WHEN r.verdict = 'rejected' THEN 'rejected'
   WHEN r.verdict <> 'accepted' AND %(accepted_only)s THEN 'not_accepted'
-  WHEN i.is_gold AND NOT %(include_gold)s THEN 'gold'
+  WHEN gold.id IS NOT NULL AND NOT %(include_gold)s THEN 'gold'
   WHEN %(created_from)s::timestamptz IS NOT NULL AND r.created_at < %(created_from)s::timestamptz
     THEN 'before_date_from'
   WHEN %(created_to)s::timestamptz IS NOT NULL AND r.created_at >= %(created_to)s::timestamptz
@@ -88,13 +90,15 @@ CASE
 END
 """
 
+# Gold items and superseded reviews are few: each is read once from its small index and
+# hashed, instead of joining every review to its item.
 _FROM_SQL = """
 FROM reviews_review r
-JOIN feedback_item i ON i.id = r.item_id
 LEFT JOIN feedback_expertprofile p ON p.user_id = r.expert_id
 LEFT JOIN (
   SELECT DISTINCT supersedes_id FROM reviews_review WHERE supersedes_id IS NOT NULL
 ) sup ON sup.supersedes_id = r.id
+LEFT JOIN (SELECT id FROM feedback_item WHERE is_gold) gold ON gold.id = r.item_id
 WHERE r.campaign_id = ANY(%(campaigns)s)
 """
 
@@ -108,21 +112,28 @@ _COUNT_SQL = (
 # which cost more than the scans themselves). %(lo)s and %(hi)s bound the item ids, so
 # several workers can each take a range.
 # JSON columns come as text (decoded here with orjson, faster than a loader per value), and
-# empty ones as NULL, which costs no decoding at all.
+# empty ones as NULL, which costs no decoding at all. {rationale}, {created} and {metadata}
+# are what only `raw` rows show; other formats read '' and NULL instead.
 _REVIEWS_SQL = f"""
 SELECT r.item_id, r.id, r.expert_id, COALESCE(p.trust_score, 1.0), r.chosen_id, r.strength,
        NULLIF(r.ranking, '[]')::text, NULLIF(r.ratings, '{{}}')::text, r.correction_response_id,
-       r.correction_text, {{rationale}}, NULLIF(r.flags, '[]')::text, r.verdict,
-       to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       r.correction_text, {{rationale}}, NULLIF(r.flags, '[]')::text, r.verdict, {{created}},
        r.campaign_id, r.active_seconds
 {_FROM_SQL} AND r.item_id BETWEEN %(lo)s AND %(hi)s AND {_REASON_SQL} = 'included'
 ORDER BY r.item_id, r.id
 """
 
 _ITEM_COLUMNS = (
-    "i.id, i.external_id, i.prompt::text, NULLIF(i.context, '{}')::text, "
-    "NULLIF(i.metadata, '{}')::text, i.campaign_id"
+    "i.id, i.external_id, i.prompt::text, NULLIF(i.context, '{}')::text, {metadata}, i.campaign_id"
 )
+_RAW_ONLY = {
+    "{rationale}": ("r.rationale", "''"),
+    "{created}": (
+        """to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+        "''",
+    ),
+    "{metadata}": ("NULLIF(i.metadata, '{}')::text", "NULL"),
+}
 
 _ITEMS_SQL = f"""
 SELECT {_ITEM_COLUMNS}
@@ -131,10 +142,19 @@ WHERE i.campaign_id = ANY(%(campaigns)s) AND i.id BETWEEN %(lo)s AND %(hi)s
 ORDER BY i.id
 """  # noqa: S608
 
+# When the campaigns' items are about all the ids between the bounds (`dense`), responses are
+# read by item id alone: the join to check each item's campaign costs more than the few rows
+# of other campaigns it saves (the merge skips those).
 _RESPONSES_SQL = """
 SELECT x.item_id, x.id, x.model_name, x.text, x.format, x.position
 FROM feedback_response x JOIN feedback_item i ON i.id = x.item_id
 WHERE i.campaign_id = ANY(%(campaigns)s) AND x.item_id BETWEEN %(lo)s AND %(hi)s
+ORDER BY x.item_id, x.position, x.id
+"""
+_DENSE_RESPONSES_SQL = """
+SELECT x.item_id, x.id, x.model_name, x.text, x.format, x.position
+FROM feedback_response x
+WHERE x.item_id BETWEEN %(lo)s AND %(hi)s
 ORDER BY x.item_id, x.position, x.id
 """
 
@@ -180,17 +200,26 @@ def review_counts(recipe: Recipe) -> tuple[dict[str, int], tuple[int, int]]:
     return {reason: int(n) for reason, n, _, _ in found}, bounds
 
 
+def dense(bounds: tuple[int, int], included: int) -> bool:
+    """Whether the item ids between `bounds` are mostly the campaigns' (so reading responses
+    by id alone wastes little)."""
+    return bounds[1] - bounds[0] < 4 * included + 10_000
+
+
 def items(
     recipe: Recipe,
     *,
     with_rationale: bool,
     raw: Any = None,
     bounds: tuple[int, int] = (ID_MIN, ID_MAX),
-) -> Iterator[SourceItem]:
+    dense: bool = False,
+) -> Generator[SourceItem, None, None]:
     """Every item with at least one included review, in item order, with those reviews.
 
-    `raw` is a psycopg connection inside a transaction (default: Django's own); `bounds`
-    limits the item ids (inclusive), for one worker's share of a parallel build.
+    `with_rationale`: also what only `raw` rows show (rationale, created_at, metadata);
+    without it those are empty. `raw` is a psycopg connection inside a transaction (default:
+    Django's own); `bounds` limits the item ids (inclusive), for one worker's share of a
+    parallel build; `dense` (see `dense()`) reads responses without checking their campaign.
     """
     if raw is None and connection.vendor != "postgresql":
         yield from _items_orm(recipe, with_rationale=with_rationale)
@@ -200,24 +229,36 @@ def items(
         raw = connection.connection
     assert raw is not None
     params = {**_params(recipe), "lo": bounds[0], "hi": bounds[1]}
-    reviews_sql = _REVIEWS_SQL.replace("{rationale}", "r.rationale" if with_rationale else "''")
+    queries = {
+        "reviews": _REVIEWS_SQL,
+        "items": _ITEMS_SQL,
+        "responses": _DENSE_RESPONSES_SQL if dense else _RESPONSES_SQL,
+    }
+    for name, sql in queries.items():
+        for placeholder, (full, empty) in _RAW_ONLY.items():
+            sql = sql.replace(placeholder, full if with_rationale else empty)
+        queries[name] = sql
     # Server-side cursors, fetched a few thousand rows at a time: memory stays flat. They live
     # in the caller's transaction, so they read its snapshot.
     cursors = []
-    for name, sql in (
-        ("reviews", reviews_sql),
-        ("items", _ITEMS_SQL),
-        ("responses", _RESPONSES_SQL),
-    ):
+    for name, sql in queries.items():
         cursor = raw.cursor(name=f"dataset_{name}_{id(params)}", binary=True)
         cursor.execute(sql, params)
         cursors.append(cursor)
     reviews, item_rows, response_rows = cursors
     try:
-        yield from _merge(raw, _batched(reviews), _batched(item_rows), _batched(response_rows))
+        yield from _merge(
+            raw,
+            _batched(reviews),
+            _batched(item_rows),
+            _batched(response_rows),
+            with_rationale=with_rationale,
+        )
     finally:
         for cursor in cursors:
-            cursor.close()
+            # If the transaction failed already, that error is the one to see.
+            with suppress(psycopg.Error):
+                cursor.close()
 
 
 def _batched(cursor: Any) -> Iterator[Any]:
@@ -226,7 +267,9 @@ def _batched(cursor: Any) -> Iterator[Any]:
         yield from batch
 
 
-def _merge(raw: Any, reviews: Any, items_it: Any, responses_it: Any) -> Iterator[SourceItem]:
+def _merge(
+    raw: Any, reviews: Any, items_it: Any, responses_it: Any, *, with_rationale: bool
+) -> Iterator[SourceItem]:
     item_row = next(items_it, None)
     response = next(responses_it, None)
     for item_id, group in groupby(reviews, key=itemgetter(0)):
@@ -241,7 +284,7 @@ def _merge(raw: Any, reviews: Any, items_it: Any, responses_it: Any) -> Iterator
                 responses.append(SourceResponse(*response[1:]))
                 response = next(responses_it, None)
         else:
-            row, responses = _lone_item(raw, item_id)
+            row, responses = _lone_item(raw, item_id, with_rationale=with_rationale)
         pk, external_id, prompt, context, metadata, campaign_id = row
         yield SourceItem(
             pk,
@@ -274,9 +317,11 @@ def _merge(raw: Any, reviews: Any, items_it: Any, responses_it: Any) -> Iterator
         )
 
 
-def _lone_item(raw: Any, item_id: int) -> tuple[Any, list[SourceResponse]]:
+def _lone_item(raw: Any, item_id: int, *, with_rationale: bool) -> tuple[Any, list[SourceResponse]]:
+    full, empty = _RAW_ONLY["{metadata}"]
+    sql = _ONE_ITEM_SQL.replace("{metadata}", full if with_rationale else empty)
     with raw.cursor(binary=True) as cursor:
-        cursor.execute(_ONE_ITEM_SQL, {"id": item_id})
+        cursor.execute(sql, {"id": item_id})
         row = cursor.fetchone()
         cursor.execute(_ONE_ITEM_RESPONSES_SQL, {"id": item_id})
         responses = [SourceResponse(*r[1:]) for r in cursor.fetchall()]
@@ -344,7 +389,7 @@ def _items_orm(recipe: Recipe, *, with_rationale: bool) -> Iterator[SourceItem]:
                 external_id=item.external_id,
                 prompt=item.prompt,
                 context=item.context,
-                metadata=item.metadata,
+                metadata=item.metadata if with_rationale else {},
                 campaign_id=item.campaign_id,
                 responses=[
                     SourceResponse(r.pk, r.model_name, r.text, r.format, r.position)
@@ -365,7 +410,9 @@ def _items_orm(recipe: Recipe, *, with_rationale: bool) -> Iterator[SourceItem]:
                 (review.rationale or "") if with_rationale else "",
                 list(review.flags or []),
                 review.verdict,
-                review.created_at.astimezone(UTC).strftime(TIMESTAMP_FORMAT),
+                review.created_at.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+                if with_rationale
+                else "",
                 review.campaign_id,
                 review.active_seconds,
             )
