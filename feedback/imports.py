@@ -636,12 +636,23 @@ SEEN_BITS = 1 << 27  # 16 MB of bits per kind of key
 SEEN_PRELOAD_MAX = 2_000_000
 
 
+def _test_and_set(bits: bytearray, value: str) -> bool:
+    """Set the two bits of a value (two slices of its hash); whether both were set already."""
+    mask = SEEN_BITS - 1
+    code = hash(value)
+    first, second = code & mask, (code >> 32) & mask
+    known = bits[first >> 3] >> (first & 7) & bits[second >> 3] >> (second & 7) & 1
+    bits[first >> 3] |= 1 << (first & 7)
+    bits[second >> 3] |= 1 << (second & 7)
+    return bool(known)
+
+
 class _Seen:
-    """Which content hashes and external_ids the campaign may already hold: one bit per
-    hash of the value (a Bloom filter with one function), set for the campaign's stored
-    items first, then for each row of the import. A clear bit means the value is new, so
-    only rows whose bit is set are looked up in the database; with 16 MB of bits for each
-    kind of key, a million items send under 1% of rows to the lookup."""
+    """Which content hashes and external_ids the campaign may already hold: two bits per
+    value (a Bloom filter), set for the campaign's stored items first, then for each row of
+    the import. A value with a bit clear is new, so only rows whose bits are all set are
+    looked up in the database; with 16 MB of bits for each kind of key, a million items
+    send about one row in 5,000 to the lookup by chance."""
 
     __slots__ = ("external_ids", "hashes", "lock")
 
@@ -660,37 +671,24 @@ class _Seen:
         if limit <= 0 or items[limit : limit + 1].exists():
             return None
         seen = cls()
-        mask = SEEN_BITS - 1
-        hashes, external_ids = seen.hashes, seen.external_ids
         for content_hash, external_id in items.values_list("content_hash", "external_id").iterator(
             chunk_size=10_000
         ):
-            key = hash(content_hash) & mask
-            hashes[key >> 3] |= 1 << (key & 7)
+            _test_and_set(seen.hashes, content_hash)
             if external_id:
-                key = hash(external_id) & mask
-                external_ids[key >> 3] |= 1 << (key & 7)
+                _test_and_set(seen.external_ids, external_id)
         return seen
 
     def mark(self, rows: list[_Ready]) -> None:
         """Say of each row whether its content hash or external_id may be stored already or
-        repeat an earlier row (its bit was set), and set the bits."""
-        mask = SEEN_BITS - 1
+        repeat an earlier row (its bits were set), and set the bits."""
         hashes, external_ids = self.hashes, self.external_ids
         with self.lock:
             for ready in rows:
                 item = ready.item
-                key = hash(item.content_hash) & mask
-                bit = 1 << (key & 7)
-                if not hashes[key >> 3] & bit:
-                    hashes[key >> 3] |= bit
-                    ready.maybe_stored_hash = False
+                ready.maybe_stored_hash = _test_and_set(hashes, item.content_hash)
                 if item.external_id:
-                    key = hash(item.external_id) & mask
-                    bit = 1 << (key & 7)
-                    if not external_ids[key >> 3] & bit:
-                        external_ids[key >> 3] |= bit
-                        ready.maybe_stored_external_id = False
+                    ready.maybe_stored_external_id = _test_and_set(external_ids, item.external_id)
 
     def note_external_id(self, value: Any) -> None:
         """The external_id of a row with images, in the parser, before the rows after it are
@@ -699,9 +697,8 @@ class _Seen:
         if type(value) is int:
             value = str(value)
         if type(value) is str and value:
-            key = hash(value) & (SEEN_BITS - 1)
             with self.lock:
-                self.external_ids[key >> 3] |= 1 << (key & 7)
+                _test_and_set(self.external_ids, value)
 
 
 def _dedupe(
