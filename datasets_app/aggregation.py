@@ -74,7 +74,7 @@ def judgement_of(
         net = {chosen: float(len(pairs))}
         for _, other, _ in pairs:
             net[other] = -1.0
-        return Judgement(review=review, top=chosen, pairs=pairs, net=net)
+        return Judgement(review, chosen, pairs, net)
     ranking = [r for r in review.ranking if r in ids] if review.ranking else []
     if len(ranking) > 1:
         top = ranking[0]
@@ -93,7 +93,7 @@ def judgement_of(
     for a, b, _ in pairs:
         net[a] = net.get(a, 0.0) + 1.0
         net[b] = net.get(b, 0.0) - 1.0
-    return Judgement(review=review, top=top, pairs=pairs, net=net)
+    return Judgement(review, top, pairs, net)
 
 
 def consensus_of(item: SourceItem, *, trust_weighted: bool) -> Consensus | None:
@@ -126,14 +126,14 @@ def consensus_of(item: SourceItem, *, trust_weighted: bool) -> Consensus | None:
         if j.top == best:
             agreeing += max(j.review.trust, 0.0) if trust_weighted else 1.0
     return Consensus(
-        order=order,
-        net=net,
-        total_weight=total,
-        votes=len(judgements),
-        agreement=round(agreeing / top_weight, 4) if top_weight > 0 else 0.0,
-        tie_at_top=len(order) > 1 and net[best] == net[order[1]],
-        all_tied=net[best] == net[order[-1]],
-        judgements=judgements,
+        order,
+        net,
+        total,  # total_weight
+        len(judgements),  # votes
+        round(agreeing / top_weight, 4) if top_weight > 0 else 0.0,  # agreement
+        len(order) > 1 and net[best] == net[order[1]],  # tie_at_top
+        net[best] == net[order[-1]],  # all_tied
+        judgements,
     )
 
 
