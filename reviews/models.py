@@ -104,8 +104,15 @@ class Review(models.Model):
     expert = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"
     )
+    # Mostly empty: supersedes, correction_response and verdict_by are indexed only where
+    # set (partial indexes in Meta), so a new review writes three index entries fewer.
     supersedes = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="superseded_by"
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="superseded_by",
+        db_index=False,
     )
     # {"<response_id>": {"accuracy": 4}}
     ratings = models.JSONField(default=dict, blank=True)
@@ -115,7 +122,7 @@ class Review(models.Model):
     strength = models.PositiveSmallIntegerField(null=True, blank=True)
     ranking = models.JSONField(default=list, blank=True)
     correction_response = models.ForeignKey(
-        Response, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Response, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     correction_text = models.TextField(blank=True)
     rationale = models.TextField(blank=True)
@@ -125,7 +132,12 @@ class Review(models.Model):
     pasted_chars = models.JSONField(default=dict, blank=True)
     verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.PENDING)
     verdict_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     verdict_at = models.DateTimeField(null=True, blank=True)
     verdict_note = models.TextField(blank=True)
@@ -142,6 +154,21 @@ class Review(models.Model):
         ]
         indexes = [
             models.Index(fields=["campaign", "verdict", "id"], name="review_campaign_verdict_idx"),
+            models.Index(
+                fields=["supersedes"],
+                condition=Q(supersedes__isnull=False),
+                name="review_supersedes_idx",
+            ),
+            models.Index(
+                fields=["correction_response"],
+                condition=Q(correction_response__isnull=False),
+                name="review_correction_response_idx",
+            ),
+            models.Index(
+                fields=["verdict_by"],
+                condition=Q(verdict_by__isnull=False),
+                name="review_verdict_by_idx",
+            ),
         ]
 
     def __str__(self) -> str:
