@@ -20,18 +20,20 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import multiprocessing
 import os
+import pickle
 import queue
+import select
+import signal
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing import connection as mp_connection
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -451,8 +453,7 @@ def _part_process(
     part: tuple[int, int],
     bounds: tuple[int, int],
     dense: bool,
-    out: Any,
-) -> None:
+) -> tuple[str, Any]:
     """One worker process: its own connection on the build's snapshot, one range of items."""
     try:
         with psycopg.connect(**params) as raw:
@@ -462,13 +463,36 @@ def _part_process(
             raw.execute("SET LOCAL jit = off")
             result = _build_part(spec, folder, splits, part, raw, bounds, dense)
             raw.rollback()
-        out.send(("ok", result))
+        return ("ok", result)
     except BuildError as exc:
-        out.send(("build_error", str(exc)))
+        return ("build_error", str(exc))
     except BaseException as exc:  # reported by the parent, which fails the build
-        out.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        out.close()
+        return ("error", f"{type(exc).__name__}: {exc}")
+
+
+def _fork(run: Callable[[], tuple[str, Any]]) -> tuple[int, int]:
+    """Run `run` in a forked child; its pid and the pipe its pickled result comes through.
+
+    os.fork, not multiprocessing: a Celery prefork worker is a daemon process, which
+    multiprocessing forbids to have children. The child leaves with os._exit, so nothing of
+    the parent's (its database connection above all) is closed or flushed from the child.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child; the parent sees its result
+        code = 1
+        try:
+            os.close(read)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            outcome = run()
+            with os.fdopen(write, "wb") as out:
+                pickle.dump(outcome, out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    return pid, read
 
 
 def _run_parts(
@@ -490,9 +514,9 @@ def _run_parts(
     params = connection.get_connection_params()
     for key in ("cursor_factory", "context"):
         params.pop(key, None)
-    context = multiprocessing.get_context("fork")
     parts = len(ranges)
-    running: list[tuple[Any, Any]] = []
+    children: dict[int, tuple[int, int]] = {}  # pipe -> (part index, pid)
+    received: dict[int, bytearray] = {}
     results: dict[int, PartResult] = {}
     failure: tuple[str, str] | None = None
     try:
@@ -501,37 +525,29 @@ def _run_parts(
         gc.freeze()
         try:
             for index, bounds in enumerate(ranges):
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_part_process,
-                    args=(
-                        params,
-                        snapshot,
-                        spec,
-                        folder,
-                        splits,
-                        (index, parts),
-                        bounds,
-                        dense,
-                        send,
-                    ),
-                    name=f"dataset-build-part-{index}",
+                part = (index, parts)
+                pid, pipe = _fork(
+                    partial(
+                        _part_process, params, snapshot, spec, folder, splits, part, bounds, dense
+                    )
                 )
-                process.start()
-                send.close()
-                running.append((process, receive))
+                children[pipe] = (index, pid)
+                received[pipe] = bytearray()
         finally:
             gc.unfreeze()
-        waiting = {receive: index for index, (_, receive) in enumerate(running)}
+        waiting = set(children)
         while waiting and failure is None:
-            for ready in mp_connection.wait(list(waiting)):
-                assert isinstance(ready, mp_connection.Connection)
-                index = waiting.pop(ready)
-                status: str
-                payload: Any
+            ready, _, _ = select.select(list(waiting), [], [])
+            for pipe in ready:
+                data = os.read(pipe, 1 << 16)
+                if data:
+                    received[pipe] += data
+                    continue
+                waiting.discard(pipe)
+                index, pid = children[pipe]
                 try:
-                    status, payload = ready.recv()
-                except EOFError:
+                    status, payload = pickle.loads(received[pipe])  # noqa: S301 - our own child
+                except Exception:
                     status, payload = "error", f"build part {index} died"
                 if status == "ok":
                     results[index] = payload
@@ -540,12 +556,13 @@ def _run_parts(
                     break
     finally:
         # On a failure (or an exception here) the other parts are stopped, not waited for.
-        stop = failure is not None or len(results) < len(running)
-        for process, receive in running:
-            if stop and process.is_alive():
-                process.terminate()
-            process.join()
-            receive.close()
+        stop = len(results) < len(children)
+        for pipe, (_, pid) in children.items():
+            if stop:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            os.close(pipe)
     if failure is not None:
         kind, reason = failure
         raise BuildError(reason) if kind == "build_error" else RuntimeError(reason)
