@@ -492,32 +492,55 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     writer_busy = threading.Lock()
-    with _interpreter_for_import():
-        for chunk in _in_background(
-            _prepare_chunks(rows, campaign, abort_on_error, tally, writer_busy, seen)
-        ):
-            ready: list[_Ready] = []
-            with_images: list[_Ready] = []
-            for entry in chunk:
-                if isinstance(entry, _Ready):
-                    ready.append(entry)
-                    continue
-                raw, image_errors = resolver.resolve(entry.raw)
-                if image_errors:
-                    with tally.lock:
-                        tally.invalid += 1
-                        for path, messages in image_errors.items():
-                            for message in messages:
-                                tally.error(entry.location, path, message)
-                    continue
-                checked = _check_row(raw, entry.location, campaign, tally, None)
-                if checked is not None:
-                    ready.append(checked)
-                    with_images.append(checked)
-            if seen is not None and with_images:
-                seen.mark(with_images)
-            if ready and not (abort_on_error and tally.invalid):
-                _write_chunk(campaign, ready, tally, before_id, seen, writer_busy)
+    copier = _CopyWriter() if connection.vendor == "postgresql" else None
+    try:
+        with _interpreter_for_import():
+            _load_chunks(job, rows, tally, before_id, seen, writer_busy, copier, resolver)
+        if copier is not None:
+            copier.drain()
+    finally:
+        if copier is not None:
+            copier.close()
+
+
+def _load_chunks(
+    job: ImportJob,
+    rows: Iterator[SourceRow],
+    tally: _Tally,
+    before_id: int,
+    seen: _Seen | None,
+    writer_busy: threading.Lock,
+    copier: _CopyWriter | None,
+    resolver: Any,
+) -> None:
+    """Parse in the background, store the images of rows that have some, write each chunk."""
+    campaign = job.campaign
+    abort_on_error = tally.abort_on_error
+    for chunk in _in_background(
+        _prepare_chunks(rows, campaign, abort_on_error, tally, writer_busy, seen)
+    ):
+        ready: list[_Ready] = []
+        with_images: list[_Ready] = []
+        for entry in chunk:
+            if isinstance(entry, _Ready):
+                ready.append(entry)
+                continue
+            raw, image_errors = resolver.resolve(entry.raw)
+            if image_errors:
+                with tally.lock:
+                    tally.invalid += 1
+                    for path, messages in image_errors.items():
+                        for message in messages:
+                            tally.error(entry.location, path, message)
+                continue
+            checked = _check_row(raw, entry.location, campaign, tally, None)
+            if checked is not None:
+                ready.append(checked)
+                with_images.append(checked)
+        if seen is not None and with_images:
+            seen.mark(with_images)
+        if ready and not (abort_on_error and tally.invalid):
+            _write_chunk(campaign, ready, tally, before_id, seen, writer_busy, copier)
 
 
 @dataclass(slots=True)
@@ -702,7 +725,13 @@ class _Seen:
 
 
 def _dedupe(
-    campaign: Campaign, chunk: list[_Ready], tally: _Tally, before_id: int, seen: _Seen | None
+    campaign: Campaign,
+    chunk: list[_Ready],
+    tally: _Tally,
+    before_id: int,
+    seen: _Seen | None,
+    copier: _CopyWriter | None,
+    writer_busy: threading.Lock,
 ) -> list[_Ready]:
     """Drop rows whose content hash or external_id the campaign already has; earlier chunks
     of the same file were written in this transaction, so they count too.
@@ -711,7 +740,8 @@ def _dedupe(
     file again is harmless). The same external_id twice in one file is a duplicate when the
     content is the same too, and an error of the later row when it is not: which of the two
     is right cannot be guessed. Items with ids above `before_id` came from this import.
-    Only the rows the filter `seen` cannot clear are looked up (all rows without one).
+    Only the rows the filter `seen` cannot clear are looked up (all rows without one), once
+    the chunks before are written.
     """
     if seen is None:
         hashes = [r.item.content_hash for r in chunk]
@@ -724,6 +754,8 @@ def _dedupe(
     stored_hashes: set[str] = set()
     # external_id -> (content hash, stored by this import)
     stored_ext: dict[str, tuple[str, bool]] = {}
+    if copier is not None and (hashes or ext_ids):
+        copier.drain()
     if connection.vendor == "postgresql":
         # The lists travel as one JSON text each: binding thousands of array elements one
         # by one costs more than the lookups.
@@ -757,37 +789,39 @@ def _dedupe(
                 )
                 if e
             }
-    keep = []
-    for ready in chunk:
-        item = ready.item
-        earlier = stored_ext.get(item.external_id) if item.external_id else None
-        if earlier is not None and earlier[1] and earlier[0] != item.content_hash:
-            with tally.lock:
-                tally.invalid += 1
-                tally.error(
+    # The parser waits meanwhile (see _prepare_chunks).
+    with writer_busy:
+        keep = []
+        for ready in chunk:
+            item = ready.item
+            earlier = stored_ext.get(item.external_id) if item.external_id else None
+            if earlier is not None and earlier[1] and earlier[0] != item.content_hash:
+                with tally.lock:
+                    tally.invalid += 1
+                    tally.error(
+                        ready.location,
+                        "external_id",
+                        f"{item.external_id!r} appears earlier in this file with other content",
+                    )
+            elif earlier is not None:
+                tally.duplicate(
                     ready.location,
-                    "external_id",
-                    f"{item.external_id!r} appears earlier in this file with other content",
+                    item.external_id,
+                    f"external_id {item.external_id!r} is already in the campaign"
+                    if not earlier[1]
+                    else f"external_id {item.external_id!r} appears earlier in this file",
                 )
-        elif earlier is not None:
-            tally.duplicate(
-                ready.location,
-                item.external_id,
-                f"external_id {item.external_id!r} is already in the campaign"
-                if not earlier[1]
-                else f"external_id {item.external_id!r} appears earlier in this file",
-            )
-        elif item.content_hash in stored_hashes:
-            tally.duplicate(
-                ready.location,
-                item.external_id,
-                "the same prompt, context and responses are already in the campaign",
-            )
-        else:
-            keep.append(ready)
-            stored_hashes.add(item.content_hash)
-            if item.external_id:
-                stored_ext[item.external_id] = (item.content_hash, True)
+            elif item.content_hash in stored_hashes:
+                tally.duplicate(
+                    ready.location,
+                    item.external_id,
+                    "the same prompt, context and responses are already in the campaign",
+                )
+            else:
+                keep.append(ready)
+                stored_hashes.add(item.content_hash)
+                if item.external_id:
+                    stored_ext[item.external_id] = (item.content_hash, True)
     return keep
 
 
@@ -798,13 +832,13 @@ def _write_chunk(
     before_id: int,
     seen: _Seen | None,
     writer_busy: threading.Lock,
+    copier: _CopyWriter | None,
 ) -> None:
-    with writer_busy:
-        keep = _dedupe(campaign, chunk, tally, before_id, seen)
+    keep = _dedupe(campaign, chunk, tally, before_id, seen, copier, writer_busy)
     if not keep or (tally.invalid and tally.abort_on_error):
         return
-    if connection.vendor == "postgresql":
-        _copy_items(keep, writer_busy)
+    if copier is not None:
+        copier.submit(*_copy_data(keep, writer_busy))
     else:
         items_store_orm(campaign, [r.item for r in keep])
     tally.created += len(keep)
@@ -849,40 +883,93 @@ def _reserve_ids(cursor: Any, count: int) -> list[int]:
     return ids
 
 
-def _copy_items(rows: list[_Ready], writer_busy: threading.Lock) -> None:
-    """COPY a chunk of items and their responses. Item ids are taken from the sequence first
-    so responses can name their item without a round trip per row; responses get theirs
-    from the column default. The lines were encoded by the parser: here they only get
-    their ids and time, and each table is one write."""
+ITEMS_COPY = (
+    "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, content_hash, "
+    "priority, is_gold, gold_answer, open_slots, started, created_at) FROM STDIN"
+)
+RESPONSES_COPY = (
+    "COPY feedback_response (item_id, model_name, text, format, position, generation, images, "
+    "created_at) FROM STDIN"
+)
+
+
+def _copy_data(rows: list[_Ready], writer_busy: threading.Lock) -> tuple[bytes, bytes]:
+    """A chunk's COPY data for items and for responses. Item ids are taken from the sequence
+    first so responses can name their item without a round trip per row; responses get
+    theirs from the column default. The lines were encoded by the parser: here they only
+    get their ids and time."""
     now = timezone.now().isoformat().encode() + b"\n"
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
     with raw.cursor() as cursor:
-        with writer_busy:
-            item_ids = _reserve_ids(cursor, len(rows))
-            items_data: list[bytes] = []
-            responses_data: list[bytes] = []
-            for item_id, ready in zip(item_ids, rows, strict=True):
-                id_tab = b"%d\t" % item_id
-                items_data += (id_tab, ready.line, now)
-                for line in ready.response_lines:
-                    responses_data += (id_tab, line, now)
-            items_text = b"".join(items_data)
-            responses_text = b"".join(responses_data)
-            del items_data, responses_data
-        with cursor.copy(
-            "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
-            "content_hash, priority, is_gold, gold_answer, open_slots, started, created_at) "
-            "FROM STDIN"
-        ) as copy:
-            copy.write(items_text)
-        if responses_text:
-            with cursor.copy(
-                "COPY feedback_response (item_id, model_name, text, format, position, "
-                "generation, images, created_at) FROM STDIN"
-            ) as copy:
-                copy.write(responses_text)
+        # Waits for the COPY being written, if any: one statement at a time.
+        item_ids = _reserve_ids(cursor, len(rows))
+    with writer_busy:
+        items_data: list[bytes] = []
+        responses_data: list[bytes] = []
+        for item_id, ready in zip(item_ids, rows, strict=True):
+            id_tab = b"%d\t" % item_id
+            items_data += (id_tab, ready.line, now)
+            for line in ready.response_lines:
+                responses_data += (id_tab, line, now)
+        return b"".join(items_data), b"".join(responses_data)
+
+
+class _CopyWriter:
+    """Writes chunks with COPY in a thread of its own, on the import's connection (inside its
+    transaction), so that the next chunk is made ready while PostgreSQL reads this one and
+    PostgreSQL goes from one COPY to the next without waiting. One chunk may wait its turn.
+    Statements of the importing thread (ids, look-ups, images) take turns with the COPYs:
+    psycopg runs one statement of a connection at a time."""
+
+    def __init__(self) -> None:
+        connection.ensure_connection()
+        self._connection = connection.connection
+        self._pending: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="import-copy", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            work = self._pending.get()
+            try:
+                if work is None:
+                    return
+                if self._error is None:
+                    self._copy(*work)
+            except BaseException as exc:  # raised again in the importing thread
+                self._error = exc
+            finally:
+                self._pending.task_done()
+
+    def _copy(self, items: bytes, responses: bytes) -> None:
+        assert self._connection is not None
+        with self._connection.cursor() as cursor:
+            with cursor.copy(ITEMS_COPY) as copy:
+                copy.write(items)
+            if responses:
+                with cursor.copy(RESPONSES_COPY) as copy:
+                    copy.write(responses)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, items: bytes, responses: bytes) -> None:
+        self._check()
+        self._pending.put((items, responses))
+
+    def drain(self) -> None:
+        """Wait until every chunk handed over is written; raise what writing one raised."""
+        self._pending.join()
+        self._check()
+
+    def close(self) -> None:
+        """Stop the thread once the chunk being written, if any, is done."""
+        self._pending.put(None)
+        self._thread.join()
 
 
 def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:

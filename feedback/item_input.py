@@ -19,6 +19,7 @@ ROLES = {"system", "user", "assistant", "tool", "developer"}
 FORMATS = set(Response.Format.values)
 MAX_TEXT = 1_000_000  # characters in one prompt message or response
 MAX_EXTERNAL_ID = 200
+MAX_MODEL = 200  # characters of a model name, as stored
 ITEM_KEYS = frozenset(
     {
         "external_id",
@@ -199,7 +200,7 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
             ):
                 return None
             model = model.strip()
-            if not model:
+            if not model or len(model) > MAX_MODEL:
                 return None
             responses.append(ResponseInput(model, text, fmt, []))
         if responses:
@@ -276,6 +277,8 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         fmt = r.get("format", Response.Format.MARKDOWN)
         if not isinstance(model, str) or not model.strip():
             errors.setdefault(f"{where}.model", []).append("must be a non-empty string")
+        elif len(model.strip()) > MAX_MODEL:
+            errors.setdefault(f"{where}.model", []).append(f"is longer than {MAX_MODEL} characters")
         if not isinstance(text, str):
             errors.setdefault(f"{where}.text", []).append("must be a string")
         elif len(text) > MAX_TEXT:

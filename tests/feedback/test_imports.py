@@ -569,3 +569,32 @@ def test_rows_with_images_and_plain_rows_are_de_duplicated_together(upload, dedu
         "q-5",
         "q-8",
     ]
+
+
+def test_a_model_name_longer_than_the_column_is_an_error_naming_the_field(upload):
+    rows = [
+        _item(1),
+        _item(2, responses=[{"model": "m" * 201, "text": "A"}, {"model": "b", "text": "B"}]),
+    ]
+    _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {"line": 2, "field": "responses[0].model", "message": "is longer than 200 characters"}
+    ]
+
+
+def test_an_error_while_writing_a_chunk_reaches_the_importing_thread(pairwise_campaign):
+    import psycopg
+
+    from feedback.imports import _CopyWriter
+
+    copier = _CopyWriter()
+    try:
+        copier.submit(b"not\ta\tvalid\trow\n", b"")
+        with pytest.raises(psycopg.Error):
+            copier.drain()
+        with pytest.raises(psycopg.Error):
+            copier.submit(b"", b"")
+    finally:
+        copier.close()

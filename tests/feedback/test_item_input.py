@@ -42,6 +42,7 @@ NOT_PLAIN: list[Any] = [
     {"prompt": "Q?", "responses": [PAIR[0]]},
     {"prompt": "Q?", "responses": [*PAIR, PAIR[0]]},
     {"prompt": "Q?", "responses": [{"model": " ", "text": "A"}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "m" * 201, "text": "A"}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": 1}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "format": "pdf"}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "format": ["code"]}, PAIR[1]]},
