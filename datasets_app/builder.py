@@ -218,7 +218,9 @@ class SplitWriter:
         self.num_bytes = 0
 
     def add(self, line: bytes) -> None:
+        """One row's canonical JSON (the newline is added here)."""
         self.chunk += line
+        self.chunk += b"\n"
         self.chunk_rows += 1
         if self.chunk_rows >= CHUNK_ROWS:
             self.flush()
@@ -337,6 +339,7 @@ def _rows_of(
     items_seen = 0
     seed, test_fraction = recipe.seed, recipe.test_fraction
     lineage_lines: list[bytes] = []
+    split_bytes = {split: split.encode() for split in writers}
     for item in found:
         items_seen += 1
         rows: list[Row] = item_rows(
@@ -351,19 +354,21 @@ def _rows_of(
         split = split_of(item.prompt, item.context, seed=seed, test_fraction=test_fraction)
         add = writers[split].add
         item_id = item.external_id or str(item.pk)
+        item_json = orjson.dumps(item_id)
         for row in rows:
-            line = dumps(row.data)
-            add(line + b"\n")
+            line = orjson.dumps(row.data, option=orjson.OPT_SORT_KEYS)
+            add(line)
             # A fast 128-bit hash is enough to tell a changed row in a diff; files get sha256.
+            # The lineage line is dumps({"key", "split", "hash", "item_id", "review_ids"}),
+            # written out in its sorted key order.
             lineage_lines.append(
-                dumps(
-                    {
-                        "key": row.key,
-                        "split": split,
-                        "hash": xxhash.xxh3_128_hexdigest(line),
-                        "item_id": item_id,
-                        "review_ids": row.review_ids,
-                    }
+                b'{"hash":"%s","item_id":%s,"key":%s,"review_ids":%s,"split":"%s"}'
+                % (
+                    xxhash.xxh3_128_hexdigest(line).encode(),
+                    item_json,
+                    orjson.dumps(row.key),
+                    orjson.dumps(row.review_ids),
+                    split_bytes[split],
                 )
             )
         if len(lineage_lines) >= CHUNK_ROWS:
