@@ -82,7 +82,8 @@ def dumps(data: Any) -> bytes:
 class _Sha256Writer:
     """A binary file that hashes what it writes, buffered in blocks of about a megabyte.
 
-    `hashed=False` for a piece of a file that another process will hash whole.
+    `hashed=False` for a later piece of a file, which the first part's process hashes as it
+    appends it to its own.
     """
 
     BLOCK = 1 << 20
@@ -200,7 +201,7 @@ class SplitWriter:
         # Parts after the first write a piece of the JSONL that is appended to the first.
         self.jsonl_path = f"data/{split}.jsonl" + (f".part{index}" if index else "")
         self.parquet_path = parquet_name(split, index, parts)
-        self.jsonl = _Sha256Writer(folder / self.jsonl_path, hashed=parts == 1)
+        self.jsonl = _Sha256Writer(folder / self.jsonl_path, hashed=index == 0)
         self.parquet = pq.ParquetWriter(
             folder / self.parquet_path,
             schema,
@@ -304,8 +305,9 @@ class PartResult:
     jsonl: dict[str, str]
     lineage: str
     parquet: dict[str, dict[str, Any]]
-    # size and sha256 of this part's JSONL and lineage files, by final path
-    hashed: dict[str, dict[str, Any]]
+    # The first part's JSONL and lineage writers by final path (sha256 so far, size): that
+    # part runs in the building process itself, which appends the later parts' pieces.
+    writers: dict[str, _Sha256Writer] = field(default_factory=dict)
 
 
 def _stream_rows(
@@ -396,7 +398,7 @@ def _build_part(
     pipe = ParquetPipe()
     writers = {split: SplitWriter(folder, split, schema, pipe, part) for split in splits}
     lineage = _Sha256Writer(
-        folder / ("lineage.jsonl" + (f".part{index}" if index else "")), hashed=part[1] == 1
+        folder / ("lineage.jsonl" + (f".part{index}" if index else "")), hashed=index == 0
     )
     finished = False
     try:
@@ -429,13 +431,14 @@ def _build_part(
             }
             for split, w in writers.items()
         },
-        hashed={
-            **{
-                f"data/{split}.jsonl": {"size": w.jsonl.size, "sha256": w.jsonl.sha.hexdigest()}
-                for split, w in writers.items()
-            },
-            "lineage.jsonl": {"size": lineage.size, "sha256": lineage.sha.hexdigest()},
-        },
+        writers=(
+            {
+                **{f"data/{split}.jsonl": w.jsonl for split, w in writers.items()},
+                "lineage.jsonl": lineage,
+            }
+            if index == 0
+            else {}
+        ),
     )
 
 
@@ -507,11 +510,13 @@ def _run_parts(
     ranges: list[tuple[int, int]],
     dense: bool,
 ) -> list[PartResult]:
-    """Build each range in its own process on one exported snapshot; results in range order.
+    """Build each range on one exported snapshot: the first in this process, on its own
+    connection (which holds the snapshot), each other one in a forked process with its own
+    connection that imports the snapshot, so every part reads the reviews the counts were
+    taken from. Results in range order.
 
-    The processes are forked (no second Django start-up) and never touch the parent's
-    connection; each opens its own and imports the snapshot, so every part reads the same
-    reviews the counts were taken from.
+    The forked processes never touch this process's connection. The first part stays here
+    so that its JSONL is hashed as it is written and only the later pieces are hashed after.
     """
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_export_snapshot()")
@@ -524,12 +529,13 @@ def _run_parts(
     received: dict[int, bytearray] = {}
     results: dict[int, PartResult] = {}
     failure: tuple[str, str] | None = None
+    finished = False
     try:
         # The children's garbage collector leaves the parent's objects alone, so the memory
         # pages they share after the fork stay shared instead of being copied.
         gc.freeze()
         try:
-            for index, bounds in enumerate(ranges):
+            for index, bounds in enumerate(ranges[1:], start=1):
                 part = (index, parts)
                 pid, pipe = _fork(
                     partial(
@@ -540,6 +546,7 @@ def _run_parts(
                 received[pipe] = bytearray()
         finally:
             gc.unfreeze()
+        results[0] = _build_part(spec, folder, splits, (0, parts), None, ranges[0], dense)
         waiting = set(children)
         while waiting and failure is None:
             ready, _, _ = select.select(list(waiting), [], [])
@@ -549,7 +556,7 @@ def _run_parts(
                     received[pipe] += data
                     continue
                 waiting.discard(pipe)
-                index, pid = children[pipe]
+                index, _ = children[pipe]
                 try:
                     status, payload = pickle.loads(received[pipe])  # noqa: S301 - our own child
                 except Exception:
@@ -559,11 +566,11 @@ def _run_parts(
                 else:
                     failure = (status, str(payload))
                     break
+        finished = failure is None
     finally:
-        # On a failure (or an exception here) the other parts are stopped, not waited for.
-        stop = len(results) < len(children)
+        # On a failure (here or in a child) the other parts are stopped, not waited for.
         for pipe, (_, pid) in children.items():
-            if stop:
+            if not finished:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
             os.waitpid(pid, 0)
@@ -575,30 +582,22 @@ def _run_parts(
 
 
 def _join_pieces(
-    folder: Path, first: str, pieces: list[str], hashed: dict[str, Any]
+    folder: Path, first: str, pieces: list[str], written: _Sha256Writer
 ) -> dict[str, Any]:
-    """Append the later parts' pieces to the first part's file, renamed to its final name;
-    its size and sha256 (`hashed`, from writing it, when there is nothing to append)."""
-    target = folder / first.split(".part")[0]
-    if not pieces:
-        return hashed
-    with open(folder / first, "r+b") as out:
-        offset = out.seek(0, os.SEEK_END)
+    """Append the later parts' pieces to the first part's file (named as the final file),
+    hashing them on the way after what `written` hashed of the first; its size and sha256."""
+    sha = written.sha
+    size = written.size
+    with open(folder / first, "ab") as out:
         for piece in pieces:
             path = folder / piece
             with open(path, "rb") as handle:
-                remaining = path.stat().st_size
-                while remaining > 0:
-                    # A copy inside the kernel (copy_file_range refuses files opened to append).
-                    copied = os.copy_file_range(
-                        handle.fileno(), out.fileno(), remaining, offset_dst=offset
-                    )
-                    if copied == 0:
-                        raise OSError(f"could not append {piece}")
-                    remaining -= copied
-                    offset += copied
+                while block := handle.read(1 << 20):
+                    sha.update(block)
+                    out.write(block)
+                    size += len(block)
             path.unlink()
-    return {"size": target.stat().st_size, "sha256": file_sha256(target)}
+    return {"size": size, "sha256": sha.hexdigest()}
 
 
 def build(spec: BuildInput, folder: Path) -> BuildOutput:
@@ -640,7 +639,7 @@ def build(spec: BuildInput, folder: Path) -> BuildOutput:
     joins["lineage.jsonl"] = [p.lineage for p in parts]
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
-            path: pool.submit(_join_pieces, folder, pieces[0], pieces[1:], parts[0].hashed[path])
+            path: pool.submit(_join_pieces, folder, pieces[0], pieces[1:], parts[0].writers[path])
             for path, pieces in joins.items()
         }
         joined = {path: future.result() for path, future in futures.items()}
