@@ -547,15 +547,7 @@ def main() -> dict[str, Any]:
                 "read_and_group_only_s (separate run, one process)": source_only["seconds"],
                 "cpu_seconds": total["cpu_seconds"],
             }
-    runs = result["runs"]
-    result["min_rows_per_second"] = min(r["rows_per_second"] for r in runs)
-    result["max_peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-    result["max_peak_sum_rss_mb"] = max(r["peak_sum_rss_mb"] for r in runs)
-    result["max_peak_sum_pss_mb"] = max(r["peak_sum_pss_mb"] for r in runs)
-    result["targets"] = {"rows_per_second": 50000, "peak_mb (sum of PSS)": 400}
-    result["targets_met"] = (
-        result["min_rows_per_second"] >= 50000 and result["max_peak_sum_pss_mb"] <= 400
-    )
+    _summarise(result)
     result["label_studio_1_23_2"] = {
         "10k_tasks": {"seconds": 21.3, "rows_per_second": 470, "peak_mib": 550},
         "110k_tasks": {"seconds": 280, "peak_mib": 1505},
@@ -563,6 +555,27 @@ def main() -> dict[str, Any]:
     _recreate_drop(admin_url, bench_url)
     results.write("export", result)
     return result
+
+
+def _summarise(result: dict[str, Any]) -> None:
+    """The figures the targets speak of: rows/s at the largest size (the issue's 1,000,000),
+    memory at every size (peak sum of PSS over the build's processes)."""
+    runs = result["runs"]
+    largest = max(r["size"] for r in runs)
+    result["min_rows_per_second"] = min(r["rows_per_second"] for r in runs)
+    result["min_rows_per_second_largest"] = min(
+        r["rows_per_second"] for r in runs if r["size"] == largest
+    )
+    result["max_peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    result["max_peak_sum_rss_mb"] = max(r["peak_sum_rss_mb"] for r in runs)
+    result["max_peak_sum_pss_mb"] = max(r["peak_sum_pss_mb"] for r in runs)
+    result["targets"] = {
+        "rows_per_second at the largest size": 50000,
+        "peak_mb (sum of PSS)": 400,
+    }
+    result["targets_met"] = (
+        result["min_rows_per_second_largest"] >= 50000 and result["max_peak_sum_pss_mb"] <= 400
+    )
 
 
 def _recreate_drop(admin_url: str, bench_url: str) -> None:

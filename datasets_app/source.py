@@ -1,8 +1,9 @@
 """Reviews as a build reads them: one record per item, streamed in item order.
 
-On PostgreSQL one query does the filtering and the grouping (a server-side cursor hands the
-records over a few thousand at a time, so memory does not grow with the campaign). Other
-databases (the SQLite demo) take an ORM path that yields the same records.
+On PostgreSQL three server-side cursors read the included reviews, their items and the
+items' responses, each in item order, a few thousand rows at a time (so memory does not grow
+with the campaign), and `_merge` puts each item together. Other databases (the SQLite demo)
+take an ORM path that yields the same records.
 
 Why a review is left out (superseded, rejected, not yet accepted, gold, outside the date
 range, an expert below the trust bar) is decided by one rule, counted per reason.
