@@ -220,6 +220,10 @@ if DATASETS_S3_BUCKET:
     }
 DATASET_BUILD_STALE_MINUTES = env_int("DATASET_BUILD_STALE_MINUTES", 360)
 DATASET_DOWNLOAD_URL_SECONDS = env_int("DATASET_DOWNLOAD_URL_SECONDS", 300)
+# A build of at least DATASET_BUILD_PARALLEL_MIN_REVIEWS included reviews runs in
+# DATASET_BUILD_WORKERS processes on one snapshot (PostgreSQL; docs/datasets.md).
+DATASET_BUILD_WORKERS = env_int("DATASET_BUILD_WORKERS", 2)
+DATASET_BUILD_PARALLEL_MIN_REVIEWS = env_int("DATASET_BUILD_PARALLEL_MIN_REVIEWS", 50_000)
 
 # --- Accounts (django-allauth) --------------------------------------------
 LOGIN_URL = "account_login"

@@ -45,6 +45,17 @@ def _redis_error() -> str | None:
 
 @pytest.fixture
 def celery_worker_process(tmp_path: Path) -> Iterator[Worker]:
+    """A worker with the solo pool: tasks run in the worker's main process."""
+    yield from _worker(tmp_path, pool="solo")
+
+
+@pytest.fixture
+def celery_prefork_worker_process(tmp_path: Path) -> Iterator[Worker]:
+    """A worker with Celery's default pool: tasks run in daemonic child processes."""
+    yield from _worker(tmp_path, pool="prefork")
+
+
+def _worker(tmp_path: Path, *, pool: str) -> Iterator[Worker]:
     error = _redis_error()
     if error:
         pytest.fail(f"Redis is not reachable at {REDIS_URL} ({error}); .ci/run starts it.")
@@ -67,7 +78,8 @@ def celery_worker_process(tmp_path: Path) -> Iterator[Worker]:
                 "-A",
                 "feedback",
                 "worker",
-                "--pool=solo",
+                f"--pool={pool}",
+                "--concurrency=1",
                 "-Q",
                 queue,
                 "--without-mingle",

@@ -8,7 +8,10 @@ from rest_framework.test import APIClient
 
 from feedback import services
 from feedback.models import User
-from tests.celery_worker import celery_worker_process  # noqa: F401  (a shared fixture)
+from tests.celery_worker import (  # noqa: F401  (shared fixtures)
+    celery_prefork_worker_process,
+    celery_worker_process,
+)
 from tests.feedback.factories import CampaignFactory, UserFactory
 
 
