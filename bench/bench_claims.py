@@ -187,6 +187,9 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
         cursor.execute("VACUUM ANALYZE feedback_item")
         cursor.execute("VACUUM ANALYZE feedback_response")
         cursor.execute("ANALYZE reviews_assignment")
+        # The load's pages are written out now, not by a checkpoint in the middle of the
+        # measured runs (a million items are ~500 MB of fresh pages).
+        cursor.execute("CHECKPOINT")
     return campaign.pk, experts
 
 
@@ -228,6 +231,7 @@ def _expert_loop(
     campaign_id: int,
     expert_id: int,
     interval: float | None,
+    offset: float,
     connected: threading.Barrier,
     go: Any,
     start_value: Any,
@@ -253,7 +257,9 @@ def _expert_loop(
     start_at = start_value.value
     measure_from = start_at + WARMUP
     stop_at = measure_from + SECONDS
-    scheduled = start_at
+    # Paced connections start spread over one interval (connection k at k/64 of it), so the
+    # offered load is an even stream, not 64 claims at once every interval.
+    scheduled = start_at + offset
     time.sleep(max(0.0, start_at - time.time()))
     try:
         while True:
@@ -295,6 +301,8 @@ def _worker(
     url: str,
     campaign_id: int,
     expert_ids: list[int],
+    first_index: int,
+    connections: int,
     interval: float | None,
     ready: Any,
     go: Any,
@@ -307,7 +315,16 @@ def _worker(
     threads = [
         threading.Thread(
             target=_expert_loop,
-            args=(campaign_id, eid, interval, connected, go, start_value, outs[i]),
+            args=(
+                campaign_id,
+                eid,
+                interval,
+                (interval or 0.0) * (first_index + i) / connections,
+                connected,
+                go,
+                start_value,
+                outs[i],
+            ),
         )
         for i, eid in enumerate(expert_ids)
     ]
@@ -345,6 +362,8 @@ def run_load(url: str, campaign_id: int, experts: list[int], rate: float | None)
                 url,
                 campaign_id,
                 experts[p * per : (p + 1) * per],
+                p * per,
+                connections,
                 interval,
                 ready,
                 go,

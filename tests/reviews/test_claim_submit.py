@@ -212,9 +212,14 @@ def test_the_claim_and_submit_statements_are_prepared_once_per_connection(
         )
         assert res.status_code == 201
     with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements")
-        prepared = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        rows = cursor.fetchall()
+    prepared = [statement for statement, _, _ in rows]
     assert any("INSERT INTO reviews_assignment" in s for s in prepared), prepared
     assert any("INSERT INTO reviews_review" in s for s in prepared), prepared
     # One entry per statement text, reused by the later calls rather than prepared again.
     assert len(prepared) == len(set(prepared))
+    # And planned once: the generic plan every time, never a plan made for one call.
+    claim = next(row for row in rows if "INSERT INTO reviews_assignment (" in row[0])
+    assert (claim[1], claim[2]) == (3, 0), [(" ".join(s.split())[:50], g, c) for s, g, c in rows]
+    assert all(custom == 0 for _, _, custom in rows), rows
