@@ -11,9 +11,11 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -41,6 +43,17 @@ def _redis_error() -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def wait_for_status(job: Any, finished: set[str], seconds: float = 90) -> Any:
+    """Re-read a job row until its status is one of `finished` (or the time is up)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status in finished:
+            break
+        time.sleep(0.3)
+    return job
 
 
 @pytest.fixture

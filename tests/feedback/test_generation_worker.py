@@ -8,13 +8,12 @@ server's 429 and 500 answers and stores responses, usage and cost in PostgreSQL.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from feedback.models import GenerationJob, Item
-from tests.celery_worker import Worker
+from tests.celery_worker import Worker, wait_for_status
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.feedback.test_generation import FakeModelServer
 
@@ -53,12 +52,7 @@ def test_a_queued_generation_is_run_by_the_worker(
 
     celery_worker_process.send("feedback.tasks.generation_run", job.pk)
 
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status in {GenerationJob.Status.SUCCEEDED, GenerationJob.Status.FAILED}:
-            break
-        time.sleep(0.3)
+    wait_for_status(job, {GenerationJob.Status.SUCCEEDED, GenerationJob.Status.FAILED})
     log = celery_worker_process.log.read_text(errors="replace")[-3000:]
     assert job.status == GenerationJob.Status.SUCCEEDED, f"{job.message}\n{log}"
     assert (job.items_done, job.responses_created, job.failed_count) == (3, 6, 0)

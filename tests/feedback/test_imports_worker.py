@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from feedback import imports
 from feedback.models import ImportJob, Item
-from tests.celery_worker import Worker
+from tests.celery_worker import Worker, wait_for_status
 from tests.feedback.factories import CampaignFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,12 +29,7 @@ def test_a_queued_import_is_run_by_the_worker(celery_worker_process: Worker) -> 
 
     celery_worker_process.send("feedback.tasks.import_run", job.pk)
 
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status in {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED}:
-            break
-        time.sleep(0.3)
+    wait_for_status(job, {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED})
     assert job.status == ImportJob.Status.SUCCEEDED, job.message
     assert job.created_count == 50
     assert Item.objects.filter(campaign=campaign, open_slots=2).count() == 50
