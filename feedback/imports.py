@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import queue
 import sys
 import threading
@@ -37,6 +38,8 @@ from feedback.imports_readers import (
 )
 from feedback.item_input import ItemInput, item_parse, item_parse_plain
 from feedback.models import Campaign, ImportJob, Item, Response, User
+
+logger = logging.getLogger(__name__)
 
 MAX_ERRORS_KEPT = 200
 MAX_DUPLICATES_KEPT = 200
@@ -304,6 +307,13 @@ def import_run(*, import_id: int) -> ImportJob:
         tally.invalid += 1
         tally.created = 0
         message = f"{exc.key}: {exc.message}; nothing was imported."
+    except Exception as exc:
+        # Anything else (the database refusing a value, a file that cannot be read) fails
+        # the job with the reason instead of leaving it running; the traceback is logged.
+        logger.exception("import %s failed", job.pk)
+        tally.created = 0
+        first_line = (str(exc).strip().splitlines() or [""])[0][:500]
+        message = f"The import failed: {type(exc).__name__}: {first_line}; nothing was imported."
     failed = bool(message)
     if not failed:
         message = (
@@ -457,18 +467,33 @@ def _interpreter_for_import() -> Iterator[None]:
 
     The switch interval: while PostgreSQL reads a COPY, the writing thread wakes up each
     time the socket takes more data and needs the interpreter back from the parser, which
-    gives it up only every switch interval; 1 ms instead of 5 ms keeps PostgreSQL fed."""
-    thresholds = gc.get_threshold()
-    interval = sys.getswitchinterval()
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 100)
-    sys.setswitchinterval(0.001)
+    gives it up only every switch interval; 1 ms instead of 5 ms keeps PostgreSQL fed.
+
+    The settings belong to the whole process, so imports that overlap in one process (the
+    eager path under a threaded server) share them: the first to start saves and changes
+    them, the last to finish puts them back."""
+    with _interpreter_lock:
+        if not _interpreter_saved:
+            _interpreter_saved.append((gc.get_threshold(), sys.getswitchinterval()))
+            gc.freeze()
+            gc.set_threshold(100_000, 20, 100)
+            sys.setswitchinterval(0.001)
+        _interpreter_users[0] += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(interval)
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _interpreter_lock:
+            _interpreter_users[0] -= 1
+            if _interpreter_users[0] == 0:
+                thresholds, interval = _interpreter_saved.pop()
+                sys.setswitchinterval(interval)
+                gc.set_threshold(*thresholds)
+                gc.unfreeze()
+
+
+_interpreter_lock = threading.Lock()
+_interpreter_users = [0]
+_interpreter_saved: list[tuple[tuple[int, ...], float]] = []
 
 
 def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
@@ -498,6 +523,15 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
             _load_chunks(job, rows, tally, before_id, seen, writer_busy, copier, resolver)
         if copier is not None:
             copier.drain()
+    except BaseException as exc:
+        # A COPY that failed in the writing thread aborts the transaction, so the importing
+        # thread's next statement fails with "current transaction is aborted": raise the
+        # COPY's own error (which names the line and column), not that one.
+        if copier is not None:
+            copier.close()
+            if copier.error is not None and copier.error is not exc:
+                raise copier.error from exc
+        raise
     finally:
         if copier is not None:
             copier.close()
@@ -928,6 +962,7 @@ class _CopyWriter:
         self._connection = connection.connection
         self._pending: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="import-copy", daemon=True)
         self._thread.start()
 
@@ -966,8 +1001,16 @@ class _CopyWriter:
         self._pending.join()
         self._check()
 
+    @property
+    def error(self) -> BaseException | None:
+        """What writing a chunk raised, if anything (read it after close())."""
+        return self._error
+
     def close(self) -> None:
-        """Stop the thread once the chunk being written, if any, is done."""
+        """Stop the thread once the chunk being written, if any, is done. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._pending.put(None)
         self._thread.join()
 

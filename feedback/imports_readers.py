@@ -319,8 +319,8 @@ def _maybe_messages(value: Any) -> Any:
     """A CSV prompt that is a JSON list of chat messages becomes that list; text stays text."""
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
+            parsed = json.loads(value, parse_constant=_no_constant)
+        except ValueError:  # JSONDecodeError included: not a chat, so plain text
             return value
         if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed):
             return parsed
@@ -344,9 +344,16 @@ def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:
             return False, None
         return value, f"{value!r} is not true or false"
     try:
-        return json.loads(value), None
+        return json.loads(value, parse_constant=_no_constant), None
     except json.JSONDecodeError as exc:
         return value, f"is not valid JSON ({exc.msg} at column {exc.colno})"
+    except ValueError as exc:
+        return value, f"is not valid JSON ({exc})"
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (PostgreSQL's jsonb refuses them); Python's json takes them."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 # --- readers ---------------------------------------------------------------------------------

@@ -598,3 +598,78 @@ def test_an_error_while_writing_a_chunk_reaches_the_importing_thread(pairwise_ca
             copier.submit(b"", b"")
     finally:
         copier.close()
+
+
+def test_nan_or_infinity_in_a_csv_json_column_names_the_row_and_column(upload):
+    csv_text = (
+        "external_id,prompt,context,response_1,response_2\n"
+        'n-1,Question,"{""score"": 1}",A,B\n'
+        'n-2,Question 2,"{""score"": NaN}",A,B\n'
+        'n-3,Question 3,"{""score"": -Infinity}",A,B\n'
+    )
+    _res, status = upload("items.csv", csv_text.encode(), "text/csv")
+
+    assert status["status"] == "failed"
+    assert [(e["row"], e["field"]) for e in status["errors"]] == [(2, "context"), (3, "context")]
+    assert "NaN is not a JSON number" in status["errors"][0]["message"]
+    assert "-Infinity is not a JSON number" in status["errors"][1]["message"]
+    assert Item.objects.count() == 0
+
+
+def test_a_row_the_database_refuses_fails_the_import_with_the_databases_reason(upload):
+    """The database refuses a row of the first chunk while the next one is being prepared:
+    the job fails with PostgreSQL's own reason (not "current transaction is aborted"), is not
+    left running, and stores nothing."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN IF NEW.external_id = 'boom' THEN "
+            "RAISE EXCEPTION 'item boom is refused by the database'; END IF; RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse_boom BEFORE INSERT ON feedback_item "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_boom()"
+        )
+    rows = [_item(n) for n in range(12_000)]
+    rows[10] = _item(10, external_id="boom")
+    _res, status = upload("items.jsonl", _jsonl(*rows))
+
+    assert status["status"] == "failed", status
+    assert "item boom is refused by the database" in status["message"], status["message"]
+    assert "aborted" not in status["message"]
+    assert status["created"] == 0
+    assert Item.objects.count() == 0
+
+
+def test_overlapping_imports_leave_the_interpreters_settings_as_they_found_them():
+    import gc
+    import sys
+    import threading
+
+    from feedback.imports import _interpreter_for_import
+
+    before = (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count())
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with _interpreter_for_import():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with _interpreter_for_import():
+            second_in.set()
+            first_out.wait(5)
+            # The first import has finished; the second still runs with the import settings.
+            assert gc.get_threshold() == (100_000, 20, 100)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == before
