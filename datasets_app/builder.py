@@ -628,8 +628,9 @@ def build(spec: BuildInput, folder: Path) -> BuildOutput:
         included = reasons.get("included", 0)
         dense = source.dense(bounds, included)
         workers = _workers(included, outermost)
-        if workers > 1:
-            ranges = source.item_ranges(bounds, workers)
+        # No included reviews (or one item) leaves nothing to split: one part.
+        ranges = source.item_ranges(bounds, workers) if workers > 1 else []
+        if len(ranges) > 1:
             parts = _run_parts(spec, folder, splits, ranges, dense)
         else:
             parts = [_build_part(spec, folder, splits, (0, 1), None, bounds, dense)]

@@ -104,3 +104,17 @@ def test_item_ranges_cover_the_bounds_without_gaps_or_overlaps():
     assert source.item_ranges((1, 10), 3) == [(1, 4), (5, 8), (9, 10)]
     assert source.item_ranges((7, 7), 4) == [(7, 7)]
     assert source.item_ranges((0, -1), 2) == []
+
+
+def test_a_build_with_nothing_included_is_one_empty_part(
+    engineer, settings, django_capture_on_commit_callbacks
+):
+    campaign = f.campaign("pairwise", overlap=2, items=3)  # not one review yet
+    ds = f.dataset(engineer, [campaign], "dpo")
+    settings.DATASET_BUILD_WORKERS = 3
+    settings.DATASET_BUILD_PARALLEL_MIN_REVIEWS = 0
+
+    version = f.build(ds, engineer, django_capture_on_commit_callbacks)
+
+    assert version.status == "ready", version.error
+    assert version.counts["total_rows"] == 0
