@@ -429,13 +429,13 @@ def _vacuum_now_and_then(url: str, stop: threading.Event, spent: list[float]) ->
 
 
 def _process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (a PostgreSQL backend on this machine), from /proc."""
+    """User + system CPU of one process (a PostgreSQL backend on this machine); 0 once gone."""
+    from bench.proc import process_cpu_seconds
+
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+        return process_cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def profile(campaign_id: int, expert_id: int) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from bench import results
+from bench.proc import process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERTS = 1000
@@ -318,7 +319,6 @@ class Sampler:
         self.backend_cpu: dict[int, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        self.clock = os.sysconf("SC_CLK_TCK")
 
     def __enter__(self) -> Sampler:
         self.backend_start = self._backends()
@@ -340,11 +340,9 @@ class Sampler:
                     cmdline = handle.read()
                 if not cmdline.startswith(b"postgres: ") or self.database not in cmdline:
                     continue
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
+                found[int(pid)] = process_cpu_seconds(int(pid))
             except OSError:
                 continue
-            found[int(pid)] = (int(fields[11]) + int(fields[12])) / self.clock
         return found
 
     def _tree(self) -> list[int]:

@@ -71,15 +71,12 @@ def write_file(path: Path, items: int) -> int:
 
 
 CHILD = """
-import json, os, resource, sys, time
+import json, resource, sys, time
 from bench.bench_claims import setup_django
 setup_django(sys.argv[1])
 from django.db import connection
+from bench.proc import process_cpu_seconds as cpu_of
 from feedback.imports import import_run
-
-def cpu_of(pid):  # user + system seconds of a process, from /proc
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 with connection.cursor() as cursor:
     cursor.execute("SELECT pg_backend_pid()")
