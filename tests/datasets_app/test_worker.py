@@ -9,20 +9,10 @@ import pytest
 
 from datasets_app import services
 from datasets_app.models import DatasetVersion
-from tests.celery_worker import Worker
+from tests.celery_worker import Worker, wait_for_status
 from tests.datasets_app import factories as f
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _wait(version: DatasetVersion, seconds: float = 90) -> DatasetVersion:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        version.refresh_from_db()
-        if version.is_finished:
-            break
-        time.sleep(0.3)
-    return version
 
 
 def test_a_queued_build_is_run_by_the_worker_and_matches_an_in_process_build(
@@ -36,7 +26,7 @@ def test_a_queued_build_is_run_by_the_worker_and_matches_an_in_process_build(
         dataset=ds, number=1, created_by=engineer, recipe=services.recipe_of(ds)
     )
     celery_worker_process.send("datasets_app.tasks.build_dataset_version", remote.pk)
-    remote = _wait(remote)
+    remote = wait_for_status(remote, {DatasetVersion.Status.READY, DatasetVersion.Status.FAILED})
     assert remote.status == "ready", remote.error
     assert remote.attempts == 1
     assert remote.counts["total_rows"] == 20
@@ -72,7 +62,7 @@ def test_a_parallel_build_runs_in_celerys_default_pool_and_matches_a_one_process
         dataset=ds, number=1, created_by=engineer, recipe=services.recipe_of(ds)
     )
     celery_prefork_worker_process.send("datasets_app.tasks.build_dataset_version", remote.pk)
-    remote = _wait(remote)
+    remote = wait_for_status(remote, {DatasetVersion.Status.READY, DatasetVersion.Status.FAILED})
     assert remote.status == "ready", remote.error
     shards = sorted(f["path"] for f in remote.files if f["path"].endswith(".parquet"))
     assert shards == [
