@@ -472,28 +472,31 @@ def _interpreter_for_import() -> Iterator[None]:
     The settings belong to the whole process, so imports that overlap in one process (the
     eager path under a threaded server) share them: the first to start saves and changes
     them, the last to finish puts them back."""
-    with _interpreter_lock:
-        if not _interpreter_saved:
-            _interpreter_saved.append((gc.get_threshold(), sys.getswitchinterval()))
+    with _SharedSettings.lock:
+        if _SharedSettings.users == 0:
+            _SharedSettings.saved = (gc.get_threshold(), sys.getswitchinterval())
             gc.freeze()
             gc.set_threshold(100_000, 20, 100)
             sys.setswitchinterval(0.001)
-        _interpreter_users[0] += 1
+        _SharedSettings.users += 1
     try:
         yield
     finally:
-        with _interpreter_lock:
-            _interpreter_users[0] -= 1
-            if _interpreter_users[0] == 0:
-                thresholds, interval = _interpreter_saved.pop()
+        with _SharedSettings.lock:
+            _SharedSettings.users -= 1
+            if _SharedSettings.users == 0:
+                thresholds, interval = _SharedSettings.saved
                 sys.setswitchinterval(interval)
                 gc.set_threshold(*thresholds)
                 gc.unfreeze()
 
 
-_interpreter_lock = threading.Lock()
-_interpreter_users = [0]
-_interpreter_saved: list[tuple[tuple[int, ...], float]] = []
+class _SharedSettings:
+    """The interpreter's settings from before the first of the imports running now."""
+
+    lock = threading.Lock()
+    users = 0
+    saved: tuple[tuple[int, ...], float] = ((700, 10, 10), 0.005)
 
 
 def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
