@@ -526,6 +526,10 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
             _load_chunks(job, rows, tally, before_id, seen, writer_busy, copier, resolver)
         if copier is not None:
             copier.drain()
+            # Back to Django's deferred foreign keys for whatever the caller's transaction
+            # does next (a failed import's savepoint rollback restores them by itself).
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
     except BaseException as exc:
         # A COPY that failed in the writing thread aborts the transaction, so the importing
         # thread's next statement fails with "current transaction is aborted": raise the

@@ -673,3 +673,22 @@ def test_overlapping_imports_leave_the_interpreters_settings_as_they_found_them(
     for thread in threads:
         thread.join(10)
     assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == before
+
+
+def test_an_import_leaves_the_callers_foreign_keys_deferred(upload):
+    """The import checks foreign keys chunk by chunk; the transaction it ran in gets Django's
+    deferred checks back, so a later statement there is checked at the commit as usual."""
+    from django.db import connection
+
+    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2)))
+    assert status["status"] == "succeeded"
+
+    with connection.cursor() as cursor:
+        cursor.execute("SAVEPOINT probe")
+        # Deferred: a dangling item id is accepted now and would only fail at the commit.
+        cursor.execute(
+            "INSERT INTO feedback_response (item_id, model_name, text, format, position, "
+            "generation, images, created_at) "
+            "VALUES (-1, 'm', 't', 'text', 0, '{}', '[]', now())"
+        )
+        cursor.execute("ROLLBACK TO SAVEPOINT probe")
