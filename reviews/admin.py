@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from reviews.models import Assignment, AssignmentEvent, Review
+from reviews.models import Assignment, Review
 
 
 @admin.register(Assignment)
@@ -22,6 +22,3 @@ class ReviewAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
         # A submitted review is never edited; a lead's change is a new, superseding row.
         return False
-
-
-admin.site.register(AssignmentEvent)

@@ -9,7 +9,12 @@ from feedback.models import Campaign, Item, Response
 
 
 class Assignment(models.Model):
-    """One expert's claim on one item's slot."""
+    """One expert's claim on one item's slot.
+
+    An assignment moves once, from claimed to submitted, skipped or expired, so its row is its
+    own history: who (the expert; expiry is the system's), when it was claimed and when and how
+    it ended (claimed_at, finished_at, status, skip_reason and skip_note).
+    """
 
     class Status(models.TextChoices):
         CLAIMED = "claimed", "Claimed"
@@ -70,21 +75,6 @@ class Assignment(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status == self.Status.CLAIMED and self.lease_expires_at > timezone.now()
-
-
-class AssignmentEvent(models.Model):
-    """History of assignment state changes: who, when, from, to."""
-
-    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="events")
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
-    from_status = models.CharField(max_length=16, blank=True)
-    to_status = models.CharField(max_length=16)
-    at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.assignment_id}: {self.from_status or '-'} -> {self.to_status}"
 
 
 class Review(models.Model):

@@ -19,7 +19,7 @@ from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFail
 from feedback.models import Campaign, Item, Qualification, Response, User
 from feedback.selectors import expert_skills
 from reviews import signals
-from reviews.models import Assignment, AssignmentEvent, Review
+from reviews.models import Assignment, Review
 
 _shuffle = random.SystemRandom()
 
@@ -35,12 +35,6 @@ FLAGS = {"unsafe", "pii", "off_topic", "all_wrong", "both_bad", "needs_expert"}
 MAX_RATIONALE = 20_000
 HEARTBEAT_GAP_SECONDS = 120
 MAX_CORRECTION = 1_000_000
-
-
-def _event(assignment: Assignment, *, actor: User | None, from_status: str, to_status: str) -> None:
-    AssignmentEvent.objects.create(
-        assignment=assignment, actor=actor, from_status=from_status, to_status=to_status
-    )
 
 
 def expert_may_review(*, campaign: Campaign, expert: User) -> None:
@@ -68,8 +62,8 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
         raise PermissionDenied("You are not qualified for this campaign yet.")
 
 
-# Expiry is one statement: take due claims (skipping rows a submit holds), mark them expired,
-# write their history and give each item its slots back. Items are locked in id order so two
+# Expiry is one statement: take due claims (skipping rows a submit holds), mark them expired
+# and give each item its slots back. Items are locked in id order so two
 # expiry runs that free slots on the same items cannot deadlock.
 _EXPIRE_SQL = """
 WITH due AS (
@@ -82,9 +76,6 @@ WITH due AS (
     UPDATE reviews_assignment a SET status = 'expired', finished_at = %(now)s
     FROM due WHERE a.id = due.id
     RETURNING a.id, a.item_id, a.is_gold
-), events AS (
-    INSERT INTO reviews_assignmentevent (assignment_id, actor_id, from_status, to_status, at)
-    SELECT id, NULL, 'claimed', 'expired', %(now)s FROM expired
 ), counts AS (
     SELECT item_id, count(*) AS n FROM expired WHERE NOT is_gold GROUP BY item_id
 ), locked AS (
@@ -152,10 +143,6 @@ def assignments_expire_due(
         Assignment.objects.filter(pk__in=[pk for pk, _, _ in due]).update(
             status=Assignment.Status.EXPIRED, finished_at=now
         )
-        AssignmentEvent.objects.bulk_create(
-            AssignmentEvent(assignment_id=pk, from_status="claimed", to_status="expired", at=now)
-            for pk, _, _ in due
-        )
         for _, item_id, is_gold in due:
             if not is_gold:
                 Item.objects.filter(pk=item_id).update(open_slots=F("open_slots") + 1)
@@ -205,9 +192,6 @@ WITH own AS (
         '', '', %(gold)s, '{{}}'::jsonb
     FROM taken
     RETURNING id, item_id, response_order
-), event AS (
-    INSERT INTO reviews_assignmentevent (assignment_id, actor_id, from_status, to_status, at)
-    SELECT id, %(expert)s, '', 'claimed', %(now)s FROM claimed
 )
 SELECT 'new', id, item_id, response_order FROM claimed
 UNION ALL
@@ -401,7 +385,6 @@ def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
             response_order=order,
             is_gold=is_gold,
         )
-        _event(assignment, actor=expert, from_status="", to_status=Assignment.Status.CLAIMED)
     return assignment
 
 
@@ -489,7 +472,6 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
         assignment.save(update_fields=["status", "skip_reason", "skip_note", "finished_at"])
         if not assignment.is_gold:
             Item.objects.filter(pk=assignment.item_id).update(open_slots=F("open_slots") + 1)
-        _event(assignment, actor=expert, from_status="claimed", to_status="skipped")
     return assignment
 
 
@@ -814,9 +796,6 @@ WITH closed AS (
     RETURNING id
 ), review AS (
     INSERT INTO reviews_review ({columns}) SELECT {values} FROM closed RETURNING id
-), event AS (
-    INSERT INTO reviews_assignmentevent (assignment_id, actor_id, from_status, to_status, at)
-    SELECT id, %(expert)s, 'claimed', 'submitted', %(now)s FROM closed
 )
 SELECT id FROM review
 """  # noqa: S608
@@ -931,7 +910,6 @@ def _submit_portable(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         assignment.active_seconds = active
         assignment.draft = {}
         assignment.save(update_fields=["status", "finished_at", "active_seconds", "draft"])
-        _event(assignment, actor=expert, from_status="claimed", to_status="submitted")
         _announce_verdict(review)
     return review, True
 
