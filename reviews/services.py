@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -107,7 +107,11 @@ def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     def run() -> list[tuple[Any, ...]]:
         with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
             cursor.execute(sql, params, prepare=True)
-            return list(cursor.fetchall()) if cursor.description else []
+            # The result's status rather than cursor.description, which builds column objects.
+            result = cursor.pgresult
+            if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+                return []
+            return list(cursor.fetchall())
 
     if connection.in_atomic_block:
         with transaction.atomic():
@@ -852,8 +856,10 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         assignment=assignment, expert=expert, data=data, active=active, verdict=verdict, now=now
     )
     sql, fields = _submit_write_sql()
+    # The connection itself, not the thread-local proxy each field would look it up through.
+    db = connections[connection.alias]
     params: dict[str, Any] = {
-        f"f_{f.attname}": f.get_db_prep_save(getattr(review, f.attname), connection) for f in fields
+        f"f_{f.attname}": f.get_db_prep_save(getattr(review, f.attname), db) for f in fields
     }
     params |= {"now": now, "active": active, "assignment": assignment_id, "expert": expert.pk}
     written = _run_statement(sql, params)
