@@ -15,6 +15,11 @@ The clock starts once every connection is open. Two load shapes per size:
   size, the same rate for every size); latency is counted from the scheduled start (no
   coordinated omission). Real experts spend minutes per item, so this is the shape production
   sees, and it is where latency can be compared across sizes.
+* server-sized closed loop: the same loop through POOL_CONNECTIONS connections, one process
+  each (by default 5, what deploy/gunicorn.conf.py starts on 2 cores: 2 x cores + 1 sync
+  workers). 64 experts on such a server queue for its workers instead of each holding a
+  connection; this gives what the machine does per loop when it is not also switching between
+  80 processes (64 connections and their backends).
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two queue
 tables itself every VACUUM_SECONDS, as autovacuum would with the thresholds the migrations set
@@ -46,6 +51,8 @@ WARMUP = float(os.environ.get("BENCH_CLAIMS_WARMUP", "3"))
 VACUUM_SECONDS = float(os.environ.get("BENCH_CLAIMS_VACUUM_SECONDS", "10"))
 # Claims per second offered in the paced runs; 0: 60% of the closed-loop rate at the smallest size.
 PACED_RATE = float(os.environ.get("BENCH_CLAIMS_PACED_RATE", "0"))
+# Connections (one process each) of the server-sized closed loop; 0 skips it.
+POOL_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL_CONNECTIONS", "5"))
 
 
 # --- the bench database (bench_import uses these too) ----------------------------------------
@@ -101,7 +108,7 @@ def truncate_domain() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE feedback_campaign, feedback_item, feedback_response, reviews_assignment, "
-            "reviews_assignmentevent, reviews_review RESTART IDENTITY CASCADE"
+            "reviews_review RESTART IDENTITY CASCADE"
         )
 
 
@@ -343,8 +350,15 @@ def _worker(
     results.put({"outs": outs, "cpu_seconds": cpu})
 
 
-def run_load(url: str, campaign_id: int, experts: list[int], rate: float | None) -> dict[str, Any]:
-    """64 connections for WARMUP + SECONDS; rate None is the closed loop."""
+def run_load(
+    url: str,
+    campaign_id: int,
+    experts: list[int],
+    rate: float | None,
+    processes: int = PROCESSES,
+) -> dict[str, Any]:
+    """One connection per expert, in `processes` processes, for WARMUP + SECONDS; rate None
+    is the closed loop."""
     connections = len(experts)
     interval = connections / rate if rate else None
     ctx = mp.get_context("spawn")
@@ -354,7 +368,7 @@ def run_load(url: str, campaign_id: int, experts: list[int], rate: float | None)
     ready = ctx.Queue()
     go = ctx.Event()
     start_value = ctx.Value("d", 0.0)
-    per = connections // PROCESSES
+    per = connections // processes
     procs = [
         ctx.Process(
             target=_worker,
@@ -371,7 +385,7 @@ def run_load(url: str, campaign_id: int, experts: list[int], rate: float | None)
                 results,
             ),
         )
-        for p in range(PROCESSES)
+        for p in range(processes)
     ]
     load_before = os.getloadavg()[0]
     vacuums: list[float] = []
@@ -395,6 +409,7 @@ def run_load(url: str, campaign_id: int, experts: list[int], rate: float | None)
     submits = [s for g in gathered for o in g["outs"] for s in o["submits"]]
     done = sum(o["done"] for g in gathered for o in g["outs"])
     return {
+        "connections": connections,
         "offered_claims_per_s": rate or "as fast as possible",
         "claims_per_s": round(done / SECONDS, 1),
         "claim": percentiles(claims),
@@ -507,13 +522,19 @@ def main() -> dict[str, Any]:
             # and the same offered rate for every size so the sizes compare.
             paced_rate = round(0.6 * closed["claims_per_s"])
         paced = run_load(url, campaign_id, experts, paced_rate)
+        pool = (
+            run_load(url, campaign_id, experts[:POOL_CONNECTIONS], None, POOL_CONNECTIONS)
+            if POOL_CONNECTIONS
+            else None
+        )
         checks = check_invariants(campaign_id)
         prof = profile(campaign_id, experts[0])
         result["sizes"][str(size)] = {
             "load_seconds": round(loaded, 1),
             "closed_loop": closed,
             "paced": paced,
-            "invariants_after_both_runs": checks,
+            "server_sized_closed_loop": pool,
+            "invariants_after_all_runs": checks,
             "profile": prof,
         }
         print(f"  {size} items done", flush=True)
