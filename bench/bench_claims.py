@@ -25,7 +25,9 @@ This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the
 tables itself every VACUUM_SECONDS, as autovacuum would with the thresholds the migrations set
 (docs/queue.md); the count and time of those vacuums are in the result.
 
-Then the invariants are checked in SQL: no expert has an item twice, no item has more live
+A run starts on a freshly loaded campaign when fewer than RELOAD_BELOW open slots are left
+(every run at 10k items; never at 1M), so no run finds the queue dry. The invariants are
+checked in SQL on every campaign used: no expert has an item twice, no item has more live
 assignments than its overlap, and every item's open_slots equals overlap minus its live
 assignments. Data is loaded with COPY into a dedicated database (`feedback_bench`, see
 bench_database_url), never the test database.
@@ -51,6 +53,8 @@ WARMUP = float(os.environ.get("BENCH_CLAIMS_WARMUP", "3"))
 VACUUM_SECONDS = float(os.environ.get("BENCH_CLAIMS_VACUUM_SECONDS", "10"))
 # Claims per second offered in the paced runs; 0: 60% of the closed-loop rate at the smallest size.
 PACED_RATE = float(os.environ.get("BENCH_CLAIMS_PACED_RATE", "0"))
+# A run starts on a freshly loaded campaign when fewer open slots than this are left.
+RELOAD_BELOW = int(os.environ.get("BENCH_CLAIMS_RELOAD_BELOW", "60000"))
 # Connections (one process each) of the server-sized closed loop; 0 skips it.
 POOL_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL_CONNECTIONS", "5"))
 
@@ -229,6 +233,44 @@ def check_invariants(campaign_id: int) -> dict[str, int]:
             cursor.execute(sql, {"c": campaign_id, "o": OVERLAP})
             out[name] = int(cursor.fetchone()[0])
     return out
+
+
+def open_slots(campaign_id: int) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(open_slots), 0) FROM feedback_item WHERE campaign_id = %s",
+            [campaign_id],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        total[name] = total.get(name, 0) + n
+
+
+class _SizedCampaign:
+    """The campaign of one size. A small one is used up by a single run (10k items are 30,000
+    slots), and a run must never find the queue dry, so before each run it is loaded afresh
+    when fewer than RELOAD_BELOW slots are left; the invariants are checked on every copy."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.id = 0
+        self.experts: list[int] = []
+        self.load_seconds: list[float] = []
+        self.checks: dict[str, int] = {}
+
+    def ready(self) -> None:
+        if self.id and open_slots(self.id) >= RELOAD_BELOW:
+            return
+        if self.id:
+            add_counts(self.checks, check_invariants(self.id))
+        started = time.perf_counter()
+        self.id, self.experts = load_campaign(self.size)
+        self.load_seconds.append(round(time.perf_counter() - started, 1))
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -513,28 +555,28 @@ def main() -> dict[str, Any]:
 
     paced_rate = PACED_RATE
     for size in SIZES:
-        t0 = time.perf_counter()
-        campaign_id, experts = load_campaign(size)
-        loaded = time.perf_counter() - t0
-        closed = run_load(url, campaign_id, experts, None)
+        queue = _SizedCampaign(size)
+        queue.ready()
+        closed = run_load(url, queue.id, queue.experts, None)
         if not paced_rate:
             # Latency is measured below saturation: 60% of what the smallest size sustained,
             # and the same offered rate for every size so the sizes compare.
             paced_rate = round(0.6 * closed["claims_per_s"])
-        paced = run_load(url, campaign_id, experts, paced_rate)
-        pool = (
-            run_load(url, campaign_id, experts[:POOL_CONNECTIONS], None, POOL_CONNECTIONS)
-            if POOL_CONNECTIONS
-            else None
-        )
-        checks = check_invariants(campaign_id)
-        prof = profile(campaign_id, experts[0])
+        queue.ready()
+        paced = run_load(url, queue.id, queue.experts, paced_rate)
+        pool = None
+        if POOL_CONNECTIONS:
+            queue.ready()
+            pool = run_load(url, queue.id, queue.experts[:POOL_CONNECTIONS], None, POOL_CONNECTIONS)
+        queue.ready()
+        prof = profile(queue.id, queue.experts[0])
+        add_counts(queue.checks, check_invariants(queue.id))
         result["sizes"][str(size)] = {
-            "load_seconds": round(loaded, 1),
+            "load_seconds": queue.load_seconds,
             "closed_loop": closed,
             "paced": paced,
             "server_sized_closed_loop": pool,
-            "invariants_after_all_runs": checks,
+            "invariants_over_all_runs": queue.checks,
             "profile": prof,
         }
         print(f"  {size} items done", flush=True)
