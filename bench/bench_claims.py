@@ -5,7 +5,7 @@ What runs is the service path of `POST campaigns/{id}/next/` and `POST assignmen
 without HTTP, in PROCESSES processes of THREADS threads: one expert and one database connection
 per thread (64 in all; 16 processes of 4 threads by default, close to a server's worker
 processes, so the latency measured is not the benchmark's own threads waiting for the GIL).
-The clock starts once every connection is open. Two load shapes per size:
+The clock starts once every connection is open. Two load shapes per size, and a third:
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
   claims per second the machine does, and a latency that is simply Little's law
@@ -15,8 +15,8 @@ The clock starts once every connection is open. Two load shapes per size:
   size, the same rate for every size); latency is counted from the scheduled start (no
   coordinated omission). Real experts spend minutes per item, so this is the shape production
   sees, and it is where latency can be compared across sizes.
-* server-sized closed loop: the same loop through POOL_CONNECTIONS connections, one process
-  each (by default 5, what deploy/gunicorn.conf.py starts on 2 cores: 2 x cores + 1 sync
+* server-sized closed loop (largest size only): the same loop through POOL_CONNECTIONS
+  connections, one process each (by default 5, what deploy/gunicorn.conf.py starts on 2 cores: 2 x cores + 1 sync
   workers). 64 experts on such a server queue for its workers instead of each holding a
   connection; this gives what the machine does per loop when it is not also switching between
   80 processes (64 connections and their backends).
@@ -438,6 +438,7 @@ def run_load(
         proc.start()
     for _ in procs:
         ready.get(timeout=300)
+    server_before = _server_counters(url)
     start_value.value = time.time() + 0.5
     go.set()
     try:
@@ -447,6 +448,7 @@ def run_load(
     finally:
         stop_vacuum.set()
         vacuumer.join()
+    server_after = _server_counters(url)
     claims = [c for g in gathered for o in g["outs"] for c in o["claims"]]
     submits = [s for g in gathered for o in g["outs"] for s in o["submits"]]
     done = sum(o["done"] for g in gathered for o in g["outs"])
@@ -468,6 +470,28 @@ def run_load(
         },
         "load_average_before": round(load_before, 2),
         "vacuums": {"count": len(vacuums), "seconds": round(sum(vacuums), 2)},
+        # The whole run, warm-up included: a checkpoint makes the next change of every page
+        # write the whole page to the WAL, and every commit waits for the WAL.
+        "server_during_run": {
+            name: round(server_after[name] - server_before[name], 1) for name in server_after
+        },
+    }
+
+
+def _server_counters(url: str) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),"
+            " wal_bytes / 1e6, wal_fpi FROM pg_stat_wal"
+        ).fetchone()
+    assert row is not None
+    checkpoints, wal_mb, full_pages = row
+    return {
+        "checkpoints": float(checkpoints),
+        "wal_mb": float(wal_mb),
+        "wal_full_page_images": float(full_pages),
     }
 
 
@@ -565,7 +589,9 @@ def main() -> dict[str, Any]:
         queue.ready()
         paced = run_load(url, queue.id, queue.experts, paced_rate)
         pool = None
-        if POOL_CONNECTIONS:
+        if POOL_CONNECTIONS and size == SIZES[-1]:
+            # At the largest size only: 5 connections use up a 10k campaign's 30,000 slots
+            # within one run.
             queue.ready()
             pool = run_load(url, queue.id, queue.experts[:POOL_CONNECTIONS], None, POOL_CONNECTIONS)
         queue.ready()
