@@ -82,16 +82,18 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
     )
-    # The queue's hot statements (reviews/services.py) are sent with prepare=True through
-    # server-side-binding cursors, so PostgreSQL parses and plans them once per connection
-    # instead of on every claim. Django's own queries use client-side binding and are never
+    # The queue's hot statements (reviews/services.py) go through server-side-binding
+    # cursors, which prepare a statement from its 10th call on a connection, so PostgreSQL
+    # parses and plans them once per connection instead of on every claim. Not sooner: the
+    # plan is made once, and one made while the assignments table is nearly empty scans it
+    # whole (a fresh benchmark campaign once ran 436 claims/s instead of ~1,060 because of it). Django's own queries use client-side binding and are never
     # prepared either way. Django leaves this off for transaction-mode poolers:
     # DB_PREPARED_STATEMENTS=0 for PgBouncer older than 1.21 in transaction mode.
     # With the default plan_cache_mode PostgreSQL keeps planning the claim for every call
     # (its generic plan's estimate looks worse than the custom ones); the generic plan is the
     # same index-driven plan, so it is forced: prepared statements are planned once.
     if env_bool("DB_PREPARED_STATEMENTS", True):
-        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 10)
         DATABASES["default"]["OPTIONS"].setdefault(
             "options", "-c plan_cache_mode=force_generic_plan"
         )

@@ -96,9 +96,11 @@ def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
 
     In autocommit it is its own transaction (one round trip); inside a caller's transaction
     it runs in a savepoint, so a unique violation leaves that transaction usable. It goes
-    through a server-side-binding cursor with prepare=True, so PostgreSQL parses and plans it
-    once per connection (settings turn prepared statements on: DB_PREPARED_STATEMENTS);
-    planning these CTEs costs more than running them.
+    through a server-side-binding cursor, which prepares it from its prepare_threshold-th call
+    on a connection (settings: DB_PREPARED_STATEMENTS), so PostgreSQL then parses and plans it
+    no more; planning these CTEs costs more than running them. Not from the first call: the
+    plan is made once, for the tables as they are then, and a plan made while the assignments
+    table has a few rows scans it whole, which a moment later is thousands.
     """
     connection.ensure_connection()
     raw = connection.connection
@@ -106,7 +108,7 @@ def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
 
     def run() -> list[tuple[Any, ...]]:
         with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-            cursor.execute(sql, params, prepare=True)
+            cursor.execute(sql, params)
             # The result's status rather than cursor.description, which builds column objects.
             result = cursor.pgresult
             if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
