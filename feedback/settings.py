@@ -86,9 +86,10 @@ else:
     # cursors, which prepare a statement from its 10th call on a connection, so PostgreSQL
     # parses and plans them once per connection instead of on every claim. Not sooner: the
     # plan is made once, and one made while the assignments table is nearly empty scans it
-    # whole (a fresh benchmark campaign once ran 436 claims/s instead of ~1,060 because of it). Django's own queries use client-side binding and are never
-    # prepared either way. Django leaves this off for transaction-mode poolers:
-    # DB_PREPARED_STATEMENTS=0 for PgBouncer older than 1.21 in transaction mode.
+    # whole (a fresh benchmark campaign once ran 436 claims/s instead of ~1,060 because of
+    # it). Django's own queries use client-side binding and are never prepared either way.
+    # Django leaves this off for transaction-mode poolers: DB_PREPARED_STATEMENTS=0 for
+    # PgBouncer older than 1.21 in transaction mode.
     # With the default plan_cache_mode PostgreSQL keeps planning the claim for every call
     # (its generic plan's estimate looks worse than the custom ones); the generic plan is the
     # same index-driven plan, so it is forced: prepared statements are planned once.

@@ -63,8 +63,8 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
 
 
 # Expiry is one statement: take due claims (skipping rows a submit holds), mark them expired
-# and give each item its slots back. Items are locked in id order so two
-# expiry runs that free slots on the same items cannot deadlock.
+# and give each item its slots back. Items are locked in id order so two expiry runs that
+# free slots on the same items cannot deadlock.
 _EXPIRE_SQL = """
 WITH due AS (
     SELECT a.id FROM reviews_assignment a
