@@ -16,10 +16,10 @@ The clock starts once every connection is open. Two load shapes per size, and a 
   coordinated omission). Real experts spend minutes per item, so this is the shape production
   sees, and it is where latency can be compared across sizes.
 * server-sized closed loop (largest size only): the same loop through POOL_CONNECTIONS
-  connections, one process each (by default 5, what deploy/gunicorn.conf.py starts on 2 cores: 2 x cores + 1 sync
-  workers). 64 experts on such a server queue for its workers instead of each holding a
-  connection; this gives what the machine does per loop when it is not also switching between
-  80 processes (64 connections and their backends).
+  connections, one process each (by default 5, what deploy/gunicorn.conf.py starts on 2
+  cores: 2 x cores + 1 sync workers). 64 experts on such a server queue for its workers
+  instead of each holding a connection; this gives what the machine does per loop when it is
+  not also switching between 80 processes (16 with the 64 connections, 64 backends).
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two queue
 tables itself every VACUUM_SECONDS, as autovacuum would with the thresholds the migrations set
