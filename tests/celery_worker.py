@@ -106,7 +106,10 @@ def _worker(tmp_path: Path, *, pool: str) -> Iterator[Worker]:
             stderr=subprocess.STDOUT,
         )
     try:
-        yield Worker(producer=Celery(broker=REDIS_URL), queue=queue, log=log)
+        # Not the current app: tasks sent by the code under test keep the project's app (eager
+        # in tests), or every later in-process dispatch would go to this broker instead.
+        producer = Celery(broker=REDIS_URL, set_as_current=False)
+        yield Worker(producer=producer, queue=queue, log=log)
     finally:
         process.terminate()
         try:
