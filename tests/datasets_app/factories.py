@@ -63,6 +63,13 @@ def prefer(prefix: str, strength: int = 2) -> Body:
     }
 
 
+def correct_first(prefix: str = "Fixed: ") -> Body:
+    """A correction of the item's first response: its text with `prefix` in front."""
+    return lambda item, responses: {
+        "correction": {"response": responses[0].pk, "text": f"{prefix}{responses[0].text}"}
+    }
+
+
 def supersede(review: Review, *, lead: User, **changes: Any) -> Review:
     """A lead's change: a new accepted row that supersedes the original (never an edit)."""
     fields = {

@@ -25,11 +25,7 @@ def reviewed(db: Any) -> dict[str, Any]:
     pairwise = f.campaign("pairwise", overlap=3, items=12)
     f.review_all(pairwise, f.experts(3), f.prefer("Answer 1"))
     correction = f.campaign("correction", overlap=1, items=4)
-    f.review_all(
-        correction,
-        f.experts(1),
-        lambda item, rs: {"correction": {"response": rs[0].pk, "text": f"Fixed: {rs[0].text}"}},
-    )
+    f.review_all(correction, f.experts(1), f.correct_first())
     return {"campaigns": [pairwise, correction]}
 
 

@@ -25,11 +25,7 @@ def reviewed(db: Any) -> Any:
     campaign = f.campaign("pairwise", overlap=2, items=30)
     f.review_all(campaign, f.experts(2), f.prefer("Answer 1"))
     corrected = f.campaign("correction", overlap=1, items=6)
-    f.review_all(
-        corrected,
-        f.experts(1),
-        lambda item, rs: {"correction": {"response": rs[0].pk, "text": f"Fixed: {rs[0].text}"}},
-    )
+    f.review_all(corrected, f.experts(1), f.correct_first())
     return [campaign, corrected]
 
 

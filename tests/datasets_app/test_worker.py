@@ -15,26 +15,32 @@ from tests.datasets_app import factories as f
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _version(ds: Any, engineer: Any, number: int) -> DatasetVersion:
+    """A version numbered the way the service numbers it, not yet queued."""
+    return DatasetVersion.objects.create(
+        dataset=ds, number=number, created_by=engineer, recipe=services.recipe_of(ds)
+    )
+
+
+def _built_by(worker: Worker, version: DatasetVersion) -> DatasetVersion:
+    """Send the build to the worker's own queue and wait until it is ready."""
+    worker.send("datasets_app.tasks.build_dataset_version", version.pk)
+    built = wait_for_status(version, {DatasetVersion.Status.READY, DatasetVersion.Status.FAILED})
+    assert built.status == "ready", built.error
+    return built
+
+
 def test_a_queued_build_is_run_by_the_worker_and_matches_an_in_process_build(
     celery_worker_process: Worker, engineer: Any
 ):
     campaign = f.campaign("pairwise", overlap=2, items=20)
     f.review_all(campaign, f.experts(2), f.prefer("Answer 1"))
     ds = f.dataset(engineer, [campaign], "dpo", test_fraction=0.2)
-    # Numbered the way the service numbers it, but sent to the worker's own queue.
-    remote = DatasetVersion.objects.create(
-        dataset=ds, number=1, created_by=engineer, recipe=services.recipe_of(ds)
-    )
-    celery_worker_process.send("datasets_app.tasks.build_dataset_version", remote.pk)
-    remote = wait_for_status(remote, {DatasetVersion.Status.READY, DatasetVersion.Status.FAILED})
-    assert remote.status == "ready", remote.error
+    remote = _built_by(celery_worker_process, _version(ds, engineer, 1))
     assert remote.attempts == 1
     assert remote.counts["total_rows"] == 20
 
-    local = DatasetVersion.objects.create(
-        dataset=ds, number=2, created_by=engineer, recipe=services.recipe_of(ds)
-    )
-    local = services.dataset_version_build(version_id=local.pk)
+    local = services.dataset_version_build(version_id=_version(ds, engineer, 2).pk)
     assert local.content_hash == remote.content_hash
     # A second delivery of the finished build changes nothing.
     celery_worker_process.send("datasets_app.tasks.build_dataset_version", remote.pk)
@@ -58,22 +64,14 @@ def test_a_parallel_build_runs_in_celerys_default_pool_and_matches_a_one_process
     campaign = f.campaign("pairwise", overlap=2, items=30)
     f.review_all(campaign, f.experts(2), f.prefer("Answer 1"))
     ds = f.dataset(engineer, [campaign], "dpo", test_fraction=0.2)
-    remote = DatasetVersion.objects.create(
-        dataset=ds, number=1, created_by=engineer, recipe=services.recipe_of(ds)
-    )
-    celery_prefork_worker_process.send("datasets_app.tasks.build_dataset_version", remote.pk)
-    remote = wait_for_status(remote, {DatasetVersion.Status.READY, DatasetVersion.Status.FAILED})
-    assert remote.status == "ready", remote.error
+    remote = _built_by(celery_prefork_worker_process, _version(ds, engineer, 1))
     shards = sorted(f["path"] for f in remote.files if f["path"].endswith(".parquet"))
     assert shards == [
         f"data/{split}-0000{n}-of-00003.parquet" for split in ("test", "train") for n in range(3)
     ]
 
     settings.DATASET_BUILD_PARALLEL_MIN_REVIEWS = 10**9  # this process builds in one
-    local = DatasetVersion.objects.create(
-        dataset=ds, number=2, created_by=engineer, recipe=services.recipe_of(ds)
-    )
-    local = services.dataset_version_build(version_id=local.pk)
+    local = services.dataset_version_build(version_id=_version(ds, engineer, 2).pk)
     assert [f["path"] for f in local.files if f["path"].endswith(".parquet")] == [
         "data/train-00000-of-00001.parquet",
         "data/test-00000-of-00001.parquet",
