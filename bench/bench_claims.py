@@ -169,12 +169,14 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
         for start in range(1, items + 1, chunk):
             end = min(start + chunk, items + 1)
             item_rows = io.StringIO()
+            queue_rows = io.StringIO()
             response_rows = io.StringIO()
             for n in range(start, end):
                 item_rows.write(
                     f'{n}\t{campaign.pk}\tbench-{n}\t"Which answer to question {n} is better?"'
-                    f"\t{{}}\t{{}}\t{n:064x}\t{n % 3}\tf\t\\N\t{OVERLAP}\tf\t2026-01-01 00:00:00+00\n"
+                    f"\t{{}}\t{{}}\t{n:064x}\t{n % 3}\tf\t\\N\t2026-01-01 00:00:00+00\n"
                 )
+                queue_rows.write(f"{n}\t{campaign.pk}\t{n % 3}\t{OVERLAP}\tf\n")
                 for position, model in enumerate(("model-a", "model-b")):
                     response_rows.write(
                         f"{2 * n - 1 + position}\t{n}\t{model}\tAnswer {position} to question {n}."
@@ -182,10 +184,14 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
                     )
             with cursor.copy(
                 "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
-                "content_hash, priority, is_gold, gold_answer, open_slots, started, created_at) "
-                "FROM STDIN"
+                "content_hash, priority, is_gold, gold_answer, created_at) FROM STDIN"
             ) as copy:
                 copy.write(item_rows.getvalue())
+            with cursor.copy(
+                "COPY feedback_queueentry (item_id, campaign_id, priority, open_slots, started) "
+                "FROM STDIN"
+            ) as copy:
+                copy.write(queue_rows.getvalue())
             with cursor.copy(
                 "COPY feedback_response (id, item_id, model_name, text, format, position, "
                 "generation, images, created_at) FROM STDIN"
@@ -196,6 +202,7 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
     raw.commit() if not raw.autocommit else None
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE feedback_item")
+        cursor.execute("VACUUM ANALYZE feedback_queueentry")
         cursor.execute("VACUUM ANALYZE feedback_response")
         cursor.execute("ANALYZE reviews_assignment")
         # The load's pages are written out now, not by a checkpoint in the middle of the
@@ -216,11 +223,11 @@ def check_invariants(campaign_id: int) -> dict[str, int]:
             WHERE campaign_id = %(c)s AND status IN ('claimed', 'submitted') AND NOT is_gold
             GROUP BY item_id HAVING count(*) > %(o)s) x""",
         "items_with_slot_count_off": """
-            SELECT count(*) FROM feedback_item i
+            SELECT count(*) FROM feedback_queueentry q
             LEFT JOIN (SELECT item_id, count(*) AS n FROM reviews_assignment
                        WHERE campaign_id = %(c)s AND status IN ('claimed', 'submitted')
-                       GROUP BY item_id) a ON a.item_id = i.id
-            WHERE i.campaign_id = %(c)s AND i.open_slots + coalesce(a.n, 0) <> %(o)s""",
+                       GROUP BY item_id) a ON a.item_id = q.item_id
+            WHERE q.campaign_id = %(c)s AND q.open_slots + coalesce(a.n, 0) <> %(o)s""",
         "reviews_without_submitted_assignment": """
             SELECT count(*) FROM reviews_review r JOIN reviews_assignment a
             ON a.id = r.assignment_id WHERE r.campaign_id = %(c)s AND a.status <> 'submitted'""",
@@ -240,7 +247,7 @@ def open_slots(campaign_id: int) -> int:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(sum(open_slots), 0) FROM feedback_item WHERE campaign_id = %s",
+            "SELECT coalesce(sum(open_slots), 0) FROM feedback_queueentry WHERE campaign_id = %s",
             [campaign_id],
         )
         return int(cursor.fetchone()[0])
@@ -504,7 +511,7 @@ def _vacuum_now_and_then(url: str, stop: threading.Event, spent: list[float]) ->
     with psycopg.connect(url, autocommit=True) as conn:
         while not stop.wait(VACUUM_SECONDS):
             started = time.perf_counter()
-            conn.execute("VACUUM feedback_item")
+            conn.execute("VACUUM feedback_queueentry")
             conn.execute("VACUUM reviews_assignment")
             spent.append(time.perf_counter() - started)
 

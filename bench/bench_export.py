@@ -148,7 +148,7 @@ def seed(sizes: list[int]) -> dict[str, Any]:
     django.setup()
     from django.db import connection, transaction
 
-    from feedback.models import Campaign, ExpertProfile, Item, Response, User
+    from feedback.models import Campaign, ExpertProfile, Item, QueueEntry, Response, User
     from reviews.models import Assignment, Review
 
     started = time.perf_counter()
@@ -200,10 +200,13 @@ def seed(sizes: list[int]) -> dict[str, Any]:
                     "external_id": "'bench-' || g",
                     "prompt": "to_jsonb('Question ' || g || ': ' || (%(fill)s::text[])[1 + g %% 97] || '?')",
                     "content_hash": "lpad(to_hex(g), 64, '0')",
-                    "open_slots": "0",
                     "created_at": "%(now)s",
                 },
                 params,
+            )
+            # Reviewed items with no slots left: their queue rows (the model's defaults).
+            _insert(
+                cursor, QueueEntry, items, {"item_id": "g", "campaign_id": "%(campaign)s"}, params
             )
             for p in (0, 1):
                 _insert(

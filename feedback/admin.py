@@ -15,6 +15,7 @@ from feedback.models import (
     Invitation,
     Item,
     Qualification,
+    QueueEntry,
     Response,
     User,
 )
@@ -138,7 +139,17 @@ class ItemAdmin(admin.ModelAdmin):
     search_fields = ["external_id"]
     inlines = [ResponseInline]
     readonly_fields = ["content_hash", "open_slots"]
-    list_select_related = ["campaign"]
+    list_select_related = ["campaign", "queue"]
+
+    @admin.display(description="open slots", ordering="queue__open_slots")
+    def open_slots(self, item: Item) -> int | None:
+        entry: QueueEntry | None = getattr(item, "queue", None)
+        return None if entry is None else entry.open_slots
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # After the inline responses, which decide whether a new item is ready to review.
+        services.item_queue_sync(item=form.instance)
 
 
 admin.site.register(Qualification)

@@ -22,7 +22,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.models import Campaign, GenerationJob, Item, Response, User
+from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
 
 MAX_ERRORS_KEPT = 500
 CHUNK_ITEMS = 200
@@ -386,7 +386,7 @@ def _store(
             for position, o in enumerate(outcomes)
         )
         if not item.is_gold:
-            Item.objects.filter(pk=item_id).update(open_slots=campaign.overlap)
+            QueueEntry.objects.filter(pk=item_id).update(open_slots=campaign.overlap)
         prompt_tokens = sum((o.info or {}).get("prompt_tokens", 0) for o in outcomes)
         completion_tokens = sum((o.info or {}).get("completion_tokens", 0) for o in outcomes)
         cost = sum((o.info or {}).get("cost_usd_micros", 0) for o in outcomes)

@@ -37,7 +37,7 @@ from feedback.imports_readers import (
     read_parquet,
 )
 from feedback.item_input import ItemInput, item_parse, item_parse_plain
-from feedback.models import Campaign, ImportJob, Item, Response, User
+from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
 
 logger = logging.getLogger(__name__)
 
@@ -587,13 +587,15 @@ def _load_chunks(
 @dataclass(slots=True)
 class _Ready:
     """A valid row: where it came from, the item, and its COPY lines without the ids and
-    the creation time: the item's from campaign_id to started, each response's from
-    model_name to images (all ending in a tab)."""
+    the creation time: the item's from campaign_id to gold_answer, each response's from
+    model_name to images (all ending in a tab); its queue row's from campaign_id on (a whole
+    line but the item id)."""
 
     location: dict[str, Any]
     item: ItemInput
     line: bytes
     response_lines: list[bytes]
+    queue_line: bytes
     # Whether the campaign may already hold its content hash or external_id (see _Seen).
     maybe_stored_hash: bool = True
     maybe_stored_external_id: bool = True
@@ -678,7 +680,7 @@ def _encode(
         )
     if errors:
         return errors, None
-    line = b"%d\t%b\t%b\t%b\t%b\t%b\t%d\t%b\t%b\t%d\tf\t" % (
+    line = b"%d\t%b\t%b\t%b\t%b\t%b\t%d\t%b\t%b\t" % (
         campaign.pk,
         b"\\N" if item.external_id is None else _copy_text(item.external_id),
         _copy_json(prompt),
@@ -688,9 +690,9 @@ def _encode(
         item.priority,
         b"t" if item.is_gold else b"f",
         b"\\N" if gold is None else _copy_json(gold),
-        _open_slots(campaign, item),
     )
-    return errors, _Ready(location, item, line, response_lines)
+    queue_line = b"%d\t%d\t%d\tf\n" % (campaign.pk, item.priority, _open_slots(campaign, item))
+    return errors, _Ready(location, item, line, response_lines, queue_line)
 
 
 SEEN_BITS = 1 << 27  # 16 MB of bits per kind of key
@@ -926,7 +928,10 @@ def _reserve_ids(cursor: Any, count: int) -> list[int]:
 
 ITEMS_COPY = (
     "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, content_hash, "
-    "priority, is_gold, gold_answer, open_slots, started, created_at) FROM STDIN"
+    "priority, is_gold, gold_answer, created_at) FROM STDIN"
+)
+QUEUE_COPY = (
+    "COPY feedback_queueentry (item_id, campaign_id, priority, open_slots, started) FROM STDIN"
 )
 RESPONSES_COPY = (
     "COPY feedback_response (item_id, model_name, text, format, position, generation, images, "
@@ -934,8 +939,8 @@ RESPONSES_COPY = (
 )
 
 
-def _copy_data(rows: list[_Ready], writer_busy: threading.Lock) -> tuple[bytes, bytes]:
-    """A chunk's COPY data for items and for responses. Item ids are taken from the sequence
+def _copy_data(rows: list[_Ready], writer_busy: threading.Lock) -> tuple[bytes, bytes, bytes]:
+    """A chunk's COPY data for items, their queue rows and responses. Item ids are taken from the sequence
     first so responses can name their item without a round trip per row; responses get
     theirs from the column default. The lines were encoded by the parser: here they only
     get their ids and time."""
@@ -948,13 +953,15 @@ def _copy_data(rows: list[_Ready], writer_busy: threading.Lock) -> tuple[bytes, 
         item_ids = _reserve_ids(cursor, len(rows))
     with writer_busy:
         items_data: list[bytes] = []
+        queue_data: list[bytes] = []
         responses_data: list[bytes] = []
         for item_id, ready in zip(item_ids, rows, strict=True):
             id_tab = b"%d\t" % item_id
             items_data += (id_tab, ready.line, now)
+            queue_data += (id_tab, ready.queue_line)
             for line in ready.response_lines:
                 responses_data += (id_tab, line, now)
-        return b"".join(items_data), b"".join(responses_data)
+        return b"".join(items_data), b"".join(queue_data), b"".join(responses_data)
 
 
 class _CopyWriter:
@@ -967,7 +974,7 @@ class _CopyWriter:
     def __init__(self) -> None:
         connection.ensure_connection()
         self._connection = connection.connection
-        self._pending: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(maxsize=1)
+        self._pending: queue.Queue[tuple[bytes, bytes, bytes] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="import-copy", daemon=True)
@@ -986,11 +993,13 @@ class _CopyWriter:
             finally:
                 self._pending.task_done()
 
-    def _copy(self, items: bytes, responses: bytes) -> None:
+    def _copy(self, items: bytes, queue_rows: bytes, responses: bytes) -> None:
         assert self._connection is not None
         with self._connection.cursor() as cursor:
             with cursor.copy(ITEMS_COPY) as copy:
                 copy.write(items)
+            with cursor.copy(QUEUE_COPY) as copy:
+                copy.write(queue_rows)
             if responses:
                 with cursor.copy(RESPONSES_COPY) as copy:
                     copy.write(responses)
@@ -999,9 +1008,9 @@ class _CopyWriter:
         if self._error is not None:
             raise self._error
 
-    def submit(self, items: bytes, responses: bytes) -> None:
+    def submit(self, items: bytes, queue_rows: bytes, responses: bytes) -> None:
         self._check()
-        self._pending.put((items, responses))
+        self._pending.put((items, queue_rows, responses))
 
     def drain(self) -> None:
         """Wait until every chunk handed over is written; raise what writing one raised."""
@@ -1035,7 +1044,6 @@ def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:
             priority=i.priority,
             is_gold=i.is_gold,
             gold_answer=i.gold_answer,
-            open_slots=_open_slots(campaign, i),
         )
         for i in items
     ]
@@ -1049,6 +1057,18 @@ def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:
         )
         for row in created:
             row.pk = by_hash[row.content_hash]
+    QueueEntry.objects.bulk_create(
+        [
+            QueueEntry(
+                item_id=row.pk,
+                campaign=campaign,
+                priority=i.priority,
+                open_slots=_open_slots(campaign, i),
+            )
+            for row, i in zip(created, items, strict=True)
+        ],
+        batch_size=1000,
+    )
     Response.objects.bulk_create(
         [
             Response(

@@ -192,12 +192,6 @@ class Item(models.Model):
     priority = models.IntegerField(default=0)
     is_gold = models.BooleanField(default=False)
     gold_answer = models.JSONField(null=True, blank=True)
-    # Slots still open in the queue: overlap minus live (claimed or submitted) assignments.
-    # Kept on the row so a claim is one indexed lookup, not a count over assignments.
-    open_slots = models.PositiveSmallIntegerField(default=1)
-    # Whether any expert ever claimed it. Untouched items sit in their own small index, so
-    # a claim finds the next fresh item without walking past items the expert already has.
-    started = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -212,29 +206,67 @@ class Item(models.Model):
             ),
         ]
         indexes = [
-            # The queue in two parts: items already started (breadth-first: fewest open slots
-            # first), and fresh ones. See docs/queue.md.
-            models.Index(
-                "campaign",
-                models.F("priority").desc(),
-                "open_slots",
-                "id",
-                name="item_queue_started_idx",
-                condition=Q(open_slots__gt=0, is_gold=False, started=True),
-            ),
-            models.Index(
-                "campaign",
-                models.F("priority").desc(),
-                "id",
-                name="item_queue_fresh_idx",
-                condition=Q(open_slots__gt=0, is_gold=False, started=False),
-            ),
-            # Gold items stay out of the queue index; the claim draws them from this one.
+            # Gold items are not queued; the claim draws them from this index.
             models.Index("campaign", "id", name="item_gold_idx", condition=Q(is_gold=True)),
         ]
 
     def __str__(self) -> str:
         return self.external_id or f"item {self.pk}"
+
+
+class QueueEntry(models.Model):
+    """An item's place in the review queue: one row per item, apart from the item.
+
+    Every claim changes its item's open slots; kept on the item, that rewrote the whole row
+    (prompt, context, metadata) and left a dead version in each of its five indexes, which
+    vacuum then had to scan at every pass. This row is narrow and has three indexes, so a
+    claim writes a few dozen bytes and the item table is left alone. See docs/queue.md.
+    """
+
+    item = models.OneToOneField(
+        Item, on_delete=models.CASCADE, primary_key=True, related_name="queue"
+    )
+    # The item's campaign and priority, copied so the queue indexes hold all a claim orders
+    # by; neither changes after the item is stored. No constraint of its own: the item's
+    # (whose campaign this is) already holds, and a second would cost a check per imported row.
+    campaign = models.ForeignKey(
+        Campaign,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    priority = models.IntegerField(default=0)
+    # Slots still open: overlap minus live (claimed or submitted) assignments; 0 for gold items
+    # (served apart) and for items still waiting for their responses.
+    open_slots = models.PositiveSmallIntegerField(default=0)
+    # Whether any expert ever claimed it. Untouched items sit in their own small index, so
+    # a claim finds the next fresh item without walking past items the expert already has.
+    started = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # The queue in two parts: items already started (breadth-first: fewest open slots
+            # first), and fresh ones.
+            models.Index(
+                "campaign",
+                models.F("priority").desc(),
+                "open_slots",
+                "item",
+                name="queue_started_idx",
+                condition=Q(open_slots__gt=0, started=True),
+            ),
+            models.Index(
+                "campaign",
+                models.F("priority").desc(),
+                "item",
+                name="queue_fresh_idx",
+                condition=Q(open_slots__gt=0, started=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.open_slots} open slots for item {self.item_id}"
 
 
 class Response(models.Model):

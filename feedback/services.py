@@ -26,6 +26,8 @@ from feedback.models import (
     Invitation,
     Item,
     Qualification,
+    QueueEntry,
+    Response,
     User,
 )
 
@@ -283,7 +285,7 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
             ready = Item.objects.filter(
                 campaign=campaign, is_gold=False, responses__isnull=False
             ).distinct()
-            Item.objects.filter(pk__in=ready.values("pk")).update(
+            QueueEntry.objects.filter(item__in=ready.values("pk")).update(
                 open_slots=Greatest(F("open_slots") + delta, 0)
             )
     return campaign
@@ -297,6 +299,25 @@ def qualification_set(*, campaign: Campaign, expert: User, qualified: bool) -> Q
 
 
 # --- items -----------------------------------------------------------------
+
+
+def item_queue_sync(*, item: Item) -> QueueEntry:
+    """Give an item made or edited by hand (the admin) its queue row: a new item's open
+    slots are the campaign's overlap once it has responses (none for gold, which is served
+    apart); an edited one keeps its slots and takes its new priority."""
+    ready = not item.is_gold and Response.objects.filter(item=item).exists()
+    entry, created = QueueEntry.objects.get_or_create(
+        item=item,
+        defaults={
+            "campaign_id": item.campaign_id,
+            "priority": item.priority,
+            "open_slots": item.campaign.overlap if ready else 0,
+        },
+    )
+    if not created and entry.priority != item.priority:
+        entry.priority = item.priority
+        entry.save(update_fields=["priority"])
+    return entry
 
 
 @dataclass

@@ -16,7 +16,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from feedback.models import Campaign, Item, Qualification, Response, User
+from feedback.models import Campaign, Item, Qualification, QueueEntry, Response, User
 from feedback.selectors import expert_skills
 from reviews import signals
 from reviews.models import Assignment, Review
@@ -63,8 +63,8 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
 
 
 # Expiry is one statement: take due claims (skipping rows a submit holds), mark them expired
-# and give each item its slots back. Items are locked in id order so two expiry runs that
-# free slots on the same items cannot deadlock.
+# and give each item its slots back. Queue rows are locked in item order so two expiry runs
+# that free slots on the same items cannot deadlock.
 _EXPIRE_SQL = """
 WITH due AS (
     SELECT a.id FROM reviews_assignment a
@@ -79,13 +79,13 @@ WITH due AS (
 ), counts AS (
     SELECT item_id, count(*) AS n FROM expired WHERE NOT is_gold GROUP BY item_id
 ), locked AS (
-    SELECT i.id FROM feedback_item i WHERE i.id IN (SELECT item_id FROM counts)
-    ORDER BY i.id FOR UPDATE
+    SELECT q.item_id FROM feedback_queueentry q WHERE q.item_id IN (SELECT item_id FROM counts)
+    ORDER BY q.item_id FOR UPDATE
 ), freed AS (
-    UPDATE feedback_item i SET open_slots = i.open_slots + counts.n
-    FROM counts JOIN locked ON locked.id = counts.item_id
-    WHERE i.id = counts.item_id
-    RETURNING i.id
+    UPDATE feedback_queueentry q SET open_slots = q.open_slots + counts.n
+    FROM counts JOIN locked ON locked.item_id = counts.item_id
+    WHERE q.item_id = counts.item_id
+    RETURNING q.item_id
 )
 SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM freed)
 """
@@ -151,7 +151,7 @@ def assignments_expire_due(
         )
         for _, item_id, is_gold in due:
             if not is_gold:
-                Item.objects.filter(pk=item_id).update(open_slots=F("open_slots") + 1)
+                QueueEntry.objects.filter(pk=item_id).update(open_slots=F("open_slots") + 1)
     return len(due)
 
 
@@ -173,9 +173,9 @@ def _expire_lazily(campaign_id: int, *, force: bool = False) -> int:
 #   own    the expert's claimed assignment in the campaign, if any (live or stale);
 #   pick   the first open slot by priority, then breadth-first (fewest open slots: items that
 #          already have reviews or claims first), then age, among items the expert has never
-#          had; rows another claimer holds are skipped, never waited for;
-#   taken  one slot taken on that row;
-#   claimed/event  the assignment with its own shuffled response order, and its history row.
+#          had; queue rows another claimer holds are skipped, never waited for;
+#   taken  one slot taken on that queue row (the item row is not written);
+#   claimed  the assignment with its own shuffled response order.
 # The partial unique index assignment_one_claim_per_expert makes a concurrent second claim
 # by the same expert fail instead of holding two slots.
 _CLAIM_SQL = """
@@ -204,34 +204,34 @@ UNION ALL
 SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL FROM own
 """
 
-# The queue is two partial indexes: started items (breadth-first: fewest open slots first)
+# The queue is two partial indexes of the queue table: started items (breadth-first: fewest open slots first)
 # and fresh ones. Among started items only the first PARTIAL_SCAN are looked at: an expert who
 # already has all of them (one much faster than the others) is given a fresh item instead of
 # walking an ever longer list, so a claim costs the same at any size and any expert's pace.
 # The best candidate by priority, then started before fresh, then fewest open slots, then age,
 # that no other claimer holds is locked.
 _PICK_QUEUE = """
-    SELECT i.id FROM (
-        (SELECT s.id, s.priority, TRUE AS started, s.open_slots FROM (
-            SELECT id, priority, open_slots FROM feedback_item
-            WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT is_gold AND started
-            ORDER BY priority DESC, open_slots ASC, id ASC
+    SELECT q.item_id AS id FROM (
+        (SELECT s.item_id, s.priority, TRUE AS started, s.open_slots FROM (
+            SELECT item_id, priority, open_slots FROM feedback_queueentry
+            WHERE campaign_id = %(campaign)s AND open_slots > 0 AND started
+            ORDER BY priority DESC, open_slots ASC, item_id ASC
             LIMIT %(scan)s) s
          -- a probe per candidate, so the cost is bounded by the scan, not the expert's history
          WHERE (SELECT 1 FROM reviews_assignment a
-                WHERE a.item_id = s.id AND a.expert_id = %(expert)s LIMIT 1) IS NULL
+                WHERE a.item_id = s.item_id AND a.expert_id = %(expert)s LIMIT 1) IS NULL
          LIMIT %(candidates)s)
         UNION ALL
-        (SELECT id, priority, FALSE, open_slots FROM feedback_item
-         WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT is_gold AND NOT started
-         ORDER BY priority DESC, id ASC
+        (SELECT item_id, priority, FALSE, open_slots FROM feedback_queueentry
+         WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT started
+         ORDER BY priority DESC, item_id ASC
          LIMIT %(candidates)s)
     ) c
-    JOIN feedback_item i ON i.id = c.id
-    WHERE NOT EXISTS (SELECT 1 FROM own) AND i.open_slots > 0
-    ORDER BY c.priority DESC, c.started DESC, c.open_slots ASC, c.id ASC
+    JOIN feedback_queueentry q ON q.item_id = c.item_id
+    WHERE NOT EXISTS (SELECT 1 FROM own) AND q.open_slots > 0
+    ORDER BY c.priority DESC, c.started DESC, c.open_slots ASC, c.item_id ASC
     LIMIT 1
-    FOR UPDATE OF i SKIP LOCKED"""
+    FOR UPDATE OF q SKIP LOCKED"""
 
 PARTIAL_SCAN = 200
 # Candidates per part. Each claim holds its row for about a millisecond, so all of a few
@@ -241,9 +241,9 @@ CANDIDATES = 4
 RETRIES = ((10**9, 64), (10**9, 1024))
 
 _TAKE_SLOT = """
-    UPDATE feedback_item i SET open_slots = i.open_slots - 1, started = TRUE
-    FROM pick WHERE i.id = pick.id
-    RETURNING i.id"""
+    UPDATE feedback_queueentry q SET open_slots = q.open_slots - 1, started = TRUE
+    FROM pick WHERE q.item_id = pick.id
+    RETURNING q.item_id AS id"""
 
 # Gold items take no slot: any number of experts may answer them, each once.
 _PICK_GOLD = """
@@ -366,16 +366,16 @@ def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
             )
             is_gold = item_id is not None
         if item_id is None:
-            item_id = (
-                Item.objects.filter(campaign=campaign, open_slots__gt=0, is_gold=False)
+            item_id = (  # a queue row's primary key is its item's id, so `seen` applies
+                QueueEntry.objects.filter(campaign=campaign, open_slots__gt=0)
                 .exclude(Exists(seen))
-                .order_by("-priority", "-started", "open_slots", "pk")
-                .values_list("pk", flat=True)
+                .order_by("-priority", "-started", "open_slots", "item_id")
+                .values_list("item_id", flat=True)
                 .first()
             )
             if item_id is None:
                 return None
-            if not Item.objects.filter(pk=item_id, open_slots__gt=0).update(
+            if not QueueEntry.objects.filter(pk=item_id, open_slots__gt=0).update(
                 open_slots=F("open_slots") - 1, started=True
             ):
                 return None
@@ -477,7 +477,7 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
         assignment.finished_at = timezone.now()
         assignment.save(update_fields=["status", "skip_reason", "skip_note", "finished_at"])
         if not assignment.is_gold:
-            Item.objects.filter(pk=assignment.item_id).update(open_slots=F("open_slots") + 1)
+            QueueEntry.objects.filter(pk=assignment.item_id).update(open_slots=F("open_slots") + 1)
     return assignment
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from feedback.models import Item, Response, User
+from feedback.models import Item, QueueEntry, Response, User
 from reviews import services
 from tests.browser.conftest import run_axe
 from tests.feedback.factories import CampaignFactory, UserFactory
@@ -76,8 +76,8 @@ def _assignment(kind: str, expert: User, *, context: Any, responses: int, rubric
         prompt=[{"role": "user", "content": "Review this, please."}],
         context=context,
         content_hash=f"a11y-{kind}",
-        open_slots=1,
     )
+    QueueEntry.objects.create(item=item, campaign=campaign, open_slots=1)
     for position in range(responses):
         Response.objects.create(
             item=item, model_name=f"m{position}", text=ANSWER, position=position

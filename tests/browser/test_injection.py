@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
-from feedback.models import Campaign, Item, Response, User
+from feedback.models import Campaign, Item, QueueEntry, Response, User
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, UserFactory
@@ -97,8 +97,8 @@ def _item(
         prompt=prompt,
         context=context,
         content_hash=f"{campaign.pk}-{n}",
-        open_slots=campaign.overlap,
     )
+    QueueEntry.objects.create(item=item, campaign=campaign, open_slots=campaign.overlap)
     for position, (fmt, text) in enumerate(responses):
         Response.objects.create(
             item=item, model_name=f"m{position}", text=text, format=fmt, position=position

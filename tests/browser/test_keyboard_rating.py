@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.models import Item, Response, User
+from feedback.models import Item, QueueEntry, Response, User
 from reviews import services
 from reviews.models import Review
 from tests.feedback.factories import CampaignFactory, UserFactory
@@ -32,9 +32,8 @@ RUBRIC = [
 def test_digits_score_each_criterion_in_turn_and_ctrl_enter_submits(open_session):
     expert = UserFactory(role=User.Role.EXPERT, email="rater@example.test")
     campaign = CampaignFactory(kind="rating", rubric=RUBRIC)
-    item = Item.objects.create(
-        campaign=campaign, prompt="Explain clause 9.2.", content_hash="r1", open_slots=1
-    )
+    item = Item.objects.create(campaign=campaign, prompt="Explain clause 9.2.", content_hash="r1")
+    QueueEntry.objects.create(item=item, campaign=campaign, open_slots=1)
     response = Response.objects.create(item=item, model_name="m", text="It caps liability.")
     assignment = services.assignment_claim(campaign=campaign, expert=expert)
     assert assignment is not None

@@ -3,7 +3,7 @@ from __future__ import annotations
 import factory
 
 from feedback.item_input import ResponseInput, content_hash
-from feedback.models import Campaign, ExpertProfile, Item, Response, User
+from feedback.models import Campaign, ExpertProfile, Item, QueueEntry, Response, User
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -45,7 +45,6 @@ class ItemFactory(factory.django.DjangoModelFactory):
     content_hash = factory.LazyAttribute(
         lambda o: content_hash(o.prompt, {}, [ResponseInput("x", o.external_id, "text")])
     )
-    open_slots = factory.LazyAttribute(lambda o: o.campaign.overlap)
 
     @factory.post_generation
     def responses(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
@@ -63,3 +62,18 @@ class ItemFactory(factory.django.DjangoModelFactory):
                 text=f"Answer {position} to {self.prompt}",
                 position=position,
             )
+
+    @factory.post_generation
+    def open_slots(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        """The item's queue row: the campaign's overlap in open slots unless given (none for
+        gold, which is served apart)."""
+        if not create:
+            return
+        QueueEntry.objects.create(
+            item=self,
+            campaign_id=self.campaign_id,
+            priority=self.priority,
+            open_slots=extracted
+            if extracted is not None
+            else (0 if self.is_gold else self.campaign.overlap),
+        )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from feedback.models import GenerationJob, Item, Response
+from feedback.models import GenerationJob, QueueEntry, Response
 from tests.feedback.factories import CampaignFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
@@ -165,7 +165,7 @@ def test_it_fills_missing_responses_with_retries_usage_and_cost(model_server, ge
     assert status["completion_tokens"] == 8 * 7
     for item in waiting:
         item.refresh_from_db()
-        assert item.open_slots == 2, "generated items join the queue"
+        assert item.queue.open_slots == 2, "generated items join the queue"
         first, second = item.responses.order_by("position")
         assert (first.model_name, second.model_name) == ("rate-limited", "flaky")
         assert first.text == f"rate-limited answers: {item.prompt}"
@@ -195,7 +195,7 @@ def test_an_item_whose_model_fails_for_good_stores_nothing_and_says_why(model_se
         "HTTP 503: overloaded (gave up after 4 attempts)"
     }
     assert Response.objects.count() == 0
-    assert set(Item.objects.values_list("open_slots", flat=True)) == {0}
+    assert set(QueueEntry.objects.values_list("open_slots", flat=True)) == {0}
 
 
 def test_a_client_error_is_not_retried(model_server, generate):

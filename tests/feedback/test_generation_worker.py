@@ -60,7 +60,7 @@ def test_a_queued_generation_is_run_by_the_worker(
     assert job.cost_usd_micros == 3 * 7 * 10
     for item in waiting:
         item.refresh_from_db()
-        assert item.open_slots == 2, "generated items join the queue"
+        assert item.queue.open_slots == 2, "generated items join the queue"
         first, second = item.responses.order_by("position")
         assert (first.model_name, second.model_name) == ("rate-limited", "flaky")
         assert first.generation["attempts"] == 2  # one 429 from the server, then success

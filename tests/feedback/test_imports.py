@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from feedback.models import ImportJob, Item, Response
+from feedback.models import ImportJob, Item, QueueEntry, Response
 
 pytestmark = pytest.mark.django_db
 
@@ -68,7 +68,7 @@ def test_it_imports_a_jsonl_file_in_the_background(upload, pairwise_campaign):
     )
     assert Item.objects.filter(campaign=pairwise_campaign).count() == 3
     item = Item.objects.get(external_id="q-2")
-    assert item.open_slots == pairwise_campaign.overlap
+    assert item.queue.open_slots == pairwise_campaign.overlap
     assert list(item.responses.values_list("model_name", "text", "position")) == [
         ("m-a", "A2", 0),
         ("m-b", "B2", 1),
@@ -346,7 +346,7 @@ def test_items_without_responses_wait_for_generation(upload):
     _res, status = upload("items.jsonl", _jsonl({"prompt": "Generate for me"}))
 
     assert status["status"] == "succeeded"
-    assert Item.objects.get().open_slots == 0
+    assert QueueEntry.objects.get().open_slots == 0
 
 
 def test_an_expert_cannot_import_or_read_an_import(upload, api_for, expert, pairwise_campaign):
@@ -510,7 +510,13 @@ def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
         gold["context"],
         gold["metadata"],
     )
-    assert (item.priority, item.is_gold, item.gold_answer, item.open_slots, item.started) == (
+    assert (
+        item.priority,
+        item.is_gold,
+        item.gold_answer,
+        item.queue.open_slots,
+        item.queue.started,
+    ) == (
         -5,
         True,
         {"best": "a"},
@@ -527,7 +533,7 @@ def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
         (r.generation, r.images, r.created_at) == ({}, [], item.created_at) for r in responses
     )
     other = Item.objects.get(external_id="q-2")
-    assert (other.priority, other.is_gold, other.gold_answer, other.open_slots) == (
+    assert (other.priority, other.is_gold, other.gold_answer, other.queue.open_slots) == (
         1000,
         False,
         None,
@@ -591,11 +597,11 @@ def test_an_error_while_writing_a_chunk_reaches_the_importing_thread(pairwise_ca
 
     copier = _CopyWriter()
     try:
-        copier.submit(b"not\ta\tvalid\trow\n", b"")
+        copier.submit(b"not\ta\tvalid\trow\n", b"", b"")
         with pytest.raises(psycopg.Error):
             copier.drain()
         with pytest.raises(psycopg.Error):
-            copier.submit(b"", b"")
+            copier.submit(b"", b"", b"")
     finally:
         copier.close()
 

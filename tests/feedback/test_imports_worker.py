@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from feedback import imports
-from feedback.models import ImportJob, Item
+from feedback.models import ImportJob, QueueEntry
 from tests.celery_worker import Worker, wait_for_status
 from tests.feedback.factories import CampaignFactory, UserFactory
 
@@ -32,6 +32,6 @@ def test_a_queued_import_is_run_by_the_worker(celery_worker_process: Worker) -> 
     wait_for_status(job, {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED})
     assert job.status == ImportJob.Status.SUCCEEDED, job.message
     assert job.created_count == 50
-    assert Item.objects.filter(campaign=campaign, open_slots=2).count() == 50
+    assert QueueEntry.objects.filter(campaign=campaign, open_slots=2).count() == 50
     # The worker and this process agree on what is stored: a second run changes nothing.
     assert imports.import_run(import_id=job.pk).created_count == 50

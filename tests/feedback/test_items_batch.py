@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.models import Item, Response
+from feedback.models import Item, QueueEntry, Response
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def test_it_stores_a_valid_batch_with_its_responses(api_for, engineer, pairwise_
     assert Item.objects.filter(campaign=pairwise_campaign).count() == 2
     assert Response.objects.filter(item__campaign=pairwise_campaign).count() == 4
     item = Item.objects.get(external_id="pr-1")
-    assert item.open_slots == pairwise_campaign.overlap
+    assert item.queue.open_slots == pairwise_campaign.overlap
 
 
 def test_it_rejects_the_whole_batch_and_names_each_bad_index_and_field(
@@ -88,7 +88,7 @@ def test_an_item_without_responses_waits_outside_the_queue(api_for, engineer, pa
         format="json",
     )
     assert res.status_code == 201
-    assert Item.objects.get().open_slots == 0
+    assert QueueEntry.objects.get().open_slots == 0
 
 
 def test_an_expert_cannot_push_items(api_for, expert, pairwise_campaign):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from feedback.models import Item, User
+from feedback.models import QueueEntry, User
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
@@ -74,7 +74,7 @@ def test_it_gives_32_concurrent_claimers_every_item_exactly_overlap_times():
         by_item[item_id].add(expert_id)
     assert Counter(item_id for item_id, _ in reviews) == {item.pk: 3 for item in items}
     assert all(len(by_item[item.pk]) == 3 for item in items), "3 different experts per item"
-    assert set(Item.objects.values_list("open_slots", flat=True)) == {0}
+    assert set(QueueEntry.objects.values_list("open_slots", flat=True)) == {0}
     assert not Assignment.objects.filter(status="claimed").exists()
     assert Assignment.objects.count() == Review.objects.count() == 180
 
@@ -93,7 +93,7 @@ def test_concurrent_claims_by_one_expert_hold_one_slot():
 
     assert len(set(claimed)) == 1
     assert Assignment.objects.filter(expert=expert).count() == 1
-    assert Item.objects.filter(open_slots=0).count() == 1
+    assert QueueEntry.objects.filter(open_slots=0).count() == 1
 
 
 def test_a_double_submit_from_two_threads_stores_one_review():

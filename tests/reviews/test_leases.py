@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feedback.models import Item, User
+from feedback.models import QueueEntry, User
 from reviews import services, tasks
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
@@ -31,7 +31,7 @@ def test_the_beat_job_expires_a_lease_and_frees_its_slot(expert, other_expert):
     assert tasks.expire_leases() == 1
 
     item.refresh_from_db()
-    assert item.open_slots == 1
+    assert item.queue.open_slots == 1
     expired = Assignment.objects.get(pk=first.pk)
     assert expired.status == "expired"
     assert expired.finished_at is not None
@@ -52,7 +52,7 @@ def test_the_claim_frees_expired_leases_itself(expert, other_expert):
     assert claim.item_id == item.pk
     assert Assignment.objects.get(pk=first.pk).status == "expired"
     item.refresh_from_db()
-    assert item.open_slots == 0
+    assert item.queue.open_slots == 0
 
 
 def test_a_late_submit_after_the_slot_was_reassigned_is_409(expert, other_expert):
@@ -140,7 +140,7 @@ def test_the_lease_length_is_the_campaigns(expert):
     ItemFactory(campaign=campaign)
     assignment = services.assignment_claim(campaign=campaign, expert=expert)
     assert assignment.lease_expires_at - assignment.claimed_at == timedelta(minutes=7)
-    assert Item.objects.get().open_slots == 0
+    assert QueueEntry.objects.get().open_slots == 0
 
 
 def test_a_skip_with_a_free_text_reason_is_stored_and_the_item_not_offered_again(expert):
@@ -160,7 +160,7 @@ def test_a_skip_with_a_free_text_reason_is_stored_and_the_item_not_offered_again
         "other",
         "I wrote this code",
     )
-    assert Item.objects.get().open_slots == 2
+    assert QueueEntry.objects.get().open_slots == 2
     assert services.assignment_claim(campaign=campaign, expert=expert) is None
 
 
@@ -173,7 +173,7 @@ def test_priority_wins_then_items_with_reviews_are_finished_first():
 
     first = services.assignment_claim(campaign=campaign, expert=experts[0])
     assert first.item_id == urgent.pk
-    Item.objects.filter(pk=started.pk).update(open_slots=1, started=True)  # one review in
+    QueueEntry.objects.filter(pk=started.pk).update(open_slots=1, started=True)  # one review in
 
     second = services.assignment_claim(campaign=campaign, expert=experts[1])
     assert second.item_id == urgent.pk, "priority first"
@@ -199,7 +199,7 @@ def test_gold_items_are_interleaved_and_take_no_slot(expert):
     assert len(got) == 7
     assert got.count((gold.pk, True)) == 1, "the gold item once, flagged as gold"
     gold.refresh_from_db()
-    assert gold.open_slots == 0
+    assert gold.queue.open_slots == 0
 
 
 def test_an_unqualified_or_unskilled_expert_cannot_claim(expert, engineer):
@@ -264,4 +264,4 @@ def test_an_expert_far_ahead_of_the_others_still_gets_work_at_once():
             body={"preference": {"chosen": assignment.response_order[0]}},
         )
     assert done == PARTIAL_SCAN + 5
-    assert set(Item.objects.values_list("open_slots", flat=True)) == {0}
+    assert set(QueueEntry.objects.values_list("open_slots", flat=True)) == {0}

@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from feedback.models import Campaign, Item, Response
+from feedback.models import Campaign, QueueEntry, Response
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory
@@ -289,5 +289,5 @@ def test_an_expert_cannot_start_a_campaign_they_cannot_see(expert):
     res = _client(expert).post(reverse("review-start", args=[campaign.pk]))
     assert res.status_code == 404
     assert not Assignment.objects.exists()
-    assert Item.objects.get().open_slots == 1
+    assert QueueEntry.objects.get().open_slots == 1
     assert Campaign.objects.count() == 1
