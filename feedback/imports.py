@@ -940,10 +940,10 @@ RESPONSES_COPY = (
 
 
 def _copy_data(rows: list[_Ready], writer_busy: threading.Lock) -> tuple[bytes, bytes, bytes]:
-    """A chunk's COPY data for items, their queue rows and responses. Item ids are taken from the sequence
-    first so responses can name their item without a round trip per row; responses get
-    theirs from the column default. The lines were encoded by the parser: here they only
-    get their ids and time."""
+    """A chunk's COPY data for items, their queue rows and responses. Item ids are taken
+    from the sequence first so queue rows and responses can name their item without a round
+    trip per row; responses get theirs from the column default. The lines were encoded by
+    the parser: here they only get their ids and time."""
     now = timezone.now().isoformat().encode() + b"\n"
     connection.ensure_connection()
     raw = connection.connection

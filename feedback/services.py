@@ -304,7 +304,7 @@ def qualification_set(*, campaign: Campaign, expert: User, qualified: bool) -> Q
 def item_queue_sync(*, item: Item) -> QueueEntry:
     """Give an item made or edited by hand (the admin) its queue row: a new item's open
     slots are the campaign's overlap once it has responses (none for gold, which is served
-    apart); an edited one keeps its slots and takes its new priority."""
+    apart); an edited one keeps its slots and takes its new priority and campaign."""
     ready = not item.is_gold and Response.objects.filter(item=item).exists()
     entry, created = QueueEntry.objects.get_or_create(
         item=item,
@@ -314,9 +314,9 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
             "open_slots": item.campaign.overlap if ready else 0,
         },
     )
-    if not created and entry.priority != item.priority:
-        entry.priority = item.priority
-        entry.save(update_fields=["priority"])
+    if not created and (entry.priority, entry.campaign_id) != (item.priority, item.campaign_id):
+        entry.priority, entry.campaign_id = item.priority, item.campaign_id
+        entry.save(update_fields=["priority", "campaign"])
     return entry
 
 

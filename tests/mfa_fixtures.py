@@ -6,6 +6,8 @@ Django admin included. A test that signs in as an admin to use pages imports the
     from tests.mfa_fixtures import admin_with_mfa_fixture  # noqa: F401  (registers the fixture)
 
 then asks for ``admin_with_mfa`` like any fixture, and gets the same admin as tests/conftest.py's ``admin_user``, with TOTP turned on.
+A test that uses the Django admin's pages imports ``admin_mfa_client_fixture`` too and asks for
+``admin_mfa_client``: the test client signed in as that admin.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ def admin_with_mfa_fixture(admin_user: User) -> User:
     # The secret rides on the instance for tests that must type a code (tests.feedback.test_accounts.totp_now).
     admin_user.totp_secret = totp_turn_on(admin_user)  # type: ignore[attr-defined]
     return admin_user
+
+
+@pytest.fixture(name="admin_mfa_client")
+def admin_mfa_client_fixture(client: Any, admin_with_mfa: User) -> Any:
+    """Django's test client signed in as ``admin_with_mfa``, for the Django admin's pages."""
+    client.force_login(admin_with_mfa)
+    return client
 
 
 @pytest.fixture(name="mfa_not_required")

@@ -9,29 +9,27 @@ import pytest
 
 from feedback.models import Invitation, User
 from tests.feedback.factories import UserFactory
-from tests.mfa_fixtures import admin_with_mfa_fixture, totp_turn_on  # noqa: F401
+from tests.mfa_fixtures import (  # noqa: F401
+    admin_mfa_client_fixture,
+    admin_with_mfa_fixture,
+    totp_turn_on,
+)
 
 pytestmark = pytest.mark.django_db
 
 ADD = "/admin/feedback/invitation/add/"
 
 
-@pytest.fixture
-def admin_client(client, admin_with_mfa):
-    client.force_login(admin_with_mfa)
-    return client
-
-
 def invite(client, email: str, role: str = User.Role.EXPERT, days: int = 14):
     return client.post(ADD, {"email": email, "role": role, "days": days}, follow=True)
 
 
-def test_it_creates_an_invitation_and_shows_a_working_link_once(admin_client, admin_with_mfa):
-    form = admin_client.get(ADD)
+def test_it_creates_an_invitation_and_shows_a_working_link_once(admin_mfa_client, admin_with_mfa):
+    form = admin_mfa_client.get(ADD)
     assert form.status_code == 200
     assert 'name="days"' in form.content.decode()
 
-    page = invite(admin_client, " New.Lead@Example.test ", role=User.Role.LEAD, days=3)
+    page = invite(admin_mfa_client, " New.Lead@Example.test ", role=User.Role.LEAD, days=3)
     assert page.status_code == 200
     html = page.content.decode()
     link = re.search(r'href="(http://testserver/invite/[^"/]+/)"', html)
@@ -45,24 +43,24 @@ def test_it_creates_an_invitation_and_shows_a_working_link_once(admin_client, ad
     token = link.group(1).rsplit("/", 2)[1]
     assert token not in invitation.token_hash
     for again in ("/admin/feedback/invitation/", f"/admin/feedback/invitation/{invitation.pk}/"):
-        assert token not in admin_client.get(again, follow=True).content.decode(), again
+        assert token not in admin_mfa_client.get(again, follow=True).content.decode(), again
 
-    admin_client.logout()
-    landing = admin_client.get(link.group(1).removeprefix("http://testserver"))
+    admin_mfa_client.logout()
+    landing = admin_mfa_client.get(link.group(1).removeprefix("http://testserver"))
     assert landing["Location"] == "/accounts/signup/?email=new.lead@example.test"
 
 
-def test_it_refuses_an_address_that_already_has_an_account(admin_client):
+def test_it_refuses_an_address_that_already_has_an_account(admin_mfa_client):
     UserFactory(email="taken@example.test")
-    page = invite(admin_client, "taken@example.test")
+    page = invite(admin_mfa_client, "taken@example.test")
     assert "taken@example.test already has an account." in page.content.decode()
     assert not Invitation.objects.exists()
 
 
-def test_an_invitation_cannot_be_edited_after_it_was_sent(admin_client, admin_with_mfa):
-    invite(admin_client, "fixed@example.test")
+def test_an_invitation_cannot_be_edited_after_it_was_sent(admin_mfa_client, admin_with_mfa):
+    invite(admin_mfa_client, "fixed@example.test")
     invitation = Invitation.objects.get()
-    admin_client.post(
+    admin_mfa_client.post(
         f"/admin/feedback/invitation/{invitation.pk}/change/",
         {"email": "other@example.test", "role": User.Role.ADMIN},
     )

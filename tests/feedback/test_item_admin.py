@@ -7,17 +7,11 @@ import pytest
 from feedback.models import Item, QueueEntry, User
 from reviews import services as reviews
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
-from tests.mfa_fixtures import admin_with_mfa_fixture  # noqa: F401
+from tests.mfa_fixtures import admin_mfa_client_fixture, admin_with_mfa_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 ADD = "/admin/feedback/item/add/"
-
-
-@pytest.fixture
-def admin_client(client, admin_with_mfa):
-    client.force_login(admin_with_mfa)
-    return client
 
 
 def form(campaign_id: int, *, prompt: str, priority: int, responses: list[str]) -> dict:
@@ -49,9 +43,9 @@ def form(campaign_id: int, *, prompt: str, priority: int, responses: list[str]) 
     return data
 
 
-def test_an_item_added_with_responses_joins_the_queue_and_can_be_claimed(admin_client):
+def test_an_item_added_with_responses_joins_the_queue_and_can_be_claimed(admin_mfa_client):
     campaign = CampaignFactory(overlap=2)
-    page = admin_client.post(
+    page = admin_mfa_client.post(
         ADD, form(campaign.pk, prompt="Which is clearer?", priority=5, responses=["A", "B"])
     )
     assert page.status_code == 302, page.content.decode()[:3000]
@@ -70,16 +64,16 @@ def test_an_item_added_with_responses_joins_the_queue_and_can_be_claimed(admin_c
     assert item.queue.open_slots == 1
 
 
-def test_an_item_added_without_responses_waits_outside_the_queue(admin_client):
+def test_an_item_added_without_responses_waits_outside_the_queue(admin_mfa_client):
     campaign = CampaignFactory(overlap=2)
-    page = admin_client.post(ADD, form(campaign.pk, prompt="Later", priority=0, responses=[]))
+    page = admin_mfa_client.post(ADD, form(campaign.pk, prompt="Later", priority=0, responses=[]))
     assert page.status_code == 302, page.content.decode()[:3000]
     assert QueueEntry.objects.get(item__campaign=campaign).open_slots == 0
     expert = UserFactory(role=User.Role.EXPERT)
     assert reviews.assignment_claim(campaign=campaign, expert=expert) is None
 
 
-def test_a_priority_changed_in_the_admin_reorders_the_queue(admin_client):
+def test_a_priority_changed_in_the_admin_reorders_the_queue(admin_mfa_client):
     campaign = CampaignFactory(overlap=1)
     first = ItemFactory(campaign=campaign, priority=1)
     second = ItemFactory(campaign=campaign, priority=0)
@@ -99,7 +93,7 @@ def test_a_priority_changed_in_the_admin_reorders_the_queue(admin_client):
             f"responses-{n}-created_at_1": "10:00:00",
         }
     data["external_id"] = second.external_id
-    page = admin_client.post(f"/admin/feedback/item/{second.pk}/change/", data)
+    page = admin_mfa_client.post(f"/admin/feedback/item/{second.pk}/change/", data)
     assert page.status_code == 302, page.content.decode()[:3000]
     second.refresh_from_db()
     assert (second.priority, second.queue.priority, second.queue.open_slots) == (9, 9, 1)
