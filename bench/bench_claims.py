@@ -21,15 +21,16 @@ The clock starts once every connection is open. Two load shapes per size, and a 
   instead of each holding a connection; this gives what the machine does per loop when it is
   not also switching between 80 processes (16 with the 64 connections, 64 backends).
 
-This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two queue
-tables itself every VACUUM_SECONDS, as autovacuum would with the thresholds the migrations set
+This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
+claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as autovacuum would with the thresholds the migrations set
 (docs/queue.md); the count and time of those vacuums are in the result.
 
 A run starts on a freshly loaded campaign when fewer than RELOAD_BELOW open slots are left
 (every run at 10k items; never at 1M), so no run finds the queue dry. The invariants are
 checked in SQL on every campaign used: no expert has an item twice, no item has more live
 assignments than its overlap, and every item's open_slots equals overlap minus its live
-assignments. Data is loaded with COPY into a dedicated database (`feedback_bench`, see
+assignments. Each run also times a fixed piece of Python before and after (cpu_probe_ms), since
+this host's speed varies: runs whose probes differ do not compare. Data is loaded with COPY into a dedicated database (`feedback_bench`, see
 bench_database_url), never the test database.
 """
 
@@ -437,6 +438,7 @@ def run_load(
         for p in range(processes)
     ]
     load_before = os.getloadavg()[0]
+    probe_before = cpu_probe_ms()
     vacuums: list[float] = []
     stop_vacuum = threading.Event()
     vacuumer = threading.Thread(target=_vacuum_now_and_then, args=(url, stop_vacuum, vacuums))
@@ -456,6 +458,7 @@ def run_load(
         stop_vacuum.set()
         vacuumer.join()
     server_after = _server_counters(url)
+    probe_after = cpu_probe_ms()
     claims = [c for g in gathered for o in g["outs"] for c in o["claims"]]
     submits = [s for g in gathered for o in g["outs"] for s in o["submits"]]
     done = sum(o["done"] for g in gathered for o in g["outs"])
@@ -476,6 +479,7 @@ def run_load(
             ),
         },
         "load_average_before": round(load_before, 2),
+        "cpu_probe_ms": {"before": probe_before, "after": probe_after},
         "vacuums": {"count": len(vacuums), "seconds": round(sum(vacuums), 2)},
         # The whole run, warm-up included: a checkpoint makes the next change of every page
         # write the whole page to the WAL, and every commit waits for the WAL.
@@ -483,6 +487,18 @@ def run_load(
             name: round(server_after[name] - server_before[name], 1) for name in server_after
         },
     }
+
+
+def cpu_probe_ms() -> float:
+    """The same fixed piece of pure Python timed in CPU time (best of three): how fast the
+    machine is at the moment. A shared host's speed changes from hour to hour, and figures
+    from runs whose probes differ do not compare."""
+    best = float("inf")
+    for _ in range(3):
+        began = time.process_time()
+        sum(i * i for i in range(1_000_000))
+        best = min(best, time.process_time() - began)
+    return round(best * 1000, 1)
 
 
 def _server_counters(url: str) -> dict[str, float]:
