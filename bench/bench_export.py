@@ -204,9 +204,13 @@ def seed(sizes: list[int]) -> dict[str, Any]:
                 },
                 params,
             )
-            # Reviewed items with no slots left: their queue rows (the model's defaults).
+            # Reviewed items: started, no slots left.
             _insert(
-                cursor, QueueEntry, items, {"item_id": "g", "campaign_id": "%(campaign)s"}, params
+                cursor,
+                QueueEntry,
+                items,
+                {"item_id": "g", "campaign_id": "%(campaign)s", "started": "true"},
+                params,
             )
             for p in (0, 1):
                 _insert(

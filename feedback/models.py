@@ -227,8 +227,9 @@ class QueueEntry(models.Model):
         Item, on_delete=models.CASCADE, primary_key=True, related_name="queue"
     )
     # The item's campaign and priority, copied so the queue indexes hold all a claim orders
-    # by; neither changes after the item is stored. No constraint of its own: the item's
-    # (whose campaign this is) already holds, and a second would cost a check per imported row.
+    # by; only the admin changes them on an item, and copies them again (item_queue_sync).
+    # No constraint of its own: the item's (whose campaign this is) already holds, and a
+    # second would cost a check per imported row.
     campaign = models.ForeignKey(
         Campaign,
         on_delete=models.DO_NOTHING,

@@ -302,21 +302,25 @@ def qualification_set(*, campaign: Campaign, expert: User, qualified: bool) -> Q
 
 
 def item_queue_sync(*, item: Item) -> QueueEntry:
-    """Give an item made or edited by hand (the admin) its queue row: a new item's open
-    slots are the campaign's overlap once it has responses (none for gold, which is served
-    apart); an edited one keeps its slots and takes its new priority and campaign."""
-    ready = not item.is_gold and Response.objects.filter(item=item).exists()
-    entry, created = QueueEntry.objects.get_or_create(
-        item=item,
-        defaults={
-            "campaign_id": item.campaign_id,
-            "priority": item.priority,
-            "open_slots": item.campaign.overlap if ready else 0,
-        },
-    )
-    if not created and (entry.priority, entry.campaign_id) != (item.priority, item.campaign_id):
-        entry.priority, entry.campaign_id = item.priority, item.campaign_id
-        entry.save(update_fields=["priority", "campaign"])
+    """Give an item made or edited by hand (the admin) its queue row, as it now stands: its
+    campaign and priority, and as open slots the campaign's overlap less the item's live
+    (claimed or submitted) assignments once it has responses; none for a gold item, which
+    is served apart, or for one without responses. The row is locked first, so a claim on
+    the item either counts among the live assignments or waits for this."""
+    with transaction.atomic():
+        entry = QueueEntry.objects.select_for_update().filter(item=item).first()
+        if entry is None:
+            entry = QueueEntry(item=item)
+        slots = 0
+        if not item.is_gold and Response.objects.filter(item=item).exists():
+            live = item.assignments.filter(
+                status__in=["claimed", "submitted"], is_gold=False
+            ).count()
+            slots = max(item.campaign.overlap - live, 0)
+        entry.campaign_id = item.campaign_id
+        entry.priority = item.priority
+        entry.open_slots = slots
+        entry.save()
     return entry
 
 

@@ -10,8 +10,10 @@ FROM feedback_item
 """
 COPY_BACK = """
 UPDATE feedback_item SET
-    open_slots = (SELECT q.open_slots FROM feedback_queueentry q WHERE q.item_id = feedback_item.id),
-    started = (SELECT q.started FROM feedback_queueentry q WHERE q.item_id = feedback_item.id)
+    open_slots = COALESCE(
+        (SELECT q.open_slots FROM feedback_queueentry q WHERE q.item_id = feedback_item.id), 0),
+    started = COALESCE(
+        (SELECT q.started FROM feedback_queueentry q WHERE q.item_id = feedback_item.id), FALSE)
 """
 
 # Claims no longer change item rows, so the item table keeps PostgreSQL's vacuum defaults;

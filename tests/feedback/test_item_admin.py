@@ -15,6 +15,7 @@ ADD = "/admin/feedback/item/add/"
 
 
 def form(campaign_id: int, *, prompt: str, priority: int, responses: list[str]) -> dict:
+    """The add form of an item with new inline responses."""
     data = {
         "campaign": campaign_id,
         "prompt": f'"{prompt}"',
@@ -30,17 +31,48 @@ def form(campaign_id: int, *, prompt: str, priority: int, responses: list[str]) 
         "responses-MAX_NUM_FORMS": 1000,
     }
     for n, text in enumerate(responses):
-        data |= {
-            f"responses-{n}-model_name": f"model-{n}",
-            f"responses-{n}-text": text,
-            f"responses-{n}-format": "markdown",
-            f"responses-{n}-position": n,
-            f"responses-{n}-generation": "{}",
-            f"responses-{n}-images": "[]",
-            f"responses-{n}-created_at_0": "2026-11-29",
-            f"responses-{n}-created_at_1": "10:00:00",
-        }
+        data |= _response(n, model_name=f"model-{n}", text=text, position=n)
     return data
+
+
+def _response(n: int, *, model_name: str, text: str, position: int) -> dict:
+    return {
+        f"responses-{n}-model_name": model_name,
+        f"responses-{n}-text": text,
+        f"responses-{n}-format": "markdown",
+        f"responses-{n}-position": position,
+        f"responses-{n}-generation": "{}",
+        f"responses-{n}-images": "[]",
+        f"responses-{n}-created_at_0": "2026-11-29",
+        f"responses-{n}-created_at_1": "10:00:00",
+    }
+
+
+def edit(client, item: Item, *, new_responses: list[str] = (), **changes):  # type: ignore[assignment]
+    """Post the change form of a stored item: its fields with `changes`, its responses as
+    they are and `new_responses` added."""
+    stored = list(item.responses.order_by("position"))
+    data = form(
+        item.campaign_id,
+        prompt=item.prompt,
+        priority=changes.pop("priority", item.priority),
+        responses=[],
+    )
+    data |= {"external_id": item.external_id, **changes}
+    for n, response in enumerate(stored):
+        data |= _response(
+            n, model_name=response.model_name, text=response.text, position=response.position
+        )
+        data |= {f"responses-{n}-id": response.pk, f"responses-{n}-item": item.pk}
+    for n, text in enumerate(new_responses, start=len(stored)):
+        data |= _response(n, model_name=f"model-{n}", text=text, position=n)
+    data |= {
+        "responses-TOTAL_FORMS": len(stored) + len(new_responses),
+        "responses-INITIAL_FORMS": len(stored),
+    }
+    page = client.post(f"/admin/feedback/item/{item.pk}/change/", data)
+    assert page.status_code == 302, page.content.decode()[:3000]
+    item.refresh_from_db()
 
 
 def test_an_item_added_with_responses_joins_the_queue_and_can_be_claimed(admin_mfa_client):
@@ -77,25 +109,7 @@ def test_a_priority_changed_in_the_admin_reorders_the_queue(admin_mfa_client):
     campaign = CampaignFactory(overlap=1)
     first = ItemFactory(campaign=campaign, priority=1)
     second = ItemFactory(campaign=campaign, priority=0)
-    data = form(campaign.pk, prompt=second.prompt, priority=9, responses=[])
-    data |= {"responses-TOTAL_FORMS": 2, "responses-INITIAL_FORMS": 2}
-    for n, response in enumerate(second.responses.order_by("position")):
-        data |= {
-            f"responses-{n}-id": response.pk,
-            f"responses-{n}-item": second.pk,
-            f"responses-{n}-model_name": response.model_name,
-            f"responses-{n}-text": response.text,
-            f"responses-{n}-format": response.format,
-            f"responses-{n}-position": response.position,
-            f"responses-{n}-generation": "{}",
-            f"responses-{n}-images": "[]",
-            f"responses-{n}-created_at_0": "2026-11-29",
-            f"responses-{n}-created_at_1": "10:00:00",
-        }
-    data["external_id"] = second.external_id
-    page = admin_mfa_client.post(f"/admin/feedback/item/{second.pk}/change/", data)
-    assert page.status_code == 302, page.content.decode()[:3000]
-    second.refresh_from_db()
+    edit(admin_mfa_client, second, priority=9)
     assert (second.priority, second.queue.priority, second.queue.open_slots) == (9, 9, 1)
 
     expert = UserFactory(role=User.Role.EXPERT)
@@ -103,3 +117,36 @@ def test_a_priority_changed_in_the_admin_reorders_the_queue(admin_mfa_client):
     assert assignment is not None
     assert assignment.item_id == second.pk, "now first by priority"
     assert QueueEntry.objects.get(pk=first.pk).open_slots == 1
+
+
+def test_responses_added_later_in_the_admin_bring_the_item_into_the_queue(admin_mfa_client):
+    campaign = CampaignFactory(overlap=2)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    edit(admin_mfa_client, item, new_responses=["A", "B"])
+    assert item.responses.count() == 2
+    assert item.queue.open_slots == 2
+    expert = UserFactory(role=User.Role.EXPERT)
+    assignment = reviews.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    assert assignment.item_id == item.pk
+
+
+def test_an_item_made_gold_in_the_admin_leaves_the_queue(admin_mfa_client):
+    campaign = CampaignFactory(overlap=3)
+    item = ItemFactory(campaign=campaign)
+    taken = reviews.assignment_claim(campaign=campaign, expert=UserFactory())
+    assert taken is not None
+    assert taken.item_id == item.pk
+    edit(admin_mfa_client, item, is_gold="on", gold_answer='{"chosen": 0}')
+    assert item.is_gold
+    assert item.queue.open_slots == 0
+    assert reviews.assignment_claim(campaign=campaign, expert=UserFactory()) is None
+
+
+def test_slots_edited_in_the_admin_count_the_live_assignments(admin_mfa_client):
+    campaign = CampaignFactory(overlap=3)
+    item = ItemFactory(campaign=campaign)
+    for _ in range(2):
+        assert reviews.assignment_claim(campaign=campaign, expert=UserFactory()) is not None
+    edit(admin_mfa_client, item, priority=4)
+    assert (item.queue.priority, item.queue.open_slots) == (4, 1)
