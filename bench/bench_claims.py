@@ -15,6 +15,10 @@ The clock starts once every connection is open. Two load shapes per size, and a 
   size, the same rate for every size); latency is counted from the scheduled start (no
   coordinated omission). Real experts spend minutes per item, so this is the shape production
   sees, and it is where latency can be compared across sizes.
+* alternating paced (after the sizes, the smallest and the largest): the paced load again, in
+  ALTERNATE_SLICES rounds of ALTERNATE_SECONDS on each size in turn (both campaigns loaded
+  side by side), so both sizes see the host as it is during the same minutes; the p99 ratio
+  taken from these is the one that compares sizes on a host whose speed drifts.
 * server-sized closed loop (largest size only): the same loop through POOL_CONNECTIONS
   connections, one process each (by default 5, what deploy/gunicorn.conf.py starts on 2
   cores: 2 x cores + 1 sync workers). 64 experts on such a server queue for its workers
@@ -22,8 +26,8 @@ The clock starts once every connection is open. Two load shapes per size, and a 
   not also switching between 80 processes (16 with the 64 connections, 64 backends).
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
-claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as autovacuum would with the thresholds the migrations set
-(docs/queue.md); the count and time of those vacuums are in the result.
+claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as autovacuum
+would with the thresholds the migrations set (docs/queue.md); the count and time of those vacuums are in the result.
 
 A run starts on a freshly loaded campaign when fewer than RELOAD_BELOW open slots are left
 (every run at 10k items; never at 1M), so no run finds the queue dry. The invariants are
@@ -52,6 +56,8 @@ THREADS = int(os.environ.get("BENCH_CLAIMS_THREADS", "4"))
 SECONDS = float(os.environ.get("BENCH_CLAIMS_SECONDS", "20"))
 WARMUP = float(os.environ.get("BENCH_CLAIMS_WARMUP", "3"))
 VACUUM_SECONDS = float(os.environ.get("BENCH_CLAIMS_VACUUM_SECONDS", "10"))
+ALTERNATE_SLICES = int(os.environ.get("BENCH_CLAIMS_ALTERNATE_SLICES", "4"))
+ALTERNATE_SECONDS = float(os.environ.get("BENCH_CLAIMS_ALTERNATE_SECONDS", "10"))
 # Claims per second offered in the paced runs; 0: 60% of the closed-loop rate at the smallest size.
 PACED_RATE = float(os.environ.get("BENCH_CLAIMS_PACED_RATE", "0"))
 # A run starts on a freshly loaded campaign when fewer open slots than this are left.
@@ -138,13 +144,18 @@ def percentiles(samples_us: list[int]) -> dict[str, float]:
 # --- data ------------------------------------------------------------------------------------
 
 
-def load_campaign(items: int) -> tuple[int, list[int]]:
-    """A pairwise campaign of `items` items with 2 responses each, loaded with COPY."""
+def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
+    """A pairwise campaign of `items` items with 2 responses each, loaded with COPY; into an
+    emptied database, or next to what is there with `keep`."""
     from django.db import connection
 
-    from feedback.models import Campaign, ExpertProfile, User
+    from feedback.models import Campaign, ExpertProfile, Item, User
 
-    truncate_domain()
+    base = 0
+    if keep:
+        base = Item.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    else:
+        truncate_domain()
     owner, _ = User.objects.get_or_create(
         email="bench-owner@bench.test", defaults={"role": User.Role.ENGINEER}
     )
@@ -157,7 +168,7 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
         experts.append(user.pk)
     campaign = Campaign.objects.create(
         name=f"bench {items}",
-        slug=f"bench-{items}",
+        slug=f"bench-{items}-{base}",
         kind=Campaign.Kind.PAIRWISE,
         status=Campaign.Status.ACTIVE,
         overlap=OVERLAP,
@@ -167,8 +178,8 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
     raw = connection.connection
     chunk = 50_000
     with raw.cursor() as cursor:
-        for start in range(1, items + 1, chunk):
-            end = min(start + chunk, items + 1)
+        for start in range(base + 1, base + items + 1, chunk):
+            end = min(start + chunk, base + items + 1)
             item_rows = io.StringIO()
             queue_rows = io.StringIO()
             response_rows = io.StringIO()
@@ -198,8 +209,8 @@ def load_campaign(items: int) -> tuple[int, list[int]]:
                 "generation, images, created_at) FROM STDIN"
             ) as copy:
                 copy.write(response_rows.getvalue())
-        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [items])
-        cursor.execute("SELECT setval('feedback_response_id_seq', %s)", [2 * items])
+        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [base + items])
+        cursor.execute("SELECT setval('feedback_response_id_seq', %s)", [2 * (base + items)])
     raw.commit() if not raw.autocommit else None
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE feedback_item")
@@ -264,8 +275,9 @@ class _SizedCampaign:
     slots), and a run must never find the queue dry, so before each run it is loaded afresh
     when fewer than RELOAD_BELOW slots are left; the invariants are checked on every copy."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, keep: bool = False) -> None:
         self.size = size
+        self.keep = keep
         self.id = 0
         self.experts: list[int] = []
         self.load_seconds: list[float] = []
@@ -277,7 +289,7 @@ class _SizedCampaign:
         if self.id:
             add_counts(self.checks, check_invariants(self.id))
         started = time.perf_counter()
-        self.id, self.experts = load_campaign(self.size)
+        self.id, self.experts = load_campaign(self.size, keep=self.keep)
         self.load_seconds.append(round(time.perf_counter() - started, 1))
 
 
@@ -293,6 +305,7 @@ def _expert_loop(
     go: Any,
     start_value: Any,
     out: dict[str, Any],
+    seconds: float,
 ) -> None:
     from django.db import connection
 
@@ -313,7 +326,7 @@ def _expert_loop(
     go.wait()
     start_at = start_value.value
     measure_from = start_at + WARMUP
-    stop_at = measure_from + SECONDS
+    stop_at = measure_from + seconds
     # Paced connections start spread over one interval (connection k at k/64 of it), so the
     # offered load is an even stream, not 64 claims at once every interval.
     scheduled = start_at + offset
@@ -365,6 +378,7 @@ def _worker(
     go: Any,
     start_value: Any,
     results: Any,
+    seconds: float,
 ) -> None:
     setup_django(url)
     outs: list[dict[str, Any]] = [{} for _ in expert_ids]
@@ -381,6 +395,7 @@ def _worker(
                 go,
                 start_value,
                 outs[i],
+                seconds,
             ),
         )
         for i, eid in enumerate(expert_ids)
@@ -406,9 +421,11 @@ def run_load(
     experts: list[int],
     rate: float | None,
     processes: int = PROCESSES,
+    seconds: float = SECONDS,
+    samples: bool = False,
 ) -> dict[str, Any]:
-    """One connection per expert, in `processes` processes, for WARMUP + SECONDS; rate None
-    is the closed loop."""
+    """One connection per expert, in `processes` processes, for WARMUP + `seconds`; rate None
+    is the closed loop. With `samples`, the claim latencies themselves (µs) come back too."""
     connections = len(experts)
     interval = connections / rate if rate else None
     ctx = mp.get_context("spawn")
@@ -433,6 +450,7 @@ def run_load(
                 go,
                 start_value,
                 results,
+                seconds,
             ),
         )
         for p in range(processes)
@@ -451,7 +469,7 @@ def run_load(
     start_value.value = time.time() + 0.5
     go.set()
     try:
-        gathered = [results.get(timeout=SECONDS + WARMUP + 120) for _ in procs]
+        gathered = [results.get(timeout=seconds + WARMUP + 120) for _ in procs]
         for proc in procs:
             proc.join()
     finally:
@@ -462,10 +480,10 @@ def run_load(
     claims = [c for g in gathered for o in g["outs"] for c in o["claims"]]
     submits = [s for g in gathered for o in g["outs"] for s in o["submits"]]
     done = sum(o["done"] for g in gathered for o in g["outs"])
-    return {
+    out = {
         "connections": connections,
         "offered_claims_per_s": rate or "as fast as possible",
-        "claims_per_s": round(done / SECONDS, 1),
+        "claims_per_s": round(done / seconds, 1),
         "claim": percentiles(claims),
         "submit": percentiles(submits),
         "queue_ran_dry_for": sum(o["dry"] for g in gathered for o in g["outs"]),
@@ -487,6 +505,35 @@ def run_load(
             name: round(server_after[name] - server_before[name], 1) for name in server_after
         },
     }
+    if samples:
+        out["claim_samples_us"] = claims
+    return out
+
+
+def run_alternating(
+    url: str, campaigns: list[_SizedCampaign], rate: float
+) -> dict[str, dict[str, Any]]:
+    """The paced load on each campaign in turn, ALTERNATE_SLICES rounds (the first size
+    first in even rounds, last in odd ones): per size, the latency over all of its slices."""
+    claims: dict[int, list[int]] = {c.size: [] for c in campaigns}
+    probes: list[float] = []
+    for round_ in range(ALTERNATE_SLICES):
+        for campaign in campaigns if round_ % 2 == 0 else campaigns[::-1]:
+            campaign.ready()
+            run = run_load(
+                url, campaign.id, campaign.experts, rate, seconds=ALTERNATE_SECONDS, samples=True
+            )
+            claims[campaign.size] += run["claim_samples_us"]
+            probes += run["cpu_probe_ms"].values()
+    out: dict[str, dict[str, Any]] = {}
+    for campaign in campaigns:
+        add_counts(campaign.checks, check_invariants(campaign.id))
+        out[str(campaign.size)] = {
+            "claim": percentiles(claims[campaign.size]),
+            "invariants": campaign.checks,
+        }
+    out["cpu_probe_ms"] = {"min": min(probes), "max": max(probes)}
+    return out
 
 
 def cpu_probe_ms() -> float:
@@ -633,6 +680,22 @@ def main() -> dict[str, Any]:
     result["paced_p99_ratio_large_to_small"] = round(
         large["paced"]["claim"]["p99_ms"] / small["paced"]["claim"]["p99_ms"], 2
     )
+    if ALTERNATE_SLICES and len(SIZES) > 1:
+        # The largest campaign is still loaded; the smallest is loaded next to it, afresh
+        # whenever its slots run low. Invariants are checked again on both, over everything.
+        queue.keep, queue.checks = True, {}
+        alternating = run_alternating(url, [_SizedCampaign(SIZES[0], keep=True), queue], paced_rate)
+        result["alternating_paced"] = {
+            "rounds": ALTERNATE_SLICES,
+            "seconds_per_slice": ALTERNATE_SECONDS,
+            "offered_claims_per_s": paced_rate,
+            **alternating,
+        }
+        result["alternating_p99_ratio_large_to_small"] = round(
+            alternating[str(SIZES[-1])]["claim"]["p99_ms"]
+            / alternating[str(SIZES[0])]["claim"]["p99_ms"],
+            2,
+        )
     write("claims", result)
     return result
 
