@@ -6,6 +6,8 @@ import functools
 import json
 import random
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -149,10 +151,15 @@ def assignments_expire_due(
         Assignment.objects.filter(pk__in=[pk for pk, _, _ in due]).update(
             status=Assignment.Status.EXPIRED, finished_at=now
         )
-        for _, item_id, is_gold in due:
-            if not is_gold:
-                QueueEntry.objects.filter(pk=item_id).update(open_slots=F("open_slots") + 1)
+        _give_slots_back(item_id for _, item_id, is_gold in due if not is_gold)
     return len(due)
+
+
+def _give_slots_back(item_ids: Iterable[int]) -> None:
+    """Ended claims' slots return to the queue, one statement per item (the ORM paths; the
+    PostgreSQL expiry does this inside its own statement)."""
+    for item_id, n in Counter(item_ids).items():
+        QueueEntry.objects.filter(pk=item_id).update(open_slots=F("open_slots") + n)
 
 
 # Lazy expiry runs at most this often per process and campaign (and always when the queue
@@ -204,10 +211,11 @@ UNION ALL
 SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL FROM own
 """
 
-# The queue is two partial indexes of the queue table: started items (breadth-first: fewest open slots first)
-# and fresh ones. Among started items only the first PARTIAL_SCAN are looked at: an expert who
-# already has all of them (one much faster than the others) is given a fresh item instead of
-# walking an ever longer list, so a claim costs the same at any size and any expert's pace.
+# The queue is two partial indexes of the queue table: started items (breadth-first: fewest
+# open slots first) and fresh ones. Among started items only the first PARTIAL_SCAN are
+# looked at: an expert who already has all of them (one much faster than the others) is given
+# a fresh item instead of walking an ever longer list, so a claim costs the same at any size
+# and any expert's pace.
 # The best candidate by priority, then started before fresh, then fewest open slots, then age,
 # that no other claimer holds is locked.
 _PICK_QUEUE = """
@@ -477,7 +485,7 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
         assignment.finished_at = timezone.now()
         assignment.save(update_fields=["status", "skip_reason", "skip_note", "finished_at"])
         if not assignment.is_gold:
-            QueueEntry.objects.filter(pk=assignment.item_id).update(open_slots=F("open_slots") + 1)
+            _give_slots_back([assignment.item_id])
     return assignment
 
 
