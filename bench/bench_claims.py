@@ -5,7 +5,7 @@ What runs is the service path of `POST campaigns/{id}/next/` and `POST assignmen
 without HTTP, in PROCESSES processes of THREADS threads: one expert and one database connection
 per thread (64 in all; 16 processes of 4 threads by default, close to a server's worker
 processes, so the latency measured is not the benchmark's own threads waiting for the GIL).
-The clock starts once every connection is open. Two load shapes per size, and a third:
+The clock starts once every connection is open. Two load shapes per size, then two more:
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
   claims per second the machine does, and a latency that is simply Little's law
@@ -27,15 +27,16 @@ The clock starts once every connection is open. Two load shapes per size, and a 
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
 claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as autovacuum
-would with the thresholds the migrations set (docs/queue.md); the count and time of those vacuums are in the result.
+would with the thresholds the migrations set (docs/queue.md); the count and time of those
+vacuums are in the result.
 
 A run starts on a freshly loaded campaign when fewer than RELOAD_BELOW open slots are left
 (every run at 10k items; never at 1M), so no run finds the queue dry. The invariants are
 checked in SQL on every campaign used: no expert has an item twice, no item has more live
 assignments than its overlap, and every item's open_slots equals overlap minus its live
 assignments. Each run also times a fixed piece of Python before and after (cpu_probe_ms), since
-this host's speed varies: runs whose probes differ do not compare. Data is loaded with COPY into a dedicated database (`feedback_bench`, see
-bench_database_url), never the test database.
+this host's speed varies: runs whose probes differ do not compare. Data is loaded with COPY
+into a dedicated database (`feedback_bench`, see bench_database_url), never the test database.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def _response(n: int, *, model_name: str, text: str, position: int) -> dict:
     }
 
 
-def edit(client, item: Item, *, new_responses: list[str] = (), **changes):  # type: ignore[assignment]
+def edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes) -> None:
     """Post the change form of a stored item: its fields with `changes`, its responses as
     they are and `new_responses` added."""
     stored = list(item.responses.order_by("position"))
@@ -122,7 +122,7 @@ def test_a_priority_changed_in_the_admin_reorders_the_queue(admin_mfa_client):
 def test_responses_added_later_in_the_admin_bring_the_item_into_the_queue(admin_mfa_client):
     campaign = CampaignFactory(overlap=2)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
-    edit(admin_mfa_client, item, new_responses=["A", "B"])
+    edit(admin_mfa_client, item, new_responses=("A", "B"))
     assert item.responses.count() == 2
     assert item.queue.open_slots == 2
     expert = UserFactory(role=User.Role.EXPERT)
