@@ -22,7 +22,13 @@ class Assignment(models.Model):
         SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Expired"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments")
+    # The item's campaign, copied so claims filter by campaign without a join. No database
+    # constraint: its check locks the campaign row (FOR KEY SHARE) on every claim, and the
+    # claims of one campaign then queue on that one row. The item's own constraint (and its
+    # campaign's) keep it valid; the claim takes it from the item's queue row.
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="assignments", db_constraint=False
+    )
     # No single-column indexes on item and expert: the (item, expert) unique constraint and
     # assignment_expert_idx serve those lookups, and every claim and submit writes each index.
     item = models.ForeignKey(
@@ -86,13 +92,27 @@ class Review(models.Model):
         REJECTED = "rejected", "Rejected"
 
     assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="reviews")
+    # Campaign, item and expert are the assignment's, copied for filtering and exports. Only
+    # the assignment link has a database constraint: the submit copies these three from the
+    # assignment row it closes, in the same statement, so they hold whenever that link does,
+    # and their own checks would lock the campaign, item and user rows on every submit (the
+    # campaign row by every submit at once). PROTECT still guards deletes made through Django.
     # review_campaign_verdict_idx leads with the campaign, so it serves campaign lookups.
     campaign = models.ForeignKey(
-        Campaign, on_delete=models.PROTECT, related_name="reviews", db_index=False
+        Campaign,
+        on_delete=models.PROTECT,
+        related_name="reviews",
+        db_index=False,
+        db_constraint=False,
     )
-    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="reviews")
+    item = models.ForeignKey(
+        Item, on_delete=models.PROTECT, related_name="reviews", db_constraint=False
+    )
     expert = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="reviews",
+        db_constraint=False,
     )
     # Mostly empty: supersedes, correction_response and verdict_by are indexed only where
     # set (partial indexes in Meta), so a new review writes three index entries fewer.

@@ -182,7 +182,7 @@ def _expire_lazily(campaign_id: int, *, force: bool = False) -> int:
 #          already have reviews or claims first), then age, among items the expert has never
 #          had; queue rows another claimer holds are skipped, never waited for;
 #   taken  one slot taken on that queue row (the item row is not written);
-#   claimed  the assignment with its own shuffled response order.
+#   claimed  the assignment (in the queue row's campaign) with its own shuffled response order.
 # The partial unique index assignment_one_claim_per_expert makes a concurrent second claim
 # by the same expert fail instead of holding two slots.
 _CLAIM_SQL = """
@@ -198,7 +198,7 @@ WITH own AS (
         campaign_id, item_id, expert_id, status, claimed_at, lease_expires_at, last_seen_at,
         finished_at, observed_seconds, active_seconds, response_order, skip_reason, skip_note,
         is_gold, draft)
-    SELECT %(campaign)s, taken.id, %(expert)s, 'claimed', %(now)s, %(lease)s, %(now)s,
+    SELECT taken.campaign_id, taken.id, %(expert)s, 'claimed', %(now)s, %(lease)s, %(now)s,
         NULL, 0, 0,
         COALESCE((SELECT jsonb_agg(r.id ORDER BY random()) FROM feedback_response r
                   WHERE r.item_id = taken.id), '[]'::jsonb),
@@ -251,11 +251,11 @@ RETRIES = ((10**9, 64), (10**9, 1024))
 _TAKE_SLOT = """
     UPDATE feedback_queueentry q SET open_slots = q.open_slots - 1, started = TRUE
     FROM pick WHERE q.item_id = pick.id
-    RETURNING q.item_id AS id"""
+    RETURNING q.item_id AS id, q.campaign_id"""
 
 # Gold items take no slot: any number of experts may answer them, each once.
 _PICK_GOLD = """
-    SELECT i.id FROM feedback_item i
+    SELECT i.id, i.campaign_id FROM feedback_item i
     WHERE NOT EXISTS (SELECT 1 FROM own)
       AND i.campaign_id = %(campaign)s AND i.is_gold
       AND EXISTS (SELECT 1 FROM feedback_response r WHERE r.item_id = i.id)
@@ -265,7 +265,7 @@ _PICK_GOLD = """
     LIMIT 1"""
 
 _CLAIM_QUEUE_SQL = _CLAIM_SQL.format(pick=_PICK_QUEUE, taken=_TAKE_SLOT)
-_CLAIM_GOLD_SQL = _CLAIM_SQL.format(pick=_PICK_GOLD, taken="SELECT id FROM pick")
+_CLAIM_GOLD_SQL = _CLAIM_SQL.format(pick=_PICK_GOLD, taken="SELECT id, campaign_id FROM pick")
 
 
 def _claim_statement(
@@ -799,7 +799,16 @@ def _submit_write_sql() -> tuple[str, list[Any]]:
     """The closing statement, its review columns taken from the model so the two cannot drift."""
     fields = [f for f in Review._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = ", ".join(f"CAST(%(f_{f.attname})s AS {f.db_type(connection)})" for f in fields)
+    # The links the review shares with its assignment come from the row being closed, so
+    # they cannot differ from it (they have no database constraints of their own; see Review).
+    shared = {"assignment_id": "closed.id"} | {
+        name: f"closed.{name}" for name in ("campaign_id", "item_id", "expert_id")
+    }
+    values = ", ".join(
+        shared.get(f.attname) or f"CAST(%(f_{f.attname})s AS {f.db_type(connection)})"
+        for f in fields
+    )
+    fields = [f for f in fields if f.attname not in shared]
     # Column names come from the model and every value is a parameter.
     sql = f"""
 WITH closed AS (
@@ -807,7 +816,7 @@ WITH closed AS (
         active_seconds = %(active)s, draft = '{{}}'::jsonb
     WHERE id = %(assignment)s AND expert_id = %(expert)s AND status = 'claimed'
       AND lease_expires_at > %(now)s
-    RETURNING id
+    RETURNING id, campaign_id, item_id, expert_id
 ), review AS (
     INSERT INTO reviews_review ({columns}) SELECT {values} FROM closed RETURNING id
 )

@@ -234,3 +234,65 @@ def test_the_claim_and_submit_statements_are_prepared_once_per_connection(
     claim = next(row for row in rows if "INSERT INTO reviews_assignment (" in row[0])
     assert (claim[1], claim[2]) == (2, 0), [(" ".join(s.split())[:50], g, c) for s, g, c in rows]
     assert all(custom == 0 for _, _, custom in rows), rows
+
+
+def test_a_review_carries_its_assignments_campaign_item_and_expert(
+    api_for, expert, other_expert, engineer
+):
+    """Review.campaign, item and expert, and Assignment.campaign, have no database
+    constraints of their own (see the models): the claim and the submit copy them from the
+    rows they write, so they must match, here across two campaigns and a gold item."""
+    from django.db.models import F, Q
+
+    campaigns = [CampaignFactory(kind="pairwise", created_by=engineer, overlap=2) for _ in range(2)]
+    for campaign in campaigns:
+        ItemFactory.create_batch(2, campaign=campaign)
+    gold_campaign = CampaignFactory(kind="pairwise", created_by=engineer, gold_rate=1.0)
+    ItemFactory(campaign=gold_campaign, is_gold=True, gold_answer={"chosen_position": 0})
+    for user in (expert, other_expert):
+        client = api_for(user)
+        for campaign in [*campaigns, *campaigns, gold_campaign]:
+            payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+            res = client.post(
+                f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+                _submit_body(payload),
+                format="json",
+            )
+            assert res.status_code == 201, res.json()
+    assert Review.objects.count() == 10
+    assert Assignment.objects.filter(is_gold=True).count() == 2
+    assert not Assignment.objects.exclude(campaign_id=F("item__campaign_id")).exists()
+    mismatched = Review.objects.exclude(
+        Q(campaign_id=F("assignment__campaign_id"))
+        & Q(item_id=F("assignment__item_id"))
+        & Q(expert_id=F("assignment__expert_id"))
+    )
+    assert not mismatched.exists()
+
+
+def test_the_database_still_refuses_to_delete_an_item_with_reviews(api_for, expert, engineer):
+    """Without a constraint on Review.item, the assignment's constraint on its item still
+    stops a delete that bypasses Django (Django itself refuses it: PROTECT). A ranking
+    review links to no response, so only that constraint is left to stop it."""
+    from django.db import IntegrityError, connection, transaction
+
+    campaign = CampaignFactory(kind="ranking", created_by=engineer)
+    item = ItemFactory(campaign=campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    ranking = [r["id"] for r in payload["item"]["responses"]]
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"ranking": ranking},
+        format="json",
+    )
+    assert res.status_code == 201, res.json()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("DELETE FROM feedback_queueentry WHERE item_id = %s", [item.pk])
+        cursor.execute("DELETE FROM feedback_response WHERE item_id = %s", [item.pk])
+        with pytest.raises(IntegrityError) as refused:
+            cursor.execute("DELETE FROM feedback_item WHERE id = %s", [item.pk])
+        transaction.set_rollback(True)
+    assert "reviews_assignment" in str(refused.value)
+    assert Review.objects.filter(item=item).exists()
