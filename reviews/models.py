@@ -23,9 +23,10 @@ class Assignment(models.Model):
         EXPIRED = "expired", "Expired"
 
     # The item's campaign, copied so claims filter by campaign without a join. No database
-    # constraint: its check locks the campaign row (FOR KEY SHARE) on every claim, and the
-    # claims of one campaign then queue on that one row. The item's own constraint (and its
-    # campaign's) keep it valid; the claim takes it from the item's queue row.
+    # constraint: its check locks the campaign row (FOR KEY SHARE) on every claim, so all
+    # of a campaign's concurrent claims share one lock on one row (docs/queue.md). The
+    # item's own constraint (and its campaign's) keep it valid; the claim takes it from the
+    # item's queue row.
     campaign = models.ForeignKey(
         Campaign, on_delete=models.CASCADE, related_name="assignments", db_constraint=False
     )
