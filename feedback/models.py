@@ -223,8 +223,12 @@ class QueueEntry(models.Model):
     claim writes a few dozen bytes and the item table is left alone. See docs/queue.md.
     """
 
+    # No database constraint: its check locked the item row and took about a sixth of
+    # PostgreSQL's CPU in an import (bench/README.md). The row is written with its item, in the
+    # same transaction, and Django deletes it with its item (CASCADE); a row left behind by
+    # deleting an item in raw SQL would break the claims that pick it (docs/queue.md).
     item = models.OneToOneField(
-        Item, on_delete=models.CASCADE, primary_key=True, related_name="queue"
+        Item, on_delete=models.CASCADE, primary_key=True, related_name="queue", db_constraint=False
     )
     # The item's campaign and priority, copied so the queue indexes hold all a claim orders
     # by; only the admin changes them on an item, and copies them again (item_queue_sync).
