@@ -117,10 +117,12 @@ def prepare_database() -> str:
 def truncate_domain() -> None:
     from django.db import connection
 
+    # Every table by name: CASCADE follows only database constraints, and the queue rows
+    # have none to their items.
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE feedback_campaign, feedback_item, feedback_response, reviews_assignment, "
-            "reviews_review RESTART IDENTITY CASCADE"
+            "TRUNCATE feedback_campaign, feedback_item, feedback_queueentry, feedback_response, "
+            "reviews_assignment, reviews_review RESTART IDENTITY CASCADE"
         )
 
 
