@@ -19,11 +19,13 @@ The clock starts once every connection is open. Two load shapes per size, then t
   ALTERNATE_SLICES rounds of ALTERNATE_SECONDS on each size in turn (both campaigns loaded
   side by side), so both sizes see the host as it is during the same minutes; the p99 ratio
   taken from these is the one that compares sizes on a host whose speed drifts.
-* server-sized closed loop (largest size only): the same loop through POOL_CONNECTIONS
+* server-sized closed loop (largest size only): the same 64 experts through POOL_CONNECTIONS
   connections, one process each (by default 5, what deploy/gunicorn.conf.py starts on 2
-  cores: 2 x cores + 1 sync workers). 64 experts on such a server queue for its workers
-  instead of each holding a connection; this gives what the machine does per loop when it is
-  not also switching between 80 processes (16 with the 64 connections, 64 backends).
+  cores: 2 x cores + 1 sync workers), each connection serving its experts' loops in turn, as
+  a worker serves whichever expert's request comes next. 64 experts on such a server queue
+  for its workers instead of each holding a connection; this gives what the machine does per
+  loop when it is not also switching between 80 processes (16 with the 64 connections, 64
+  backends). Latency here is the service time: the wait for a free worker is not counted.
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
 claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as autovacuum
@@ -301,7 +303,7 @@ class _SizedCampaign:
 
 def _expert_loop(
     campaign_id: int,
-    expert_id: int,
+    expert_ids: list[int],
     interval: float | None,
     offset: float,
     connected: threading.Barrier,
@@ -316,14 +318,16 @@ def _expert_loop(
     from reviews import services
 
     campaign = Campaign.objects.get(pk=campaign_id)
-    expert = User.objects.get(pk=expert_id)
+    # A connection serves its experts' loops in turn, as a server's worker serves whichever
+    # expert's request comes next.
+    experts = [User.objects.get(pk=expert_id) for expert_id in expert_ids]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
     backend_cpu = None
     claims: list[int] = []
     submits: list[int] = []
-    done = dry = 0
+    done = dry = turn = 0
     # Every connection is open before the clock starts (see run_load).
     connected.wait()
     go.wait()
@@ -347,6 +351,8 @@ def _expert_loop(
             else:
                 began = time.perf_counter()
             wall = time.time()
+            expert = experts[turn % len(experts)]
+            turn += 1
             assignment = services.assignment_claim(campaign=campaign, expert=expert)
             claimed = time.perf_counter()
             if assignment is None:
@@ -373,7 +379,7 @@ def _expert_loop(
 def _worker(
     url: str,
     campaign_id: int,
-    expert_ids: list[int],
+    expert_ids: list[list[int]],
     first_index: int,
     connections: int,
     interval: float | None,
@@ -426,10 +432,13 @@ def run_load(
     processes: int = PROCESSES,
     seconds: float = SECONDS,
     samples: bool = False,
+    connections: int = 0,
 ) -> dict[str, Any]:
-    """One connection per expert, in `processes` processes, for WARMUP + `seconds`; rate None
-    is the closed loop. With `samples`, the claim latencies themselves (µs) come back too."""
-    connections = len(experts)
+    """`connections` connections (by default one per expert; fewer serve the experts in turn),
+    in `processes` processes, for WARMUP + `seconds`; rate None is the closed loop. With
+    `samples`, the claim latencies themselves (µs) come back too."""
+    connections = connections or len(experts)
+    served = [experts[c::connections] for c in range(connections)]
     interval = connections / rate if rate else None
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -445,7 +454,7 @@ def run_load(
             args=(
                 url,
                 campaign_id,
-                experts[p * per : (p + 1) * per],
+                served[p * per : (p + 1) * per],
                 p * per,
                 connections,
                 interval,
@@ -666,7 +675,14 @@ def main() -> dict[str, Any]:
             # At the largest size only: 5 connections use up a 10k campaign's 30,000 slots
             # within one run.
             queue.ready()
-            pool = run_load(url, queue.id, queue.experts[:POOL_CONNECTIONS], None, POOL_CONNECTIONS)
+            pool = run_load(
+                url,
+                queue.id,
+                queue.experts,
+                None,
+                POOL_CONNECTIONS,
+                connections=POOL_CONNECTIONS,
+            )
         queue.ready()
         prof = profile(queue.id, queue.experts[0])
         add_counts(queue.checks, check_invariants(queue.id))
