@@ -379,7 +379,7 @@ def _expert_loop(
 def _worker(
     url: str,
     campaign_id: int,
-    expert_ids: list[list[int]],
+    served: list[list[int]],
     first_index: int,
     connections: int,
     interval: float | None,
@@ -389,15 +389,16 @@ def _worker(
     results: Any,
     seconds: float,
 ) -> None:
+    """One thread and connection per entry of `served`, each serving those experts in turn."""
     setup_django(url)
-    outs: list[dict[str, Any]] = [{} for _ in expert_ids]
-    connected = threading.Barrier(len(expert_ids) + 1)
+    outs: list[dict[str, Any]] = [{} for _ in served]
+    connected = threading.Barrier(len(served) + 1)
     threads = [
         threading.Thread(
             target=_expert_loop,
             args=(
                 campaign_id,
-                eid,
+                experts,
                 interval,
                 (interval or 0.0) * (first_index + i) / connections,
                 connected,
@@ -407,7 +408,7 @@ def _worker(
                 seconds,
             ),
         )
-        for i, eid in enumerate(expert_ids)
+        for i, experts in enumerate(served)
     ]
     for thread in threads:
         thread.start()

@@ -809,7 +809,7 @@ def _submit_write_sql() -> tuple[str, list[Any]]:
         for f in fields
     )
     fields = [f for f in fields if f.attname not in shared]
-    # Column names come from the model and every value is a parameter.
+    # Column names come from the model; every other value is a parameter.
     sql = f"""
 WITH closed AS (
     UPDATE reviews_assignment SET status = 'submitted', finished_at = %(now)s,
