@@ -226,7 +226,7 @@ class QueueEntry(models.Model):
     # No database constraint: its check locked the item row and took about a sixth of
     # PostgreSQL's CPU in an import (bench/README.md). The row is written with its item, in the
     # same transaction, and Django deletes it with its item (CASCADE); a row left behind by
-    # deleting an item in raw SQL would break the claims that pick it (docs/queue.md).
+    # deleting an item in raw SQL is dropped by the first claim that picks it (docs/queue.md).
     item = models.OneToOneField(
         Item, on_delete=models.CASCADE, primary_key=True, related_name="queue", db_constraint=False
     )

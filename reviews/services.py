@@ -314,17 +314,26 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
     want_gold = campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate
     _expire_lazily(campaign.pk)
     widen = 0  # how far the search was widened after finding nothing (see RETRIES)
-    expired_once = False
+    expired_once = cleaned = False
     for _ in range(8):
         scan, candidates = RETRIES[widen - 1] if widen else (PARTIAL_SCAN, CANDIDATES)
         try:
             kind, assignment = _claim_statement(
                 campaign=campaign, expert=expert, gold=want_gold, candidates=candidates, scan=scan
             )
-        except IntegrityError:
-            # The same expert's concurrent claim won (double click, second tab); the next
-            # attempt finds it as their live claim.
-            continue
+        except IntegrityError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                # The same expert's concurrent claim won (double click, second tab); the
+                # next attempt finds it as their live claim.
+                continue
+            if not cleaned and isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                # The queue row picked has no item: one deleted in raw SQL, behind Django's
+                # back (queue rows have no constraint to their item). Left there, it would
+                # be picked first and fail every claim; drop such rows once and go on.
+                cleaned = True
+                _drop_queue_rows_without_item(campaign.pk)
+                continue
+            raise
         if kind in {"new", "live"}:
             return assignment
         if kind == "stale" and assignment is not None:
@@ -345,6 +354,16 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
                 continue  # expired leases gave slots back
         return None
     return None
+
+
+def _drop_queue_rows_without_item(campaign_id: int) -> None:
+    """Delete the campaign's queue rows whose item is gone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM feedback_queueentry q WHERE q.campaign_id = %s"
+            " AND NOT EXISTS (SELECT 1 FROM feedback_item i WHERE i.id = q.item_id)",
+            [campaign_id],
+        )
 
 
 def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:

@@ -296,3 +296,27 @@ def test_the_database_still_refuses_to_delete_an_item_with_reviews(api_for, expe
         transaction.set_rollback(True)
     assert "reviews_assignment" in str(refused.value)
     assert Review.objects.filter(item=item).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queue_row_left_behind_by_a_raw_delete_is_dropped_and_the_claim_goes_on(
+    api_for, expert, engineer
+):
+    """Queue rows have no database constraint to their item. An item deleted in raw SQL
+    leaves its row behind; a claim that picks it fails on the assignment's constraint, drops
+    the campaign's rows without an item, and claims the next item instead of answering 204."""
+    from django.db import connection
+
+    from feedback.models import QueueEntry
+
+    campaign = CampaignFactory(kind="pairwise", created_by=engineer)
+    gone = ItemFactory(campaign=campaign, priority=9)
+    kept = ItemFactory(campaign=campaign)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM feedback_response WHERE item_id = %s", [gone.pk])
+        cursor.execute("DELETE FROM feedback_item WHERE id = %s", [gone.pk])
+    assert QueueEntry.objects.filter(pk=gone.pk, open_slots__gt=0).exists()
+    res = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    assert res.status_code == 200, res.content
+    assert res.json()["item"]["id"] == kept.pk
+    assert list(QueueEntry.objects.values_list("pk", flat=True)) == [kept.pk]
