@@ -516,7 +516,7 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
     if connection.vendor == "postgresql":
         # Foreign keys are checked at the end of each COPY rather than all at the commit,
         # while the next chunk is being parsed: the same checks, without a long serial
-        # tail (four per item) after the last chunk.
+        # tail (one per item and one per response) after the last chunk.
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     writer_busy = threading.Lock()

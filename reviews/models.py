@@ -26,7 +26,7 @@ class Assignment(models.Model):
     # constraint: its check locks the campaign row (FOR KEY SHARE) on every claim, so all
     # of a campaign's concurrent claims share one lock on one row (docs/queue.md). The
     # item's own constraint (and its campaign's) keep it valid; the claim takes it from the
-    # item's queue row.
+    # queue row it picks (or, for gold, the item row).
     campaign = models.ForeignKey(
         Campaign, on_delete=models.CASCADE, related_name="assignments", db_constraint=False
     )

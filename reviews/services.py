@@ -440,7 +440,7 @@ def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
 def _locked_own_assignment(*, assignment_id: int, expert: User) -> Assignment:
     assignment = (
         # of=self: locking the joined campaign row too would serialise every submit in the
-        # campaign and deadlock with the foreign-key share locks of concurrent claims.
+        # campaign.
         Assignment.objects.select_for_update(of=("self",))
         .select_related("campaign")
         .filter(pk=assignment_id, expert=expert)
