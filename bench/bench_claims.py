@@ -4,7 +4,8 @@ What runs is the service path of `POST campaigns/{id}/next/` and `POST assignmen
 (`reviews.services.assignment_claim` and `review_submit`, Django ORM and raw SQL on PostgreSQL),
 without HTTP, in PROCESSES processes of THREADS threads: one expert and one database connection
 per thread (64 in all; 16 processes of 4 threads by default, close to a server's worker
-processes, so the latency measured is not the benchmark's own threads waiting for the GIL).
+processes, so the latency measured is not the benchmark's own threads waiting for the GIL),
+except in the server-sized pool below, where each connection serves several experts.
 The clock starts once every connection is open. Two load shapes per size, then two more:
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
@@ -301,7 +302,7 @@ class _SizedCampaign:
 # --- load ------------------------------------------------------------------------------------
 
 
-def _expert_loop(
+def _connection_loop(
     campaign_id: int,
     expert_ids: list[int],
     interval: float | None,
@@ -356,8 +357,13 @@ def _expert_loop(
             assignment = services.assignment_claim(campaign=campaign, expert=expert)
             claimed = time.perf_counter()
             if assignment is None:
+                # The queue is dry for this expert (a run should never get here): the
+                # connection goes on with its other experts, if any.
                 dry += 1
-                break
+                experts.remove(expert)
+                if not experts:
+                    break
+                continue
             services.review_submit(
                 assignment_id=assignment.pk,
                 expert=expert,
@@ -395,10 +401,10 @@ def _worker(
     connected = threading.Barrier(len(served) + 1)
     threads = [
         threading.Thread(
-            target=_expert_loop,
+            target=_connection_loop,
             args=(
                 campaign_id,
-                experts,
+                expert_ids,
                 interval,
                 (interval or 0.0) * (first_index + i) / connections,
                 connected,
@@ -408,7 +414,7 @@ def _worker(
                 seconds,
             ),
         )
-        for i, experts in enumerate(served)
+        for i, expert_ids in enumerate(served)
     ]
     for thread in threads:
         thread.start()
@@ -439,6 +445,10 @@ def run_load(
     in `processes` processes, for WARMUP + `seconds`; rate None is the closed loop. With
     `samples`, the claim latencies themselves (µs) come back too."""
     connections = connections or len(experts)
+    if not 0 < connections <= len(experts) or connections % processes:
+        raise ValueError(
+            f"{connections} connections for {len(experts)} experts in {processes} processes"
+        )
     served = [experts[c::connections] for c in range(connections)]
     interval = connections / rate if rate else None
     ctx = mp.get_context("spawn")
