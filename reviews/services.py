@@ -820,8 +820,11 @@ def _submit_write_sql() -> tuple[str, list[Any]]:
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     # The links the review shares with its assignment come from the row being closed, so
     # they cannot differ from it (they have no database constraints of their own; see Review).
-    shared = {"assignment_id": "closed.id"} | {
-        name: f"closed.{name}" for name in ("campaign_id", "item_id", "expert_id")
+    shared = {
+        "assignment_id": "closed.id",
+        "campaign_id": "closed.campaign_id",
+        "item_id": "closed.item_id",
+        "expert_id": "closed.expert_id",
     }
     values = ", ".join(
         shared.get(f.attname) or f"CAST(%(f_{f.attname})s AS {f.db_type(connection)})"
