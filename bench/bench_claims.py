@@ -6,7 +6,9 @@ without HTTP, in PROCESSES processes of THREADS threads: one expert and one data
 per thread (64 in all; 16 processes of 4 threads by default, close to a server's worker
 processes, so the latency measured is not the benchmark's own threads waiting for the GIL),
 except in the server-sized pool below, where each connection serves several experts.
-The clock starts once every connection is open. Two load shapes per size, then two more:
+The clock starts once every connection is open, and no connection closes (nor its process
+exits) until every one has left the measured window, so the benchmark's own ending takes no CPU
+from the last claims measured. Two load shapes per size, then two more:
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
   claims per second the machine does, and a latency that is simply Little's law
@@ -14,7 +16,7 @@ The clock starts once every connection is open. Two load shapes per size, then t
 * paced: the same 64 connections, each claiming on a fixed schedule so that together they offer
   PACED_RATE claims per second (by default 60% of what the closed loop sustained at the smallest
   size, the same rate for every size); latency is counted from the scheduled start (no
-  coordinated omission). Real experts spend minutes per item, so this is the shape production
+  coordinated omission), and a claim counts in the window it was due in, however late it ran. Real experts spend minutes per item, so this is the shape production
   sees, and it is where latency can be compared across sizes.
 * alternating paced (after the sizes, the smallest and the largest): the paced load again, in
   ALTERNATE_SLICES rounds of ALTERNATE_SECONDS on each size in turn (both campaigns loaded
@@ -44,6 +46,7 @@ into a dedicated database (`feedback_bench`, see bench_database_url), never the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing as mp
 import os
@@ -309,6 +312,7 @@ def _connection_loop(
     offset: float,
     connected: threading.Barrier,
     go: Any,
+    finished: Any,
     start_value: Any,
     out: dict[str, Any],
     seconds: float,
@@ -342,16 +346,20 @@ def _connection_loop(
     try:
         while True:
             now = time.time()
-            if now >= stop_at:
-                break
             if interval is not None:
-                if scheduled > now:
-                    time.sleep(scheduled - now)
-                began = min(time.perf_counter(), time.perf_counter() - (time.time() - scheduled))
+                # A paced claim belongs to the moment it was due, however late it starts.
+                due = scheduled
+                if due >= stop_at:
+                    break
+                if due > now:
+                    time.sleep(due - now)
+                began = min(time.perf_counter(), time.perf_counter() - (time.time() - due))
                 scheduled += interval
             else:
+                if now >= stop_at:
+                    break
+                due = now
                 began = time.perf_counter()
-            wall = time.time()
             expert = experts[turn % len(experts)]
             turn += 1
             assignment = services.assignment_claim(campaign=campaign, expert=expert)
@@ -370,14 +378,22 @@ def _connection_loop(
                 body={"preference": {"chosen": assignment.response_order[0], "strength": 1}},
             )
             submitted = time.perf_counter()
-            if wall >= measure_from:
+            if due >= measure_from:
                 if backend_cpu is None:
                     backend_cpu = _process_cpu_seconds(backend)
                 claims.append(int((claimed - began) * 1_000_000))
                 submits.append(int((submitted - claimed) * 1_000_000))
                 done += 1
+    except BaseException:
+        finished.abort()  # the others stop waiting for this connection
+        raise
     finally:
         spent = _process_cpu_seconds(backend) - (backend_cpu or 0.0)
+        # No connection closes, and no process reports and exits, until every connection has
+        # left the measured window: 16 processes and 64 backends ending at once take the CPU
+        # from the claims still running, which no server sees.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            finished.wait(timeout=seconds + WARMUP + 60)
         connection.close()
     out.update(claims=claims, submits=submits, done=done, dry=dry, backend_cpu=spent)
 
@@ -391,6 +407,7 @@ def _worker(
     interval: float | None,
     ready: Any,
     go: Any,
+    finished: Any,
     start_value: Any,
     results: Any,
     seconds: float,
@@ -409,6 +426,7 @@ def _worker(
                 (interval or 0.0) * (first_index + i) / connections,
                 connected,
                 go,
+                finished,
                 start_value,
                 outs[i],
                 seconds,
@@ -457,6 +475,7 @@ def run_load(
     # which takes a while for 16 processes on 2 cores.
     ready = ctx.Queue()
     go = ctx.Event()
+    finished = ctx.Barrier(connections)
     start_value = ctx.Value("d", 0.0)
     per = connections // processes
     procs = [
@@ -471,6 +490,7 @@ def run_load(
                 interval,
                 ready,
                 go,
+                finished,
                 start_value,
                 results,
                 seconds,
