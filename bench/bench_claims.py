@@ -55,6 +55,7 @@ import os
 import statistics
 import threading
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,6 +72,8 @@ ALTERNATE_SECONDS = float(os.environ.get("BENCH_CLAIMS_ALTERNATE_SECONDS", "10")
 PACED_RATE = float(os.environ.get("BENCH_CLAIMS_PACED_RATE", "0"))
 # A run starts on a freshly loaded campaign when fewer open slots than this are left.
 RELOAD_BELOW = int(os.environ.get("BENCH_CLAIMS_RELOAD_BELOW", "60000"))
+# A claim slower than this (the target p99) is counted by the second of the run it was due in.
+SLOW_CLAIM_US = 15_000
 # Connections (one process each) of the server-sized closed loop; 0 skips it.
 POOL_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL_CONNECTIONS", "5"))
 
@@ -333,6 +336,7 @@ def _connection_loop(
         backend = cursor.fetchone()[0]
     backend_cpu = None
     claims: list[int] = []
+    claims_due: list[float] = []  # when each was due, in seconds from the window's start
     submits: list[int] = []
     done = dry = turn = 0
     # Every connection is open before the clock starts (see run_load).
@@ -384,6 +388,7 @@ def _connection_loop(
                 if backend_cpu is None:
                     backend_cpu = _process_cpu_seconds(backend)
                 claims.append(int((claimed - began) * 1_000_000))
+                claims_due.append(due - measure_from)
                 submits.append(int((submitted - claimed) * 1_000_000))
                 done += 1
     except BaseException:
@@ -398,7 +403,15 @@ def _connection_loop(
         with contextlib.suppress(threading.BrokenBarrierError):
             finished.wait(timeout=seconds + WARMUP + 60)
         connection.close()
-    out.update(claims=claims, submits=submits, done=done, dry=dry, backend_cpu=spent, ended=ended)
+    out.update(
+        claims=claims,
+        claims_due=claims_due,
+        submits=submits,
+        done=done,
+        dry=dry,
+        backend_cpu=spent,
+        ended=ended,
+    )
 
 
 def _worker(
@@ -464,7 +477,8 @@ def run_load(
 ) -> dict[str, Any]:
     """`connections` connections (by default one per expert; fewer serve the experts in turn),
     in `processes` processes, for WARMUP + `seconds`; rate None is the closed loop. With
-    `samples`, the claim latencies themselves (µs) come back too."""
+    `samples`, the claim latencies themselves (µs) and when each was due (s into the window)
+    come back too."""
     connections = connections or len(experts)
     if not 0 < connections <= len(experts) or connections % processes:
         raise ValueError(
@@ -554,8 +568,15 @@ def run_load(
             name: round(server_after[name] - server_before[name], 1) for name in server_after
         },
     }
+    due = [t for g in gathered for o in g["outs"] for t in o["claims_due"]]
+    if rate:
+        # Where the slow claims fall in the window: a burst (after a vacuum, say) shows as a
+        # few seconds holding most of them.
+        slow = Counter(int(t) for t, us in zip(due, claims, strict=True) if us > SLOW_CLAIM_US)
+        out["claims_over_15_ms_by_second"] = {str(k): slow[k] for k in sorted(slow)}
     if samples:
         out["claim_samples_us"] = claims
+        out["claim_due_s"] = due
     return out
 
 
@@ -565,6 +586,7 @@ def run_alternating(
     """The paced load on each campaign in turn, ALTERNATE_SLICES rounds (the first size
     first in even rounds, last in odd ones): per size, the latency over all of its slices."""
     claims: dict[int, list[int]] = {c.size: [] for c in campaigns}
+    slow: dict[int, list[dict[str, int]]] = {c.size: [] for c in campaigns}
     probes: list[float] = []
     for round_ in range(ALTERNATE_SLICES):
         for campaign in campaigns if round_ % 2 == 0 else campaigns[::-1]:
@@ -573,12 +595,14 @@ def run_alternating(
                 url, campaign.id, campaign.experts, rate, seconds=ALTERNATE_SECONDS, samples=True
             )
             claims[campaign.size] += run["claim_samples_us"]
+            slow[campaign.size].append(run["claims_over_15_ms_by_second"])
             probes += run["cpu_probe_ms"].values()
     out: dict[str, dict[str, Any]] = {}
     for campaign in campaigns:
         add_counts(campaign.checks, check_invariants(campaign.id))
         out[str(campaign.size)] = {
             "claim": percentiles(claims[campaign.size]),
+            "claims_over_15_ms_by_second_per_round": slow[campaign.size],
             "invariants": campaign.checks,
         }
     out["cpu_probe_ms"] = {"min": min(probes), "max": max(probes)}
