@@ -33,9 +33,10 @@ from the last claims measured. Two load shapes per size, then two more:
   backends). Latency here is the service time: the wait for a free worker is not counted.
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
-claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as autovacuum
-would with the thresholds the migrations set (docs/queue.md); the count and time of those
-vacuums are in the result.
+claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as often as
+the thresholds the migrations set ask at these claim rates (docs/queue.md); autovacuum with its
+default one-minute naptime would come less often. The count and time of those vacuums are in
+the result.
 
 A run starts on a freshly loaded campaign when fewer than RELOAD_BELOW open slots are left
 (every run at 10k items; never at 1M), so no run finds the queue dry. The invariants are
@@ -641,7 +642,8 @@ def _server_counters(url: str) -> dict[str, float]:
 def _vacuum_now_and_then(url: str, stop: threading.Event, spent: list[float]) -> None:
     """Stand in for autovacuum, which this machine's server runs with turned off: the
     migrations ask it to vacuum the queue tables every 5,000 changed rows; here they are
-    vacuumed every VACUUM_SECONDS, about as often at these claim rates."""
+    vacuumed every VACUUM_SECONDS, about as often at these claim rates (autovacuum, visiting a
+    database once per naptime, a minute by default, would come less often)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
