@@ -16,10 +16,11 @@ from the last claims measured. Two load shapes per size, then two more:
 * paced: the same 64 connections, each claiming on a fixed schedule so that together they offer
   PACED_RATE claims per second (by default 60% of what the closed loop sustained at the smallest
   size, the same rate for every size); latency is counted from the scheduled start (no
-  coordinated omission), and a claim counts in the window it was due in, however late it ran
-  (claims per second are then over the time until the last of them was done). Real experts
-  spend minutes per item, so this is the shape production sees, and it is where latency can
-  be compared across sizes.
+  coordinated omission), and a claim counts in the window it was due in, however late it ran.
+  A run that falls behind goes on with its window's claims for up to LATE_LIMIT after it; its
+  claims per second are then over the time they took, and any left are counted as missed.
+  Real experts spend minutes per item, so this is the shape production sees, and it is where
+  latency can be compared across sizes.
 * alternating paced (after the sizes, the smallest and the largest): the paced load again, in
   ALTERNATE_SLICES rounds of ALTERNATE_SECONDS on each size in turn (both campaigns loaded
   side by side), so both sizes see the host as it is during the same minutes; the p99 ratio
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -75,6 +77,10 @@ PACED_RATE = float(os.environ.get("BENCH_CLAIMS_PACED_RATE", "0"))
 RELOAD_BELOW = int(os.environ.get("BENCH_CLAIMS_RELOAD_BELOW", "60000"))
 # A claim slower than this (the target p99) is counted by the second of the run it was due in.
 SLOW_CLAIM_US = 15_000
+SLOW_CLAIMS_KEY = f"claims_over_{SLOW_CLAIM_US // 1000}_ms_by_second"
+# A paced run that falls behind goes on with its window's claims for at most this long after
+# the window; the claims still left then are counted as missed.
+LATE_LIMIT = 10.0
 # Connections (one process each) of the server-sized closed loop; 0 skips it.
 POOL_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL_CONNECTIONS", "5"))
 
@@ -339,7 +345,7 @@ def _connection_loop(
     claims: list[int] = []
     claims_due: list[float] = []  # when each was due, in seconds from the window's start
     submits: list[int] = []
-    done = dry = turn = 0
+    done = dry = turn = missed = 0
     # Every connection is open before the clock starts (see run_load).
     connected.wait()
     go.wait()
@@ -357,6 +363,9 @@ def _connection_loop(
                 # A paced claim belongs to the moment it was due, however late it starts.
                 due = scheduled
                 if due >= stop_at:
+                    break
+                if now >= stop_at + LATE_LIMIT:
+                    missed = math.ceil((stop_at - due) / interval)
                     break
                 if due > now:
                     time.sleep(due - now)
@@ -397,12 +406,12 @@ def _connection_loop(
         raise
     finally:
         ended = time.time()
-        spent = _process_cpu_seconds(backend) - (backend_cpu or 0.0)
         # No connection closes, and no process reports and exits, until every connection has
         # left the measured window: 16 processes and 64 backends ending at once take the CPU
         # from the claims still running, which no server sees.
         with contextlib.suppress(threading.BrokenBarrierError):
-            finished.wait(timeout=seconds + WARMUP + 60)
+            finished.wait(timeout=_run_timeout(seconds))
+        spent = _process_cpu_seconds(backend) - (backend_cpu or 0.0)
         connection.close()
     out.update(
         claims=claims,
@@ -410,9 +419,16 @@ def _connection_loop(
         submits=submits,
         done=done,
         dry=dry,
+        missed=missed,
         backend_cpu=spent,
         ended=ended,
     )
+
+
+def _run_timeout(seconds: float) -> float:
+    """How long a connection waits for the others at the end of a run: the warm-up, the window,
+    a paced run's late limit, and a minute to spare."""
+    return WARMUP + seconds + LATE_LIMIT + 60
 
 
 def _worker(
@@ -477,7 +493,8 @@ def run_load(
     connections: int = 0,
 ) -> dict[str, Any]:
     """`connections` connections (by default one per expert; fewer serve the experts in turn),
-    in `processes` processes, for WARMUP + `seconds`; rate None is the closed loop. With
+    in `processes` processes, for WARMUP + `seconds` (a paced run that falls behind, up to
+    LATE_LIMIT more); rate None is the closed loop. With
     `samples`, the claim latencies themselves (µs) and when each was due (s into the window)
     come back too."""
     connections = connections or len(experts)
@@ -530,7 +547,7 @@ def run_load(
     start_value.value = time.time() + 0.5
     go.set()
     try:
-        gathered = [results.get(timeout=seconds + WARMUP + 120) for _ in procs]
+        gathered = [results.get(timeout=_run_timeout(seconds) + 60) for _ in procs]
         for proc in procs:
             proc.join()
     finally:
@@ -538,25 +555,27 @@ def run_load(
         vacuumer.join()
     server_after = _server_counters(url)
     probe_after = cpu_probe_ms()
-    claims = [c for g in gathered for o in g["outs"] for c in o["claims"]]
-    submits = [s for g in gathered for o in g["outs"] for s in o["submits"]]
-    done = sum(o["done"] for g in gathered for o in g["outs"])
-    # A paced run that fell behind finishes its window's claims after the window's end.
-    ended = max(o["ended"] for g in gathered for o in g["outs"])
-    elapsed = max(seconds, ended - (start_value.value + WARMUP))
+    outs = [o for g in gathered for o in g["outs"]]
+    claims = [c for o in outs for c in o["claims"]]
+    submits = [s for o in outs for s in o["submits"]]
+    done = sum(o["done"] for o in outs)
+    # A paced run's last claims end a little after its window; one that fell behind (by more
+    # than a connection's interval) is timed until its window's claims were done.
+    late = max(0.0, max(o["ended"] for o in outs) - (start_value.value + WARMUP + seconds))
+    elapsed = seconds + late if interval is not None and late > interval else seconds
     out = {
         "connections": connections,
         "offered_claims_per_s": rate or "as fast as possible",
         "claims_per_s": round(done / elapsed, 1),
         "claim": percentiles(claims),
         "submit": percentiles(submits),
-        "queue_ran_dry_for": sum(o["dry"] for g in gathered for o in g["outs"]),
+        "queue_ran_dry_for": sum(o["dry"] for o in outs),
         # CPU per claim -> submit loop in the measured window: the benchmark's Python processes
         # and their PostgreSQL backends.
         "cpu_ms_per_loop": {
             "python": round(1000 * sum(g["cpu_seconds"] for g in gathered) / max(done, 1), 2),
             "postgres_backends": round(
-                1000 * sum(o["backend_cpu"] for g in gathered for o in g["outs"]) / max(done, 1),
+                1000 * sum(o["backend_cpu"] for o in outs) / max(done, 1),
                 2,
             ),
         },
@@ -569,12 +588,14 @@ def run_load(
             name: round(server_after[name] - server_before[name], 1) for name in server_after
         },
     }
-    due = [t for g in gathered for o in g["outs"] for t in o["claims_due"]]
+    due = [t for o in outs for t in o["claims_due"]]
     if rate:
+        out["late_s"] = round(late, 3)
+        out["missed"] = sum(o["missed"] for o in outs)
         # Where the slow claims fall in the window: a burst (after a vacuum, say) shows as a
-        # few seconds holding most of them.
+        # few seconds holding most of them. [second, count] pairs, in order.
         slow = Counter(int(t) for t, us in zip(due, claims, strict=True) if us > SLOW_CLAIM_US)
-        out["claims_over_15_ms_by_second"] = {str(k): slow[k] for k in sorted(slow)}
+        out[SLOW_CLAIMS_KEY] = sorted(slow.items())
     if samples:
         out["claim_samples_us"] = claims
         out["claim_due_s"] = due
@@ -587,7 +608,7 @@ def run_alternating(
     """The paced load on each campaign in turn, ALTERNATE_SLICES rounds (the first size
     first in even rounds, last in odd ones): per size, the latency over all of its slices."""
     claims: dict[int, list[int]] = {c.size: [] for c in campaigns}
-    slow: dict[int, list[dict[str, int]]] = {c.size: [] for c in campaigns}
+    slow: dict[int, list[list[tuple[int, int]]]] = {c.size: [] for c in campaigns}
     probes: list[float] = []
     for round_ in range(ALTERNATE_SLICES):
         for campaign in campaigns if round_ % 2 == 0 else campaigns[::-1]:
@@ -596,14 +617,14 @@ def run_alternating(
                 url, campaign.id, campaign.experts, rate, seconds=ALTERNATE_SECONDS, samples=True
             )
             claims[campaign.size] += run["claim_samples_us"]
-            slow[campaign.size].append(run["claims_over_15_ms_by_second"])
+            slow[campaign.size].append(run[SLOW_CLAIMS_KEY])
             probes += run["cpu_probe_ms"].values()
     out: dict[str, dict[str, Any]] = {}
     for campaign in campaigns:
         add_counts(campaign.checks, check_invariants(campaign.id))
         out[str(campaign.size)] = {
             "claim": percentiles(claims[campaign.size]),
-            "claims_over_15_ms_by_second_per_round": slow[campaign.size],
+            f"{SLOW_CLAIMS_KEY}_per_round": slow[campaign.size],
             "invariants": campaign.checks,
         }
     out["cpu_probe_ms"] = {"min": min(probes), "max": max(probes)}
