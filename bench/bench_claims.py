@@ -32,6 +32,8 @@ from the last claims measured. Two load shapes per size, then two more:
   for its workers instead of each holding a connection; this gives what the machine does per
   loop when it is not also switching between 80 processes (16 with the 64 connections, 64
   backends). Latency here is the service time: the wait for a free worker is not counted.
+  Then the paced load through the same pool (`server_sized_paced`), where it is: each claim's
+  latency runs from when it was due, however long its connection was busy before.
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
 claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as often as
@@ -756,7 +758,7 @@ def main() -> dict[str, Any]:
             paced_rate = round(0.6 * closed["claims_per_s"])
         queue.ready()
         paced = run_load(url, queue.id, queue.experts, paced_rate)
-        pool = None
+        pool = pool_paced = None
         if POOL_CONNECTIONS and size == SIZES[-1]:
             # At the largest size only: 5 connections use up a 10k campaign's 30,000 slots
             # within one run.
@@ -769,6 +771,17 @@ def main() -> dict[str, Any]:
                 POOL_CONNECTIONS,
                 connections=POOL_CONNECTIONS,
             )
+            # The paced load through the pool: the wait for a busy connection counts here,
+            # since each claim's latency runs from when it was due.
+            queue.ready()
+            pool_paced = run_load(
+                url,
+                queue.id,
+                queue.experts,
+                paced_rate,
+                POOL_CONNECTIONS,
+                connections=POOL_CONNECTIONS,
+            )
         queue.ready()
         prof = profile(queue.id, queue.experts[0])
         add_counts(queue.checks, check_invariants(queue.id))
@@ -777,6 +790,7 @@ def main() -> dict[str, Any]:
             "closed_loop": closed,
             "paced": paced,
             "server_sized_closed_loop": pool,
+            "server_sized_paced": pool_paced,
             "invariants_over_all_runs": queue.checks,
             "profile": prof,
         }
