@@ -497,8 +497,7 @@ def run_load(
     """`connections` connections (by default one per expert; fewer serve the experts in turn),
     in `processes` processes, for WARMUP + `seconds` (a paced run that falls behind, up to
     LATE_LIMIT more); rate None is the closed loop. With
-    `samples`, the claim latencies themselves (µs) and when each was due (s into the window)
-    come back too."""
+    `samples`, the claim latencies themselves (µs) come back too."""
     connections = connections or len(experts)
     if not 0 < connections <= len(experts) or connections % processes:
         raise ValueError(
@@ -590,8 +589,8 @@ def run_load(
             name: round(server_after[name] - server_before[name], 1) for name in server_after
         },
     }
-    due = [t for o in outs for t in o["claims_due"]]
     if rate:
+        due = [t for o in outs for t in o["claims_due"]]
         out["late_s"] = round(late, 3)
         out["missed"] = sum(o["missed"] for o in outs)
         # Where the slow claims fall in the window: a burst (after a vacuum, say) shows as a
@@ -600,7 +599,6 @@ def run_load(
         out[SLOW_CLAIMS_KEY] = sorted(slow.items())
     if samples:
         out["claim_samples_us"] = claims
-        out["claim_due_s"] = due
     return out
 
 
