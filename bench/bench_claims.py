@@ -8,7 +8,9 @@ processes, so the latency measured is not the benchmark's own threads waiting fo
 except in the server-sized pool below, where each connection serves several experts.
 The clock starts once every connection is open, and no connection closes (nor its process
 exits) until every one has left the measured window, so the benchmark's own ending takes no CPU
-from the last claims measured. Two load shapes per size, then two more:
+from the last claims measured. A connection that fails (to open, or in its loop) stops the run
+with its error and traceback, and so does a worker process that dies or falls silent.
+Two load shapes per size, then two more:
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
   claims per second the machine does, and a latency that is simply Little's law
@@ -57,9 +59,11 @@ import io
 import math
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import threading
 import time
+import traceback
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -336,20 +340,30 @@ def _connection_loop(
     from feedback.models import Campaign, User
     from reviews import services
 
-    campaign = Campaign.objects.get(pk=campaign_id)
-    # A connection serves its experts' loops in turn, as a server's worker serves whichever
-    # expert's request comes next.
-    experts = [User.objects.get(pk=expert_id) for expert_id in expert_ids]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
+    try:
+        campaign = Campaign.objects.get(pk=campaign_id)
+        # A connection serves its experts' loops in turn, as a server's worker serves whichever
+        # expert's request comes next.
+        experts = [User.objects.get(pk=expert_id) for expert_id in expert_ids]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+    except BaseException as exc:
+        # Nobody waits for a connection that never opened: the run stops with this error.
+        out["error"] = _describe(exc, f"opening the connection for experts {expert_ids}")
+        connected.abort()
+        finished.abort()
+        return
     backend_cpu = None
     claims: list[int] = []
     claims_due: list[float] = []  # when each was due, in seconds from the window's start
     submits: list[int] = []
     done = dry = turn = missed = 0
     # Every connection is open before the clock starts (see run_load).
-    connected.wait()
+    try:
+        connected.wait()
+    except threading.BrokenBarrierError:
+        return  # another connection of this process failed to open; it reports why
     go.wait()
     start_at = start_value.value
     measure_from = start_at + WARMUP
@@ -403,9 +417,10 @@ def _connection_loop(
                 claims_due.append(due - measure_from)
                 submits.append(int((submitted - claimed) * 1_000_000))
                 done += 1
-    except BaseException:
-        finished.abort()  # the others stop waiting for this connection
-        raise
+    except Exception as exc:
+        # The run stops with this error (run_load); the others stop waiting for this connection.
+        out["error"] = _describe(exc, f"the loop of experts {expert_ids}")
+        finished.abort()
     finally:
         ended = time.time()
         # No connection closes, and no process reports and exits, until every connection has
@@ -425,6 +440,18 @@ def _connection_loop(
         backend_cpu=spent,
         ended=ended,
     )
+
+
+def _describe(exc: BaseException, where: str) -> str:
+    """A thread's failure as the run reports it: where, what, and the traceback."""
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return f"{where} failed in process {os.getpid()}: {type(exc).__name__}: {exc}\n{trace}"
+
+
+def _raise_first(errors: list[str]) -> None:
+    if errors:
+        more = f"\n({len(errors) - 1} more connections failed too)" if len(errors) > 1 else ""
+        raise RuntimeError(errors[0] + more)
 
 
 def _run_timeout(seconds: float) -> float:
@@ -471,8 +498,15 @@ def _worker(
     ]
     for thread in threads:
         thread.start()
-    connected.wait()
-    ready.put(os.getpid())
+    try:
+        connected.wait()
+    except threading.BrokenBarrierError:
+        # A thread could not open its connection: say why, and stop.
+        for thread in threads:
+            thread.join()
+        ready.put({"errors": [o["error"] for o in outs if "error" in o]})
+        return
+    ready.put({"pid": os.getpid()})
     go.wait()
     # This process's CPU in the measured window only (not Django's import or the warm-up).
     time.sleep(max(0.0, start_value.value + WARMUP - time.time()))
@@ -482,6 +516,24 @@ def _worker(
     after = os.times()
     cpu = (after.user - before.user) + (after.system - before.system)
     results.put({"outs": outs, "cpu_seconds": cpu})
+
+
+def _from_workers(channel: Any, timeout: float, stage: str, procs: list[Any]) -> Any:
+    """The next message from the worker processes, or a clear error: a worker that died
+    without a word (killed, out of memory) or a stage that took longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return channel.get(timeout=1.0)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                codes = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead)
+                raise RuntimeError(f"A benchmark process died during {stage}: {codes}.") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"No word from the benchmark processes after {timeout:.0f} s of {stage}."
+                ) from None
 
 
 def run_load(
@@ -540,20 +592,27 @@ def run_load(
     stop_vacuum = threading.Event()
     vacuumer = threading.Thread(target=_vacuum_now_and_then, args=(url, stop_vacuum, vacuums))
     vacuumer.start()
-    for proc in procs:
-        proc.start()
-    for _ in procs:
-        ready.get(timeout=300)
-    server_before = _server_counters(url)
-    start_value.value = time.time() + 0.5
-    go.set()
     try:
-        gathered = [results.get(timeout=_run_timeout(seconds) + 60) for _ in procs]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            started = _from_workers(ready, 300, "opening the connections", procs)
+            _raise_first(started.get("errors", []))
+        server_before = _server_counters(url)
+        start_value.value = time.time() + 0.5
+        go.set()
+        gathered = [
+            _from_workers(results, _run_timeout(seconds) + 60, "the run", procs) for _ in procs
+        ]
+        _raise_first([o["error"] for g in gathered for o in g["outs"] if "error" in o])
         for proc in procs:
             proc.join()
     finally:
         stop_vacuum.set()
         vacuumer.join()
+        for proc in procs:
+            if proc.is_alive():  # only after an error: stop the rest
+                proc.terminate()
     server_after = _server_counters(url)
     probe_after = cpu_probe_ms()
     outs = [o for g in gathered for o in g["outs"]]
