@@ -10,7 +10,7 @@ The clock starts once every connection is open, and no connection closes (nor it
 exits) until every one has left the measured window, so the benchmark's own ending takes no CPU
 from the last claims measured. A connection that fails (to open, or in its loop) stops the run
 with its error and traceback, and so does a worker process that dies or falls silent.
-Two load shapes per size, then two more:
+Two load shapes per size, then three more:
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
   claims per second the machine does, and a latency that is simply Little's law
@@ -34,8 +34,10 @@ Two load shapes per size, then two more:
   for its workers instead of each holding a connection; this gives what the machine does per
   loop when it is not also switching between 80 processes (16 with the 64 connections, 64
   backends). Latency here is the service time: the wait for a free worker is not counted.
-  Then the paced load through the same pool (`server_sized_paced`), where it is: each claim's
-  latency runs from when it was due, however long its connection was busy before.
+* server-sized paced (every size): the paced load through the same pool
+  (`server_sized_paced`), where the wait for a free worker is counted: each claim's latency
+  runs from when it was due, however long its connection was busy before; its p99 ratio
+  between the sizes is reported too.
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
 claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as often as
@@ -668,6 +670,7 @@ def run_alternating(
     first in even rounds, last in odd ones): per size, the latency over all of its slices."""
     claims: dict[int, list[int]] = {c.size: [] for c in campaigns}
     slow: dict[int, list[list[tuple[int, int]]]] = {c.size: [] for c in campaigns}
+    server: dict[int, list[dict[str, float]]] = {c.size: [] for c in campaigns}
     probes: list[float] = []
     for round_ in range(ALTERNATE_SLICES):
         for campaign in campaigns if round_ % 2 == 0 else campaigns[::-1]:
@@ -677,6 +680,9 @@ def run_alternating(
             )
             claims[campaign.size] += run["claim_samples_us"]
             slow[campaign.size].append(run[SLOW_CLAIMS_KEY])
+            # A round on a fresh copy starts soon after its load's CHECKPOINT: every page's
+            # first change after one writes the whole page to the WAL.
+            server[campaign.size].append(run["server_during_run"])
             probes += run["cpu_probe_ms"].values()
     out: dict[str, dict[str, Any]] = {}
     for campaign in campaigns:
@@ -684,6 +690,7 @@ def run_alternating(
         out[str(campaign.size)] = {
             "claim": percentiles(claims[campaign.size]),
             f"{SLOW_CLAIMS_KEY}_per_round": slow[campaign.size],
+            "server_per_round": server[campaign.size],
             "invariants": campaign.checks,
         }
     out["cpu_probe_ms"] = {"min": min(probes), "max": max(probes)}
@@ -817,8 +824,8 @@ def main() -> dict[str, Any]:
         paced = run_load(url, queue.id, queue.experts, paced_rate)
         pool = pool_paced = None
         if POOL_CONNECTIONS and size == SIZES[-1]:
-            # At the largest size only: 5 connections use up a 10k campaign's 30,000 slots
-            # within one run.
+            # The closed loop at the largest size only: 5 connections use up a 10k campaign's
+            # 30,000 slots within one run.
             queue.ready()
             pool = run_load(
                 url,
@@ -828,8 +835,9 @@ def main() -> dict[str, Any]:
                 POOL_CONNECTIONS,
                 connections=POOL_CONNECTIONS,
             )
-            # The paced load through the pool: the wait for a busy connection counts here,
-            # since each claim's latency runs from when it was due.
+        if POOL_CONNECTIONS:
+            # The paced load through the pool, at every size so the sizes compare: the wait for
+            # a busy connection counts here, since each claim's latency runs from when it was due.
             queue.ready()
             pool_paced = run_load(
                 url,
@@ -856,6 +864,12 @@ def main() -> dict[str, Any]:
     result["paced_p99_ratio_large_to_small"] = round(
         large["paced"]["claim"]["p99_ms"] / small["paced"]["claim"]["p99_ms"], 2
     )
+    if POOL_CONNECTIONS:
+        result["server_sized_paced_p99_ratio_large_to_small"] = round(
+            large["server_sized_paced"]["claim"]["p99_ms"]
+            / small["server_sized_paced"]["claim"]["p99_ms"],
+            2,
+        )
     if ALTERNATE_SLICES and len(SIZES) > 1:
         # The largest campaign is still loaded; the smallest is loaded next to it, afresh
         # whenever its slots run low. Invariants are checked again on both, over everything.
