@@ -10,7 +10,8 @@ The clock starts once every connection is open, and no connection closes (nor it
 exits) until every one has left the measured window, so the benchmark's own ending takes no CPU
 from the last claims measured. A connection that fails (to open, or in its loop) stops the run
 with its error and traceback, and so does a worker process that dies or falls silent.
-Two load shapes per size, then three more:
+In order: at each size, the closed loop, the paced load, and through a server-sized pool the
+closed loop (largest size only) and the paced load; then the alternating rounds.
 
 * closed loop: every connection claims, submits and claims again at once; this gives the most
   claims per second the machine does, and a latency that is simply Little's law
@@ -23,10 +24,6 @@ Two load shapes per size, then three more:
   claims per second are then over the time they took, and any left are counted as missed.
   Real experts spend minutes per item, so this is the shape production sees, and it is where
   latency can be compared across sizes.
-* alternating paced (after the sizes, the smallest and the largest): the paced load again, in
-  ALTERNATE_SLICES rounds of ALTERNATE_SECONDS on each size in turn (both campaigns loaded
-  side by side), so both sizes see the host as it is during the same minutes; the p99 ratio
-  taken from these is the one that compares sizes on a host whose speed drifts.
 * server-sized closed loop (largest size only): the same 64 experts through POOL_CONNECTIONS
   connections, one process each (by default 5, what deploy/gunicorn.conf.py starts on 2
   cores: 2 x cores + 1 sync workers), each connection serving its experts' loops in turn, as
@@ -38,6 +35,10 @@ Two load shapes per size, then three more:
   (`server_sized_paced`), where the wait for a free worker is counted: each claim's latency
   runs from when it was due, however long its connection was busy before; its p99 ratio
   between the sizes is reported too.
+* alternating paced (after the sizes, on the smallest and the largest): the paced load again, in
+  ALTERNATE_SLICES rounds of ALTERNATE_SECONDS on each size in turn (both campaigns loaded
+  side by side), so both sizes see the host as it is during the same minutes; the p99 ratio
+  taken from these is the one that compares sizes on a host whose speed drifts.
 
 This machine's PostgreSQL runs with autovacuum off, so the benchmark vacuums the two tables
 claims change (the queue rows and the assignments) itself every VACUUM_SECONDS, as often as
@@ -89,7 +90,10 @@ SLOW_CLAIMS_KEY = f"claims_over_{SLOW_CLAIM_US // 1000}_ms_by_second"
 # A paced run that falls behind goes on with its window's claims for at most this long after
 # the window; the claims still left then are counted as missed.
 LATE_LIMIT = 10.0
-# Connections (one process each) of the server-sized closed loop; 0 skips it.
+# After a connection fails to open, the process's other threads still opening theirs are
+# waited for this long (the settings' connect timeout is 5 s) before it reports.
+CONNECT_SECONDS = 10.0
+# Connections (one process each) of the server-sized pool runs; 0 skips them.
 POOL_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL_CONNECTIONS", "5"))
 
 
@@ -337,12 +341,12 @@ def _connection_loop(
     out: dict[str, Any],
     seconds: float,
 ) -> None:
-    from django.db import connection
-
-    from feedback.models import Campaign, User
-    from reviews import services
-
     try:
+        from django.db import connection
+
+        from feedback.models import Campaign, User
+        from reviews import services
+
         campaign = Campaign.objects.get(pk=campaign_id)
         # A connection serves its experts' loops in turn, as a server's worker serves whichever
         # expert's request comes next.
@@ -350,7 +354,7 @@ def _connection_loop(
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             backend = cursor.fetchone()[0]
-    except BaseException as exc:
+    except BaseException as exc:  # in a thread: recorded for run_load to raise
         # Nobody waits for a connection that never opened: the run stops with this error.
         out["error"] = _describe(exc, f"opening the connection for experts {expert_ids}")
         connected.abort()
@@ -375,7 +379,7 @@ def _connection_loop(
     scheduled = start_at + offset
     time.sleep(max(0.0, start_at - time.time()))
     try:
-        while True:
+        while not finished.broken:  # another connection failed: the run is over
             now = time.time()
             if interval is not None:
                 # A paced claim belongs to the moment it was due, however late it starts.
@@ -419,8 +423,8 @@ def _connection_loop(
                 claims_due.append(due - measure_from)
                 submits.append(int((submitted - claimed) * 1_000_000))
                 done += 1
-    except Exception as exc:
-        # The run stops with this error (run_load); the others stop waiting for this connection.
+    except BaseException as exc:  # in a thread: recorded for run_load to raise
+        # The run stops with this error; the other connections stop at once.
         out["error"] = _describe(exc, f"the loop of experts {expert_ids}")
         finished.abort()
     finally:
@@ -430,30 +434,26 @@ def _connection_loop(
         # from the claims still running, which no server sees.
         with contextlib.suppress(threading.BrokenBarrierError):
             finished.wait(timeout=_run_timeout(seconds))
-        spent = _process_cpu_seconds(backend) - (backend_cpu or 0.0)
-        connection.close()
-    out.update(
-        claims=claims,
-        claims_due=claims_due,
-        submits=submits,
-        done=done,
-        dry=dry,
-        missed=missed,
-        backend_cpu=spent,
-        ended=ended,
-    )
+        out.update(
+            claims=claims,
+            claims_due=claims_due,
+            submits=submits,
+            done=done,
+            dry=dry,
+            missed=missed,
+            backend_cpu=_process_cpu_seconds(backend) - (backend_cpu or 0.0),
+            ended=ended,
+        )
+        try:
+            connection.close()
+        except BaseException as exc:  # in a thread: recorded for run_load to raise
+            out.setdefault("error", _describe(exc, f"closing the connection of {expert_ids}"))
 
 
 def _describe(exc: BaseException, where: str) -> str:
     """A thread's failure as the run reports it: where, what, and the traceback."""
     trace = "".join(traceback.format_exception(exc)).rstrip()
     return f"{where} failed in process {os.getpid()}: {type(exc).__name__}: {exc}\n{trace}"
-
-
-def _raise_first(errors: list[str]) -> None:
-    if errors:
-        more = f"\n({len(errors) - 1} more connections failed too)" if len(errors) > 1 else ""
-        raise RuntimeError(errors[0] + more)
 
 
 def _run_timeout(seconds: float) -> float:
@@ -503,12 +503,13 @@ def _worker(
     try:
         connected.wait()
     except threading.BrokenBarrierError:
-        # A thread could not open its connection: say why, and stop.
+        # A thread could not open its connection: say why, and stop. A thread still trying
+        # to connect is not waited for beyond the connect timeout.
         for thread in threads:
-            thread.join()
-        ready.put({"errors": [o["error"] for o in outs if "error" in o]})
+            thread.join(timeout=CONNECT_SECONDS)
+        ready.put({"pid": os.getpid(), "errors": _errors(outs)})
         return
-    ready.put({"pid": os.getpid()})
+    ready.put({"pid": os.getpid(), "errors": []})
     go.wait()
     # This process's CPU in the measured window only (not Django's import or the warm-up).
     time.sleep(max(0.0, start_value.value + WARMUP - time.time()))
@@ -517,25 +518,40 @@ def _worker(
         thread.join()
     after = os.times()
     cpu = (after.user - before.user) + (after.system - before.system)
-    results.put({"outs": outs, "cpu_seconds": cpu})
+    results.put({"pid": os.getpid(), "errors": _errors(outs), "outs": outs, "cpu_seconds": cpu})
 
 
-def _from_workers(channel: Any, timeout: float, stage: str, procs: list[Any]) -> Any:
-    """The next message from the worker processes, or a clear error: a worker that died
-    without a word (killed, out of memory) or a stage that took longer than `timeout`."""
+def _errors(outs: list[dict[str, Any]]) -> list[str]:
+    return [o["error"] for o in outs if "error" in o]
+
+
+def _gather(channel: Any, procs: list[Any], timeout: float, stage: str) -> list[dict[str, Any]]:
+    """One message from each worker process, or a clear error: the connections that failed,
+    a worker that died without a word (killed, out of memory), or those still silent after
+    `timeout`."""
     deadline = time.monotonic() + timeout
-    while True:
+    messages: dict[int, dict[str, Any]] = {}
+    while len(messages) < len(procs):
         try:
-            return channel.get(timeout=1.0)
+            message = channel.get(timeout=1.0)
+            messages[message["pid"]] = message
+            continue
         except queue.Empty:
-            dead = [p for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                codes = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead)
-                raise RuntimeError(f"A benchmark process died during {stage}: {codes}.") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"No word from the benchmark processes after {timeout:.0f} s of {stage}."
-                ) from None
+            pass
+        silent = [p for p in procs if p.pid not in messages]
+        dead = [p for p in silent if p.exitcode not in (None, 0)]
+        if dead:
+            codes = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead)
+            raise RuntimeError(f"A benchmark process died during {stage}: {codes}.")
+        if time.monotonic() > deadline:
+            pids = ", ".join(str(p.pid) for p in silent)
+            raise RuntimeError(f"No word after {timeout:.0f} s of {stage} from pids {pids}.")
+    gathered = list(messages.values())
+    errors = [e for m in gathered for e in m["errors"]]
+    if errors:
+        more = f"\n({len(errors) - 1} more connections failed too)" if len(errors) > 1 else ""
+        raise RuntimeError(errors[0] + more)
+    return gathered
 
 
 def run_load(
@@ -590,31 +606,27 @@ def run_load(
     ]
     load_before = os.getloadavg()[0]
     probe_before = cpu_probe_ms()
-    vacuums: list[float] = []
+    vacuums: list[tuple[float, float]] = []
     stop_vacuum = threading.Event()
     vacuumer = threading.Thread(target=_vacuum_now_and_then, args=(url, stop_vacuum, vacuums))
     vacuumer.start()
     try:
         for proc in procs:
             proc.start()
-        for _ in procs:
-            started = _from_workers(ready, 300, "opening the connections", procs)
-            _raise_first(started.get("errors", []))
+        _gather(ready, procs, 300, "opening the connections")
         server_before = _server_counters(url)
         start_value.value = time.time() + 0.5
         go.set()
-        gathered = [
-            _from_workers(results, _run_timeout(seconds) + 60, "the run", procs) for _ in procs
-        ]
-        _raise_first([o["error"] for g in gathered for o in g["outs"] if "error" in o])
+        gathered = _gather(results, procs, _run_timeout(seconds) + 60, "the run")
         for proc in procs:
             proc.join()
     finally:
+        for proc in procs:
+            if proc.is_alive():  # only after an error: stop the rest first
+                proc.terminate()
+                proc.join(timeout=10)
         stop_vacuum.set()
         vacuumer.join()
-        for proc in procs:
-            if proc.is_alive():  # only after an error: stop the rest
-                proc.terminate()
     server_after = _server_counters(url)
     probe_after = cpu_probe_ms()
     outs = [o for g in gathered for o in g["outs"]]
@@ -623,7 +635,8 @@ def run_load(
     done = sum(o["done"] for o in outs)
     # A paced run's last claims end a little after its window; one that fell behind (by more
     # than a connection's interval) is timed until its window's claims were done.
-    late = max(0.0, max(o["ended"] for o in outs) - (start_value.value + WARMUP + seconds))
+    measure_from = start_value.value + WARMUP
+    late = max(0.0, max(o["ended"] for o in outs) - (measure_from + seconds))
     elapsed = seconds + late if interval is not None and late > interval else seconds
     out = {
         "connections": connections,
@@ -643,7 +656,14 @@ def run_load(
         },
         "load_average_before": round(load_before, 2),
         "cpu_probe_ms": {"before": probe_before, "after": probe_after},
-        "vacuums": {"count": len(vacuums), "seconds": round(sum(vacuums), 2)},
+        "vacuums": {
+            "count": len(vacuums),
+            "seconds": round(sum(took for _, took in vacuums), 2),
+            # When each ended, in seconds from the measured window's start (negative: in the
+            # warm-up or while the processes started): a burst of slow claims after a vacuum
+            # shows against claims_over_15_ms_by_second.
+            "ended_at_s": [round(at - measure_from, 1) for at, _ in vacuums],
+        },
         # The whole run, warm-up included: a checkpoint makes the next change of every page
         # write the whole page to the WAL, and every commit waits for the WAL.
         "server_during_run": {
@@ -667,7 +687,8 @@ def run_alternating(
     url: str, campaigns: list[_SizedCampaign], rate: float
 ) -> dict[str, dict[str, Any]]:
     """The paced load on each campaign in turn, ALTERNATE_SLICES rounds (the first size
-    first in even rounds, last in odd ones): per size, the latency over all of its slices."""
+    first in even rounds, last in odd ones): per size, the latency over all of its slices,
+    and each round's slow claims by second and server counters (checkpoints, WAL)."""
     claims: dict[int, list[int]] = {c.size: [] for c in campaigns}
     slow: dict[int, list[list[tuple[int, int]]]] = {c.size: [] for c in campaigns}
     server: dict[int, list[dict[str, float]]] = {c.size: [] for c in campaigns}
@@ -726,11 +747,12 @@ def _server_counters(url: str) -> dict[str, float]:
     }
 
 
-def _vacuum_now_and_then(url: str, stop: threading.Event, spent: list[float]) -> None:
+def _vacuum_now_and_then(url: str, stop: threading.Event, spent: list[tuple[float, float]]) -> None:
     """Stand in for autovacuum, which this machine's server runs with turned off: the
     migrations ask it to vacuum the queue tables every 5,000 changed rows; here they are
     vacuumed every VACUUM_SECONDS, about as often at these claim rates (autovacuum, visiting a
-    database once per naptime, a minute by default, would come less often)."""
+    database once per naptime, a minute by default, would come less often). Each vacuum is
+    recorded as (when it ended, on the wall clock; how long both tables took)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -740,7 +762,7 @@ def _vacuum_now_and_then(url: str, stop: threading.Event, spent: list[float]) ->
             # not to, and its parallel workers would take both cores at once.
             conn.execute("VACUUM (PARALLEL 0) feedback_queueentry")
             conn.execute("VACUUM (PARALLEL 0) reviews_assignment")
-            spent.append(time.perf_counter() - started)
+            spent.append((time.time(), time.perf_counter() - started))
 
 
 def _process_cpu_seconds(pid: int) -> float:
@@ -799,6 +821,10 @@ def profile(campaign_id: int, expert_id: int) -> dict[str, Any]:
     }
 
 
+def _p99_ratio(large: dict[str, Any], small: dict[str, Any]) -> float:
+    return round(large["claim"]["p99_ms"] / small["claim"]["p99_ms"], 2)
+
+
 def main() -> dict[str, Any]:
     url = prepare_database()
     result: dict[str, Any] = {
@@ -813,78 +839,65 @@ def main() -> dict[str, Any]:
 
     paced_rate = PACED_RATE
     for size in SIZES:
-        queue = _SizedCampaign(size)
-        queue.ready()
-        closed = run_load(url, queue.id, queue.experts, None)
+        sized = _SizedCampaign(size)
+        sized.ready()
+        closed = run_load(url, sized.id, sized.experts, None)
         if not paced_rate:
             # Latency is measured below saturation: 60% of what the smallest size sustained,
             # and the same offered rate for every size so the sizes compare.
             paced_rate = round(0.6 * closed["claims_per_s"])
-        queue.ready()
-        paced = run_load(url, queue.id, queue.experts, paced_rate)
-        pool = pool_paced = None
-        if POOL_CONNECTIONS and size == SIZES[-1]:
-            # The closed loop at the largest size only: 5 connections use up a 10k campaign's
-            # 30,000 slots within one run.
-            queue.ready()
-            pool = run_load(
-                url,
-                queue.id,
-                queue.experts,
-                None,
-                POOL_CONNECTIONS,
-                connections=POOL_CONNECTIONS,
-            )
+        sized.ready()
+        paced = run_load(url, sized.id, sized.experts, paced_rate)
+        pool: dict[str, Any] = {}
         if POOL_CONNECTIONS:
-            # The paced load through the pool, at every size so the sizes compare: the wait for
-            # a busy connection counts here, since each claim's latency runs from when it was due.
-            queue.ready()
-            pool_paced = run_load(
-                url,
-                queue.id,
-                queue.experts,
-                paced_rate,
-                POOL_CONNECTIONS,
-                connections=POOL_CONNECTIONS,
-            )
-        queue.ready()
-        prof = profile(queue.id, queue.experts[0])
-        add_counts(queue.checks, check_invariants(queue.id))
+            # The 64 experts through the server-sized pool: paced at every size so the sizes
+            # compare (the wait for a busy connection counts, since each claim's latency runs
+            # from when it was due); the closed loop at the largest size only, as 5
+            # connections would use up a 10k campaign's 30,000 slots within one run.
+            shapes = {"server_sized_closed_loop": None} if size == SIZES[-1] else {}
+            shapes["server_sized_paced"] = paced_rate
+            for shape, rate in shapes.items():
+                sized.ready()
+                pool[shape] = run_load(
+                    url,
+                    sized.id,
+                    sized.experts,
+                    rate,
+                    POOL_CONNECTIONS,
+                    connections=POOL_CONNECTIONS,
+                )
+        sized.ready()
+        prof = profile(sized.id, sized.experts[0])
+        add_counts(sized.checks, check_invariants(sized.id))
         result["sizes"][str(size)] = {
-            "load_seconds": queue.load_seconds,
+            "load_seconds": sized.load_seconds,
             "closed_loop": closed,
             "paced": paced,
-            "server_sized_closed_loop": pool,
-            "server_sized_paced": pool_paced,
-            "invariants_over_all_runs": queue.checks,
+            "server_sized_closed_loop": pool.get("server_sized_closed_loop"),
+            "server_sized_paced": pool.get("server_sized_paced"),
+            "invariants_over_all_runs": sized.checks,
             "profile": prof,
         }
         print(f"  {size} items done", flush=True)
     small, large = (result["sizes"][str(s)] for s in (SIZES[0], SIZES[-1]))
-    result["paced_p99_ratio_large_to_small"] = round(
-        large["paced"]["claim"]["p99_ms"] / small["paced"]["claim"]["p99_ms"], 2
-    )
+    result["paced_p99_ratio_large_to_small"] = _p99_ratio(large["paced"], small["paced"])
     if POOL_CONNECTIONS:
-        result["server_sized_paced_p99_ratio_large_to_small"] = round(
-            large["server_sized_paced"]["claim"]["p99_ms"]
-            / small["server_sized_paced"]["claim"]["p99_ms"],
-            2,
+        result["server_sized_paced_p99_ratio_large_to_small"] = _p99_ratio(
+            large["server_sized_paced"], small["server_sized_paced"]
         )
     if ALTERNATE_SLICES and len(SIZES) > 1:
         # The largest campaign is still loaded; the smallest is loaded next to it, afresh
         # whenever its slots run low. Invariants are checked again on both, over everything.
-        queue.keep, queue.checks = True, {}
-        alternating = run_alternating(url, [_SizedCampaign(SIZES[0], keep=True), queue], paced_rate)
+        sized.keep, sized.checks = True, {}
+        alternating = run_alternating(url, [_SizedCampaign(SIZES[0], keep=True), sized], paced_rate)
         result["alternating_paced"] = {
             "rounds": ALTERNATE_SLICES,
             "seconds_per_slice": ALTERNATE_SECONDS,
             "offered_claims_per_s": paced_rate,
             **alternating,
         }
-        result["alternating_p99_ratio_large_to_small"] = round(
-            alternating[str(SIZES[-1])]["claim"]["p99_ms"]
-            / alternating[str(SIZES[0])]["claim"]["p99_ms"],
-            2,
+        result["alternating_p99_ratio_large_to_small"] = _p99_ratio(
+            alternating[str(SIZES[-1])], alternating[str(SIZES[0])]
         )
     write("claims", result)
     return result
