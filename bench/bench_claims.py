@@ -688,10 +688,11 @@ def run_alternating(
 ) -> dict[str, dict[str, Any]]:
     """The paced load on each campaign in turn, ALTERNATE_SLICES rounds (the first size
     first in even rounds, last in odd ones): per size, the latency over all of its slices,
-    and each round's slow claims by second and server counters (checkpoints, WAL)."""
+    and each round's slow claims by second, server counters (checkpoints, WAL) and when its
+    vacuums ended."""
     claims: dict[int, list[int]] = {c.size: [] for c in campaigns}
     slow: dict[int, list[list[tuple[int, int]]]] = {c.size: [] for c in campaigns}
-    server: dict[int, list[dict[str, float]]] = {c.size: [] for c in campaigns}
+    server: dict[int, list[dict[str, Any]]] = {c.size: [] for c in campaigns}
     probes: list[float] = []
     for round_ in range(ALTERNATE_SLICES):
         for campaign in campaigns if round_ % 2 == 0 else campaigns[::-1]:
@@ -703,7 +704,9 @@ def run_alternating(
             slow[campaign.size].append(run[SLOW_CLAIMS_KEY])
             # A round on a fresh copy starts soon after its load's CHECKPOINT: every page's
             # first change after one writes the whole page to the WAL.
-            server[campaign.size].append(run["server_during_run"])
+            server[campaign.size].append(
+                run["server_during_run"] | {"vacuums_ended_at_s": run["vacuums"]["ended_at_s"]}
+            )
             probes += run["cpu_probe_ms"].values()
     out: dict[str, dict[str, Any]] = {}
     for campaign in campaigns:
