@@ -420,7 +420,8 @@ def _connection_loop(
                 if backend_cpu is None:
                     backend_cpu = _process_cpu_seconds(backend)
                 claims.append(int((claimed - began) * 1_000_000))
-                claims_due.append(due - measure_from)
+                if interval is not None:  # read only for a paced run's slow claims
+                    claims_due.append(due - measure_from)
                 submits.append(int((submitted - claimed) * 1_000_000))
                 done += 1
     except BaseException as exc:  # in a thread: recorded for run_load to raise
@@ -702,8 +703,8 @@ def run_alternating(
             )
             claims[campaign.size] += run["claim_samples_us"]
             slow[campaign.size].append(run[SLOW_CLAIMS_KEY])
-            # A round on a fresh copy starts soon after its load's CHECKPOINT: every page's
-            # first change after one writes the whole page to the WAL.
+            # What the server wrote in the round (a fresh copy starts soon after its load's
+            # CHECKPOINT) and when its vacuums ended, to set against its slow claims.
             server[campaign.size].append(
                 run["server_during_run"] | {"vacuums_ended_at_s": run["vacuums"]["ended_at_s"]}
             )
