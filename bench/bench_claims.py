@@ -68,6 +68,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -95,6 +96,13 @@ LATE_LIMIT = 10.0
 CONNECT_SECONDS = 10.0
 # Connections (one process each) of the server-sized pool runs; 0 skips them.
 POOL_CONNECTIONS = int(os.environ.get("BENCH_CLAIMS_POOL_CONNECTIONS", "5"))
+# A campaign loaded into an emptied database comes after a finished earlier one of this many
+# items (each reviewed OVERLAP times, its reviews stored), as in a database in use. Into an
+# empty assignments table every connection would prepare the claim and submit for a table of a
+# few rows: sequential scans, whose cost grows with every claim until a vacuum has them
+# planned again (docs/queue.md). 0: none.
+HISTORY_ITEMS = int(os.environ.get("BENCH_CLAIMS_HISTORY_ITEMS", "20000"))
+HISTORY_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # --- the bench database (bench_import uses these too) ----------------------------------------
@@ -179,16 +187,17 @@ def percentiles(samples_us: list[int]) -> dict[str, float]:
 
 def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
     """A pairwise campaign of `items` items with 2 responses each, loaded with COPY; into an
-    emptied database, or next to what is there with `keep`."""
+    emptied database (after a finished earlier campaign, see HISTORY_ITEMS), or next to what
+    is there with `keep`."""
     from django.db import connection
 
     from feedback.models import Campaign, ExpertProfile, Item, User
 
-    base = 0
     if keep:
         base = Item.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     else:
         truncate_domain()
+        base = 0
     owner, _ = User.objects.get_or_create(
         email="bench-owner@bench.test", defaults={"role": User.Role.ENGINEER}
     )
@@ -199,49 +208,30 @@ def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
         )
         ExpertProfile.objects.get_or_create(user=user)
         experts.append(user.pk)
-    campaign = Campaign.objects.create(
-        name=f"bench {items}",
-        slug=f"bench-{items}-{base}",
-        kind=Campaign.Kind.PAIRWISE,
-        status=Campaign.Status.ACTIVE,
-        overlap=OVERLAP,
-        created_by=owner,
-    )
     connection.ensure_connection()
     raw = connection.connection
-    chunk = 50_000
     with raw.cursor() as cursor:
-        for start in range(base + 1, base + items + 1, chunk):
-            end = min(start + chunk, base + items + 1)
-            item_rows = io.StringIO()
-            queue_rows = io.StringIO()
-            response_rows = io.StringIO()
-            for n in range(start, end):
-                item_rows.write(
-                    f'{n}\t{campaign.pk}\tbench-{n}\t"Which answer to question {n} is better?"'
-                    f"\t{{}}\t{{}}\t{n:064x}\t{n % 3}\tf\t\\N\t2026-01-01 00:00:00+00\n"
-                )
-                queue_rows.write(f"{n}\t{campaign.pk}\t{n % 3}\t{OVERLAP}\tf\n")
-                for position, model in enumerate(("model-a", "model-b")):
-                    response_rows.write(
-                        f"{2 * n - 1 + position}\t{n}\t{model}\tAnswer {position} to question {n}."
-                        f"\ttext\t{position}\t{{}}\t[]\t2026-01-01 00:00:00+00\n"
-                    )
-            with cursor.copy(
-                "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
-                "content_hash, priority, is_gold, gold_answer, created_at) FROM STDIN"
-            ) as copy:
-                copy.write(item_rows.getvalue())
-            with cursor.copy(
-                "COPY feedback_queueentry (item_id, campaign_id, priority, open_slots, started) "
-                "FROM STDIN"
-            ) as copy:
-                copy.write(queue_rows.getvalue())
-            with cursor.copy(
-                "COPY feedback_response (id, item_id, model_name, text, format, position, "
-                "generation, images, created_at) FROM STDIN"
-            ) as copy:
-                copy.write(response_rows.getvalue())
+        if not keep and HISTORY_ITEMS:
+            history = Campaign.objects.create(
+                name="bench history",
+                slug="bench-history",
+                kind=Campaign.Kind.PAIRWISE,
+                status=Campaign.Status.CLOSED,
+                overlap=OVERLAP,
+                created_by=owner,
+            )
+            _copy_items(cursor, history.pk, base, HISTORY_ITEMS, open_slots=0)
+            _review_all(cursor, history.pk, experts)
+            base += HISTORY_ITEMS
+        campaign = Campaign.objects.create(
+            name=f"bench {items}",
+            slug=f"bench-{items}-{base}",
+            kind=Campaign.Kind.PAIRWISE,
+            status=Campaign.Status.ACTIVE,
+            overlap=OVERLAP,
+            created_by=owner,
+        )
+        _copy_items(cursor, campaign.pk, base, items, open_slots=OVERLAP)
         cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [base + items])
         cursor.execute("SELECT setval('feedback_response_id_seq', %s)", [2 * (base + items)])
     raw.commit() if not raw.autocommit else None
@@ -249,11 +239,82 @@ def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
         cursor.execute("VACUUM ANALYZE feedback_item")
         cursor.execute("VACUUM ANALYZE feedback_queueentry")
         cursor.execute("VACUUM ANALYZE feedback_response")
-        cursor.execute("ANALYZE reviews_assignment")
+        cursor.execute("VACUUM ANALYZE reviews_assignment")
+        cursor.execute("VACUUM ANALYZE reviews_review")
         # The load's pages are written out now, not by a checkpoint in the middle of the
         # measured runs (a million items are ~500 MB of fresh pages).
         cursor.execute("CHECKPOINT")
     return campaign.pk, experts
+
+
+def _copy_items(cursor: Any, campaign_id: int, base: int, items: int, *, open_slots: int) -> None:
+    """Items base+1 .. base+items of a campaign, each with its queue row and 2 responses."""
+    chunk = 50_000
+    started = "f" if open_slots == OVERLAP else "t"
+    for start in range(base + 1, base + items + 1, chunk):
+        end = min(start + chunk, base + items + 1)
+        item_rows = io.StringIO()
+        queue_rows = io.StringIO()
+        response_rows = io.StringIO()
+        for n in range(start, end):
+            item_rows.write(
+                f'{n}\t{campaign_id}\tbench-{n}\t"Which answer to question {n} is better?"'
+                f"\t{{}}\t{{}}\t{n:064x}\t{n % 3}\tf\t\\N\t2026-01-01 00:00:00+00\n"
+            )
+            queue_rows.write(f"{n}\t{campaign_id}\t{n % 3}\t{open_slots}\t{started}\n")
+            for position, model in enumerate(("model-a", "model-b")):
+                response_rows.write(
+                    f"{2 * n - 1 + position}\t{n}\t{model}\tAnswer {position} to question {n}."
+                    f"\ttext\t{position}\t{{}}\t[]\t2026-01-01 00:00:00+00\n"
+                )
+        with cursor.copy(
+            "COPY feedback_item (id, campaign_id, external_id, prompt, context, metadata, "
+            "content_hash, priority, is_gold, gold_answer, created_at) FROM STDIN"
+        ) as copy:
+            copy.write(item_rows.getvalue())
+        with cursor.copy(
+            "COPY feedback_queueentry (item_id, campaign_id, priority, open_slots, started) "
+            "FROM STDIN"
+        ) as copy:
+            copy.write(queue_rows.getvalue())
+        with cursor.copy(
+            "COPY feedback_response (id, item_id, model_name, text, format, position, "
+            "generation, images, created_at) FROM STDIN"
+        ) as copy:
+            copy.write(response_rows.getvalue())
+
+
+def _review_all(cursor: Any, campaign_id: int, experts: list[int]) -> None:
+    """Every item of a campaign reviewed OVERLAP times, by as many different experts, and
+    the reviews stored: a finished campaign's assignments and reviews."""
+    cursor.execute(
+        """
+        INSERT INTO reviews_assignment (
+            campaign_id, item_id, expert_id, status, claimed_at, lease_expires_at, last_seen_at,
+            finished_at, observed_seconds, active_seconds, response_order, skip_reason,
+            skip_note, is_gold, draft)
+        SELECT i.campaign_id, i.id, (%(experts)s::bigint[])[(i.id * %(o)s + k) %% %(n)s + 1],
+            'submitted', %(at)s, %(at)s + interval '30 minutes', %(at)s, %(at)s, 60, 60,
+            jsonb_build_array(2 * i.id - 1, 2 * i.id), '', '', FALSE, '{}'::jsonb
+        FROM feedback_item i CROSS JOIN generate_series(0, %(o)s - 1) k
+        WHERE i.campaign_id = %(c)s
+        ORDER BY i.id, k
+        """,
+        {"c": campaign_id, "experts": experts, "o": OVERLAP, "n": len(experts), "at": HISTORY_AT},
+    )
+    cursor.execute(
+        """
+        INSERT INTO reviews_review (
+            assignment_id, campaign_id, item_id, expert_id, ratings, chosen_id, strength,
+            ranking, correction_text, rationale, flags, active_seconds, pasted_chars, verdict,
+            verdict_at, verdict_note, created_at)
+        SELECT a.id, a.campaign_id, a.item_id, a.expert_id, '{}'::jsonb,
+            (a.response_order ->> (a.id %% 2)::int)::bigint, 1, '[]'::jsonb, '', '',
+            '[]'::jsonb, 60, '{}'::jsonb, 'accepted', %(at)s, '', %(at)s
+        FROM reviews_assignment a WHERE a.campaign_id = %(c)s ORDER BY a.id
+        """,
+        {"c": campaign_id, "at": HISTORY_AT},
+    )
 
 
 def check_invariants(campaign_id: int) -> dict[str, int]:
