@@ -52,7 +52,9 @@ checked in SQL on every campaign used: no expert has an item twice, no item has 
 assignments than its overlap, and every item's open_slots equals overlap minus its live
 assignments. Each run also times a fixed piece of Python before and after (cpu_probe_ms), since
 this host's speed varies: runs whose probes differ do not compare. Data is loaded with COPY
-into a dedicated database (`feedback_bench`, see bench_database_url), never the test database.
+into a dedicated database (`feedback_bench`, see bench_database_url), never the test database;
+a campaign loaded into an emptied database comes after a finished one (HISTORY_ITEMS), so the
+statements are planned for tables of a database in use.
 """
 
 from __future__ import annotations
