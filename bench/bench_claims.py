@@ -210,6 +210,11 @@ def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
         )
         ExpertProfile.objects.get_or_create(user=user)
         experts.append(user.pk)
+    if len(experts) < OVERLAP:
+        raise SystemExit(
+            f"{len(experts)} experts (BENCH_CLAIMS_PROCESSES x BENCH_CLAIMS_THREADS) cannot fill"
+            f" an overlap of {OVERLAP}: run at least {OVERLAP}."
+        )
     connection.ensure_connection()
     raw = connection.connection
     with raw.cursor() as cursor:
