@@ -31,6 +31,7 @@ from feedback.imports_readers import (
     ColumnMapping,
     MappingError,
     SourceRow,
+    UnreadableFile,
     read_csv,
     read_jsonl,
     read_label_studio,
@@ -302,6 +303,15 @@ def import_run(*, import_id: int) -> ImportJob:
             "; nothing was imported. Fix them, or send on_error=skip to import the valid rows."
         )
         tally.created = 0
+    except UnreadableFile as exc:
+        tally.error(exc.location, "", exc.message)
+        tally.invalid += 1
+        tally.created = 0
+        where = ", ".join(f"{key} {value}" for key, value in exc.location.items())
+        message = (
+            f"The file cannot be read{f' at {where}' if where else ''}: {exc.message};"
+            " nothing was imported, whatever on_error says."
+        )
     except MappingError as exc:
         tally.error({}, exc.key, exc.message)
         tally.invalid += 1

@@ -8,8 +8,8 @@ Column mappings for CSV, Parquet and Label Studio are described in docs/intake.m
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +41,16 @@ class SourceRow:
     location: dict[str, int | str]
     raw: dict[str, Any] | None = None
     error: tuple[str, str] | None = None  # (field, message)
+
+
+class UnreadableFile(Exception):
+    """The file cannot be read past `location`: the rows after it are unknown, so the import
+    fails whatever on_error says (skipping would drop them without a word)."""
+
+    def __init__(self, location: dict[str, int | str], message: str):
+        super().__init__(message)
+        self.location = location
+        self.message = message
 
 
 class MappingError(ValueError):
@@ -384,18 +394,64 @@ def _json_problem(exc: json.JSONDecodeError) -> str:
     return f"{message} at column {exc.colno}"
 
 
+class _NotUtf8(Exception):
+    def __init__(self, where: dict[str, int], reason: str):
+        super().__init__(reason)
+        self.where = where
+        self.reason = reason
+
+
+def _utf8_lines(binary: IO[bytes]) -> Iterator[str]:
+    """The file's lines as text, each decoded on its own, so a byte that is not UTF-8 is
+    found on its line (no UTF-8 character holds a newline byte). Line ends are kept as they
+    are, as the csv module wants."""
+    for line_no, line in enumerate(binary, 1):
+        if line_no == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _NotUtf8({"line": line_no, "column": exc.start + 1}, exc.reason) from None
+
+
+class _Utf8Text:
+    """A binary file read as UTF-8 text in chunks, for a file that may be one long line; a
+    byte that is not UTF-8 is named by its offset in the file."""
+
+    def __init__(self, binary: IO[bytes]):
+        self.binary = binary
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.offset = 0  # bytes handed to the decoder so far
+
+    def read(self, size: int) -> str:
+        """Up to `size` bytes' worth of text; "" only at the end of the file."""
+        while True:
+            chunk = self.binary.read(size)
+            pending = len(self.decoder.getstate()[0])
+            try:
+                text = self.decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                byte = self.offset - pending + exc.start
+                raise _NotUtf8({"byte": byte}, exc.reason) from None
+            self.offset += len(chunk)
+            if text or not chunk:  # a chunk can end inside a character
+                return text
+
+
 def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[SourceRow]:
     """CSV with a header row; a UTF-8 byte-order mark is dropped, quoted newlines are kept."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text)
+    reader = csv.reader(_utf8_lines(binary))
     try:
         header = next(reader)
     except StopIteration:
         return
-    except (UnicodeDecodeError, csv.Error) as exc:
-        yield SourceRow({"row": 0, "line": 1}, error=("", f"the header cannot be read: {exc}"))
-        return
+    except _NotUtf8 as exc:
+        raise UnreadableFile(
+            {"row": 0, **exc.where}, f"the header is not UTF-8 text ({exc.reason})"
+        ) from None
+    except csv.Error as exc:
+        raise UnreadableFile({"row": 0, "line": 1}, f"the header cannot be read: {exc}") from None
     columns = [c.strip() for c in header]
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
@@ -409,15 +465,12 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
             cells = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
-            yield SourceRow(
-                {"row": row_no + 1, "line": start_line},
-                error=("", f"is not UTF-8 text ({exc.reason})"),
-            )
-            return
+        except _NotUtf8 as exc:
+            raise UnreadableFile(
+                {"row": row_no + 1, **exc.where}, f"is not UTF-8 text ({exc.reason})"
+            ) from None
         except csv.Error as exc:
-            yield SourceRow({"row": row_no + 1, "line": start_line}, error=("", str(exc)))
-            return
+            raise UnreadableFile({"row": row_no + 1, "line": start_line}, str(exc)) from None
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         row_no += 1
@@ -457,12 +510,12 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
                 yield SourceRow(location, raw=_jsonable(item))
 
 
-def _json_array_elements(text: IO[str], chunk_size: int = 1 << 20) -> Iterator[tuple[int, Any]]:
+def _json_array_elements(text: _Utf8Text, chunk_size: int = 1 << 20) -> Iterator[tuple[int, Any]]:
     """Stream the elements of a top-level JSON array: (index, value), never the whole file."""
     decoder = json.JSONDecoder()
     buffer = text.read(chunk_size).lstrip("\ufeff").lstrip()
     if not buffer.startswith("["):
-        raise ValueError("a Label Studio export is a JSON array of tasks; this file is not")
+        raise UnreadableFile({}, "a Label Studio export is a JSON array of tasks; this file is not")
     pos = 1
     index = 0
     eof = False
@@ -476,7 +529,7 @@ def _json_array_elements(text: IO[str], chunk_size: int = 1 << 20) -> Iterator[t
             eof = not more
             buffer, pos = buffer[pos:] + more, 0
         if pos >= len(buffer):
-            raise ValueError("the JSON array is not closed")
+            raise UnreadableFile({"task": index + 1}, "the JSON array is not closed")
         if buffer[pos] == "]":
             return
         while True:
@@ -485,7 +538,9 @@ def _json_array_elements(text: IO[str], chunk_size: int = 1 << 20) -> Iterator[t
                 break
             except json.JSONDecodeError as exc:
                 if eof:
-                    raise ValueError(f"task {index + 1} is not valid JSON: {exc.msg}") from None
+                    raise UnreadableFile(
+                        {"task": index + 1}, f"is not valid JSON: {exc.msg}"
+                    ) from None
                 more = text.read(chunk_size)
                 eof = not more
                 buffer, pos = buffer[pos:] + more, 0
@@ -500,9 +555,8 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
     The task's `data` keys play the part of columns; its id becomes the external_id
     ("ls-<id>") unless the mapping names another key.
     """
-    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
     try:
-        for index, task in _json_array_elements(text):
+        for index, task in _json_array_elements(_Utf8Text(binary)):
             location: dict[str, int | str] = {"task": index}
             if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
                 yield SourceRow(location, error=("data", "a task must be an object with data"))
@@ -530,7 +584,5 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
             }
             item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
             yield SourceRow(location, raw=_jsonable(item))
-    except UnicodeDecodeError as exc:
-        yield SourceRow({"task": 0}, error=("", f"is not UTF-8 text ({exc.reason})"))
-    except ValueError as exc:
-        yield SourceRow({"task": 0}, error=("", str(exc)))
+    except _NotUtf8 as exc:
+        raise UnreadableFile({**exc.where}, f"is not UTF-8 text ({exc.reason})") from None

@@ -137,6 +137,31 @@ def test_a_csv_error_names_the_row_its_first_line_and_the_column(upload):
     assert Item.objects.count() == 0
 
 
+def test_a_csv_that_cannot_be_read_on_fails_even_when_asked_to_skip_invalid_rows(upload):
+    # Skipping would drop every row after the unreadable one and still call the import a
+    # success: the file fails, naming where reading stopped.
+    csv_bytes = (
+        b"external_id,prompt,response_1,response_2\n"
+        b"c-1,First,A,B\n"
+        b"c-2,Second \xff,A,B\n"
+        b"c-3,Third,A,B\n"
+    )
+    _res, status = upload("items.csv", csv_bytes, "text/csv", on_error="skip")
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "row": 2,
+            "line": 3,
+            "column": 12,
+            "field": "",
+            "message": "is not UTF-8 text (invalid start byte)",
+        }
+    ]
+    assert status["message"].startswith("The file cannot be read at row 2, line 3, column 12")
+    assert Item.objects.count() == 0
+
+
 def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_nothing(upload):
     rows = [_item(1), _item(2), _item(1, prompt="Same id, other text")]
     _res, status = upload("items.jsonl", _jsonl(*rows))
@@ -337,9 +362,44 @@ def test_a_broken_label_studio_export_names_the_task(upload):
     )
 
     assert status["status"] == "failed"
-    assert status["errors"][0]["task"] == 0
-    assert "task 2 is not valid JSON" in status["errors"][0]["message"]
+    assert status["errors"][0]["task"] == 2
+    assert status["errors"][0]["message"].startswith("is not valid JSON")
     assert Item.objects.count() == 0
+
+
+def test_a_label_studio_export_that_is_not_utf8_names_the_byte_and_fails_even_when_skipping(
+    upload,
+):
+    tasks = [{"id": n, "data": {"prompt": f"q{n}", "answer1": "x", "answer2": "y"}} for n in (1, 2)]
+    content = json.dumps(tasks).encode()
+    broken = content.replace(b'"q2"', b'"q' + bytes([0xFF]) + b'2"')
+
+    _res, status = upload("export.json", broken, "application/json", on_error="skip")
+
+    assert status["status"] == "failed"
+    assert status["errors"][0]["byte"] == broken.index(bytes([0xFF]))
+    assert "is not UTF-8 text" in status["errors"][0]["message"]
+    assert "whatever on_error says" in status["message"]
+    assert Item.objects.count() == 0
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 1 << 20])
+def test_a_byte_that_is_not_utf8_is_found_at_its_offset_whatever_the_read_size(size):
+    from feedback.imports_readers import _NotUtf8, _Utf8Text
+
+    text = "é€𝄞 ok ".encode()  # characters of 2, 3 and 4 bytes, across read boundaries
+    stream = _Utf8Text(io.BytesIO(text * 3 + b"\xc3(" + text))
+    read: list[str] = []
+
+    def read_all() -> None:
+        while chunk := stream.read(size):
+            read.append(chunk)
+
+    with pytest.raises(_NotUtf8) as caught:
+        read_all()
+
+    assert caught.value.where == {"byte": len(text) * 3}
+    assert "".join(read).encode() == (text * 3)[: len("".join(read).encode())]
 
 
 def test_items_without_responses_wait_for_generation(upload):
