@@ -441,7 +441,9 @@ class _Utf8Text:
 def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[SourceRow]:
     """CSV with a header row; a UTF-8 byte-order mark is dropped, quoted newlines are kept."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.reader(_utf8_lines(binary))
+    # Strict: a quote that is never closed is an error, not a cell that runs to the end of
+    # the file, swallowing every row after it.
+    reader = csv.reader(_utf8_lines(binary), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -470,7 +472,10 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
                 {"row": row_no + 1, **exc.where}, f"is not UTF-8 text ({exc.reason})"
             ) from None
         except csv.Error as exc:
-            raise UnreadableFile({"row": row_no + 1, "line": start_line}, str(exc)) from None
+            problem = str(exc)
+            if problem == "unexpected end of data":
+                problem = "a quoted cell that starts here is never closed"
+            raise UnreadableFile({"row": row_no + 1, "line": start_line}, problem) from None
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         row_no += 1

@@ -162,6 +162,24 @@ def test_a_csv_that_cannot_be_read_on_fails_even_when_asked_to_skip_invalid_rows
     assert Item.objects.count() == 0
 
 
+def test_a_csv_quote_that_is_never_closed_fails_the_import_naming_where_it_opens(upload):
+    csv_bytes = (
+        b'external_id,prompt,response_1,response_2\nc-1,First,A,B\nc-2,"Second,A,B\nc-3,Third,A,B\n'
+    )
+    _res, status = upload("items.csv", csv_bytes, "text/csv", on_error="skip")
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "row": 2,
+            "line": 3,
+            "field": "",
+            "message": "a quoted cell that starts here is never closed",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
 def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_nothing(upload):
     rows = [_item(1), _item(2), _item(1, prompt="Same id, other text")]
     _res, status = upload("items.jsonl", _jsonl(*rows))
