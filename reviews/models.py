@@ -48,6 +48,9 @@ class Assignment(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Seconds the server saw the expert active (claim and heartbeats); caps the client's figure.
     observed_seconds = models.PositiveIntegerField(default=0)
+    # Whether the last heartbeat said the expert was active; None until the first one, which
+    # is how a client that sends none (the API) is told from a page left open and idle.
+    last_beat_active = models.BooleanField(null=True, blank=True)
     active_seconds = models.PositiveIntegerField(default=0)
     # Response ids in the order this expert was shown them (blind review; position bias).
     response_order = models.JSONField(default=list)

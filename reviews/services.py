@@ -468,7 +468,11 @@ def _ensure_live(assignment: Assignment) -> None:
 
 
 def assignment_heartbeat(*, assignment_id: int, expert: User, active: bool = True) -> Assignment:
-    """Extend the lease while the expert works; count time only while they are active."""
+    """Extend the lease while the expert works; count time only while they are active.
+
+    An idle beat neither counts time nor extends the lease: a tab left open is not work and
+    must not hold the item's slot past its lease.
+    """
     now = timezone.now()
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
@@ -479,7 +483,15 @@ def assignment_heartbeat(*, assignment_id: int, expert: User, active: bool = Tru
             assignment.observed_seconds += max(int(gap), 0)
             assignment.lease_expires_at = now + timedelta(minutes=assignment.campaign.lease_minutes)
         assignment.last_seen_at = now
-        assignment.save(update_fields=["observed_seconds", "lease_expires_at", "last_seen_at"])
+        assignment.last_beat_active = active
+        assignment.save(
+            update_fields=[
+                "observed_seconds",
+                "lease_expires_at",
+                "last_seen_at",
+                "last_beat_active",
+            ]
+        )
     return assignment
 
 
@@ -725,13 +737,15 @@ def _gold_matches(item: Item, data: ReviewInput) -> bool | None:
 
 
 def _observed_seconds(assignment: Assignment, now: datetime) -> int:
-    """What the server saw of the expert's work: the heartbeats' count plus the gap since the
-    last one (capped like a heartbeat gap); a client that never sent one (the API) is credited
-    the wall-clock time since its claim."""
+    """What the server saw of the expert's work: the active heartbeats' count, plus the gap
+    since the last heartbeat (capped like a heartbeat gap) when that one was active; a client
+    that never sent one (the API) is credited the wall-clock time since its claim."""
     elapsed = max(int((now - assignment.claimed_at).total_seconds()), 0)
-    if assignment.observed_seconds <= 0:
+    if assignment.last_beat_active is None:
         return elapsed
-    gap = min(max((now - assignment.last_seen_at).total_seconds(), 0), HEARTBEAT_GAP_SECONDS)
+    gap = 0.0
+    if assignment.last_beat_active:
+        gap = min(max((now - assignment.last_seen_at).total_seconds(), 0), HEARTBEAT_GAP_SECONDS)
     return min(assignment.observed_seconds + int(gap), elapsed)
 
 
@@ -805,7 +819,7 @@ def _stored_review(assignment_id: int) -> Review:
 
 _SUBMIT_READ_SQL = """
 SELECT a.status, a.claimed_at, a.last_seen_at, a.lease_expires_at, a.observed_seconds,
-       a.is_gold, a.item_id, a.campaign_id, c.kind, c.rubric, c.acceptance,
+       a.last_beat_active, a.is_gold, a.item_id, a.campaign_id, c.kind, c.rubric, c.acceptance,
        ARRAY(SELECT r.id FROM feedback_response r WHERE r.item_id = a.item_id
              ORDER BY r.position, r.id)
 FROM reviews_assignment a JOIN feedback_campaign c ON c.id = a.campaign_id
@@ -858,6 +872,7 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         last_seen_at,
         lease_expires_at,
         observed_seconds,
+        last_beat_active,
         is_gold,
         item_id,
         campaign_id,
@@ -878,6 +893,7 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         last_seen_at=last_seen_at,
         lease_expires_at=lease_expires_at,
         observed_seconds=observed_seconds,
+        last_beat_active=last_beat_active,
         is_gold=is_gold,
     )
     _ensure_live(assignment)

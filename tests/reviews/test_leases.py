@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from feedback.models import QueueEntry, User
 from reviews import services, tasks
@@ -111,6 +112,85 @@ def test_a_heartbeat_extends_the_lease_and_counts_active_time(api_for, expert):
         body={"preference": {"chosen": assignment.response_order[0]}, "active_seconds": 3600},
     )
     assert 30 <= review.active_seconds <= 33
+
+
+def _ago(seconds: int) -> datetime:
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+def _beat(api: APIClient, assignment: Assignment, *, active: bool) -> None:
+    res = api.post(f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": active}, "json")
+    assert res.status_code == 200
+
+
+def _submit_claiming_an_hour(api: APIClient, assignment: Assignment) -> int:
+    res = api.post(
+        f"/api/v1/assignments/{assignment.pk}/submit/",
+        {"preference": {"chosen": assignment.response_order[0]}, "active_seconds": 3600},
+        "json",
+    )
+    assert res.status_code == 201
+    active: int = res.json()["active_seconds"]
+    assert Assignment.objects.get(pk=assignment.pk).active_seconds == active
+    return active
+
+
+def test_a_page_left_open_and_idle_is_credited_no_active_time(api_for, expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    api = api_for(expert)
+    Assignment.objects.filter(pk=assignment.pk).update(claimed_at=_ago(600), last_seen_at=_ago(600))
+    # Ten minutes of a tab nobody used: every beat said idle, the last one a minute ago.
+    _beat(api, assignment, active=False)
+    _beat(api, assignment, active=False)
+    Assignment.objects.filter(pk=assignment.pk).update(last_seen_at=_ago(60))
+
+    assert _submit_claiming_an_hour(api, assignment) == 0
+
+
+# Active: the minute before the first beat, the 30 seconds before the second and the 100 since.
+# Idle: the minute before the first beat only.
+@pytest.mark.parametrize(("last_beat_active", "credited"), [(True, 60 + 30 + 100), (False, 60)])
+def test_the_time_since_the_last_heartbeat_counts_only_when_it_was_active(
+    api_for, expert, last_beat_active, credited
+):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    api = api_for(expert)
+    Assignment.objects.filter(pk=assignment.pk).update(claimed_at=_ago(600), last_seen_at=_ago(60))
+    _beat(api, assignment, active=True)  # a minute of work
+    Assignment.objects.filter(pk=assignment.pk).update(last_seen_at=_ago(30))
+    _beat(api, assignment, active=last_beat_active)
+    Assignment.objects.filter(pk=assignment.pk).update(last_seen_at=_ago(100))
+
+    assert credited <= _submit_claiming_an_hour(api, assignment) <= credited + 2
+
+
+def test_a_client_that_sends_no_heartbeats_is_credited_the_time_since_its_claim(api_for, expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    Assignment.objects.filter(pk=assignment.pk).update(claimed_at=_ago(300))
+
+    assert 300 <= _submit_claiming_an_hour(api_for(expert), assignment) <= 302
+
+
+def test_an_idle_heartbeat_does_not_extend_the_lease(api_for, expert):
+    campaign = CampaignFactory(overlap=1, lease_minutes=10)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    ends = timezone.now() + timedelta(seconds=5)
+    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+
+    res = api_for(expert).post(
+        f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": False}, "json"
+    )
+
+    assert res.status_code == 200
+    assert Assignment.objects.get(pk=assignment.pk).lease_expires_at == ends
+    assert res.json()["lease_expires_at"] == ends.isoformat()
 
 
 def test_a_heartbeat_on_an_expired_lease_is_409(api_for, expert):
