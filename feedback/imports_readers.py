@@ -472,10 +472,10 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
                 {"row": row_no + 1, **exc.where}, f"is not UTF-8 text ({exc.reason})"
             ) from None
         except csv.Error as exc:
-            problem = str(exc)
-            if problem == "unexpected end of data":
-                problem = "a quoted cell that starts here is never closed"
-            raise UnreadableFile({"row": row_no + 1, "line": start_line}, problem) from None
+            reason = str(exc)
+            if reason == "unexpected end of data":
+                reason = "a quoted cell that starts here is never closed"
+            raise UnreadableFile({"row": row_no + 1, "line": start_line}, reason) from None
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         row_no += 1
