@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from feedback.errors import ValidationFailed
@@ -51,13 +52,17 @@ class ImageRejected(ValueError):
     pass
 
 
+def _check_size(size: int) -> None:
+    limit = image_max_bytes()
+    if size > limit:
+        raise ImageRejected(f"is {size:,} bytes; an image may have at most {limit:,}")
+
+
 def image_check(data: bytes) -> tuple[str, int, int]:
     """(content type, width, height) of a valid image; ImageRejected says what is wrong."""
     from PIL import Image, UnidentifiedImageError
 
-    limit = image_max_bytes()
-    if len(data) > limit:
-        raise ImageRejected(f"is {len(data):,} bytes; an image may have at most {limit:,}")
+    _check_size(len(data))
     if not data:
         raise ImageRejected("is empty")
     side = image_max_side()
@@ -85,7 +90,12 @@ def image_check(data: bytes) -> tuple[str, int, int]:
 
 
 def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
-    """Check and store an image once per campaign (by SHA-256)."""
+    """Check and store an image once per campaign (by SHA-256).
+
+    Two requests may bring the same new image at once: the second one's row waits on the
+    unique constraint for the first's transaction, then, in a savepoint, gives way to it (its
+    file is deleted) and returns the stored image.
+    """
     content_type, width, height = image_check(data)
     digest = hashlib.sha256(data).hexdigest()
     existing = ItemImage.objects.filter(campaign=campaign, sha256=digest).first()
@@ -101,7 +111,12 @@ def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
         size_bytes=len(data),
     )
     image.file.save(f"{digest}.{extension}", ContentFile(data), save=False)
-    image.save()
+    try:
+        with transaction.atomic():
+            image.save()
+    except IntegrityError:
+        image.file.delete(save=False)
+        return ItemImage.objects.get(campaign=campaign, sha256=digest)
     return image
 
 
@@ -127,6 +142,10 @@ def _decode_data_url(ref: str) -> bytes:
     header, _, payload = ref.partition(",")
     if not header.startswith("data:") or ";base64" not in header:
         raise ImageRejected("must be a base64 data URL (data:image/png;base64,...)")
+    # The size is known from the text: an image over the limit is refused before it is decoded.
+    if len(payload) % 4 == 0:  # else not base64, as b64decode says
+        padding = len(payload[-2:]) - len(payload[-2:].rstrip("="))
+        _check_size(len(payload) // 4 * 3 - padding)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):

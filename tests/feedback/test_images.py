@@ -255,3 +255,92 @@ def test_the_sweep_deletes_files_a_refused_batch_left_and_keeps_stored_images(
     for image in ItemImage.objects.all():
         assert default_storage.exists(image.file.name)
         assert client.get(f"/api/v1/images/{image.pk}/").status_code == 200
+
+
+def test_a_base64_image_over_the_limit_is_refused_with_its_exact_size(settings):
+    from feedback.images import ImageRejected, _decode_data_url
+
+    settings.IMAGE_MAX_BYTES = 10
+    for size in (8, 9, 10):  # no padding, "==" and "="
+        assert len(_decode_data_url(_data_url(b"x" * size))) == size
+    for size in (11, 12, 13):
+        with pytest.raises(ImageRejected, match=f"is {size} bytes; an image may have at most 10"):
+            _decode_data_url(_data_url(b"x" * size))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_transactions_storing_the_same_new_image_at_once_share_one_stored_image():
+    # The first stores the image and holds its transaction open; the second, not seeing that
+    # row yet, inserts too and waits on the unique constraint; once the first commits, the
+    # second gives way to it instead of failing.
+    import hashlib
+    import threading
+    import time
+    from datetime import datetime
+
+    from django.core.files.storage import default_storage
+    from django.db import connection, transaction
+
+    from feedback.images import image_store
+
+    campaign = CampaignFactory()
+    data = _png(5, 5, "blue")
+    digest = hashlib.sha256(data).hexdigest()
+    folder = datetime.now().strftime("item-images/%Y/%m")  # as FileField names it
+
+    def files_of(name: str) -> set[str]:
+        if not default_storage.exists(folder):
+            return set()
+        return {f"{folder}/{f}" for f in default_storage.listdir(folder)[1] if f.startswith(name)}
+
+    before = files_of(digest)
+    stored, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                results["first"] = image_store(campaign=campaign, data=data)
+                stored.set()
+                release.wait(10)
+        except Exception as exc:
+            results["first"] = exc
+        finally:
+            stored.set()
+            connection.close()
+
+    def second() -> None:
+        try:
+            with transaction.atomic():
+                results["second"] = image_store(campaign=campaign, data=data)
+        except Exception as exc:
+            results["second"] = exc
+        finally:
+            connection.close()
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert stored.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the second store never waited on the first one's row")
+    release.set()
+    one.join(10)
+    two.join(10)
+
+    assert isinstance(results["first"], ItemImage), results["first"]
+    assert isinstance(results["second"], ItemImage), results["second"]
+    assert results["second"].pk == results["first"].pk
+    assert ItemImage.objects.filter(campaign=campaign).count() == 1
+    assert files_of(digest) - before == {results["first"].file.name}, "the second file is gone"
