@@ -107,13 +107,41 @@ def _check_size(size: int) -> None:
         )
 
 
+def import_images_max_bytes() -> int:
+    """The images sent beside one import file, in all."""
+    return int(getattr(settings, "IMPORT_IMAGES_MAX_BYTES", 1024**3))
+
+
+# Room in a request for the multipart framing and the form's other fields.
+MULTIPART_SLACK_BYTES = 1024 * 1024
+
+
 def import_check_request_size(content_length: str | int | None) -> None:
-    """Refuse an oversized upload from its Content-Length, before reading its body."""
+    """Refuse an oversized upload from its Content-Length, before reading its body: the file
+    and the images beside it may together be as large as both limits allow; each is checked
+    against its own limit once the body is read."""
     try:
         size = int(content_length or 0)
     except (TypeError, ValueError):
         return
-    _check_size(size)
+    file_limit, images_limit = import_max_bytes(), import_images_max_bytes()
+    if size > file_limit + images_limit + MULTIPART_SLACK_BYTES:
+        raise PayloadTooLarge(
+            f"The request is {size:,} bytes; an import takes a file of at most {file_limit:,}"
+            f" bytes and images beside it of at most {images_limit:,} bytes in all. "
+            "Split it into several files.",
+            fields={"file": [f"larger than {file_limit:,} bytes"]},
+        )
+
+
+def _check_images_size(images: list[UploadedFile]) -> None:
+    total, limit = sum(image.size or 0 for image in images), import_images_max_bytes()
+    if total > limit:
+        raise PayloadTooLarge(
+            f"The images sent with the file are {total:,} bytes in all; an import takes at"
+            f" most {limit:,}. Send the items with more images in another import.",
+            fields={"images": [f"{total:,} bytes in all, more than {limit:,}"]},
+        )
 
 
 def _detect_format(upload: UploadedFile, requested: str | None) -> str:
@@ -173,6 +201,8 @@ def import_create(
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers import items.")
     _check_size(upload.size or 0)
+    images = list(images)
+    _check_images_size(images)
     fmt = _detect_format(upload, format)
     _check_content(upload, fmt)
     if on_error not in ImportJob.OnError.values:

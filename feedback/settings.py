@@ -331,6 +331,8 @@ PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")
 ITEMS_BATCH_MAX = env_int("ITEMS_BATCH_MAX", 1000)
 # Import files are streamed to disk, never held in memory; this caps their size (2 GiB).
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 2 * 1024**3)
+# The images sent beside one import file, in all (each is also held to IMAGE_MAX_BYTES).
+IMPORT_IMAGES_MAX_BYTES = env_int("IMPORT_IMAGES_MAX_BYTES", 1024**3)
 # One image in an item: bytes and pixels a side, checked with Pillow.
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 IMAGE_MAX_SIDE = env_int("IMAGE_MAX_SIDE", 8192)

@@ -166,6 +166,63 @@ def test_images_uploaded_beside_an_import_file(
     assert Item.objects.get(external_id="img-1").context["images"][0]["width"] == 8
 
 
+def test_images_beside_an_import_count_against_their_own_limit_not_the_files(
+    api_for, engineer, pairwise_campaign, django_capture_on_commit_callbacks, settings
+):
+    from feedback.models import ImportJob
+
+    image = _png(8, 8)
+    line = json.dumps(_item(external_id="img-1", context={"images": ["upload:diagram.png"]}))
+    file = line.encode() + b"\n"
+    client = api_for(engineer)
+
+    def send():
+        with django_capture_on_commit_callbacks(execute=True):
+            return client.post(
+                f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+                {
+                    "file": SimpleUploadedFile("items.jsonl", file),
+                    "images": [SimpleUploadedFile("diagram.png", image, content_type="image/png")],
+                },
+                format="multipart",
+            )
+
+    # The file and its image are over the file's limit together, not each on its own.
+    settings.IMPORT_MAX_BYTES = len(file) + 10
+    settings.IMPORT_IMAGES_MAX_BYTES = len(image)
+    res = send()
+    assert res.status_code == 202, res.json()
+    assert client.get(f"/api/v1/imports/{res.json()['id']}/").json()["status"] == "succeeded"
+
+    settings.IMPORT_IMAGES_MAX_BYTES = len(image) - 1
+    res = send()
+    assert res.status_code == 413
+    error = res.json()["error"]
+    assert error["fields"] == {
+        "images": [f"{len(image):,} bytes in all, more than {len(image) - 1:,}"]
+    }
+    assert ImportJob.objects.count() == 1
+
+
+def test_an_import_request_over_both_limits_is_refused_from_its_length(
+    api_for, engineer, pairwise_campaign, settings
+):
+    from feedback.imports import MULTIPART_SLACK_BYTES
+    from feedback.models import ImportJob
+
+    settings.IMPORT_MAX_BYTES = 1000
+    settings.IMPORT_IMAGES_MAX_BYTES = 1000
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+        {"file": SimpleUploadedFile("items.jsonl", b" " * (MULTIPART_SLACK_BYTES + 2000))},
+        format="multipart",
+    )
+
+    assert res.status_code == 413
+    assert res.json()["error"]["message"].startswith("The request is ")
+    assert ImportJob.objects.count() == 0
+
+
 def test_an_image_is_served_only_to_those_who_see_its_campaign(api_for, engineer, expert):
     hidden = CampaignFactory(required_skills=["radiology"], created_by=engineer)
     res = api_for(engineer).post(
