@@ -10,6 +10,7 @@ usage, latency and cost are stored on every response. See docs/intake.md.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,7 +23,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import PermissionDenied, ValidationFailed
+from feedback.jobs import job_claim
 from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
+
+logger = logging.getLogger(__name__)
 
 MAX_ERRORS_KEPT = 500
 CHUNK_ITEMS = 200
@@ -286,29 +290,42 @@ def _short(exc: Exception) -> str:
 
 
 def generation_run(*, generation_id: int) -> GenerationJob:
-    """Run one queued generation job. Idempotent: items that got responses are skipped.
+    """Run one generation job. Idempotent: items that got responses are skipped.
 
-    1. Claim the job (queued -> running) with a conditional update.
+    1. Claim the job (feedback/jobs.py): a queued one, or a running one whose runner died.
     2. For each item still lacking responses, ask every model, a few requests at a time.
     3. An item whose models all answered gets its responses and opens its queue slots; an
        item with any model failing for good stores nothing and is listed in the errors.
+    4. Anything else that goes wrong fails the job with the reason; stored responses stay.
     """
-    claimed = GenerationJob.objects.filter(
-        pk=generation_id, status=GenerationJob.Status.QUEUED
-    ).update(status=GenerationJob.Status.RUNNING, started_at=timezone.now())
-    job = GenerationJob.objects.select_related("campaign").get(pk=generation_id)
-    if not claimed:
-        return job
-    specs = [ModelSpec(**s) for s in job.model_specs]
+    with job_claim(model=GenerationJob, job_id=generation_id) as claim:
+        job = GenerationJob.objects.select_related("campaign").get(pk=generation_id)
+        if claim.claimed:
+            _generation_execute(job, taken_over=claim.taken_over)
+            job.refresh_from_db()
+    return job
+
+
+def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     campaign = job.campaign
-    client = _client()
-    concurrency = int(_setting("GENERATION_CONCURRENCY", 8))
-    errors: list[dict[str, Any]] = []
-    failed_items = 0
-    done_items = 0
-    last_id = 0
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    step = "starting"
+    pool = ThreadPoolExecutor(max_workers=int(_setting("GENERATION_CONCURRENCY", 8)))
+    try:
+        specs = [ModelSpec(**s) for s in job.model_specs]
+        if taken_over:
+            # Items stored by the dead runner stay done; the ones it failed are asked again.
+            lacking = _items_lacking(campaign, job.item_ids or None).count()
+            GenerationJob.objects.filter(pk=job.pk).update(
+                items_done=max(job.items_total - lacking, 0), failed_count=0, errors=[]
+            )
+            job.refresh_from_db()
+        client = _client()
+        errors: list[dict[str, Any]] = []
+        failed_items = job.failed_count
+        done_items = job.items_done
+        last_id = 0
         while True:
+            step = "reading the items that lack responses"
             chunk = list(
                 _items_lacking(campaign, job.item_ids or None).filter(pk__gt=last_id)[:CHUNK_ITEMS]
             )
@@ -322,6 +339,7 @@ def generation_run(*, generation_id: int) -> GenerationJob:
                 for spec in specs
             }
             while futures:
+                step = "waiting for the models' answers"
                 finished, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     outcome = future.result()
@@ -338,27 +356,44 @@ def generation_run(*, generation_id: int) -> GenerationJob:
                                     {"item": o.item_id, "model": o.spec.name, "message": o.error}
                                 )
                     else:
+                        step = f"storing the responses of item {outcome.item_id}"
                         _store(campaign, job, outcome.item_id, outcomes, specs)
                     done_items += 1
+                    step = "recording its progress"
                     GenerationJob.objects.filter(pk=job.pk).update(
                         items_done=F("items_done") + 1,
                         failed_count=F("failed_count") + (1 if failures else 0),
                         errors=errors,
                     )
-    GenerationJob.objects.filter(pk=job.pk).update(
-        status=(
-            GenerationJob.Status.FAILED
-            if failed_items and failed_items == done_items
-            else GenerationJob.Status.SUCCEEDED
-        ),
-        message=(
-            f"Generated responses for {done_items - failed_items} of {done_items} items"
-            f"{f'; {failed_items} failed (see errors)' if failed_items else ''}."
-        ),
-        finished_at=timezone.now(),
-    )
-    job.refresh_from_db()
-    return job
+        step = "recording its result"
+        GenerationJob.objects.filter(pk=job.pk).update(
+            status=(
+                GenerationJob.Status.FAILED
+                if failed_items and failed_items == done_items
+                else GenerationJob.Status.SUCCEEDED
+            ),
+            message=(
+                f"Generated responses for {done_items - failed_items} of {done_items} items"
+                f"{f'; {failed_items} failed (see errors)' if failed_items else ''}."
+            ),
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        # Anything else (the database refusing a response, a bug) fails the job with the
+        # reason instead of leaving it running; the traceback is logged.
+        logger.exception("generation %s failed", job.pk)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:500]
+        GenerationJob.objects.filter(pk=job.pk).update(
+            status=GenerationJob.Status.FAILED,
+            message=(
+                f"The generation failed while {step}: {type(exc).__name__}: {first_line}. "
+                "Responses stored before that are kept; generate again for the rest."
+            ),
+            finished_at=timezone.now(),
+        )
+    finally:
+        # Requests not yet sent are dropped; the ones in flight end within their timeout.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _store(

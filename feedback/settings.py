@@ -296,6 +296,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task redelivered after its worker died waits up to this long for the dead worker's
+# database session to end (with its last statement) before taking the job over; feedback/jobs.py.
+JOB_TAKEOVER_WAIT_SECONDS = env_int("JOB_TAKEOVER_WAIT_SECONDS", 10)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE

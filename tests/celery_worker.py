@@ -30,6 +30,19 @@ class Worker:
     producer: Celery
     queue: str
     log: Path
+    process: subprocess.Popen[bytes]
+
+    def pool_processes(self) -> list[int]:
+        """The ids of the prefork pool's child processes (none with the solo pool)."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # ended while being read
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat.parent.name))
+        return children
 
     def send(self, task: str, *args: object) -> None:
         self.producer.send_task(task, args=list(args), queue=self.queue)
@@ -109,7 +122,7 @@ def _worker(tmp_path: Path, *, pool: str) -> Iterator[Worker]:
         # Not the current app: tasks sent by the code under test keep the project's app (eager
         # in tests), or every later in-process dispatch would go to this broker instead.
         producer = Celery(broker=REDIS_URL, set_as_current=False)
-        yield Worker(producer=producer, queue=queue, log=log)
+        yield Worker(producer=producer, queue=queue, log=log, process=process)
     finally:
         process.terminate()
         try:

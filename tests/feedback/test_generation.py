@@ -80,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(503, {"error": {"message": "overloaded"}})
             if model == "unknown":
                 return self._send(400, {"error": {"message": "model 'unknown' does not exist"}})
+            # A NUL character, which a PostgreSQL text column cannot hold.
+            content = f"{model} answers:\u0000 {prompt}" if model == "nul" else None
             words = len(" ".join(m["content"] for m in request["messages"]).split())
             return self._send(
                 200,
@@ -93,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "index": 0,
                             "message": {
                                 "role": "assistant",
-                                "content": f"{model} answers: {prompt}",
+                                "content": content or f"{model} answers: {prompt}",
                             },
                             "finish_reason": "stop",
                         }
@@ -110,8 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
                 server.in_flight -= 1
 
 
-@pytest.fixture
-def model_server(settings):
+@pytest.fixture(name="model_server")
+def model_server_fixture(settings):
     server = FakeModelServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -260,3 +262,33 @@ def test_an_outsider_cannot_read_a_generation_job(model_server, generate, api_fo
     campaign = CampaignFactory(kind="rating", generation_models=["m-1"])
     _res, status = generate(campaign, {})
     assert api_for(expert).get(f"/api/v1/generations/{status['id']}/").status_code == 404
+
+
+def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
+    model_server, generate, caplog
+):
+    """The model's text holds a NUL character, which PostgreSQL refuses: the job ends failed
+    with the reason instead of staying running, and its lock is released."""
+    from django.db import connection
+
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["nul"]})
+
+    assert status["status"] == "failed", status
+    assert status["message"] == (
+        f"The generation failed while storing the responses of item {item.pk}: DataError: "
+        "PostgreSQL text fields cannot contain NUL (0x00) bytes. "
+        "Responses stored before that are kept; generate again for the rest."
+    )
+    assert status["finished_at"]
+    assert not item.responses.exists()
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
+    assert f"generation {status['id']} failed" in caplog.text
+    assert "Traceback" in caplog.text
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        assert cursor.fetchone() == (0,)

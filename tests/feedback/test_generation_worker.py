@@ -7,12 +7,15 @@ server's 429 and 500 answers and stores responses, usage and cost in PostgreSQL.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from feedback.models import GenerationJob, Item
+from feedback.models import GenerationJob, Item, Response
 from tests.celery_worker import Worker, wait_for_status
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.feedback.test_generation import FakeModelServer
@@ -69,3 +72,41 @@ def test_a_queued_generation_is_run_by_the_worker(
     assert sum(served_model.calls.values()) == 3 * (2 + 3)
     assert served_model.max_in_flight <= 2, "the worker's concurrency setting held"
     assert Item.objects.filter(campaign=campaign, responses__isnull=True).count() == 0
+
+
+def test_a_generation_whose_worker_is_killed_is_finished_by_the_redelivered_task(
+    served_model: FakeModelServer, celery_prefork_worker_process: Worker
+) -> None:
+    """The pool process running the job is killed mid-run, as the kernel does out of memory.
+    The task goes back to the queue (acks late, rejected on worker lost); its redelivery finds
+    the job running with no live runner, takes it over and asks only for what is missing."""
+    worker = celery_prefork_worker_process
+    served_model.delay = 0.3
+    engineer = UserFactory(role="engineer")
+    campaign = CampaignFactory(kind="rating", overlap=1, created_by=engineer)
+    waiting = ItemFactory.create_batch(10, campaign=campaign, responses=0, open_slots=0)
+    job = GenerationJob.objects.create(
+        campaign=campaign, created_by=engineer, model_specs=[{"name": "m-1"}], items_total=10
+    )
+
+    worker.send("feedback.tasks.generation_run", job.pk)
+    deadline = time.monotonic() + 60
+    while job.items_done < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job.refresh_from_db()
+    stored = set(Response.objects.filter(item__in=waiting).values_list("item_id", flat=True))
+    [pool_process] = worker.pool_processes()
+    os.kill(pool_process, signal.SIGKILL)
+
+    wait_for_status(job, {GenerationJob.Status.SUCCEEDED, GenerationJob.Status.FAILED})
+    log = worker.log.read_text(errors="replace")
+    assert "SIGKILL" in log, log[-3000:]
+    assert job.status == GenerationJob.Status.SUCCEEDED, f"{job.message}\n{log[-3000:]}"
+    assert "left running by a runner that died; running it again" in log
+    assert job.message == "Generated responses for 10 of 10 items."
+    assert (job.items_done, job.responses_created, job.failed_count) == (10, 10, 0)
+    assert stored, "the first runner stored some items before it was killed"
+    for item in waiting:
+        assert item.responses.count() == 1
+        if item.pk in stored:
+            assert served_model.calls[("m-1", item.prompt)] == 1, "stored items are not asked again"

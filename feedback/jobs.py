@@ -1,0 +1,121 @@
+"""Who runs a background job: one live runner at a time, and a dead runner's job is taken over.
+
+Import and generation tasks are acknowledged late and re-queued when their worker dies
+(CELERY_TASK_ACKS_LATE, CELERY_TASK_REJECT_ON_WORKER_LOST), so a job can be delivered again
+while it is `running`: its runner is either alive (the broker gave a long job to a second
+worker) or dead (killed out of memory, its host lost). A runner holds a PostgreSQL
+session-level advisory lock on (job kind, job id) for as long as it runs. The lock lives and
+dies with the runner's connection, so a redelivered task that gets it knows the runner died
+and takes the job over; one that does not get it leaves the live runner alone. See
+docs/intake.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from feedback.models import GenerationJob, ImportJob
+
+logger = logging.getLogger(__name__)
+
+# The first key of each kind's advisory locks, the job id the second. 7301 is taken by
+# imports.lock_campaign_intake.
+LOCK_KEYS: dict[type[ImportJob] | type[GenerationJob], int] = {
+    ImportJob: 7302,
+    GenerationJob: 7303,
+}
+
+
+@dataclass(frozen=True)
+class JobClaim:
+    claimed: bool
+    # The job was `running` under a runner that died; this runner runs it again.
+    taken_over: bool = False
+
+
+@contextmanager
+def job_claim(*, model: type[ImportJob] | type[GenerationJob], job_id: int) -> Iterator[JobClaim]:
+    """Claim a job for the runner of the `with` block, for as long as the block runs.
+
+    1. A finished job (or none) is left alone.
+    2. Take the job's advisory lock without waiting; for a job found `running`, keep trying
+       for JOB_TAKEOVER_WAIT_SECONDS, because the database session of a worker that was just
+       killed ends only when its last statement does. No lock: a live runner has the job.
+    3. Under the lock, mark the job `running` (from `queued`, or from `running` when its
+       runner died) and report whether this is a takeover.
+    4. When the block ends, however it ends, release the lock.
+
+    SQLite (the demo) has no advisory locks: only a `queued` job is claimed, never taken over.
+    """
+    queued, running = model.Status.QUEUED, model.Status.RUNNING
+    if connection.vendor != "postgresql":
+        claimed = model.objects.filter(pk=job_id, status=queued).update(
+            status=running, started_at=timezone.now()
+        )
+        yield JobClaim(claimed=bool(claimed))
+        return
+    key = [LOCK_KEYS[model], job_id]
+    status = _status(model, job_id)
+    wait = float(settings.JOB_TAKEOVER_WAIT_SECONDS)
+    if status not in (queued, running) or not _try_lock(key, wait if status == running else 0):
+        yield JobClaim(claimed=False)
+        return
+    # The lock is this connection's: the run must keep it (Django opens a new one only after
+    # this one closed, and then the lock went with it).
+    locked_on = connection.connection
+    try:
+        status = _status(model, job_id)
+        claimed = status in (queued, running) and bool(
+            model.objects.filter(pk=job_id, status=status).update(
+                status=running, started_at=timezone.now()
+            )
+        )
+        taken_over = claimed and status == running
+        if taken_over:
+            logger.warning(
+                "%s %s was left running by a runner that died; running it again",
+                model._meta.verbose_name,
+                job_id,
+            )
+        yield JobClaim(claimed=claimed, taken_over=taken_over)
+    finally:
+        _unlock(key, locked_on)
+
+
+def _status(model: type[ImportJob] | type[GenerationJob], job_id: int) -> str | None:
+    return model.objects.filter(pk=job_id).values_list("status", flat=True).first()
+
+
+def _try_lock(key: list[int], wait_seconds: float) -> bool:
+    deadline = time.monotonic() + wait_seconds
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+            row = cursor.fetchone()
+            if row is not None and row[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
+
+
+def _unlock(key: list[int], locked_on: Any) -> None:
+    if connection.connection is not locked_on:
+        logger.warning("the advisory lock %s closed with its connection during the run", key)
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+    except DatabaseError:
+        # Closing the session releases its locks too; a reused connection must not keep one.
+        logger.exception("could not release the advisory lock %s; closing the connection", key)
+        connection.close()

@@ -1,0 +1,124 @@
+"""A job left `running` by a runner that died is run again by its redelivered task; a job whose
+runner is alive is left alone.
+
+Runners hold a PostgreSQL advisory lock on (job kind, job id) while they run (feedback/jobs.py).
+Here a second real PostgreSQL session plays the other runner: holding the lock it is alive;
+closed, it died.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import connection
+
+from feedback.jobs import LOCK_KEYS
+from feedback.models import GenerationJob, Response
+from feedback.tasks import generation_run_task
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.feedback.test_generation import FakeModelServer, model_server_fixture  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def other_session() -> Iterator[psycopg.Connection]:
+    """A second session on the test database, as another worker's would be."""
+    db = connection.settings_dict
+    session = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    yield session
+    session.close()
+
+
+def _take_lock(session: psycopg.Connection, job: GenerationJob) -> bool:
+    row = session.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_KEYS[GenerationJob], job.pk]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _running_job(items: int = 3) -> tuple[GenerationJob, list]:
+    """A rating job whose runner stored the first item's response, then stopped."""
+    engineer = UserFactory(role="engineer")
+    campaign = CampaignFactory(kind="rating", overlap=1, created_by=engineer)
+    waiting = ItemFactory.create_batch(items, campaign=campaign, responses=0, open_slots=0)
+    Response.objects.create(item=waiting[0], model_name="m-1", text="stored before", position=0)
+    job = GenerationJob.objects.create(
+        campaign=campaign,
+        created_by=engineer,
+        model_specs=[{"name": "m-1"}],
+        items_total=items,
+        items_done=1,
+        responses_created=1,
+        status=GenerationJob.Status.RUNNING,
+    )
+    return job, waiting
+
+
+def test_a_generation_left_running_by_a_dead_runner_is_finished_by_its_next_delivery(
+    model_server: FakeModelServer, other_session: psycopg.Connection
+) -> None:
+    job, waiting = _running_job()
+
+    generation_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.SUCCEEDED, job.message
+    assert job.message == "Generated responses for 3 of 3 items."
+    assert (job.items_done, job.responses_created, job.failed_count) == (3, 3, 0)
+    assert list(waiting[0].responses.values_list("text", flat=True)) == ["stored before"]
+    assert ("m-1", waiting[0].prompt) not in model_server.calls, "a stored item is not asked again"
+    assert all(model_server.calls[("m-1", item.prompt)] == 1 for item in waiting[1:])
+    assert _take_lock(other_session, job), "the runner released its lock"
+
+
+def test_a_generation_whose_runner_is_alive_is_left_alone(
+    model_server: FakeModelServer, other_session: psycopg.Connection, settings
+) -> None:
+    settings.JOB_TAKEOVER_WAIT_SECONDS = 1
+    job, waiting = _running_job()
+    assert _take_lock(other_session, job)
+
+    generation_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert (job.status, job.items_done) == (GenerationJob.Status.RUNNING, 1)
+    assert not model_server.calls
+    assert not waiting[1].responses.exists()
+
+
+def test_a_runner_whose_session_ends_a_moment_later_is_still_taken_over(
+    model_server: FakeModelServer, other_session: psycopg.Connection
+) -> None:
+    """A killed worker's database session outlives it until its last statement ends; the
+    redelivered task waits for it (JOB_TAKEOVER_WAIT_SECONDS, 10 s) instead of giving up."""
+    job, waiting = _running_job()
+    assert _take_lock(other_session, job)
+    threading.Timer(0.5, other_session.close).start()
+
+    started = time.monotonic()
+    generation_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.SUCCEEDED, job.message
+    assert time.monotonic() - started >= 0.5
+    assert all(item.responses.count() == 1 for item in waiting)
+
+
+def test_a_finished_generation_is_left_alone_even_with_no_runner(
+    model_server: FakeModelServer,
+) -> None:
+    job, _waiting = _running_job()
+    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.Status.FAILED)
+
+    generation_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.FAILED
+    assert not model_server.calls
