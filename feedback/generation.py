@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import PermissionDenied, ValidationFailed
+from feedback.item_input import in_storage_order
 from feedback.jobs import job_claim
 from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
 
@@ -418,7 +419,7 @@ def _store(
                 position=position,
                 generation=o.info or {},
             )
-            for position, o in enumerate(outcomes)
+            for position, o in in_storage_order(list(enumerate(outcomes)))
         )
         if not item.is_gold:
             QueueEntry.objects.filter(pk=item_id).update(open_slots=campaign.overlap)

@@ -37,7 +37,7 @@ from feedback.imports_readers import (
     read_label_studio,
     read_parquet,
 )
-from feedback.item_input import ItemInput, item_parse, item_parse_plain
+from feedback.item_input import ItemInput, in_storage_order, item_parse, item_parse_plain
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
 
 logger = logging.getLogger(__name__)
@@ -999,7 +999,7 @@ def _copy_data(rows: list[_Ready], writer_busy: threading.Lock) -> tuple[bytes, 
             id_tab = b"%d\t" % item_id
             items_data += (id_tab, ready.line, now)
             queue_data += (id_tab, ready.queue_line)
-            for line in ready.response_lines:
+            for line in in_storage_order(ready.response_lines):
                 responses_data += (id_tab, line, now)
         return b"".join(items_data), b"".join(queue_data), b"".join(responses_data)
 
@@ -1120,7 +1120,7 @@ def items_store_orm(campaign: Campaign, items: list[ItemInput]) -> list[Item]:
                 images=r.images,
             )
             for row, i in zip(created, items, strict=True)
-            for pos, r in enumerate(i.responses)
+            for pos, r in in_storage_order(list(enumerate(i.responses)))
         ],
         batch_size=1000,
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,6 +35,23 @@ ITEM_KEYS = frozenset(
     }
 )
 _canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
+_T = TypeVar("_T")
+# Seeded from the system's entropy. Not the system generator itself, which costs several
+# times more per item of an import; an expert sees one bit of it per item, out of order.
+_storage_order = random.Random()  # noqa: S311
+
+
+def in_storage_order(responses: Sequence[_T]) -> Sequence[_T]:
+    """An item's responses in the order to store them: a random one. Their ids, which the
+    review page and the API show experts, then say nothing of the source's order (the model
+    listed first, a dataset's `chosen`) in a blind review; `position` keeps that order."""
+    if len(responses) < 2:
+        return responses
+    shuffled = list(responses)
+    _storage_order.shuffle(shuffled)
+    return shuffled
 
 
 def _canonical(value: Any) -> bytes:

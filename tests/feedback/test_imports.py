@@ -75,6 +75,22 @@ def test_it_imports_a_jsonl_file_in_the_background(upload, pairwise_campaign):
     ]
 
 
+def test_response_ids_do_not_give_away_the_order_of_the_files_responses(upload, pairwise_campaign):
+    # A Hugging Face file lists `chosen` first: stored in that order, the lower id would mark
+    # it in a blind review. Each item's responses are stored in a random order instead.
+    _res, status = upload("items.jsonl", _jsonl(*(_item(n) for n in range(40))))
+    assert status["status"] == "succeeded", status
+
+    first_has_lower_id = []
+    for item in Item.objects.filter(campaign=pairwise_campaign):
+        first, second = item.responses.order_by("position")
+        n = item.external_id.removeprefix("q-")
+        assert (first.model_name, first.text, second.text) == ("m-a", f"A{n}", f"B{n}")
+        first_has_lower_id.append(first.pk < second.pk)
+    # Both orders occur (all 40 alike by chance: 2 in 2^40).
+    assert set(first_has_lower_id) == {True, False}
+
+
 def test_malformed_json_on_line_3_names_the_line_and_imports_nothing(upload):
     _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), b'{"prompt": "x",', _item(4)))
 

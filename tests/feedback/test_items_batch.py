@@ -124,3 +124,34 @@ def test_one_external_id_on_two_different_items_is_refused(api_for, engineer, pa
         "items[1].external_id": ["'pr-1' is also the id of items[0], with other content"]
     }
     assert Item.objects.count() == 0
+
+
+def test_response_ids_do_not_give_away_the_order_the_responses_came_in(
+    api_for, engineer, pairwise_campaign
+):
+    # Experts see response ids; stored in the source's order, the lower id would always be
+    # the model listed first. Each item's responses are stored in a random order instead.
+    batch = [
+        {
+            "external_id": f"o-{n}",
+            "prompt": f"Question {n}?",
+            "responses": [{"model": "first", "text": f"F{n}"}, {"model": "second", "text": "S"}],
+        }
+        for n in range(40)
+    ]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", batch, format="json"
+    )
+    assert res.status_code == 201, res.json()
+
+    first_has_lower_id = []
+    for item in Item.objects.filter(campaign=pairwise_campaign):
+        first, second = item.responses.order_by("position")
+        assert (first.model_name, first.text, second.model_name) == (
+            "first",
+            f"F{item.external_id[2:]}",
+            "second",
+        )
+        first_has_lower_id.append(first.pk < second.pk)
+    # Both orders occur (all 40 alike by chance: 2 in 2^40).
+    assert set(first_has_lower_id) == {True, False}
