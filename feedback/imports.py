@@ -38,6 +38,7 @@ from feedback.imports_readers import (
     read_parquet,
 )
 from feedback.item_input import ItemInput, in_storage_order, item_parse, item_parse_plain
+from feedback.jobs import job_claim
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
 
 logger = logging.getLogger(__name__)
@@ -306,17 +307,17 @@ def _rows(job: ImportJob, binary: IO[bytes]) -> Iterator[SourceRow]:
 def import_run(*, import_id: int) -> ImportJob:
     """Run one queued import. Idempotent: a job that is no longer queued is left alone.
 
-    1. Claim the job (queued -> running) with a conditional update.
+    1. Claim the job (feedback/jobs.py): a queued one, or a running one whose runner died.
     2. Stream its rows; validate each; collect errors with their line or row and field.
     3. Write valid rows in chunks (COPY on PostgreSQL), skipping duplicates of the campaign.
     4. All or nothing: any invalid row (unless on_error=skip) rolls everything back.
     """
-    claimed = ImportJob.objects.filter(pk=import_id, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.RUNNING, started_at=timezone.now()
-    )
-    job = ImportJob.objects.select_related("campaign").get(pk=import_id)
-    if not claimed:
-        return job
+    with job_claim(model=ImportJob, job_id=import_id) as claim:
+        job = ImportJob.objects.select_related("campaign").get(pk=import_id)
+        return _import_execute(job) if claim.claimed else job
+
+
+def _import_execute(job: ImportJob) -> ImportJob:
     tally = _Tally()
     message = ""
     try:

@@ -1,8 +1,9 @@
 """Background jobs of the core domain: file imports, response generation, image sweeps.
 
 Each task takes an id and calls one service; the services are idempotent (a finished job, or
-one a live worker is running, is left alone), so a redelivered message does no harm. A
-generation whose worker died is taken over by the redelivered task (feedback/jobs.py).
+one a live worker is running, is left alone), so a redelivered message does no harm. An
+import or a generation whose worker died is taken over by the redelivered task
+(feedback/jobs.py).
 """
 
 from celery import shared_task

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from feedback.jobs import LOCK_KEYS
-from feedback.models import GenerationJob, Response
-from feedback.tasks import generation_run_task
+from feedback.models import GenerationJob, ImportJob, Item, Response
+from feedback.tasks import generation_run_task, import_run_task
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.feedback.test_generation import FakeModelServer, model_server_fixture  # noqa: F401
 
@@ -36,9 +37,9 @@ def other_session() -> Iterator[psycopg.Connection]:
     session.close()
 
 
-def _take_lock(session: psycopg.Connection, job: GenerationJob) -> bool:
+def _take_lock(session: psycopg.Connection, job: GenerationJob | ImportJob) -> bool:
     row = session.execute(
-        "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_KEYS[GenerationJob], job.pk]
+        "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_KEYS[type(job)], job.pk]
     ).fetchone()
     return bool(row and row[0])
 
@@ -122,3 +123,52 @@ def test_a_finished_generation_is_left_alone_even_with_no_runner(
     job.refresh_from_db()
     assert job.status == GenerationJob.Status.FAILED
     assert not model_server.calls
+
+
+def _import_left_running() -> ImportJob:
+    """An import whose runner took it and stopped: its transaction rolled back, so nothing of
+    it is stored, but its status still says running."""
+    engineer = UserFactory(role="engineer")
+    campaign = CampaignFactory(kind="rating", created_by=engineer)
+    lines = b"".join(
+        b'{"external_id": "r-%d", "prompt": "Q %d?", "responses": [{"model": "m", "text": "A"}]}\n'
+        % (n, n)
+        for n in range(3)
+    )
+    job = ImportJob.objects.create(
+        campaign=campaign,
+        created_by=engineer,
+        format="jsonl",
+        filename="r.jsonl",
+        status=ImportJob.Status.RUNNING,
+    )
+    job.file.save("r.jsonl", SimpleUploadedFile("r.jsonl", lines))
+    return job
+
+
+def test_an_import_left_running_by_a_dead_runner_is_run_again_by_its_next_delivery(
+    other_session: psycopg.Connection,
+) -> None:
+    job = _import_left_running()
+
+    import_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.SUCCEEDED, job.message
+    assert job.created_count == 3
+    assert Item.objects.filter(campaign=job.campaign).count() == 3
+    assert _take_lock(other_session, job), "the runner released its lock"
+
+
+def test_an_import_whose_runner_is_alive_is_left_alone(
+    other_session: psycopg.Connection, settings
+) -> None:
+    settings.JOB_TAKEOVER_WAIT_SECONDS = 1
+    job = _import_left_running()
+    assert _take_lock(other_session, job)
+
+    import_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.RUNNING
+    assert not Item.objects.filter(campaign=job.campaign).exists()
