@@ -254,6 +254,12 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
             text = choice.message.content if choice is not None else None
             if not text:
                 return _Outcome(item_id, spec, error="the model returned no text")
+            if "\x00" in text:
+                return _Outcome(
+                    item_id,
+                    spec,
+                    error="the model's text holds a NUL character, which cannot be stored",
+                )
             usage = completion.usage
             prompt_tokens = usage.prompt_tokens if usage else 0
             completion_tokens = usage.completion_tokens if usage else 0

@@ -80,8 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(503, {"error": {"message": "overloaded"}})
             if model == "unknown":
                 return self._send(400, {"error": {"message": "model 'unknown' does not exist"}})
-            # A NUL character, which a PostgreSQL text column cannot hold.
+            # A NUL character, which a PostgreSQL text column cannot hold: in the answer, or
+            # in the model's name, which goes into the response's generation record.
             content = f"{model} answers:\u0000 {prompt}" if model == "nul" else None
+            answered_by = "nul\u0000name" if model == "nul-name" else model
             words = len(" ".join(m["content"] for m in request["messages"]).split())
             return self._send(
                 200,
@@ -89,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "id": f"chatcmpl-{attempt}",
                     "object": "chat.completion",
                     "created": int(time.time()),
-                    "model": model,
+                    "model": answered_by,
                     "choices": [
                         {
                             "index": 0,
@@ -267,19 +269,21 @@ def test_an_outsider_cannot_read_a_generation_job(model_server, generate, api_fo
 def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
     model_server, generate, caplog
 ):
-    """The model's text holds a NUL character, which PostgreSQL refuses: the job ends failed
-    with the reason instead of staying running, and its lock is released."""
+    """The server names its model with a NUL character, which PostgreSQL refuses in the
+    response's generation record: the job ends failed with the reason instead of staying
+    running, and its lock is released."""
     from django.db import connection
 
     campaign = CampaignFactory(kind="rating", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
 
-    _res, status = generate(campaign, {"models": ["nul"]})
+    _res, status = generate(campaign, {"models": ["nul-name"]})
 
     assert status["status"] == "failed", status
-    assert status["message"] == (
+    assert status["message"].startswith(
         f"The generation failed while storing the responses of item {item.pk}: DataError: "
-        "PostgreSQL text fields cannot contain NUL (0x00) bytes. "
+    ), status["message"]
+    assert status["message"].endswith(
         "Responses stored before that are kept; generate again for the rest."
     )
     assert status["finished_at"]
@@ -292,3 +296,24 @@ def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
         )
         assert cursor.fetchone() == (0,)
+
+
+def test_an_answer_with_a_nul_character_is_an_error_of_its_item_only(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    other = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["nul"], "item_ids": [item.pk]})
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "nul",
+            "message": "the model's text holds a NUL character, which cannot be stored",
+        }
+    ]
+    assert not item.responses.exists()
+
+    _res, status = generate(campaign, {"models": ["plain"], "item_ids": [other.pk]})
+    assert status["status"] == "succeeded", status
+    assert other.responses.count() == 1
