@@ -49,6 +49,8 @@ def in_storage_order(responses: Sequence[_T]) -> Sequence[_T]:
     listed first, a dataset's `chosen`) in a blind review; `position` keeps that order."""
     if len(responses) < 2:
         return responses
+    if len(responses) == 2:  # most items: a coin, cheaper than a shuffle
+        return responses if _storage_order.getrandbits(1) else responses[::-1]
     shuffled = list(responses)
     _storage_order.shuffle(shuffled)
     return shuffled
