@@ -282,6 +282,27 @@ def test_gold_items_are_interleaved_and_take_no_slot(expert):
     assert gold.queue.open_slots == 0
 
 
+def test_gold_items_come_at_about_the_campaigns_gold_rate(expert):
+    campaign = CampaignFactory(overlap=1, gold_rate=0.2)
+    ItemFactory.create_batch(100, campaign=campaign, is_gold=True, open_slots=0)
+    ItemFactory.create_batch(400, campaign=campaign)
+
+    gold = 0
+    for _ in range(300):
+        assignment = services.assignment_claim(campaign=campaign, expert=expert)
+        assert assignment is not None
+        gold += assignment.is_gold
+        services.review_submit(
+            assignment_id=assignment.pk,
+            expert=expert,
+            body={"preference": {"chosen": assignment.response_order[0]}},
+        )
+
+    # 60 expected of 300 at 0.2 (standard deviation about 7): 30 to 90 holds but for about
+    # one run in 100,000; a rate of 0 or 1, or one off by half, does not.
+    assert 30 <= gold <= 90, gold
+
+
 def test_an_unqualified_or_unskilled_expert_cannot_claim(expert, engineer):
     qualified = CampaignFactory(requires_qualification=True)
     ItemFactory(campaign=qualified)
