@@ -38,21 +38,23 @@ _canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separator
 
 
 _T = TypeVar("_T")
-# Seeded from the system's entropy. Not the system generator itself, which costs several
-# times more per item of an import; an expert sees one bit of it per item, out of order.
-_storage_order = random.Random()  # noqa: S311
 
 
 def in_storage_order(responses: Sequence[_T]) -> Sequence[_T]:
     """An item's responses in the order to store them: a random one. Their ids, which the
     review page and the API show experts, then say nothing of the source's order (the model
-    listed first, a dataset's `chosen`) in a blind review; `position` keeps that order."""
+    listed first, a dataset's `chosen`) in a blind review; `position` keeps that order.
+
+    The module's generator, seeded from the system's entropy and seeded again in every forked
+    process (each Celery worker process flips its own coins); the system generator itself
+    costs several times more per item of an import, and an expert sees one bit per item.
+    """
     if len(responses) < 2:
         return responses
     if len(responses) == 2:  # most items: a coin, cheaper than a shuffle
-        return responses if _storage_order.getrandbits(1) else responses[::-1]
+        return responses if random.getrandbits(1) else responses[::-1]
     shuffled = list(responses)
-    _storage_order.shuffle(shuffled)
+    random.shuffle(shuffled)
     return shuffled
 
 

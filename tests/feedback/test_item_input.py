@@ -73,3 +73,26 @@ def test_a_role_or_format_that_is_not_a_string_is_an_error_not_a_crash(pairwise_
 
     assert item is None
     assert set(errors) == {"prompt[0].role", "responses[0].format"}
+
+
+def test_each_forked_process_stores_responses_in_its_own_random_order():
+    # Celery's pool processes are forked from one parent that imported this module: their
+    # storage orders must not repeat one another's.
+    import multiprocessing
+
+    from feedback.item_input import in_storage_order
+
+    def flips(out) -> None:
+        out.put([in_storage_order([0, 1])[0] for _ in range(64)])
+
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    children = [context.Process(target=flips, args=(out,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    first, second = out.get(timeout=30), out.get(timeout=30)
+    for child in children:
+        child.join(timeout=30)
+
+    assert first != second  # alike by chance: 1 in 2^64
+    assert set(first) == {0, 1}
