@@ -739,12 +739,17 @@ def _gold_matches(item: Item, data: ReviewInput) -> bool | None:
 def _observed_seconds(assignment: Assignment, now: datetime) -> int:
     """What the server saw of the expert's work: the active heartbeats' count, plus the gap
     since the last heartbeat (capped like a heartbeat gap) when that one was active; a client
-    that never sent one (the API) is credited the wall-clock time since its claim."""
+    that never sent one (the API) is credited the wall-clock time since its claim.
+
+    A claim with heartbeat time but no record of its last beat had its beats counted by a
+    server from before last_beat_active (a claim open across the upgrade): its last beat is
+    taken as active, as that server did.
+    """
     elapsed = max(int((now - assignment.claimed_at).total_seconds()), 0)
-    if assignment.last_beat_active is None:
+    if assignment.last_beat_active is None and assignment.observed_seconds <= 0:
         return elapsed
     gap = 0.0
-    if assignment.last_beat_active:
+    if assignment.last_beat_active is not False:
         gap = min(max((now - assignment.last_seen_at).total_seconds(), 0), HEARTBEAT_GAP_SECONDS)
     return min(assignment.observed_seconds + int(gap), elapsed)
 

@@ -4,9 +4,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    """Claims open at the upgrade that already counted heartbeat time keep the old reading
-    (their last beat taken as active) rather than being credited the time since the claim."""
-
     dependencies = [
         ('reviews', '0008_denormalised_links_without_constraints'),
     ]
@@ -16,10 +13,5 @@ class Migration(migrations.Migration):
             model_name='assignment',
             name='last_beat_active',
             field=models.BooleanField(blank=True, null=True),
-        ),
-        migrations.RunSQL(
-            "UPDATE reviews_assignment SET last_beat_active = TRUE "
-            "WHERE status = 'claimed' AND observed_seconds > 0",
-            reverse_sql=migrations.RunSQL.noop,
         ),
     ]

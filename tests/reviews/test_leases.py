@@ -177,6 +177,21 @@ def test_a_client_that_sends_no_heartbeats_is_credited_the_time_since_its_claim(
     assert 300 <= _submit_claiming_an_hour(api_for(expert), assignment) <= 302
 
 
+def test_a_claim_whose_beats_a_server_before_last_beat_active_counted_keeps_that_reading(
+    api_for, expert
+):
+    # Heartbeat time but no record of the last beat: counted by the previous release, which
+    # took the last beat as active. Not the whole time since the claim.
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    Assignment.objects.filter(pk=assignment.pk).update(
+        claimed_at=_ago(600), last_seen_at=_ago(100), observed_seconds=90, last_beat_active=None
+    )
+
+    assert 190 <= _submit_claiming_an_hour(api_for(expert), assignment) <= 192
+
+
 def test_an_idle_heartbeat_does_not_extend_the_lease(api_for, expert):
     campaign = CampaignFactory(overlap=1, lease_minutes=10)
     ItemFactory(campaign=campaign)
