@@ -9,34 +9,32 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from feedback.models import GenerationJob, Item, Response
 from tests.celery_worker import Worker, wait_for_status
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
-from tests.feedback.test_generation import FakeModelServer
+
+if TYPE_CHECKING:
+    from tests.feedback.conftest import FakeModelServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def served_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModelServer]:
+def served_model(
+    fake_model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> FakeModelServer:
     """The model server, and the worker's environment pointing at it (set before it starts)."""
-    server = FakeModelServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_model_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "worker-test-key")
     monkeypatch.setenv("GENERATION_BACKOFF_SECONDS", "0.01")
     monkeypatch.setenv("GENERATION_MAX_ATTEMPTS", "4")
     monkeypatch.setenv("GENERATION_CONCURRENCY", "2")
-    yield server
-    server.shutdown()
-    server.server_close()
+    return fake_model_server
 
 
 def test_a_queued_generation_is_run_by_the_worker(

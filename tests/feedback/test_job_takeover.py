@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -21,7 +22,9 @@ from feedback.jobs import LOCK_KEYS
 from feedback.models import GenerationJob, ImportJob, Item, Response
 from feedback.tasks import generation_run_task, import_run_task
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
-from tests.feedback.test_generation import FakeModelServer, model_server_fixture  # noqa: F401
+
+if TYPE_CHECKING:
+    from tests.feedback.conftest import FakeModelServer
 
 pytestmark = pytest.mark.django_db
 
