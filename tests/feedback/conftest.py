@@ -27,7 +27,11 @@ class FakeModelServer(ThreadingHTTPServer):
         self.calls: Counter[tuple[str, str]] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
-        self.delay = 0.0
+        # Requests after the first `hold_after` wait until `released` is set, so a test can stop
+        # a run at a known point instead of racing it against the clock.
+        self.hold_after: int | None = None
+        self.released = threading.Event()
+        self.requests = 0
 
     @property
     def base_url(self) -> str:
@@ -61,8 +65,11 @@ class _Handler(BaseHTTPRequestHandler):
             attempt = server.calls[(model, prompt)]
             server.in_flight += 1
             server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            server.requests += 1
+            held = server.hold_after is not None and server.requests > server.hold_after
         try:
-            time.sleep(server.delay)
+            if held:
+                server.released.wait(timeout=60)
             if self.path != "/v1/chat/completions":
                 return self._send(404, {"error": {"message": "no such route"}})
             if model == "rate-limited" and attempt == 1:
