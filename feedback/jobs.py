@@ -119,3 +119,26 @@ def _unlock(key: list[int], locked_on: Any) -> None:
         # Closing the session releases its locks too; a reused connection must not keep one.
         logger.exception("could not release the advisory lock %s; closing the connection", key)
         connection.close()
+
+
+def jobs_left_running() -> list[tuple[type[ImportJob] | type[GenerationJob], int]]:
+    """Jobs marked `running` whose lock nobody holds: their runner is gone and no redelivered
+    task took them over (the worker's host was lost, so its session outlived the takeover
+    wait; or the redelivery came, gave up waiting and was acknowledged). SQLite: none."""
+    if connection.vendor != "postgresql":
+        return []
+    left: list[tuple[type[ImportJob] | type[GenerationJob], int]] = []
+    for model, kind in LOCK_KEYS.items():
+        running = model.objects.filter(status=model.Status.RUNNING).values_list("pk", flat=True)
+        for job_id in running:
+            key = [kind, job_id]
+            if _try_lock(key, 0):
+                _unlock(key, connection.connection)
+                left.append((model, job_id))
+    return left
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An exception as a job's message gives it: its type and the first line of what it says."""
+    first_line = (str(exc).strip().splitlines() or [""])[0][:500]
+    return f"{type(exc).__name__}: {first_line}"

@@ -310,6 +310,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "reviews.tasks.expire_leases",
         "schedule": float(env_int("LEASE_SWEEP_SECONDS", 60)),
     },
+    # Imports and generations left running by a worker that died and that no redelivered
+    # task took over (feedback/jobs.py).
+    "rescue-jobs": {
+        "task": "feedback.tasks.jobs_rescue",
+        "schedule": float(env_int("JOB_RESCUE_SECONDS", 300)),
+    },
     # Image files left behind by refused batches and imports, and finished imports' staged images.
     "sweep-images": {
         "task": "feedback.tasks.images_sweep",

@@ -3,12 +3,13 @@
 Each task takes an id and calls one service; the services are idempotent (a finished job, or
 one a live worker is running, is left alone), so a redelivered message does no harm. An
 import or a generation whose worker died is taken over by the redelivered task
-(feedback/jobs.py).
+(feedback/jobs.py), or, should none come in time, by the task `jobs_rescue` sends again.
 """
 
 from celery import shared_task
 
 from feedback import generation, imports
+from feedback.models import ImportJob
 
 
 @shared_task(name="feedback.tasks.import_run")
@@ -26,3 +27,16 @@ def images_sweep_task() -> dict[str, int]:
     from feedback.images import images_sweep_orphans
 
     return images_sweep_orphans()
+
+
+@shared_task(name="feedback.tasks.jobs_rescue")
+def jobs_rescue_task() -> int:
+    """Send again the task of every job left `running` by a runner that died; it takes the
+    job over. Beat runs it every JOB_RESCUE_SECONDS."""
+    from feedback.jobs import jobs_left_running
+
+    left = jobs_left_running()
+    for model, job_id in left:
+        task = import_run_task if model is ImportJob else generation_run_task
+        task.delay(job_id)
+    return len(left)

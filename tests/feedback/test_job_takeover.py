@@ -175,3 +175,35 @@ def test_an_import_whose_runner_is_alive_is_left_alone(
     job.refresh_from_db()
     assert job.status == ImportJob.Status.RUNNING
     assert not Item.objects.filter(campaign=job.campaign).exists()
+
+
+def test_the_rescue_sends_again_only_the_jobs_whose_runner_is_gone(
+    other_session: psycopg.Connection,
+) -> None:
+    # No redelivery came (a lost host): beat's rescue finds the abandoned import by its free
+    # lock and runs it again; the one whose runner holds its lock, and finished ones, stay.
+    from feedback.tasks import jobs_rescue_task
+
+    abandoned, alive = _import_left_running(), _import_left_running()
+    finished = _import_left_running()
+    ImportJob.objects.filter(pk=finished.pk).update(status=ImportJob.Status.SUCCEEDED)
+    assert _take_lock(other_session, alive)
+
+    assert jobs_rescue_task() == 1
+
+    abandoned.refresh_from_db()
+    alive.refresh_from_db()
+    assert abandoned.status == ImportJob.Status.SUCCEEDED, abandoned.message
+    assert Item.objects.filter(campaign=abandoned.campaign).count() == 3
+    assert alive.status == ImportJob.Status.RUNNING
+    assert not Item.objects.filter(campaign=alive.campaign).exists()
+    assert not Item.objects.filter(campaign=finished.campaign).exists()
+    # The jobs' locks only: the import's lock on its campaign's intake belongs to its
+    # transaction, which here is inside the test's own.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND pid = pg_backend_pid() AND classid = ANY(%s)",
+            [list(LOCK_KEYS.values())],
+        )
+        assert cursor.fetchone() == (0,), "the rescue left no lock behind"
