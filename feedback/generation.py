@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from feedback.errors import PermissionDenied, ValidationFailed
 from feedback.item_input import in_storage_order
-from feedback.jobs import job_claim
+from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
 
 logger = logging.getLogger(__name__)
@@ -316,8 +316,9 @@ def generation_run(*, generation_id: int) -> GenerationJob:
 def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     campaign = job.campaign
     step = "starting"
-    pool = ThreadPoolExecutor(max_workers=int(_setting("GENERATION_CONCURRENCY", 8)))
+    pool: ThreadPoolExecutor | None = None
     try:
+        pool = ThreadPoolExecutor(max_workers=int(_setting("GENERATION_CONCURRENCY", 8)))
         specs = [ModelSpec(**s) for s in job.model_specs]
         if taken_over:
             # Items stored by the dead runner stay done; the ones it failed are asked again.
@@ -389,18 +390,18 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
         # Anything else (the database refusing a response, a bug) fails the job with the
         # reason instead of leaving it running; the traceback is logged.
         logger.exception("generation %s failed", job.pk)
-        first_line = (str(exc).strip().splitlines() or [""])[0][:500]
         GenerationJob.objects.filter(pk=job.pk).update(
             status=GenerationJob.Status.FAILED,
             message=(
-                f"The generation failed while {step}: {type(exc).__name__}: {first_line}. "
+                f"The generation failed while {step}: {failure_reason(exc)}. "
                 "Responses stored before that are kept; generate again for the rest."
             ),
             finished_at=timezone.now(),
         )
     finally:
         # Requests not yet sent are dropped; the ones in flight end within their timeout.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _store(

@@ -38,7 +38,7 @@ from feedback.imports_readers import (
     read_parquet,
 )
 from feedback.item_input import ItemInput, in_storage_order, item_parse, item_parse_plain
-from feedback.jobs import job_claim
+from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def import_check_request_size(content_length: str | int | None) -> None:
             f"The request is {size:,} bytes; an import takes a file of at most {file_limit:,}"
             f" bytes and images beside it of at most {images_limit:,} bytes in all. "
             "Split it into several files.",
-            fields={"file": [f"larger than {file_limit:,} bytes"]},
+            fields={"request": [f"{size:,} bytes, more than the file and images allow"]},
         )
 
 
@@ -281,6 +281,12 @@ class _Tally:
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append({**location, "field": field_path, "message": message})
 
+    def refused(self, location: dict[str, Any], field_path: str, message: str) -> None:
+        """The whole file is refused for this error: nothing is imported."""
+        self.error(location, field_path, message)
+        self.invalid += 1
+        self.created = 0
+
     def duplicate(self, location: dict[str, Any], external_id: str | None, reason: str) -> None:
         self.duplicates += 1
         if len(self.duplicate_samples) < MAX_DUPLICATES_KEPT:
@@ -305,7 +311,7 @@ def _rows(job: ImportJob, binary: IO[bytes]) -> Iterator[SourceRow]:
 
 
 def import_run(*, import_id: int) -> ImportJob:
-    """Run one queued import. Idempotent: a job that is no longer queued is left alone.
+    """Run one import. Idempotent: a finished job, or one a live runner has, is left alone.
 
     1. Claim the job (feedback/jobs.py): a queued one, or a running one whose runner died.
     2. Stream its rows; validate each; collect errors with their line or row and field.
@@ -335,26 +341,21 @@ def _import_execute(job: ImportJob) -> ImportJob:
         )
         tally.created = 0
     except UnreadableFile as exc:
-        tally.error(exc.location, "", exc.message)
-        tally.invalid += 1
-        tally.created = 0
+        tally.refused(exc.location, "", exc.message)
         where = ", ".join(f"{key} {value}" for key, value in exc.location.items())
         message = (
             f"The file cannot be read{f' at {where}' if where else ''}: {exc.message};"
             " nothing was imported, whatever on_error says."
         )
     except MappingError as exc:
-        tally.error({}, exc.key, exc.message)
-        tally.invalid += 1
-        tally.created = 0
+        tally.refused({}, exc.key, exc.message)
         message = f"{exc.key}: {exc.message}; nothing was imported."
     except Exception as exc:
         # Anything else (the database refusing a value, a file that cannot be read) fails
         # the job with the reason instead of leaving it running; the traceback is logged.
         logger.exception("import %s failed", job.pk)
         tally.created = 0
-        first_line = (str(exc).strip().splitlines() or [""])[0][:500]
-        message = f"The import failed: {type(exc).__name__}: {first_line}; nothing was imported."
+        message = f"The import failed: {failure_reason(exc)}; nothing was imported."
     failed = bool(message)
     if not failed:
         message = (

@@ -220,6 +220,7 @@ def test_an_import_request_over_both_limits_is_refused_from_its_length(
 
     assert res.status_code == 413
     assert res.json()["error"]["message"].startswith("The request is ")
+    assert list(res.json()["error"]["fields"]) == ["request"]
     assert ImportJob.objects.count() == 0
 
 
@@ -318,7 +319,7 @@ def test_a_base64_image_over_the_limit_is_refused_with_its_exact_size(settings):
     from feedback.images import ImageRejected, _decode_data_url
 
     settings.IMAGE_MAX_BYTES = 10
-    for size in (8, 9, 10):  # no padding, "==" and "="
+    for size in (8, 9, 10):  # padding "=", none and "=="
         assert len(_decode_data_url(_data_url(b"x" * size))) == size
     for size in (11, 12, 13):
         with pytest.raises(ImageRejected, match=f"is {size} bytes; an image may have at most 10"):
