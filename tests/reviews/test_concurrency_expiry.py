@@ -119,7 +119,7 @@ def test_expiry_passes_over_a_claim_whose_submit_has_not_committed_instead_of_wa
     Assignment.objects.filter(pk__in=[a.pk for a, _ in others]).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    ends = timezone.now() + timedelta(seconds=1)
+    ends = timezone.now() + timedelta(minutes=10)
     Assignment.objects.filter(pk=held.pk).update(lease_expires_at=ends)
     row_held, expiry_returned = threading.Event(), threading.Event()
     returned_before_commit: list[bool] = []
@@ -128,12 +128,16 @@ def test_expiry_passes_over_a_claim_whose_submit_has_not_committed_instead_of_wa
         with transaction.atomic():
             services.review_submit(assignment_id=held.pk, expert=expert, body=_answer(held))
             row_held.set()
-            returned_before_commit.append(expiry_returned.wait(timeout=5))
+            returned_before_commit.append(expiry_returned.wait(timeout=10))
 
     def expire_once_the_lease_ended() -> None:
-        assert row_held.wait(timeout=5)
-        time.sleep(max((ends - timezone.now()).total_seconds(), 0) + 0.01)
-        assert services.assignments_expire_due(campaign_id=campaign.pk) == 2
+        assert row_held.wait(timeout=30)
+        # Expiry reads a clock set past the held lease's end instead of waiting for it: however
+        # slow the submit, its lease was live when it checked and is over when expiry runs. The
+        # submit thread reads no clock meanwhile; it is parked on its event.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(timezone, "now", lambda: ends + timedelta(seconds=1))
+            assert services.assignments_expire_due(campaign_id=campaign.pk) == 2
         expiry_returned.set()
 
     _in_threads(submit_and_commit_late, expire_once_the_lease_ended)
