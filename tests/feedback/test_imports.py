@@ -153,46 +153,24 @@ def test_a_csv_error_names_the_row_its_first_line_and_the_column(upload):
     assert Item.objects.count() == 0
 
 
-def test_a_csv_that_cannot_be_read_on_fails_even_when_asked_to_skip_invalid_rows(upload):
-    # Skipping would drop every row after the unreadable one and still call the import a
-    # success: the file fails, naming where reading stopped.
-    csv_bytes = (
-        b"external_id,prompt,response_1,response_2\n"
-        b"c-1,First,A,B\n"
-        b"c-2,Second \xff,A,B\n"
-        b"c-3,Third,A,B\n"
-    )
-    _res, status = upload("items.csv", csv_bytes, "text/csv", on_error="skip")
+@pytest.mark.parametrize(
+    ("row_2", "where", "message"),
+    [
+        # Skipping would drop every row after the unreadable one and still call the import a
+        # success: the file fails, naming where reading stopped.
+        (b"c-2,Second \xff,A,B", {"column": 12}, "is not UTF-8 text (invalid start byte)"),
+        (b'c-2,"Second,A,B', {}, "a quoted cell that starts here is never closed"),
+    ],
+)
+def test_a_csv_that_cannot_be_read_on_fails_even_when_asked_to_skip_invalid_rows(
+    upload, row_2, where, message
+):
+    csv_bytes = b"external_id,prompt,response_1,response_2\nc-1,First,A,B\n%b\nc-3,Third,A,B\n"
+    _res, status = upload("items.csv", csv_bytes % row_2, "text/csv", on_error="skip")
 
     assert status["status"] == "failed", status
-    assert status["errors"] == [
-        {
-            "row": 2,
-            "line": 3,
-            "column": 12,
-            "field": "",
-            "message": "is not UTF-8 text (invalid start byte)",
-        }
-    ]
-    assert status["message"].startswith("The file cannot be read at row 2, line 3, column 12")
-    assert Item.objects.count() == 0
-
-
-def test_a_csv_quote_that_is_never_closed_fails_the_import_naming_where_it_opens(upload):
-    csv_bytes = (
-        b'external_id,prompt,response_1,response_2\nc-1,First,A,B\nc-2,"Second,A,B\nc-3,Third,A,B\n'
-    )
-    _res, status = upload("items.csv", csv_bytes, "text/csv", on_error="skip")
-
-    assert status["status"] == "failed", status
-    assert status["errors"] == [
-        {
-            "row": 2,
-            "line": 3,
-            "field": "",
-            "message": "a quoted cell that starts here is never closed",
-        }
-    ]
+    assert status["errors"] == [{"row": 2, "line": 3, **where, "field": "", "message": message}]
+    assert status["message"].startswith("The file cannot be read at row 2, line 3")
     assert Item.objects.count() == 0
 
 
