@@ -1,15 +1,16 @@
 """The demo's database, SQLite, end to end through the REST API: run by test_sqlite_path.py.
 
-`make run` serves the demo on SQLite, where claims, submits, lease expiry and dataset builds
-take the portable ORM paths instead of PostgreSQL's single statements. This script runs in a
-process of its own (Django reads DATABASE_URL once) and exits non-zero with a message at the
-first rule that does not hold.
+`make run` serves the demo on SQLite, where claims, heartbeats, submits, lease expiry, file
+imports and dataset builds take the portable ORM paths instead of PostgreSQL's single
+statements. This script runs in a process of its own (Django reads DATABASE_URL once) and exits
+non-zero with a message at the first rule that does not hold.
 
     python tests/e2e/sqlite_path.py <folder>
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import timedelta
@@ -36,12 +37,13 @@ def main(folder: Path) -> None:
     import django
 
     django.setup()
+    from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
     from rest_framework.test import APIClient
 
-    from feedback.models import User
+    from feedback.models import Item, User
     from reviews.models import Assignment, Review
     from reviews.services import assignments_expire_due
 
@@ -168,7 +170,72 @@ def main(folder: Path) -> None:
     total = version["counts"]["total_rows"]
     # all_pairs: one row per distinct ordered pair; both experts of each item stated A over B.
     check(total == 3, f"expected 3 dpo rows (one agreed pair per item), got {total}")
-    print(f"ok: 6 reviews, 1 expired lease, a ready version of {total} rows")
+
+    # A JSONL file imported through the API: its task runs eagerly (no broker) after the commit,
+    # on SQLite's paths, so the import is done when the upload answers.
+    res = eng.post(
+        "/api/v1/campaigns/",
+        {"name": "SQLite import", "kind": "pairwise", "status": "active", "overlap": 1},
+        format="json",
+    )
+    check(res.status_code == 201, f"import campaign: {res.status_code} {res.content[:300]!r}")
+    imported = res.json()["id"]
+    lines = "".join(
+        json.dumps({**item, "external_id": f"file-{item['external_id']}"}) + "\n"
+        for item in items[:2]
+    )
+    res = eng.post(
+        f"/api/v1/campaigns/{imported}/imports/",
+        {"file": SimpleUploadedFile("items.jsonl", lines.encode())},
+        format="multipart",
+    )
+    check(res.status_code == 202, f"import: {res.status_code} {res.content[:300]!r}")
+    job = eng.get(f"/api/v1/imports/{res.json()['id']}/").json()
+    check(job["status"] == "succeeded", f"the import is {job['status']}: {job}")
+    check((job["rows"], job["created"]) == (2, 2), f"the import counted {job}")
+    stored = Item.objects.filter(campaign_id=imported)
+    check(
+        sorted(stored.values_list("external_id", flat=True)) == ["file-s-0", "file-s-1"],
+        f"the imported items are {list(stored.values_list('external_id', flat=True))}",
+    )
+    check(
+        all(item.responses.count() == 2 for item in stored),
+        "an imported item lacks its two responses",
+    )
+
+    # A heartbeat on a claim 40 s old whose lease ends in a minute: it counts those 40 s and
+    # extends the lease; the submit is credited the observed time, not the 600 s it states.
+    beat = third.post(f"/api/v1/campaigns/{imported}/next/").json()
+    assignment_id = beat["assignment"]["id"]
+    Assignment.objects.filter(pk=assignment_id).update(
+        claimed_at=timezone.now() - timedelta(seconds=40),
+        last_seen_at=timezone.now() - timedelta(seconds=40),
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )
+    res = third.post(f"/api/v1/assignments/{assignment_id}/heartbeat/", {}, format="json")
+    check(res.status_code == 200, f"heartbeat: {res.status_code} {res.content[:300]!r}")
+    claimed = Assignment.objects.get(pk=assignment_id)
+    check(
+        claimed.lease_expires_at > timezone.now() + timedelta(minutes=20),
+        f"the heartbeat left the lease ending at {claimed.lease_expires_at}",
+    )
+    check(claimed.observed_seconds >= 40, f"the heartbeat counted {claimed.observed_seconds} s")
+    chosen = next(r["id"] for r in beat["item"]["responses"] if r["text"].startswith("A"))
+    res = third.post(
+        f"/api/v1/assignments/{assignment_id}/submit/",
+        {"preference": {"chosen": chosen}, "active_seconds": 600},
+        format="json",
+    )
+    check(res.status_code == 201, f"submit after a heartbeat: {res.status_code} {res.content!r}")
+    review = Review.objects.get(assignment_id=assignment_id)
+    check(
+        40 <= review.active_seconds < 600,
+        f"the review was credited {review.active_seconds} s, not the observed time",
+    )
+    print(
+        f"ok: 6 reviews, 1 expired lease, a ready version of {total} rows, "
+        "an import of 2 items, a heartbeat before a submit"
+    )
 
 
 if __name__ == "__main__":
