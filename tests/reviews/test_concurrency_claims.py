@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from django.db import connection
 
 from feedback.models import QueueEntry, User
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.reviews.threads import answer, in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """Run work(i) in `count` threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    failures: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = work(index)
-        except BaseException as exc:  # handed to the main thread
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    if failures:
-        raise failures[0]
-    return results
-
-
-def _answer(assignment: Assignment) -> dict[str, Any]:
-    return {"preference": {"chosen": assignment.response_order[0], "strength": 1}}
 
 
 def test_it_gives_32_concurrent_claimers_every_item_exactly_overlap_times():
@@ -60,11 +28,11 @@ def test_it_gives_32_concurrent_claimers_every_item_exactly_overlap_times():
         ) is not None:
             seen.append(assignment.item_id)
             services.review_submit(
-                assignment_id=assignment.pk, expert=expert, body=_answer(assignment)
+                assignment_id=assignment.pk, expert=expert, body=answer(assignment)
             )
         return seen
 
-    per_expert = _in_threads(32, work)
+    per_expert = in_threads(32, work)
 
     for seen in per_expert:
         assert len(seen) == len(set(seen)), "an expert got the same item twice"
@@ -84,7 +52,7 @@ def test_concurrent_claims_by_one_expert_hold_one_slot():
     ItemFactory.create_batch(10, campaign=campaign)
     expert = UserFactory(role=User.Role.EXPERT)
 
-    claimed = _in_threads(
+    claimed = in_threads(
         8,
         lambda _: (
             services.assignment_claim(campaign=campaign, expert=User.objects.get(pk=expert.pk)).pk
@@ -103,12 +71,12 @@ def test_a_double_submit_from_two_threads_stores_one_review():
     assignment = services.assignment_claim(campaign=campaign, expert=expert)
     assert assignment is not None
 
-    outcomes = _in_threads(
+    outcomes = in_threads(
         6,
         lambda _: services.review_submit(
             assignment_id=assignment.pk,
             expert=User.objects.get(pk=expert.pk),
-            body=_answer(assignment),
+            body=answer(assignment),
         ),
     )
 

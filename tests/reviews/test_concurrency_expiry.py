@@ -5,26 +5,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from feedback.models import Campaign, QueueEntry, User
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory
+from tests.reviews.threads import answer, in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ATTEMPTS = 150
-
-
-def _answer(assignment: Assignment) -> dict[str, Any]:
-    return {"preference": {"chosen": assignment.response_order[0], "strength": 1}}
 
 
 def _claims(campaign: Campaign, count: int) -> list[tuple[Assignment, User]]:
@@ -39,27 +34,6 @@ def _claims(campaign: Campaign, count: int) -> list[tuple[Assignment, User]]:
         assert assignment is not None
         claims.append((assignment, expert))
     return claims
-
-
-def _in_threads(*works: Callable[[], None]) -> None:
-    """Run each work in its own thread (and connection); re-raise the first failure."""
-    failures: list[BaseException] = []
-
-    def run(work: Callable[[], None]) -> None:
-        try:
-            work()
-        except BaseException as exc:  # handed to the main thread
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(work,)) for work in works]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    if failures:
-        raise failures[0]
 
 
 def test_a_submit_racing_its_leases_expiry_either_stores_the_review_or_frees_the_slot():
@@ -78,7 +52,7 @@ def test_a_submit_racing_its_leases_expiry_either_stores_the_review_or_frees_the
                 Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
                 try:
                     services.review_submit(
-                        assignment_id=assignment.pk, expert=expert, body=_answer(assignment)
+                        assignment_id=assignment.pk, expert=expert, body=answer(assignment)
                     )
                     answers[assignment.pk] = "stored"
                 except services.Conflict as refused:
@@ -90,7 +64,7 @@ def test_a_submit_racing_its_leases_expiry_either_stores_the_review_or_frees_the
         while not submitted_all.is_set():
             services.assignments_expire_due(campaign_id=campaign.pk)
 
-    _in_threads(submit_each, expire_until_all_submitted)
+    in_threads(2, lambda i: (submit_each, expire_until_all_submitted)[i]())
     # Then the beat job's run, once every lease has ended: a submit refused before the other
     # thread expired its claim leaves it to this one.
     time.sleep(0.01)
@@ -126,7 +100,7 @@ def test_expiry_passes_over_a_claim_whose_submit_has_not_committed_instead_of_wa
 
     def submit_and_commit_late() -> None:
         with transaction.atomic():
-            services.review_submit(assignment_id=held.pk, expert=expert, body=_answer(held))
+            services.review_submit(assignment_id=held.pk, expert=expert, body=answer(held))
             row_held.set()
             returned_before_commit.append(expiry_returned.wait(timeout=10))
 
@@ -140,7 +114,7 @@ def test_expiry_passes_over_a_claim_whose_submit_has_not_committed_instead_of_wa
             assert services.assignments_expire_due(campaign_id=campaign.pk) == 2
         expiry_returned.set()
 
-    _in_threads(submit_and_commit_late, expire_once_the_lease_ended)
+    in_threads(2, lambda i: (submit_and_commit_late, expire_once_the_lease_ended)[i]())
 
     assert returned_before_commit == [True], "expiry waited for the submit's row"
     assert Assignment.objects.get(pk=held.pk).status == "submitted"
