@@ -124,17 +124,30 @@ def _unlock(key: list[int], locked_on: Any) -> None:
 def jobs_left_running() -> list[tuple[type[ImportJob] | type[GenerationJob], int]]:
     """Jobs marked `running` whose lock nobody holds: their runner is gone and no redelivered
     task took them over (the worker's host was lost, so its session outlived the takeover
-    wait; or the redelivery came, gave up waiting and was acknowledged). SQLite: none."""
+    wait; or the redelivery came, gave up waiting and was acknowledged). SQLite: none.
+
+    The locks are read from pg_locks, not tried: a session holding a lock would get it again
+    (they are re-entrant) and call its own job dead. A job that ends between the two reads is
+    sent again harmlessly: its task finds it finished.
+    """
     if connection.vendor != "postgresql":
         return []
     left: list[tuple[type[ImportJob] | type[GenerationJob], int]] = []
     for model, kind in LOCK_KEYS.items():
-        running = model.objects.filter(status=model.Status.RUNNING).values_list("pk", flat=True)
-        for job_id in running:
-            key = [kind, job_id]
-            if _try_lock(key, 0):
-                _unlock(key, connection.connection)
-                left.append((model, job_id))
+        running = list(
+            model.objects.filter(status=model.Status.RUNNING).values_list("pk", flat=True)
+        )
+        if not running:
+            continue
+        with connection.cursor() as cursor:
+            # A lock on two integer keys shows them as classid and objid, with objsubid 2.
+            cursor.execute(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = %s AND objsubid = 2 AND granted",
+                [kind],
+            )
+            held = {row[0] for row in cursor.fetchall()}
+        left += [(model, job_id) for job_id in running if job_id not in held]
     return left
 
 

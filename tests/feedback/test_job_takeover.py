@@ -207,3 +207,28 @@ def test_the_rescue_sends_again_only_the_jobs_whose_runner_is_gone(
             [list(LOCK_KEYS.values())],
         )
         assert cursor.fetchone() == (0,), "the rescue left no lock behind"
+
+
+def test_the_rescue_takes_a_lock_held_by_its_own_session_for_a_live_runner() -> None:
+    # Advisory locks are re-entrant: trying the lock from the runner's own session would
+    # succeed and call the job dead. The rescue reads the locks instead.
+    from feedback.jobs import jobs_left_running
+
+    job = _import_left_running()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_KEYS[ImportJob], job.pk])
+        try:
+            assert (ImportJob, job.pk) not in jobs_left_running()
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_KEYS[ImportJob], job.pk])
+    assert (ImportJob, job.pk) in jobs_left_running()
+
+
+def test_every_task_beat_sends_is_registered() -> None:
+    from django.conf import settings
+
+    from feedback.celery import app
+
+    app.loader.import_default_modules()
+    missing = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} - set(app.tasks)
+    assert not missing, missing
