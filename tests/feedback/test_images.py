@@ -224,6 +224,28 @@ def test_an_import_request_over_both_limits_is_refused_from_its_length(
     assert ImportJob.objects.count() == 0
 
 
+def test_more_images_than_django_takes_are_refused_in_the_apis_format(
+    api_for, engineer, pairwise_campaign, settings
+):
+    from feedback.models import ImportJob
+
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    images = [SimpleUploadedFile(f"i{n}.png", _png(), content_type="image/png") for n in range(3)]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+        {"file": SimpleUploadedFile("items.jsonl", b"{}\n"), "images": images},
+        format="multipart",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"] == {
+        "code": "too_many_files",
+        "message": "The request carries more than 3 files; send at most 3.",
+        "fields": {"images": ["more than 3 files"]},
+    }
+    assert ImportJob.objects.count() == 0
+
+
 def test_an_image_is_served_only_to_those_who_see_its_campaign(api_for, engineer, expert):
     hidden = CampaignFactory(required_skills=["radiology"], created_by=engineer)
     res = api_for(engineer).post(
