@@ -213,6 +213,7 @@ class ImportOutput(serializers.ModelSerializer[ImportJob]):
             "created_at",
             "started_at",
             "finished_at",
+            "takeovers",
         ]
 
 
@@ -326,6 +327,7 @@ class GenerationOutput(serializers.ModelSerializer[GenerationJob]):
             "created_at",
             "started_at",
             "finished_at",
+            "takeovers",
         ]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import F
 from django.utils import timezone
 
 from feedback.models import GenerationJob, ImportJob
@@ -74,21 +75,40 @@ def job_claim(*, model: type[ImportJob] | type[GenerationJob], job_id: int) -> I
     locked_on = connection.connection
     try:
         status = _status(model, job_id)
-        claimed = status in (queued, running) and bool(
-            model.objects.filter(pk=job_id, status=status).update(
+        claimed = status == queued and bool(
+            model.objects.filter(pk=job_id, status=queued).update(
                 status=running, started_at=timezone.now()
             )
         )
-        taken_over = claimed and status == running
-        if taken_over:
-            logger.warning(
-                "%s %s was left running by a runner that died; running it again",
-                model._meta.verbose_name,
-                job_id,
-            )
-        yield JobClaim(claimed=claimed, taken_over=taken_over)
+        taken_over = status == running and _take_over(model, job_id)
+        yield JobClaim(claimed=claimed or taken_over, taken_over=taken_over)
     finally:
         _unlock(key, locked_on)
+
+
+def _take_over(model: type[ImportJob] | type[GenerationJob], job_id: int) -> bool:
+    """Take over a job whose runner died, unless runners died on it JOB_MAX_TAKEOVERS times
+    already (one that kills its worker every time, out of memory say): then it fails."""
+    most = int(settings.JOB_MAX_TAKEOVERS)
+    name = model._meta.verbose_name
+    if model.objects.filter(pk=job_id, status=model.Status.RUNNING, takeovers__lt=most).update(
+        takeovers=F("takeovers") + 1, started_at=timezone.now()
+    ):
+        logger.warning(
+            "%s %s was left running by a runner that died; running it again", name, job_id
+        )
+        return True
+    failed = model.objects.filter(pk=job_id, status=model.Status.RUNNING).update(
+        status=model.Status.FAILED,
+        message=(
+            f"Its worker died {most + 1} times while running it (out of memory, say), so it is"
+            " not run again; split the work into smaller jobs."
+        ),
+        finished_at=timezone.now(),
+    )
+    if failed:
+        logger.error("%s %s: its runners died %s times; failed", name, job_id, most + 1)
+    return False
 
 
 def _status(model: type[ImportJob] | type[GenerationJob], job_id: int) -> str | None:

@@ -367,6 +367,8 @@ class ImportJob(models.Model):
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Times a runner that died left it running and another took it over (feedback/jobs.py).
+    takeovers = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -403,6 +405,8 @@ class GenerationJob(models.Model):
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Times a runner that died left it running and another took it over (feedback/jobs.py).
+    takeovers = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -299,6 +299,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A task redelivered after its worker died waits up to this long for the dead worker's
 # database session to end (with its last statement) before taking the job over; feedback/jobs.py.
 JOB_TAKEOVER_WAIT_SECONDS = env_int("JOB_TAKEOVER_WAIT_SECONDS", 10)
+# A job whose runners died this many times is not taken over again: it fails.
+JOB_MAX_TAKEOVERS = env_int("JOB_MAX_TAKEOVERS", 2)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE

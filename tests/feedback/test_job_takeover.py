@@ -232,3 +232,26 @@ def test_every_task_beat_sends_is_registered() -> None:
     app.loader.import_default_modules()
     missing = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} - set(app.tasks)
     assert not missing, missing
+
+
+def test_a_job_whose_runners_keep_dying_fails_instead_of_running_forever(settings) -> None:
+    # One that kills its worker every time (out of memory, say) would be taken over, and kill
+    # the next worker, without end: after JOB_MAX_TAKEOVERS it fails and is not run again.
+    settings.JOB_MAX_TAKEOVERS = 2
+    job = _import_left_running()
+
+    import_run_task.delay(job.pk)  # the first takeover
+    job.refresh_from_db()
+    assert (job.status, job.takeovers) == (ImportJob.Status.SUCCEEDED, 1)
+
+    job = _import_left_running()
+    ImportJob.objects.filter(pk=job.pk).update(takeovers=2)
+    import_run_task.delay(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED
+    assert job.message == (
+        "Its worker died 3 times while running it (out of memory, say), so it is not run again;"
+        " split the work into smaller jobs."
+    )
+    assert not Item.objects.filter(campaign=job.campaign).exists()
