@@ -205,3 +205,14 @@ def test_an_answer_with_a_nul_character_is_an_error_of_its_item_only(model_serve
     _res, status = generate(campaign, {"models": ["plain"], "item_ids": [other.pk]})
     assert status["status"] == "succeeded", status
     assert other.responses.count() == 1
+
+
+def test_a_setting_that_stops_the_run_from_starting_fails_the_job(model_server, generate, settings):
+    settings.GENERATION_CONCURRENCY = 0
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["plain"]})
+
+    assert status["status"] == "failed", status
+    assert status["message"].startswith("The generation failed while starting: ValueError: ")
