@@ -63,13 +63,17 @@ def main(folder: Path) -> None:
         return client
 
     eng = api(engineer)
-    res = eng.post(
-        "/api/v1/campaigns/",
-        {"name": "SQLite path", "kind": "pairwise", "status": "active", "overlap": 2},
-        format="json",
-    )
-    check(res.status_code == 201, f"campaign: {res.status_code} {res.content[:300]!r}")
-    campaign = res.json()["id"]
+
+    def new_campaign(name: str, overlap: int) -> int:
+        res = eng.post(
+            "/api/v1/campaigns/",
+            {"name": name, "kind": "pairwise", "status": "active", "overlap": overlap},
+            format="json",
+        )
+        check(res.status_code == 201, f"campaign {name}: {res.status_code} {res.content[:300]!r}")
+        return int(res.json()["id"])
+
+    campaign = new_campaign("SQLite path", 2)
     items = [
         {
             "external_id": f"s-{n}",
@@ -173,13 +177,7 @@ def main(folder: Path) -> None:
 
     # A JSONL file imported through the API: its task runs eagerly (no broker) after the commit,
     # on SQLite's paths, so the import is done when the upload answers.
-    res = eng.post(
-        "/api/v1/campaigns/",
-        {"name": "SQLite import", "kind": "pairwise", "status": "active", "overlap": 1},
-        format="json",
-    )
-    check(res.status_code == 201, f"import campaign: {res.status_code} {res.content[:300]!r}")
-    imported = res.json()["id"]
+    imported = new_campaign("SQLite import", 1)
     lines = "".join(
         json.dumps({**item, "external_id": f"file-{item['external_id']}"}) + "\n"
         for item in items[:2]
