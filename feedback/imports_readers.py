@@ -394,13 +394,6 @@ def _json_problem(exc: json.JSONDecodeError) -> str:
     return f"{message} at column {exc.colno}"
 
 
-class _NotUtf8(Exception):
-    def __init__(self, where: dict[str, int], reason: str):
-        super().__init__(reason)
-        self.where = where
-        self.reason = reason
-
-
 def _utf8_lines(binary: IO[bytes]) -> Iterator[str]:
     """The file's lines as text, each decoded on its own, so a byte that is not UTF-8 is
     found on its line (no UTF-8 character holds a newline byte). Line ends are kept as they
@@ -411,7 +404,9 @@ def _utf8_lines(binary: IO[bytes]) -> Iterator[str]:
         try:
             yield line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _NotUtf8({"line": line_no, "column": exc.start + 1}, exc.reason) from None
+            raise UnreadableFile(
+                {"line": line_no, "column": exc.start + 1}, f"is not UTF-8 text ({exc.reason})"
+            ) from None
 
 
 class _Utf8Text:
@@ -432,7 +427,7 @@ class _Utf8Text:
                 text = self.decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
                 byte = self.offset - pending + exc.start
-                raise _NotUtf8({"byte": byte}, exc.reason) from None
+                raise UnreadableFile({"byte": byte}, f"is not UTF-8 text ({exc.reason})") from None
             self.offset += len(chunk)
             if text or not chunk:  # a chunk can end inside a character
                 return text
@@ -448,10 +443,8 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
         header = next(reader)
     except StopIteration:
         return
-    except _NotUtf8 as exc:
-        raise UnreadableFile(
-            {"row": 0, **exc.where}, f"the header is not UTF-8 text ({exc.reason})"
-        ) from None
+    except UnreadableFile as exc:
+        raise UnreadableFile({"row": 0, **exc.location}, f"the header {exc.message}") from None
     except csv.Error as exc:
         raise UnreadableFile({"row": 0, "line": 1}, f"the header cannot be read: {exc}") from None
     columns = [c.strip() for c in header]
@@ -467,10 +460,8 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
             cells = next(reader)
         except StopIteration:
             return
-        except _NotUtf8 as exc:
-            raise UnreadableFile(
-                {"row": row_no + 1, **exc.where}, f"is not UTF-8 text ({exc.reason})"
-            ) from None
+        except UnreadableFile as exc:  # the line's row, too
+            raise UnreadableFile({"row": row_no + 1, **exc.location}, exc.message) from None
         except csv.Error as exc:
             reason = str(exc)
             if reason == "unexpected end of data":
@@ -560,34 +551,31 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
     The task's `data` keys play the part of columns; its id becomes the external_id
     ("ls-<id>") unless the mapping names another key.
     """
-    try:
-        for index, task in _json_array_elements(_Utf8Text(binary)):
-            location: dict[str, int | str] = {"task": index}
-            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-                yield SourceRow(location, error=("data", "a task must be an object with data"))
-                continue
-            data = task["data"]
-            if "id" in task:
-                location["task_id"] = str(task["id"])
-            task_mapping = mapping or ColumnMapping.detect(list(data))
-            try:
-                task_mapping.check_columns(list(data))
-            except MappingError as exc:
-                yield SourceRow(location, error=(exc.key, exc.message))
-                continue
-            item, problem = task_mapping.to_item(data, json_text=False)
-            if problem:
-                column, _, message = problem.partition(": ")
-                yield SourceRow(location, error=(column, message))
-                continue
-            if "external_id" not in item and "id" in task:
-                item["external_id"] = f"ls-{task['id']}"
-            ls_meta = {
-                "task_id": task.get("id"),
-                "annotations": len(task.get("annotations") or []),
-                "predictions": len(task.get("predictions") or []),
-            }
-            item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
-            yield SourceRow(location, raw=_jsonable(item))
-    except _NotUtf8 as exc:
-        raise UnreadableFile({**exc.where}, f"is not UTF-8 text ({exc.reason})") from None
+    for index, task in _json_array_elements(_Utf8Text(binary)):
+        location: dict[str, int | str] = {"task": index}
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            yield SourceRow(location, error=("data", "a task must be an object with data"))
+            continue
+        data = task["data"]
+        if "id" in task:
+            location["task_id"] = str(task["id"])
+        task_mapping = mapping or ColumnMapping.detect(list(data))
+        try:
+            task_mapping.check_columns(list(data))
+        except MappingError as exc:
+            yield SourceRow(location, error=(exc.key, exc.message))
+            continue
+        item, problem = task_mapping.to_item(data, json_text=False)
+        if problem:
+            column, _, message = problem.partition(": ")
+            yield SourceRow(location, error=(column, message))
+            continue
+        if "external_id" not in item and "id" in task:
+            item["external_id"] = f"ls-{task['id']}"
+        ls_meta = {
+            "task_id": task.get("id"),
+            "annotations": len(task.get("annotations") or []),
+            "predictions": len(task.get("predictions") or []),
+        }
+        item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
+        yield SourceRow(location, raw=_jsonable(item))

@@ -397,7 +397,7 @@ def test_a_label_studio_export_that_is_not_utf8_names_the_byte_and_fails_even_wh
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 1 << 20])
 def test_a_byte_that_is_not_utf8_is_found_at_its_offset_whatever_the_read_size(size):
-    from feedback.imports_readers import _NotUtf8, _Utf8Text
+    from feedback.imports_readers import UnreadableFile, _Utf8Text
 
     text = "é€𝄞 ok ".encode()  # characters of 2, 3 and 4 bytes, across read boundaries
     stream = _Utf8Text(io.BytesIO(text * 3 + b"\xc3(" + text))
@@ -407,10 +407,10 @@ def test_a_byte_that_is_not_utf8_is_found_at_its_offset_whatever_the_read_size(s
         while chunk := stream.read(size):
             read.append(chunk)
 
-    with pytest.raises(_NotUtf8) as caught:
+    with pytest.raises(UnreadableFile) as caught:
         read_all()
 
-    assert caught.value.where == {"byte": len(text) * 3}
+    assert caught.value.location == {"byte": len(text) * 3}
     assert "".join(read).encode() == (text * 3)[: len("".join(read).encode())]
 
 
