@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 # The first key of each kind's advisory locks, the job id the second. 7301 is taken by
 # imports.lock_campaign_intake.
-LOCK_KEYS: dict[type[ImportJob] | type[GenerationJob], int] = {
+JobModel = type[ImportJob] | type[GenerationJob]
+
+LOCK_KEYS: dict[JobModel, int] = {
     ImportJob: 7302,
     GenerationJob: 7303,
 }
@@ -44,7 +46,7 @@ class JobClaim:
 
 
 @contextmanager
-def job_claim(*, model: type[ImportJob] | type[GenerationJob], job_id: int) -> Iterator[JobClaim]:
+def job_claim(*, model: JobModel, job_id: int) -> Iterator[JobClaim]:
     """Claim a job for the runner of the `with` block, for as long as the block runs.
 
     1. A finished job (or none) is left alone.
@@ -86,7 +88,7 @@ def job_claim(*, model: type[ImportJob] | type[GenerationJob], job_id: int) -> I
         _unlock(key, locked_on)
 
 
-def _take_over(model: type[ImportJob] | type[GenerationJob], job_id: int) -> bool:
+def _take_over(model: JobModel, job_id: int) -> bool:
     """Take over a job whose runner died, unless runners died on it JOB_MAX_TAKEOVERS times
     already (one that kills its worker every time, out of memory say): then it fails."""
     most = int(settings.JOB_MAX_TAKEOVERS)
@@ -111,7 +113,7 @@ def _take_over(model: type[ImportJob] | type[GenerationJob], job_id: int) -> boo
     return False
 
 
-def _status(model: type[ImportJob] | type[GenerationJob], job_id: int) -> str | None:
+def _status(model: JobModel, job_id: int) -> str | None:
     return model.objects.filter(pk=job_id).values_list("status", flat=True).first()
 
 
@@ -141,7 +143,7 @@ def _unlock(key: list[int], locked_on: Any) -> None:
         connection.close()
 
 
-def jobs_left_running() -> list[tuple[type[ImportJob] | type[GenerationJob], int]]:
+def jobs_left_running() -> list[tuple[JobModel, int]]:
     """Jobs marked `running` whose lock nobody holds: their runner is gone and no redelivered
     task took them over (the worker's host was lost, so its session outlived the takeover
     wait; or the redelivery came, gave up waiting and was acknowledged). SQLite: none.
@@ -152,7 +154,7 @@ def jobs_left_running() -> list[tuple[type[ImportJob] | type[GenerationJob], int
     """
     if connection.vendor != "postgresql":
         return []
-    left: list[tuple[type[ImportJob] | type[GenerationJob], int]] = []
+    left: list[tuple[JobModel, int]] = []
     for model, kind in LOCK_KEYS.items():
         running = list(
             model.objects.filter(status=model.Status.RUNNING).values_list("pk", flat=True)
