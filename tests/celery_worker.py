@@ -36,16 +36,31 @@ class Worker:
         """The ids of the prefork pool's child processes (none with the solo pool)."""
         children = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # ended while being read
-            if int(fields[1]) == self.process.pid:
+            fields = _stat_fields(stat)
+            if fields is not None and int(fields[1]) == self.process.pid:
                 children.append(int(stat.parent.name))
         return children
 
+    def wait_until_dead(self, pid: int) -> None:
+        """Until a pool process is gone or a zombie (the worker reaps it)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+            if fields is None or fields[0] == "Z":
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"process {pid} still runs")
+
     def send(self, task: str, *args: object) -> None:
         self.producer.send_task(task, args=list(args), queue=self.queue)
+
+
+def _stat_fields(stat: Path) -> list[str] | None:
+    """A process's /proc stat after its name: state, parent id, ...; None once it is gone."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None  # ended, or ended while being read
 
 
 def _redis_error() -> str | None:

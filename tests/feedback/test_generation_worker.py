@@ -72,20 +72,6 @@ def test_a_queued_generation_is_run_by_the_worker(
     assert Item.objects.filter(campaign=campaign, responses__isnull=True).count() == 0
 
 
-def _wait_until_dead(pid: int) -> None:
-    """Until the process is gone or a zombie (its parent, the worker, reaps it)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} still runs after SIGKILL")
-
-
 def test_a_generation_whose_worker_is_killed_is_finished_by_the_redelivered_task(
     served_model: FakeModelServer, celery_prefork_worker_process: Worker
 ) -> None:
@@ -111,7 +97,7 @@ def test_a_generation_whose_worker_is_killed_is_finished_by_the_redelivered_task
     stored = set(Response.objects.filter(item__in=waiting).values_list("item_id", flat=True))
     [pool_process] = worker.pool_processes()
     os.kill(pool_process, signal.SIGKILL)
-    _wait_until_dead(pool_process)
+    worker.wait_until_dead(pool_process)
     served_model.released.set()
 
     wait_for_status(job, {GenerationJob.Status.SUCCEEDED, GenerationJob.Status.FAILED})
