@@ -3,11 +3,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from feedback import services
+from feedback.item_input import ResponseInput, content_hash, in_storage_order
 from feedback.models import (
     ApiKey,
     Campaign,
@@ -119,8 +121,45 @@ class InvitationAdmin(admin.ModelAdmin):
         )
 
 
+class ResponseFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        """The item's content hash, from its prompt, context and the responses as the form
+        leaves them (by position, then the form's order), as the API computes it; an item of
+        the campaign with the same content is an error of the form, as a duplicate is for the
+        API, not a failed save."""
+        super().clean()
+        item = self.instance
+        kept = [
+            f.cleaned_data
+            for f in self.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        kept.sort(key=lambda data: data.get("position") or 0)  # stable: ties keep the form's order
+        responses = [
+            ResponseInput(
+                model=data["model_name"],
+                text=data["text"],
+                format=data.get("format", ""),
+                images=data.get("images") or [],
+            )
+            for data in kept
+        ]
+        item.content_hash = content_hash(item.prompt, item.context, responses)
+        same = (
+            Item.objects.filter(campaign_id=item.campaign_id, content_hash=item.content_hash)
+            .exclude(pk=item.pk)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if same is not None:
+            raise ValidationError(
+                f"Item {same} of this campaign has the same prompt, context and responses."
+            )
+
+
 class ResponseInline(admin.TabularInline):
     model = Response
+    formset = ResponseFormSet
     extra = 0
 
 
@@ -145,6 +184,32 @@ class ItemAdmin(admin.ModelAdmin):
     def open_slots(self, item: Item) -> int | None:
         entry: QueueEntry | None = getattr(item, "queue", None)
         return None if entry is None else entry.open_slots
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        """New responses are stored in a random order, as from the API (blind review: their ids
+        must not tell the order they were typed in); their positions keep that order. New ones
+        given positions that are not their own (the form's default 0 on each, say) are numbered
+        after the item's others, in the form's order."""
+        if formset.model is not Response:
+            super().save_formset(request, form, formset, change)
+            return
+        formset.save(commit=False)
+        for response in formset.deleted_objects:
+            response.delete()
+        for response, _changed in formset.changed_objects:
+            response.save()
+        new = formset.new_objects
+        taken = set(
+            Response.objects.filter(item_id=form.instance.pk).values_list("position", flat=True)
+        )
+        positions = [r.position for r in new]
+        if len(set(positions)) < len(positions) or taken & set(positions):
+            first = max(taken, default=-1) + 1
+            for n, response in enumerate(new):
+                response.position = first + n
+        for response in in_storage_order(new):
+            response.save()
+        formset.save_m2m()
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
