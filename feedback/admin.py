@@ -123,28 +123,39 @@ class InvitationAdmin(admin.ModelAdmin):
 
 class ResponseFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
-        """The item's content hash, from its prompt, context and the responses as the form
-        leaves them (by position, then the form's order), as the API computes it; an item of
-        the campaign with the same content is an error of the form, as a duplicate is for the
-        API, not a failed save."""
+        """Positions and the item's content hash, from the responses as the form leaves them.
+
+        New responses left at one position (the form's default 0 on each) or at positions the
+        item's other responses hold are numbered after those, in the form's order, so
+        `position` keeps the order they were typed in (their ids will not; see
+        ItemAdmin.save_formset). The content hash is then the API's, over the responses by
+        position; an item of the campaign with the same content is an error of the form, as
+        a duplicate is for the API, rather than a failed save.
+        """
         super().clean()
+        kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        # The forms' instances already hold what was typed (the forms' own cleaning).
+        new = [f.instance for f in kept if f.instance._state.adding]
+        taken = [f.instance.position for f in kept if not f.instance._state.adding]
+        positions = [r.position for r in new]
+        if len(set(positions)) < len(positions) or set(taken) & set(positions):
+            for n, response in enumerate(new, start=max(taken, default=-1) + 1):
+                response.position = n
+        ordered = sorted((f.instance for f in kept), key=lambda r: r.position)
+        for r in ordered:
+            if not isinstance(r.images, list) or not all(
+                isinstance(i, dict) and isinstance(i.get("id"), int) for i in r.images
+            ):
+                raise ValidationError(
+                    f"The images of response {r.model_name!r} must be a list of stored images"
+                    f' ({{"id": <image id>}}), got {r.images!r}.'
+                )
         item = self.instance
-        kept = [
-            f.cleaned_data
-            for f in self.forms
-            if f.cleaned_data and not f.cleaned_data.get("DELETE")
-        ]
-        kept.sort(key=lambda data: data.get("position") or 0)  # stable: ties keep the form's order
-        responses = [
-            ResponseInput(
-                model=data["model_name"],
-                text=data["text"],
-                format=data.get("format", ""),
-                images=data.get("images") or [],
-            )
-            for data in kept
-        ]
-        item.content_hash = content_hash(item.prompt, item.context, responses)
+        item.content_hash = content_hash(
+            item.prompt,
+            item.context,
+            [ResponseInput(r.model_name, r.text, r.format, r.images) for r in ordered],
+        )
         same = (
             Item.objects.filter(campaign_id=item.campaign_id, content_hash=item.content_hash)
             .exclude(pk=item.pk)
@@ -186,10 +197,8 @@ class ItemAdmin(admin.ModelAdmin):
         return None if entry is None else entry.open_slots
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        """New responses are stored in a random order, as from the API (blind review: their ids
-        must not tell the order they were typed in); their positions keep that order. New ones
-        given positions that are not their own (the form's default 0 on each, say) are numbered
-        after the item's others, in the form's order."""
+        """New responses are stored in a random order, as from every other way in (blind
+        review: their ids must not tell the order they were typed in)."""
         if formset.model is not Response:
             super().save_formset(request, form, formset, change)
             return
@@ -198,16 +207,7 @@ class ItemAdmin(admin.ModelAdmin):
             response.delete()
         for response, _changed in formset.changed_objects:
             response.save()
-        new = formset.new_objects
-        taken = set(
-            Response.objects.filter(item_id=form.instance.pk).values_list("position", flat=True)
-        )
-        positions = [r.position for r in new]
-        if len(set(positions)) < len(positions) or taken & set(positions):
-            first = max(taken, default=-1) + 1
-            for n, response in enumerate(new):
-                response.position = first + n
-        for response in in_storage_order(new):
+        for response in in_storage_order(formset.new_objects):
             response.save()
         formset.save_m2m()
 

@@ -244,3 +244,15 @@ def test_editing_a_response_in_the_admin_changes_the_item_content_hash(admin_mfa
     assert len(before) == 64
     edit(admin_mfa_client, item, new_responses=("C",))
     assert item.content_hash not in {"", before}
+
+
+def test_response_images_that_are_not_stored_images_are_a_form_error(admin_mfa_client):
+    campaign = CampaignFactory(overlap=1)
+    data = form(campaign.pk, prompt="Which?", priority=0, responses=["A", "B"])
+    data["responses-1-images"] = "[7]"
+    page = admin_mfa_client.post(ADD, data)
+    assert page.status_code == 200
+    assert "The images of response &#x27;model-1&#x27; must be a list of stored images" in (
+        page.content.decode()
+    )
+    assert not Item.objects.filter(campaign=campaign).exists()
