@@ -110,7 +110,9 @@ def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
 
     def run() -> list[tuple[Any, ...]]:
         with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-            cursor.execute(sql, params)
+            # Results in binary: their loaders are psycopg's C ones, where Django's text loader
+            # of timestamptz (which the connection's adapters carry) parses each in Python.
+            cursor.execute(sql, params, binary=True)
             # The result's status rather than cursor.description, which builds column objects.
             result = cursor.pgresult
             if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
