@@ -252,7 +252,7 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
             latency_ms = int((time.perf_counter() - started) * 1000)
             choice = completion.choices[0] if completion.choices else None
             text = choice.message.content if choice is not None else None
-            if not text:
+            if choice is None or not text:
                 return _Outcome(item_id, spec, error="the model returned no text")
             if "\x00" in text:
                 return _Outcome(
@@ -272,14 +272,14 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
                 spec,
                 text=text,
                 info={
-                    "model": completion.model or spec.name,
+                    "model": _storable(completion.model or spec.name),
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
                     "latency_ms": latency_ms,
                     # Per-token prices are USD per million tokens, so tokens times price is micro-USD.
                     "cost_usd_micros": cost,
                     "attempts": attempt,
-                    "finish_reason": choice.finish_reason if choice is not None else None,
+                    "finish_reason": _storable(choice.finish_reason),
                 },
             )
         if attempt < attempts:
@@ -292,8 +292,15 @@ def _short(exc: Exception) -> str:
     """The server's own error message when it sent one, else the client's."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"][:300]
-    return str(getattr(exc, "message", exc))[:300]
+        return _storable(body["message"][:300])
+    return _storable(str(getattr(exc, "message", exc))[:300])
+
+
+def _storable(value: Any) -> Any:
+    """What the model server sent, for the job's and the response's JSON records: in a string,
+    a NUL character, which PostgreSQL cannot store, becomes U+FFFD. (An answer holding one is
+    refused instead: that text is what experts review.)"""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def generation_run(*, generation_id: int) -> GenerationJob:

@@ -84,6 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(503, {"error": {"message": "overloaded"}})
             if model == "unknown":
                 return self._send(400, {"error": {"message": "model 'unknown' does not exist"}})
+            if model == "nul-error":
+                return self._send(400, {"error": {"message": "no such model:\u0000 nul-error"}})
             # A NUL character, which a PostgreSQL text column cannot hold: in the answer, or
             # in the model's name, which goes into the response's generation record.
             content = f"{model} answers:\u0000 {prompt}" if model == "nul" else None

@@ -157,19 +157,28 @@ def test_an_outsider_cannot_read_a_generation_job(model_server, generate, api_fo
 def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
     model_server, generate, caplog
 ):
-    """The server names its model with a NUL character, which PostgreSQL refuses in the
-    response's generation record: the job ends failed with the reason instead of staying
-    running, and its lock is released."""
+    """PostgreSQL refuses the response (a trigger of this test raises on every insert): the
+    job ends failed with the reason instead of staying running, and its lock is released."""
     from django.db import connection
 
     campaign = CampaignFactory(kind="rating", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_response() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse_response BEFORE INSERT ON feedback_response"
+            " FOR EACH ROW EXECUTE FUNCTION test_refuse_response()"
+        )
 
-    _res, status = generate(campaign, {"models": ["nul-name"]})
+    _res, status = generate(campaign, {"models": ["plain"]})
 
     assert status["status"] == "failed", status
     assert status["message"].startswith(
-        f"The generation failed while storing the responses of item {item.pk}: DataError: "
+        f"The generation failed while storing the responses of item {item.pk}: ProgrammingError: "
+        "refused by the test"
     ), status["message"]
     assert status["message"].endswith(
         "Responses stored before that are kept; generate again for the rest."
@@ -184,6 +193,30 @@ def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
         )
         assert cursor.fetchone() == (0,)
+
+
+def test_nul_characters_in_what_the_server_says_of_itself_are_stored_replaced(
+    model_server, generate
+):
+    """A model's reported name and a server's error message go into JSON records, where
+    PostgreSQL cannot store a NUL character: it is stored as U+FFFD, and the job goes on."""
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    named = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    refused = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["nul-name"], "item_ids": [named.pk]})
+    assert status["status"] == "succeeded", status
+    assert named.responses.get().generation["model"] == "nul\ufffdname"
+
+    _res, status = generate(campaign, {"models": ["nul-error"], "item_ids": [refused.pk]})
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "item": refused.pk,
+            "model": "nul-error",
+            "message": "HTTP 400: no such model:\ufffd nul-error",
+        }
+    ]
 
 
 def test_an_answer_with_a_nul_character_is_an_error_of_its_item_only(model_server, generate):
