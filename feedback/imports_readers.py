@@ -489,7 +489,9 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
     """Parquet, one record batch at a time (a Hugging Face dataset saved with to_parquet)."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path_or_file)
+    # Without pre_buffer, which pyarrow turns on by default: with it, iterating the batches
+    # reads ahead the column chunks of every row group, the whole file in memory.
+    parquet = pq.ParquetFile(path_or_file, pre_buffer=False)
     columns = list(parquet.schema_arrow.names)
     mapping = mapping or ColumnMapping.detect(columns)
     mapping.check_columns(columns)

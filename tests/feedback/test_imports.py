@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from typing import Any
 
 import pyarrow as pa
@@ -770,3 +771,33 @@ def test_an_import_leaves_the_callers_foreign_keys_deferred(upload):
             "VALUES (-1, 'm', 't', 'text', 0, '{}', '[]', now())"
         )
         cursor.execute("ROLLBACK TO SAVEPOINT probe")
+
+
+def test_a_parquet_file_is_read_a_row_group_at_a_time(tmp_path):
+    """While its rows are read, pyarrow holds a few row groups (a batch of 2048 rows spans
+    three here, about 4 MB), however large the file: never the whole of it (pyarrow's default
+    pre-buffering reads the column chunks of every row group ahead, 44 MB here; an import's
+    memory grew with its file, 568 MB for a 229 MB one)."""
+    from feedback.imports_readers import read_parquet
+
+    noise = random.Random(3)
+    rows = [
+        {
+            "prompt": f"prompt {n} " + noise.randbytes(200).hex(),
+            "response_a": noise.randbytes(150).hex(),
+            "response_b": noise.randbytes(150).hex(),
+        }
+        for n in range(40_000)
+    ]
+    path = tmp_path / "large.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1_000, compression="none")
+    size = path.stat().st_size
+    peak = 0
+    prompts = []
+    for row in read_parquet(str(path), None):
+        peak = max(peak, pa.total_allocated_bytes())
+        prompts.append(row.raw["prompt"][:13])
+    assert len(prompts) == 40_000
+    assert prompts[-1] == "prompt 39999 "
+    assert size > 40_000_000  # 40 row groups
+    assert peak < size / 4, f"pyarrow held {peak:,} bytes reading a file of {size:,}"
