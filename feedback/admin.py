@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from feedback import services
+from feedback.imports import lock_campaign_intake
 from feedback.item_input import ResponseInput, content_hash, in_storage_order
 from feedback.models import (
     ApiKey,
@@ -121,6 +122,67 @@ class InvitationAdmin(admin.ModelAdmin):
         )
 
 
+MAX_POSITION = 32767  # Response.position is a smallint
+
+
+def _settle_content_hash(item: Item, responses: list[Response]) -> None:
+    """Give the item the API's content hash (feedback.item_input.content_hash) over its prompt,
+    context and `responses` in their stored order; another item of the campaign with the same
+    content is an error of the form, naming it, as a duplicate is for the API, rather than a
+    failed save. Taken under the campaign's intake lock (held until the admin's transaction
+    ends), so an import or a batch running meanwhile sees this item, or this sees theirs."""
+    for r in responses:
+        if not isinstance(r.images, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("id"), int) for i in r.images
+        ):
+            raise ValidationError(
+                f"The images of response {r.model_name!r} must be a list of stored images"
+                f' ({{"id": <image id>}}), got {r.images!r}.'
+            )
+    item.content_hash = content_hash(
+        item.prompt,
+        item.context,
+        [ResponseInput(r.model_name, r.text, r.format, r.images) for r in responses],
+    )
+    lock_campaign_intake(item.campaign_id)
+    same = (
+        Item.objects.filter(campaign_id=item.campaign_id, content_hash=item.content_hash)
+        .exclude(pk=item.pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if same is not None:
+        raise ValidationError(
+            f"Item {same} of this campaign has the same prompt, context and responses."
+        )
+
+
+def _item_content_changed(item: Item) -> bool:
+    """Whether the item form changed what the content hash covers or where it must be unique."""
+    if item._state.adding:
+        return True
+    stored = Item.objects.filter(pk=item.pk).values_list("campaign_id", "prompt", "context")
+    return stored.first() != (item.campaign_id, item.prompt, item.context)
+
+
+class ResponseForm(forms.ModelForm):
+    # Text as typed: the default field strips it, which would change the text experts review
+    # (and its hash) on every save of the item.
+    text = forms.CharField(widget=forms.Textarea, strip=False)
+
+    class Meta:
+        model = Response
+        fields = "__all__"  # noqa: DJ007 (the admin's inline decides which it shows)
+
+    def clean_text(self) -> str:
+        """Browsers send a textarea's line breaks as CRLF: typed text gets LF, and a stored
+        text that differs only in its line breaks is kept as it is."""
+        text: str = self.cleaned_data["text"].replace("\r\n", "\n")
+        if self.instance.pk and text == self.instance.text.replace("\r\n", "\n"):
+            return self.instance.text
+        return text
+
+
 class ResponseFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         """Positions and the item's content hash, from the responses as the form leaves them.
@@ -128,9 +190,10 @@ class ResponseFormSet(forms.BaseInlineFormSet):
         New responses left at one position (the form's default 0 on each) or at positions the
         item's other responses hold are numbered after those, in the form's order, so
         `position` keeps the order they were typed in (their ids will not; see
-        ItemAdmin.save_formset). The content hash is then the API's, over the responses by
-        position; an item of the campaign with the same content is an error of the form, as
-        a duplicate is for the API, rather than a failed save.
+        ItemAdmin.save_formset). When the item's content changed (prompt, context, campaign,
+        or a response added, deleted or edited in what the hash covers), its hash is settled
+        again; otherwise the stored one is kept (an item made by generation keeps the hash of
+        its prompt alone, which is how a batch sending it again is seen as a duplicate).
         """
         super().clean()
         kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
@@ -139,37 +202,37 @@ class ResponseFormSet(forms.BaseInlineFormSet):
         taken = [f.instance.position for f in kept if not f.instance._state.adding]
         positions = [r.position for r in new]
         if len(set(positions)) < len(positions) or set(taken) & set(positions):
-            for n, response in enumerate(new, start=max(taken, default=-1) + 1):
+            first = max(taken, default=-1) + 1
+            if first + len(new) - 1 > MAX_POSITION:
+                raise ValidationError(f"Positions go up to {MAX_POSITION}.")
+            for n, response in enumerate(new, start=first):
                 response.position = n
-        ordered = sorted((f.instance for f in kept), key=lambda r: r.position)
-        for r in ordered:
-            if not isinstance(r.images, list) or not all(
-                isinstance(i, dict) and isinstance(i.get("id"), int) for i in r.images
-            ):
-                raise ValidationError(
-                    f"The images of response {r.model_name!r} must be a list of stored images"
-                    f' ({{"id": <image id>}}), got {r.images!r}.'
-                )
         item = self.instance
-        item.content_hash = content_hash(
-            item.prompt,
-            item.context,
-            [ResponseInput(r.model_name, r.text, r.format, r.images) for r in ordered],
+        hashed = ("model_name", "text", "images", "position")
+        # Compared with the rows themselves: the form's own idea of a change counts fields
+        # the hash does not cover, and a missing hidden initial value as a change.
+        stored = (
+            {
+                values[0]: values[1:]
+                for values in Response.objects.filter(item_id=item.pk).values_list("pk", *hashed)
+            }
+            if item.pk
+            else {}
         )
-        same = (
-            Item.objects.filter(campaign_id=item.campaign_id, content_hash=item.content_hash)
-            .exclude(pk=item.pk)
-            .values_list("pk", flat=True)
-            .first()
+        now = {f.instance.pk: tuple(getattr(f.instance, n) for n in hashed) for f in kept}
+        if now == stored and not _item_content_changed(item):
+            return
+        # Stored order: by position, then id (new ones after, in the form's order).
+        ordered = sorted(
+            (f.instance for f in kept),
+            key=lambda r: (r.position, r.pk is None, r.pk or 0),
         )
-        if same is not None:
-            raise ValidationError(
-                f"Item {same} of this campaign has the same prompt, context and responses."
-            )
+        _settle_content_hash(item, ordered)
 
 
 class ResponseInline(admin.TabularInline):
     model = Response
+    form = ResponseForm
     formset = ResponseFormSet
     extra = 0
 
@@ -182,8 +245,34 @@ class CampaignAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
+class ItemForm(forms.ModelForm):
+    # Set per request by ItemAdmin.get_form: whether the responses' inline is on the page (a
+    # user without permissions on responses does not get it).
+    responses_inline = True
+
+    class Meta:
+        model = Item
+        fields = "__all__"  # noqa: DJ007 (ItemAdmin decides which it shows)
+
+    def clean(self) -> dict[str, Any]:
+        """Without the responses' inline, the content hash is settled here, over the responses
+        stored (none for a new item)."""
+        cleaned: dict[str, Any] = super().clean() or self.cleaned_data
+        if self.responses_inline or self.errors:
+            return cleaned
+        item = self.instance
+        for name in ("campaign", "prompt", "context"):
+            if name in cleaned:
+                setattr(item, name, cleaned[name])
+        if _item_content_changed(item):
+            stored = list(item.responses.order_by("position", "id")) if item.pk else []
+            _settle_content_hash(item, stored)
+        return cleaned
+
+
 @admin.register(Item)
 class ItemAdmin(admin.ModelAdmin):
+    form = ItemForm
     list_display = ["id", "campaign", "external_id", "priority", "is_gold", "open_slots"]
     list_filter = ["campaign", "is_gold"]
     search_fields = ["external_id"]
@@ -195,6 +284,15 @@ class ItemAdmin(admin.ModelAdmin):
     def open_slots(self, item: Item) -> int | None:
         entry: QueueEntry | None = getattr(item, "queue", None)
         return None if entry is None else entry.open_slots
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        form = super().get_form(request, obj, change, **kwargs)
+        if issubclass(form, ItemForm):
+            form.responses_inline = any(
+                isinstance(inline, ResponseInline)
+                for inline in self.get_inline_instances(request, obj)
+            )
+        return form
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         """New responses are stored in a random order, as from every other way in (blind

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 
-from feedback.models import Item, QueueEntry, User
+from feedback.item_input import ResponseInput, content_hash
+from feedback.models import Item, QueueEntry, Response, User
 from reviews import services as reviews
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
-from tests.mfa_fixtures import admin_mfa_client_fixture, admin_with_mfa_fixture  # noqa: F401
+from tests.mfa_fixtures import (  # noqa: F401
+    admin_mfa_client_fixture,
+    admin_with_mfa_fixture,
+    totp_turn_on,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -49,8 +55,9 @@ def _response(n: int, *, model_name: str, text: str, position: int) -> dict:
 
 
 def edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes) -> None:
-    """Post the change form of a stored item: its responses as they are, `new_responses`
-    added (at the positions after them), and `changes` to any field of the form."""
+    """Post the change form of a stored item as a browser does: its responses as they are
+    (line breaks sent as CRLF, as browsers send a textarea's), `new_responses` added (at the
+    positions after them), and `changes` to any field of the form."""
     stored = list(item.responses.order_by("position"))
     data = form(
         item.campaign_id,
@@ -60,7 +67,10 @@ def edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes) 
     )
     for n, response in enumerate(stored):
         data |= _response(
-            n, model_name=response.model_name, text=response.text, position=response.position
+            n,
+            model_name=response.model_name,
+            text=response.text.replace("\n", "\r\n"),
+            position=response.position,
         )
         data |= {f"responses-{n}-id": response.pk, f"responses-{n}-item": item.pk}
     for n, text in enumerate(new_responses, start=len(stored)):
@@ -235,15 +245,96 @@ def test_an_item_typed_twice_is_a_form_error_and_the_api_sees_it_as_a_duplicate(
     assert [d["index"] for d in res.json()["duplicates"]] == [0]
 
 
-def test_editing_a_response_in_the_admin_changes_the_item_content_hash(admin_mfa_client):
+def _hash_of(item: Item) -> str:
+    responses = item.responses.order_by("position", "id")
+    return content_hash(
+        item.prompt,
+        item.context,
+        [ResponseInput(r.model_name, r.text, r.format, r.images) for r in responses],
+    )
+
+
+def test_a_response_added_in_the_admin_is_hashed_with_the_others_by_position(admin_mfa_client):
     campaign = CampaignFactory(overlap=1)
     data = form(campaign.pk, prompt="Which?", priority=0, responses=["A", "B"])
     assert admin_mfa_client.post(ADD, data).status_code == 302
     item = Item.objects.get(campaign=campaign)
     before = item.content_hash
-    assert len(before) == 64
+    assert before == _hash_of(item)
     edit(admin_mfa_client, item, new_responses=("C",))
-    assert item.content_hash not in {"", before}
+    assert item.content_hash == _hash_of(item) != before
+
+
+def test_an_item_from_the_api_saved_unchanged_in_the_admin_keeps_its_text_and_hash(
+    admin_mfa_client, api_for, engineer, pairwise_campaign
+):
+    """Texts with line breaks and surrounding spaces come back from a browser with CRLF line
+    breaks: they are stored as they were, the hash stays the API's, and the API still sees
+    the item as a duplicate."""
+    sent = {
+        "prompt": "Which is right?",
+        "responses": [
+            {"model": "m-a", "text": "  First line\nsecond line\n"},
+            {"model": "m-b", "text": "Only one line "},
+        ],
+    }
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
+    client = api_for(engineer)
+    assert client.post(url, [sent], format="json").json()["created"] == 1
+    item = Item.objects.get(campaign=pairwise_campaign)
+    texts, stored_hash = list(item.responses.values_list("text", flat=True)), item.content_hash
+
+    edit(admin_mfa_client, item, priority=7)
+
+    assert item.priority == 7
+    assert list(item.responses.values_list("text", flat=True)) == texts
+    assert item.content_hash == stored_hash
+    assert client.post(url, [sent], format="json").json()["duplicates"][0]["index"] == 0
+
+
+def test_an_item_whose_responses_were_generated_keeps_the_hash_of_its_prompt(
+    admin_mfa_client, api_for, engineer
+):
+    """Generation adds responses to an item sent without them and leaves its hash (over the
+    prompt alone), so sending the prompt again is a duplicate: saving the item in the admin
+    without touching its content keeps that."""
+    campaign = CampaignFactory(kind="rating", created_by=engineer)
+    url = f"/api/v1/campaigns/{campaign.pk}/items/"
+    client = api_for(engineer)
+    assert client.post(url, [{"prompt": "Summarise"}], format="json").json()["created"] == 1
+    item = Item.objects.get(campaign=campaign)
+    Response.objects.create(item=item, model_name="m-1", text="A summary.")
+    stored_hash = item.content_hash
+
+    edit(admin_mfa_client, item, priority=3)
+
+    assert item.content_hash == stored_hash
+    assert client.post(url, [{"prompt": "Summarise"}], format="json").json()["created"] == 0
+
+
+def test_a_staff_member_without_rights_on_responses_adds_items_with_their_hash(client):
+    """Without permissions on responses the page has no responses' inline: the item form
+    settles the hash, over no responses, and a second item of the campaign is stored."""
+    staff = UserFactory(role=User.Role.ADMIN, is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="feedback",
+            codename__in=["add_item", "change_item", "view_item", "view_campaign"],
+        )
+    )
+    totp_turn_on(staff)
+    client.force_login(staff)
+    campaign = CampaignFactory(overlap=1)
+    for prompt in ("First", "Second"):
+        page = client.post(ADD, form(campaign.pk, prompt=prompt, priority=0, responses=[]))
+        assert page.status_code == 302, page.content.decode()[:3000]
+    items = Item.objects.filter(campaign=campaign).order_by("pk")
+    assert [i.content_hash for i in items] == [_hash_of(i) for i in items]
+
+    page = client.post(ADD, form(campaign.pk, prompt="First", priority=0, responses=[]))
+    assert page.status_code == 200
+    assert f"Item {items[0].pk} of this campaign has the same prompt" in page.content.decode()
+    assert items.count() == 2
 
 
 def test_response_images_that_are_not_stored_images_are_a_form_error(admin_mfa_client):
