@@ -1,25 +1,33 @@
-"""Import: 1,000,000 items of about 1 KB each as one JSONL file (about 1 GB).
+"""Import: 1,000,000 items of about 1 KB each as one file, in each format of
+BENCH_IMPORT_FORMATS (default: jsonl,csv,parquet).
 
-The file is written once to var/bench/, then imported by the same service the Celery task
-runs (`feedback.imports.import_run`) in a child process, so its peak memory (max RSS) is the
-import's alone. Throughput is items stored per second of the whole job: streaming the file,
-validating every item, de-duplicating against the campaign, COPY into PostgreSQL and the
-commit. The upload itself is not timed (Django streams it to disk). The database is the
-dedicated bench database.
+The same items in each: one JSONL file (about 1.2 GB); one CSV file with the columns of
+docs/intake.md (the prompt, context and metadata as JSON text, responses in numbered columns);
+one Parquet file with the same columns as Parquet types (the prompt a list of structs, context
+and metadata structs), in row groups of 10,000. Each file is written once to var/bench-media/,
+then imported by the same service the Celery task runs (`feedback.imports.import_run`) in a
+child process, so its peak memory (max RSS) is the import's alone. Throughput is items stored
+per second of the whole job: streaming the file, validating every item, de-duplicating against
+the campaign, COPY into PostgreSQL and the commit. The upload itself is not timed (Django
+streams it to disk). The database is the dedicated bench database. Results: import.json
+(JSONL), import_csv.json, import_parquet.json.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ITEMS = int(os.environ.get("BENCH_IMPORT_ITEMS", "1000000"))
+FORMATS = os.environ.get("BENCH_IMPORT_FORMATS", "jsonl,csv,parquet").split(",")
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT / "var" / "bench-media"
 WORDS = [
@@ -46,27 +54,79 @@ WORDS = [
 ]
 
 
-def write_file(path: Path, items: int) -> int:
+def _items(items: int) -> Iterator[dict[str, Any]]:
     """Items in the public format: a chat prompt, a context, two responses, metadata (~1 KB)."""
     rng = random.Random(7)
+    for n in range(items):
+        words = " ".join(rng.choice(WORDS) for _ in range(40))
+        yield {
+            "external_id": f"brief-{n:07d}",
+            "prompt": [
+                {"role": "system", "content": "You are a careful contracts lawyer."},
+                {"role": "user", "content": f"Case {n}: is this clause enforceable? {words}"},
+            ],
+            "context": {"kind": "legal_brief", "jurisdiction": rng.choice(["NY", "CA", "DE"])},
+            "responses": [
+                {"model": "model-a", "text": f"Yes, because {words[:220]}"},
+                {"model": "model-b", "text": f"No: {words[:240]}", "format": "markdown"},
+            ],
+            "metadata": {"domain": "contracts", "batch": n // 10000},
+        }
+
+
+def _columns(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as the CSV and Parquet columns of docs/intake.md."""
+    first, second = item["responses"]
+    return {
+        "external_id": item["external_id"],
+        "prompt": item["prompt"],
+        "context": item["context"],
+        "metadata": item["metadata"],
+        "response_1": first["text"],
+        "response_1_model": first["model"],
+        "response_2": second["text"],
+        "response_2_model": second["model"],
+        "response_2_format": second["format"],
+    }
+
+
+def write_file(path: Path, items: int, fmt: str) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for n in range(items):
-            words = " ".join(rng.choice(WORDS) for _ in range(40))
-            item = {
-                "external_id": f"brief-{n:07d}",
-                "prompt": [
-                    {"role": "system", "content": "You are a careful contracts lawyer."},
-                    {"role": "user", "content": f"Case {n}: is this clause enforceable? {words}"},
-                ],
-                "context": {"kind": "legal_brief", "jurisdiction": rng.choice(["NY", "CA", "DE"])},
-                "responses": [
-                    {"model": "model-a", "text": f"Yes, because {words[:220]}"},
-                    {"model": "model-b", "text": f"No: {words[:240]}", "format": "markdown"},
-                ],
-                "metadata": {"domain": "contracts", "batch": n // 10000},
-            }
-            fh.write(json.dumps(item) + "\n")
+    if fmt == "jsonl":
+        with path.open("w", encoding="utf-8") as fh:
+            for item in _items(items):
+                fh.write(json.dumps(item) + "\n")
+    elif fmt == "csv":
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            writer: Any = None
+            for item in _items(items):
+                row = _columns(item)
+                for key in ("prompt", "context", "metadata"):
+                    row[key] = json.dumps(row[key])
+                if writer is None:
+                    writer = csv.DictWriter(fh, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = []
+        out: Any = None
+        for item in _items(items):
+            rows.append(_columns(item))
+            if len(rows) == 10_000:
+                table = pa.Table.from_pylist(rows)
+                out = out or pq.ParquetWriter(path, table.schema)
+                out.write_table(table)
+                rows = []
+        if rows:
+            table = pa.Table.from_pylist(rows)
+            out = out or pq.ParquetWriter(path, table.schema)
+            out.write_table(table)
+        out.close()
+    else:
+        raise SystemExit(f"BENCH_IMPORT_FORMATS: {fmt!r} is not jsonl, csv or parquet")
     return path.stat().st_size
 
 
@@ -99,18 +159,23 @@ print(json.dumps({"seconds": seconds, "status": job.status, "created": job.creat
 
 def main() -> dict[str, Any]:
     os.environ["MEDIA_ROOT"] = str(MEDIA)
-    from bench.bench_claims import prepare_database, truncate_domain
+    from bench.bench_claims import prepare_database
 
     url = prepare_database()
+    return {fmt: run_format(url, fmt) for fmt in FORMATS}
+
+
+def run_format(url: str, fmt: str) -> dict[str, Any]:
     from django.db import connection
 
+    from bench.bench_claims import truncate_domain
     from bench.results import write
     from feedback.models import Campaign, ImportJob, User
 
-    source = MEDIA / "imports" / f"bench-{ITEMS}.jsonl"
+    source = MEDIA / "imports" / f"bench-{ITEMS}.{fmt}"
     t0 = time.perf_counter()
     if not source.exists():
-        write_file(source, ITEMS)
+        write_file(source, ITEMS, fmt)
     written = time.perf_counter() - t0
     size = source.stat().st_size
 
@@ -124,7 +189,7 @@ def main() -> dict[str, Any]:
     job = ImportJob.objects.create(
         campaign=campaign,
         created_by=owner,
-        format=ImportJob.Format.JSONL,
+        format=ImportJob.Format(fmt),
         file=str(source.relative_to(MEDIA)),
         filename=source.name,
         size_bytes=size,
@@ -142,10 +207,11 @@ def main() -> dict[str, Any]:
         check=False,
     )
     if child.returncode != 0:
-        raise SystemExit(f"the import failed:\n{child.stderr[-4000:]}")
+        raise SystemExit(f"the {fmt} import failed:\n{child.stderr[-4000:]}")
     outcome = json.loads(child.stdout.strip().splitlines()[-1])
     stored = Campaign.objects.get(pk=campaign.pk).items.count()
     result = {
+        "format": fmt,
         "items": ITEMS,
         "file_bytes": size,
         "bytes_per_item": round(size / ITEMS),
@@ -158,11 +224,12 @@ def main() -> dict[str, Any]:
         "python_cpu_us_per_item": round(outcome["python_cpu_s"] / ITEMS * 1e6, 1),
         "postgres_cpu_us_per_item": round(outcome["postgres_cpu_s"] / ITEMS * 1e6, 1),
         "status": outcome["status"],
+        "message": outcome["message"],
         "created": outcome["created"],
         "items_in_database": stored,
         "load_average_before": round(load_before, 2),
     }
-    write("import", result)
+    write("import" if fmt == "jsonl" else f"import_{fmt}", result)
     return result
 
 
