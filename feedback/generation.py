@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -260,6 +261,13 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
                     spec,
                     error="the model's text holds a NUL character, which cannot be stored",
                 )
+            if _SURROGATE.search(text):
+                return _Outcome(
+                    item_id,
+                    spec,
+                    error="the model's text holds a lone UTF-16 surrogate (an escape such as"
+                    " \\ud800 alone), which is not a character and cannot be stored",
+                )
             usage = completion.usage
             prompt_tokens = usage.prompt_tokens if usage else 0
             completion_tokens = usage.completion_tokens if usage else 0
@@ -296,11 +304,17 @@ def _short(exc: Exception) -> str:
     return _storable(str(getattr(exc, "message", exc))[:300])
 
 
+# What a JSON string from a server may hold that PostgreSQL cannot store: NUL, and lone
+# surrogates (a \ud800 escape not paired), which are not characters at all.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _storable(value: Any) -> Any:
     """What the model server sent, for the job's and the response's JSON records: in a string,
-    a NUL character, which PostgreSQL cannot store, becomes U+FFFD. (An answer holding one is
-    refused instead: that text is what experts review.)"""
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+    what PostgreSQL cannot store (NUL, a lone surrogate) becomes U+FFFD. (An answer holding
+    one is refused instead: that text is what experts review.)"""
+    return _UNSTORABLE.sub("\ufffd", value) if isinstance(value, str) else value
 
 
 def generation_run(*, generation_id: int) -> GenerationJob:

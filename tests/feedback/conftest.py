@@ -88,8 +88,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(400, {"error": {"message": "no such model:\u0000 nul-error"}})
             # A NUL character, which a PostgreSQL text column cannot hold: in the answer, or
             # in the model's name, which goes into the response's generation record.
-            content = f"{model} answers:\u0000 {prompt}" if model == "nul" else None
-            answered_by = "nul\u0000name" if model == "nul-name" else model
+            # A lone surrogate (an unpaired \\ud800 escape in the JSON), which is not a
+            # character: PostgreSQL refuses it in text and in JSON alike.
+            content = {
+                "nul": f"{model} answers:\u0000 {prompt}",
+                "surrogate": f"{model} answers:\ud800 {prompt}",
+            }.get(model)
+            answered_by = {
+                "nul-name": "nul\u0000name",
+                "surrogate-name": "surrogate\udfffname",
+            }.get(model, model)
             words = len(" ".join(m["content"] for m in request["messages"]).split())
             return self._send(
                 200,

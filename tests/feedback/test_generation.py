@@ -199,7 +199,8 @@ def test_nul_characters_in_what_the_server_says_of_itself_are_stored_replaced(
     model_server, generate
 ):
     """A model's reported name and a server's error message go into JSON records, where
-    PostgreSQL cannot store a NUL character: it is stored as U+FFFD, and the job goes on."""
+    PostgreSQL cannot store a NUL character or a lone surrogate: each is stored as U+FFFD,
+    and the job goes on."""
     campaign = CampaignFactory(kind="rating", overlap=1)
     named = ItemFactory(campaign=campaign, responses=0, open_slots=0)
     refused = ItemFactory(campaign=campaign, responses=0, open_slots=0)
@@ -207,6 +208,10 @@ def test_nul_characters_in_what_the_server_says_of_itself_are_stored_replaced(
     _res, status = generate(campaign, {"models": ["nul-name"], "item_ids": [named.pk]})
     assert status["status"] == "succeeded", status
     assert named.responses.get().generation["model"] == "nul\ufffdname"
+    other = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    _res, status = generate(campaign, {"models": ["surrogate-name"], "item_ids": [other.pk]})
+    assert status["status"] == "succeeded", status
+    assert other.responses.get().generation["model"] == "surrogate\ufffdname"
 
     _res, status = generate(campaign, {"models": ["nul-error"], "item_ids": [refused.pk]})
     assert status["status"] == "failed", status
@@ -238,6 +243,22 @@ def test_an_answer_with_a_nul_character_is_an_error_of_its_item_only(model_serve
     _res, status = generate(campaign, {"models": ["plain"], "item_ids": [other.pk]})
     assert status["status"] == "succeeded", status
     assert other.responses.count() == 1
+
+
+def test_an_answer_with_a_lone_surrogate_is_an_error_of_its_item_only(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    _res, status = generate(campaign, {"models": ["surrogate"]})
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "surrogate",
+            "message": "the model's text holds a lone UTF-16 surrogate (an escape such as"
+            " \\ud800 alone), which is not a character and cannot be stored",
+        }
+    ]
+    assert not item.responses.exists()
 
 
 def test_a_setting_that_stops_the_run_from_starting_fails_the_job(model_server, generate, settings):
