@@ -37,7 +37,13 @@ from feedback.imports_readers import (
     read_label_studio,
     read_parquet,
 )
-from feedback.item_input import ItemInput, in_storage_order, item_parse, item_parse_plain
+from feedback.item_input import (
+    NUL_MESSAGE,
+    ItemInput,
+    in_storage_order,
+    item_parse,
+    item_parse_plain,
+)
 from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
 
@@ -680,7 +686,6 @@ def _copy_text(value: str) -> bytes:
 
 
 NUL_JSON = b"\\u0000"
-NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 
 
 def _encode(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -133,6 +134,44 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
         errors.setdefault("prompt", []).append("is required")
     else:
         errors.setdefault("prompt", []).append("must be a string or a list of chat messages")
+
+
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+SURROGATE_MESSAGE = (
+    "contains a lone UTF-16 surrogate (an unpaired \\ud800 escape), which is not a character"
+    " and cannot be stored"
+)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> str | None:
+    """What PostgreSQL cannot store in a JSON value or a text, anywhere in it (keys too): a
+    NUL character, or a lone surrogate, which Python's JSON parser (the API's) lets through."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            found = _UNSTORABLE.search(value)
+            if found:
+                return NUL_MESSAGE if found.group() == "\x00" else SURROGATE_MESSAGE
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return None
+
+
+def _check_storable(raw: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    """Name each field of a valid item object that holds what cannot be stored."""
+    for key, value in raw.items():
+        if key == "responses" and isinstance(value, list):
+            for index, response in enumerate(value):
+                for name, part in response.items():
+                    if problem := _unstorable(part):
+                        errors.setdefault(f"responses[{index}].{name}", []).append(problem)
+        elif problem := _unstorable(value):
+            errors.setdefault(str(key), []).append(problem)
 
 
 def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> str:
@@ -336,6 +375,8 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
                 f"to generate them), got {count}"
             )
 
+    if not errors:
+        _check_storable(raw, errors)
     if errors:
         return None, errors
     item = ItemInput(

@@ -155,3 +155,47 @@ def test_response_ids_do_not_give_away_the_order_the_responses_came_in(
         first_has_lower_id.append(first.pk < second.pk)
     # Both orders occur (all 40 alike by chance: 2 in 2^40).
     assert set(first_has_lower_id) == {True, False}
+
+
+@pytest.mark.parametrize(
+    ("escape", "message"),
+    [
+        ("\\u0000", "contains a NUL character (\\u0000), which cannot be stored"),
+        (
+            "\\ud800",
+            "contains a lone UTF-16 surrogate (an unpaired \\ud800 escape), which is not a"
+            " character and cannot be stored",
+        ),
+    ],
+)
+def test_what_postgresql_cannot_store_is_an_error_naming_each_field(
+    api_for, engineer, pairwise_campaign, escape, message
+):
+    """Python's JSON parser lets a NUL and a lone surrogate through; both are a 400 naming
+    every field that holds one, and nothing is stored (not a failed save)."""
+    body = (
+        '[{"prompt": "a' + escape + 'b", "external_id": "x' + escape + '",'
+        ' "context": {"k' + escape + '": 1}, "metadata": {"m": ["ok", "n' + escape + '"]},'
+        ' "responses": [{"model": "m-a", "text": "A' + escape + '"},'
+        ' {"model": "m' + escape + '", "text": "B"}]}]'
+    )
+    res = api_for(engineer).generic(
+        "POST",
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        body.encode(),
+        content_type="application/json",
+    )
+    assert res.status_code == 400, res.content
+    fields = res.json()["error"]["fields"]
+    assert fields == {
+        f"items[0].{name}": [message]
+        for name in (
+            "prompt",
+            "external_id",
+            "context",
+            "metadata",
+            "responses[0].text",
+            "responses[1].model",
+        )
+    }
+    assert not Item.objects.exists()
