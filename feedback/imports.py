@@ -401,7 +401,13 @@ def _check_row(
         item, errors = item_parse(raw, campaign=campaign)
     ready: _Ready | None = None
     if item is not None:
-        errors, ready = _encode(item, location, campaign)
+        try:
+            errors, ready = _encode(item, location, campaign)
+        except UnicodeEncodeError:
+            # A lone surrogate, which only a reader using Python's JSON parser (Label
+            # Studio's) lets through: the full check names each field holding one.
+            item, errors = item_parse(raw, campaign=campaign)
+            assert item is None, "a lone surrogate that item_parse accepted"
     if errors or ready is None:
         with tally.lock:
             tally.invalid += 1

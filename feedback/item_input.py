@@ -272,7 +272,10 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
     item = ItemInput(
         prompt, context, metadata, responses, external_id, priority, is_gold, get("gold_answer")
     )
-    item.content_hash = content_hash(prompt, context, responses)
+    try:
+        item.content_hash = content_hash(prompt, context, responses)
+    except UnicodeEncodeError:  # a lone surrogate: item_parse names where
+        return None
     return item
 
 

@@ -367,6 +367,32 @@ def test_a_label_studio_json_export(upload, pairwise_campaign):
     assert item.metadata["label_studio"] == {"task_id": 102, "annotations": 0, "predictions": 0}
 
 
+def test_a_lone_surrogate_in_a_label_studio_task_is_an_error_of_its_task_and_field(upload):
+    """Python's JSON parser, which reads Label Studio exports, lets an unpaired \\ud800
+    escape through: the task's row is invalid, naming the field, and the others import when
+    skipping."""
+    export = (
+        b'[{"id": 1, "data": {"prompt": "fine", "answer1": "x", "answer2": "y"}},'
+        b' {"id": 2, "data": {"prompt": "lone \\ud800 half", "answer1": "x", "answer2": "y"}},'
+        b' {"id": 3, "data": {"prompt": "ok", "answer1": "x", "answer2": "y", "note": "\\udfff"}}]'
+    )
+    message = (
+        "contains a lone UTF-16 surrogate (an unpaired \\ud800 escape), which is not a"
+        " character and cannot be stored"
+    )
+    _res, status = upload("export.json", export, "application/json")
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {"task": 2, "task_id": "2", "field": "prompt", "message": message},
+        {"task": 3, "task_id": "3", "field": "metadata", "message": message},
+    ]
+    assert Item.objects.count() == 0
+
+    _res, status = upload("export.json", export, "application/json", on_error="skip")
+    assert (status["status"], status["created"], status["invalid"]) == ("succeeded", 1, 2)
+    assert Item.objects.get().prompt == "fine"
+
+
 def test_a_broken_label_studio_export_names_the_task(upload):
     _res, status = upload(
         "export.json",
