@@ -254,6 +254,21 @@ class ItemForm(forms.ModelForm):
         model = Item
         fields = "__all__"  # noqa: DJ007 (ItemAdmin decides which it shows)
 
+    def _object(self, name: str) -> dict[str, Any]:
+        """A JSON object field: left blank, an empty object (as the API's default)."""
+        value = self.cleaned_data.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValidationError("Must be a JSON object.")
+        return value
+
+    def clean_context(self) -> dict[str, Any]:
+        return self._object("context")
+
+    def clean_metadata(self) -> dict[str, Any]:
+        return self._object("metadata")
+
     def clean(self) -> dict[str, Any]:
         """Without the responses' inline, the content hash is settled here, over the responses
         stored (none for a new item)."""

@@ -347,3 +347,22 @@ def test_response_images_that_are_not_stored_images_are_a_form_error(admin_mfa_c
         page.content.decode()
     )
     assert not Item.objects.filter(campaign=campaign).exists()
+
+
+def test_context_and_metadata_left_blank_are_empty_objects_and_others_are_errors(
+    admin_mfa_client,
+):
+    campaign = CampaignFactory(overlap=1)
+    data = form(campaign.pk, prompt="Blank", priority=0, responses=["A"])
+    data |= {"context": "", "metadata": ""}
+    page = admin_mfa_client.post(ADD, data)
+    assert page.status_code == 302, page.content.decode()[:3000]
+    item = Item.objects.get(campaign=campaign)
+    assert (item.context, item.metadata) == ({}, {})
+
+    data = form(campaign.pk, prompt="List", priority=0, responses=["A"])
+    data |= {"context": "[1]"}
+    page = admin_mfa_client.post(ADD, data)
+    assert page.status_code == 200
+    assert "Must be a JSON object." in page.content.decode()
+    assert Item.objects.filter(campaign=campaign).count() == 1
