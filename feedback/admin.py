@@ -1,16 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
+from django.db import models
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from feedback import services
 from feedback.imports import lock_campaign_intake
-from feedback.item_input import ResponseInput, content_hash, in_storage_order
+from feedback.item_input import ResponseInput, content_hash, in_storage_order, unstorable
 from feedback.models import (
     ApiKey,
     Campaign,
@@ -165,6 +170,33 @@ def _item_content_changed(item: Item) -> bool:
     return stored.first() != (item.campaign_id, item.prompt, item.context)
 
 
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class StorableJSONField(forms.JSONField):
+    """JSON typed in the admin, refused when it holds what PostgreSQL cannot store (a NUL
+    character, a lone surrogate such as a typed \\ud800 escape), and shown again as typed:
+    Django would show it decoded, which a page cannot carry."""
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        value = super().bound_data(data, initial)
+        if isinstance(data, str) and unstorable(value):
+            return InvalidJSONInput(data)
+        return value
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        problem = unstorable(value)
+        if problem:
+            raise ValidationError(f"This value {problem}.")
+
+
+JSON_FIELDS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
+    models.JSONField: {"form_class": StorableJSONField}
+}
+
+
 class ResponseForm(forms.ModelForm):
     # Text as typed: the default field strips it, which would change the text experts review
     # (and its hash) on every save of the item.
@@ -175,10 +207,11 @@ class ResponseForm(forms.ModelForm):
         fields = "__all__"  # noqa: DJ007 (the admin's inline decides which it shows)
 
     def clean_text(self) -> str:
-        """Browsers send a textarea's line breaks as CRLF: typed text gets LF, and a stored
-        text that differs only in its line breaks is kept as it is."""
-        text: str = self.cleaned_data["text"].replace("\r\n", "\n")
-        if self.instance.pk and text == self.instance.text.replace("\r\n", "\n"):
+        """Browsers send a textarea's line breaks as CRLF (a lone CR too, once the page has
+        shown it): typed text gets LF, and a stored text that differs only in its line breaks
+        is kept as it is."""
+        text = _lf(self.cleaned_data["text"])
+        if self.instance.pk and text == _lf(self.instance.text):
             return self.instance.text
         return text
 
@@ -232,6 +265,7 @@ class ResponseFormSet(forms.BaseInlineFormSet):
 
 class ResponseInline(admin.TabularInline):
     model = Response
+    formfield_overrides = JSON_FIELDS
     form = ResponseForm
     formset = ResponseFormSet
     extra = 0
@@ -288,6 +322,7 @@ class ItemForm(forms.ModelForm):
 @admin.register(Item)
 class ItemAdmin(admin.ModelAdmin):
     form = ItemForm
+    formfield_overrides = JSON_FIELDS
     list_display = ["id", "campaign", "external_id", "priority", "is_gold", "open_slots"]
     list_filter = ["campaign", "is_gold"]
     search_fields = ["external_id"]

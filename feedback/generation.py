@@ -24,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.item_input import in_storage_order
+from feedback.item_input import in_storage_order, storable_text
 from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
 
@@ -304,9 +304,8 @@ def _short(exc: Exception) -> str:
     return _storable(str(getattr(exc, "message", exc))[:300])
 
 
-# What a JSON string from a server may hold that PostgreSQL cannot store: NUL, and lone
-# surrogates (a \ud800 escape not paired), which are not characters at all.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# A lone surrogate (a \ud800 escape not paired), which is not a character: PostgreSQL
+# cannot store it, in text or JSON.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -314,7 +313,7 @@ def _storable(value: Any) -> Any:
     """What the model server sent, for the job's and the response's JSON records: in a string,
     what PostgreSQL cannot store (NUL, a lone surrogate) becomes U+FFFD. (An answer holding
     one is refused instead: that text is what experts review.)"""
-    return _UNSTORABLE.sub("\ufffd", value) if isinstance(value, str) else value
+    return storable_text(value) if isinstance(value, str) else value
 
 
 def generation_run(*, generation_id: int) -> GenerationJob:

@@ -43,6 +43,7 @@ from feedback.item_input import (
     in_storage_order,
     item_parse,
     item_parse_plain,
+    storable_text,
 )
 from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
@@ -285,7 +286,12 @@ class _Tally:
 
     def error(self, location: dict[str, Any], field_path: str, message: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append({**location, "field": field_path, "message": message})
+            # Field names, task ids and messages can quote what the file holds, NUL or a lone
+            # surrogate included, which the job's JSON record cannot store.
+            entry = {**location, "field": field_path, "message": message}
+            self.errors.append(
+                {k: storable_text(v) if isinstance(v, str) else v for k, v in entry.items()}
+            )
 
     def refused(self, location: dict[str, Any], field_path: str, message: str) -> None:
         """The whole file is refused for this error: nothing is imported."""
@@ -404,8 +410,8 @@ def _check_row(
         try:
             errors, ready = _encode(item, location, campaign)
         except UnicodeEncodeError:
-            # A lone surrogate, which only a reader using Python's JSON parser (Label
-            # Studio's) lets through: the full check names each field holding one.
+            # A lone surrogate, which Python's JSON parser lets through (Label Studio tasks,
+            # CSV cells holding JSON): the full check names each field holding one.
             item, errors = item_parse(raw, campaign=campaign)
             assert item is None, "a lone surrogate that item_parse accepted"
     if errors or ready is None:
@@ -723,8 +729,9 @@ def _encode(
     response_lines = []
     for position, r in enumerate(item.responses):
         if "\x00" in r.text or "\x00" in r.model:
-            where = f"responses[{position}].{'text' if chr(0) in r.text else 'model'}"
-            errors[where] = ["contains a NUL character, which cannot be stored"]
+            for name in ("model", "text"):
+                if "\x00" in getattr(r, name):
+                    errors[f"responses[{position}].{name}"] = [NUL_MESSAGE]
             continue
         images = _copy_json(_json_bytes(r.images)) if r.images else b"[]"
         response_lines.append(

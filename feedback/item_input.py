@@ -144,7 +144,7 @@ SURROGATE_MESSAGE = (
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _unstorable(value: Any) -> str | None:
+def unstorable(value: Any) -> str | None:
     """What PostgreSQL cannot store in a JSON value or a text, anywhere in it (keys too): a
     NUL character, or a lone surrogate, which Python's JSON parser (the API's) lets through."""
     pending = [value]
@@ -162,15 +162,21 @@ def _unstorable(value: Any) -> str | None:
     return None
 
 
+def storable_text(value: str) -> str:
+    """`value` with what PostgreSQL cannot store (NUL, lone surrogates) as U+FFFD: for the
+    messages, field names and records that quote what was sent."""
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
 def _check_storable(raw: dict[str, Any], errors: dict[str, list[str]]) -> None:
     """Name each field of a valid item object that holds what cannot be stored."""
     for key, value in raw.items():
         if key == "responses" and isinstance(value, list):
             for index, response in enumerate(value):
                 for name, part in response.items():
-                    if problem := _unstorable(part):
+                    if problem := unstorable(part):
                         errors.setdefault(f"responses[{index}].{name}", []).append(problem)
-        elif problem := _unstorable(value):
+        elif problem := unstorable(value):
             errors.setdefault(str(key), []).append(problem)
 
 

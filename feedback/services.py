@@ -18,7 +18,7 @@ from feedback.api_keys import key_hash, new_raw_key
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
 from feedback.images import ImageResolver
 from feedback.imports import items_store_orm, lock_campaign_intake
-from feedback.item_input import ItemInput, item_parse
+from feedback.item_input import ItemInput, item_parse, storable_text
 from feedback.models import (
     ApiKey,
     Campaign,
@@ -355,7 +355,9 @@ def items_parse_batch(
         if not errors:
             item, errors = item_parse(raw, campaign=campaign)
         for path, messages in errors.items():
-            key = f"{base}[{index}].{path}" if path else f"{base}[{index}]"
+            # Unknown keys are named as sent, a lone surrogate included, which no JSON
+            # response can carry.
+            key = storable_text(f"{base}[{index}].{path}" if path else f"{base}[{index}]")
             fields.setdefault(key, []).extend(messages)
         if item is not None:
             parsed.append(item)

@@ -393,6 +393,30 @@ def test_a_lone_surrogate_in_a_label_studio_task_is_an_error_of_its_task_and_fie
     assert Item.objects.get().prompt == "fine"
 
 
+def test_errors_that_quote_a_nul_or_a_lone_surrogate_are_stored_with_u_fffd(upload):
+    """A task id, an unknown key or a column name can hold what the job's JSON record cannot
+    store: the errors keep them as U+FFFD, and the import ends failed as it should."""
+    export = (
+        b'[{"id": "t\\ud800", "data": {"q": "p", "answer1": "x", "answer2": "y"}},'
+        b' {"id": "u\\u0000", "data": {"prompt": "p", "answer1": "x"}},'
+        b' {"id": 3, "data": {"q\\ud800": "p"}}]'
+    )
+    _res, status = upload("export.json", export, "application/json")
+    assert status["status"] == "failed", status
+    assert sorted({(e["task"], e["task_id"]) for e in status["errors"]}) == [
+        (1, "t\ufffd"),
+        (2, "u\ufffd"),
+        (3, "3"),
+    ]
+    assert "q\ufffd" in status["errors"][-1]["message"]
+
+    _res, status = upload("items.jsonl", _jsonl(_item(1, **{"x\u0000": 1})))
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {"line": 1, "field": "x\ufffd", "message": "is not a field of an item"}
+    ]
+
+
 def test_a_broken_label_studio_export_names_the_task(upload):
     _res, status = upload(
         "export.json",

@@ -207,9 +207,14 @@ def test_new_responses_left_at_one_position_are_numbered_in_the_form_order(admin
     assert texts == [(t, n) for n, t in enumerate("ABCDE")], texts
 
     # Positions of their own are kept.
-    edit(admin_mfa_client, item, new_responses=("F", "G"))
+    edit(
+        admin_mfa_client,
+        item,
+        new_responses=("F", "G"),
+        **{"responses-5-position": 20, "responses-6-position": 10},
+    )
     texts = list(item.responses.order_by("position").values_list("text", "position"))
-    assert texts == [(t, n) for n, t in enumerate("ABCDEFG")], texts
+    assert texts == [*((t, n) for n, t in enumerate("ABCDE")), ("G", 10), ("F", 20)], texts
 
 
 def test_an_item_typed_twice_is_a_form_error_and_the_api_sees_it_as_a_duplicate(
@@ -366,3 +371,39 @@ def test_context_and_metadata_left_blank_are_empty_objects_and_others_are_errors
     assert page.status_code == 200
     assert "Must be a JSON object." in page.content.decode()
     assert Item.objects.filter(campaign=campaign).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("metadata", '{"a": "x\\u0000"}'),
+        ("context", '{"a": "x\\ud800"}'),
+        ("prompt", '"x\\ud800"'),
+        ("responses-0-images", '[{"id": 1, "k": "\\u0000"}]'),
+        ("responses-0-generation", '{"k": "\\ud800"}'),
+    ],
+)
+def test_json_that_postgresql_cannot_store_is_a_form_error(admin_mfa_client, field, value):
+    campaign = CampaignFactory(overlap=1)
+    data = form(campaign.pk, prompt="Stored?", priority=0, responses=["A"]) | {field: value}
+    page = admin_mfa_client.post(ADD, data)
+    assert page.status_code == 200
+    assert "cannot be stored." in page.content.decode()
+    assert not Item.objects.filter(campaign=campaign).exists()
+
+
+def test_a_lone_carriage_return_in_a_stored_text_survives_a_save(
+    admin_mfa_client, api_for, engineer, pairwise_campaign
+):
+    """The page shows a lone CR as a line break, which the browser sends back as CRLF."""
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
+    sent = {
+        "prompt": "CR",
+        "responses": [{"model": "a", "text": "x\ry"}, {"model": "b", "text": "z"}],
+    }
+    assert api_for(engineer).post(url, [sent], format="json").json()["created"] == 1
+    item = Item.objects.get(campaign=pairwise_campaign)
+    stored_hash = item.content_hash
+    edit(admin_mfa_client, item, priority=2, **{"responses-0-text": "x\r\ny"})
+    assert item.responses.get(model_name="a").text == "x\ry"
+    assert item.content_hash == stored_hash

@@ -199,3 +199,23 @@ def test_what_postgresql_cannot_store_is_an_error_naming_each_field(
         )
     }
     assert not Item.objects.exists()
+
+
+def test_an_unknown_key_holding_a_lone_surrogate_is_named_with_u_fffd(
+    api_for, engineer, pairwise_campaign
+):
+    body = (
+        '[{"prompt": "p", "\\ud800": 1, "responses": [{"model": "m-a", "text": "A", "k\\ud800": 1},'
+        ' {"model": "m-b", "text": "B"}]}]'
+    )
+    res = api_for(engineer).generic(
+        "POST",
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        body.encode(),
+        content_type="application/json",
+    )
+    assert res.status_code == 400, res.content
+    assert res.json()["error"]["fields"] == {
+        "items[0].\ufffd": ["is not a field of an item"],
+        "items[0].responses[0].k\ufffd": ["is not a field of a response"],
+    }
