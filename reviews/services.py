@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import random
 import time
 from collections import Counter
@@ -304,7 +303,7 @@ def _claim_statement(
             claimed_at=now,
             lease_expires_at=lease,
             last_seen_at=now,
-            response_order=order if isinstance(order, list) else json.loads(order),
+            response_order=order,  # jsonb, read in binary: a list already
             is_gold=gold,
         )
         assignment._state.adding = False
@@ -907,7 +906,7 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
     campaign = Campaign(
         pk=campaign_id,
         kind=kind,
-        rubric=json.loads(rubric) if isinstance(rubric, str) else rubric,
+        rubric=rubric,
         acceptance=acceptance,
     )
     data = review_parse(campaign=campaign, response_ids=list(response_ids), body=body)
