@@ -15,7 +15,13 @@ from django.utils.html import format_html
 
 from feedback import services
 from feedback.imports import lock_campaign_intake
-from feedback.item_input import ResponseInput, content_hash, in_storage_order, unstorable
+from feedback.item_input import (
+    ResponseInput,
+    content_hash,
+    in_storage_order,
+    stored_images,
+    unstorable,
+)
 from feedback.models import (
     ApiKey,
     Campaign,
@@ -137,9 +143,7 @@ def _settle_content_hash(item: Item, responses: list[Response]) -> None:
     failed save. Taken under the campaign's intake lock (held until the admin's transaction
     ends), so an import or a batch running meanwhile sees this item, or this sees theirs."""
     for r in responses:
-        if not isinstance(r.images, list) or not all(
-            isinstance(i, dict) and isinstance(i.get("id"), int) for i in r.images
-        ):
+        if not stored_images(r.images):
             raise ValidationError(
                 f"The images of response {r.model_name!r} must be a list of stored images"
                 f' ({{"id": <image id>}}), got {r.images!r}.'

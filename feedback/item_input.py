@@ -89,12 +89,17 @@ class ItemInput:
     content_hash: str = field(default="")
 
 
+def stored_images(value: Any) -> bool:
+    """Whether `value` is a list of stored images ({"id": <image id>, ...})."""
+    return isinstance(value, list) and all(
+        isinstance(v, dict) and isinstance(v.get("id"), int) for v in value
+    )
+
+
 def _check_images(value: Any, where: str, errors: dict[str, list[str]]) -> None:
     """Images arrive as references and are stored by feedback.images before validation; what
     is left here must be stored images."""
-    if not isinstance(value, list) or not all(
-        isinstance(v, dict) and isinstance(v.get("id"), int) for v in value
-    ):
+    if not stored_images(value):
         errors.setdefault(where, []).append(
             'must be a list of images ("data:image/...;base64,..." or "upload:<file name>")'
         )
