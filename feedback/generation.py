@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -24,7 +23,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.item_input import in_storage_order, storable_text
+from feedback.item_input import (
+    NUL_MESSAGE,
+    SURROGATE_MESSAGE,
+    in_storage_order,
+    storable_text,
+    unstorable,
+)
 from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
 
@@ -255,19 +260,9 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
             text = choice.message.content if choice is not None else None
             if choice is None or not text:
                 return _Outcome(item_id, spec, error="the model returned no text")
-            if "\x00" in text:
-                return _Outcome(
-                    item_id,
-                    spec,
-                    error="the model's text holds a NUL character, which cannot be stored",
-                )
-            if _SURROGATE.search(text):
-                return _Outcome(
-                    item_id,
-                    spec,
-                    error="the model's text holds a lone UTF-16 surrogate (an escape such as"
-                    " \\ud800 alone), which is not a character and cannot be stored",
-                )
+            refused = unstorable(text)
+            if refused:
+                return _Outcome(item_id, spec, error=_REFUSED_ANSWERS[refused])
             usage = completion.usage
             prompt_tokens = usage.prompt_tokens if usage else 0
             completion_tokens = usage.completion_tokens if usage else 0
@@ -304,9 +299,12 @@ def _short(exc: Exception) -> str:
     return _storable(str(getattr(exc, "message", exc))[:300])
 
 
-# A lone surrogate (a \ud800 escape not paired), which is not a character: PostgreSQL
-# cannot store it, in text or JSON.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# An answer holding what PostgreSQL cannot store is refused, in these words.
+_REFUSED_ANSWERS = {
+    NUL_MESSAGE: "the model's text holds a NUL character, which cannot be stored",
+    SURROGATE_MESSAGE: "the model's text holds a lone UTF-16 surrogate (an escape such as"
+    " \\ud800 alone), which is not a character and cannot be stored",
+}
 
 
 def _storable(value: Any) -> Any:
