@@ -16,6 +16,7 @@ streams it to disk). The database is the dedicated bench database. Results: impo
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import random
@@ -111,17 +112,10 @@ def write_file(path: Path, items: int, fmt: str) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows: list[dict[str, Any]] = []
+        rows = (_columns(item) for item in _items(items))
         out: Any = None
-        for item in _items(items):
-            rows.append(_columns(item))
-            if len(rows) == 10_000:
-                table = pa.Table.from_pylist(rows)
-                out = out or pq.ParquetWriter(path, table.schema)
-                out.write_table(table)
-                rows = []
-        if rows:
-            table = pa.Table.from_pylist(rows)
+        while group := list(itertools.islice(rows, 10_000)):  # one row group
+            table = pa.Table.from_pylist(group)
             out = out or pq.ParquetWriter(path, table.schema)
             out.write_table(table)
         out.close()
