@@ -28,10 +28,10 @@ from feedback.models import GenerationJob, ImportJob
 
 logger = logging.getLogger(__name__)
 
-# The first key of each kind's advisory locks, the job id the second. 7301 is taken by
-# imports.lock_campaign_intake.
 JobModel = type[ImportJob] | type[GenerationJob]
 
+# The first key of each kind's advisory locks, the job id the second. 7301 is taken by
+# imports.lock_campaign_intake.
 LOCK_KEYS: dict[JobModel, int] = {
     ImportJob: 7302,
     GenerationJob: 7303,
