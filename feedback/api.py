@@ -323,6 +323,7 @@ class GenerationOutput(serializers.ModelSerializer[GenerationJob]):
             "prompt_tokens",
             "completion_tokens",
             "cost_usd_micros",
+            "answers_without_usage",
             "message",
             "created_at",
             "started_at",

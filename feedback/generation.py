@@ -1,28 +1,34 @@
 """Responses from models: ask one or more OpenAI-compatible models for what items lack.
 
 The `openai` client talks to OPENAI_BASE_URL (OpenAI, vLLM, Ollama, any server of the chat
-completions API). Requests run a few at a time (GENERATION_CONCURRENCY); 429 and 5xx answers
-and dropped connections are retried with exponential backoff (honouring Retry-After); any other
-error, or running out of attempts, fails that item for good with a message saying why. Token
-usage, latency and cost are stored on every response. See docs/intake.md.
+completions API). One job runs per campaign at a time. Requests run a few at a time
+(GENERATION_CONCURRENCY); 408, 409, 429 and 5xx answers and dropped connections are retried
+with exponential backoff (honouring the server's wait); an error every item would meet (a
+refused key, no quota, no such model) stops the job at once, and so do
+GENERATION_STOP_AFTER_FAILURES items failing in a row; any other error, or running out of
+attempts, fails that item for good with a message saying why. Token usage, latency and cost
+are stored on every response, and the job counts what every answer cost, stored or not. See
+docs/intake.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from threading import Event
+from typing import Any, TypeGuard
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from feedback.errors import PermissionDenied, ValidationFailed
+from feedback.errors import Conflict, PermissionDenied, ValidationFailed
 from feedback.item_input import (
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
@@ -127,6 +133,10 @@ def generation_create(
             isinstance(i, int) and not isinstance(i, bool) for i in item_ids
         ):
             fields["item_ids"] = ["must be a list of item ids"]
+        elif not item_ids:
+            fields["item_ids"] = [
+                "names no item; leave it out to generate for every item lacking responses"
+            ]
         else:
             ids = sorted(set(item_ids))
             found = set(
@@ -137,18 +147,49 @@ def generation_create(
                 fields["item_ids"] = [f"not items of this campaign: {missing[:20]}"]
     if fields:
         raise ValidationFailed("The generation request is invalid.", fields=fields)
-    pending = _items_lacking(campaign, ids or None).count()
-    with transaction.atomic():
-        job = GenerationJob.objects.create(
-            campaign=campaign,
-            created_by=actor,
-            model_specs=[s.as_json() for s in specs if s is not None],
-            item_ids=ids,
-            items_total=pending,
-        )
-        job_id = job.pk
-        transaction.on_commit(lambda: _enqueue(job_id))
+    _refuse_while_one_is_live(campaign)
+    # Without item_ids the job covers the items there are now: ones pushed while it waits or
+    # runs are not part of it (its items_total would not count them).
+    last_item_id = None
+    if not ids:
+        last_item_id = (
+            Item.objects.filter(campaign=campaign).order_by("-pk").values_list("pk", flat=True)
+        ).first() or 0
+    try:
+        with transaction.atomic():
+            job = GenerationJob.objects.create(
+                campaign=campaign,
+                created_by=actor,
+                model_specs=[s.as_json() for s in specs if s is not None],
+                item_ids=ids,
+                last_item_id=last_item_id,
+                items_total=_items_lacking(campaign, ids, last_item_id).count(),
+            )
+            job_id = job.pk
+            transaction.on_commit(lambda: _enqueue(job_id))
+    except IntegrityError:
+        # A concurrent request made one first (the constraint generation_one_live_per_campaign).
+        _refuse_while_one_is_live(campaign)
+        raise
     return job
+
+
+def _refuse_while_one_is_live(campaign: Campaign) -> None:
+    """One generation at a time per campaign: a second would ask (and pay) for the same items."""
+    live = (
+        GenerationJob.objects.filter(
+            campaign=campaign,
+            status__in=[GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING],
+        )
+        .values_list("pk", "status")
+        .first()
+    )
+    if live is not None:
+        raise Conflict(
+            f"Generation {live[0]} of this campaign is {live[1]}; one runs at a time. Follow it"
+            f" at GET generations/{live[0]}/ and generate again once it has finished.",
+            code="generation_in_progress",
+        )
 
 
 def _enqueue(job_id: int) -> None:
@@ -157,11 +198,19 @@ def _enqueue(job_id: int) -> None:
     generation_run_task.delay(job_id)
 
 
-def _items_lacking(campaign: Campaign, ids: list[int] | None) -> Any:
+def _items_lacking(campaign: Campaign, ids: list[int], last_item_id: int | None) -> Any:
+    """The job's items that still lack responses: those named, else the campaign's up to
+    last_item_id (every one when it is None, as for jobs made before it was recorded)."""
     qs = Item.objects.filter(campaign=campaign, responses__isnull=True)
     if ids:
         qs = qs.filter(pk__in=ids)
+    elif last_item_id is not None:
+        qs = qs.filter(pk__lte=last_item_id)
     return qs.order_by("pk")
+
+
+def _job_items_lacking(job: GenerationJob) -> Any:
+    return _items_lacking(job.campaign, job.item_ids, job.last_item_id)
 
 
 def generation_get_for_user(*, user: User, generation_id: int | str) -> GenerationJob:
@@ -204,8 +253,14 @@ class _Outcome:
     item_id: int
     spec: ModelSpec
     text: str | None = None
+    # What the server said of a 200 answer (usage, cost, latency, ...), kept or not: for a kept
+    # one, its response's generation record; for every one, what the job spent.
     info: dict[str, Any] | None = None
     error: str | None = None
+    # The error will meet every item (a refused key, no quota left, no such model): the job stops.
+    fatal: bool = False
+    # The job stopped before this request was done: the item is neither done nor failed.
+    stopped: bool = False
 
 
 def _client() -> Any:
@@ -220,16 +275,43 @@ def _client() -> Any:
 
 
 def _retry_after(exc: Any) -> float | None:
+    """The wait the server asked for, in seconds (retry-after-ms or Retry-After in seconds);
+    None when it asked for none that can be read (an HTTP date, a negative number)."""
     response = getattr(exc, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(header) if header else None
-    except ValueError:
+    if response is None:
         return None
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(response.headers.get(header)) * scale
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
 
 
-def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelSpec) -> _Outcome:
-    """One model, one item, with retries; never raises."""
+# Statuses retried: a request timeout, a conflict (OpenAI's own client retries both), too many
+# requests; and every 5xx.
+_RETRIED = {408, 409, 429}
+# Statuses every item would meet: the key refused, no credit, no access, no such model or route.
+_STOPS_THE_JOB = {401, 402, 403, 404}
+
+
+def _ask(
+    client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelSpec, stop: Event
+) -> _Outcome:
+    """One model, one item, with retries; never raises: an answer this code does not expect
+    is an error of its item, not the end of the job."""
+    try:
+        return _ask_with_retries(client, item_id, messages, spec, stop)
+    except Exception as exc:
+        logger.exception("generation: the answer of %s for item %s", spec.name, item_id)
+        return _Outcome(item_id, spec, error=f"unexpected answer: {failure_reason(exc)}")
+
+
+def _ask_with_retries(
+    client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelSpec, stop: Event
+) -> _Outcome:
     import openai
 
     attempts = int(_setting("GENERATION_MAX_ATTEMPTS", 5))
@@ -241,54 +323,96 @@ def _ask(client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelS
         extra["max_tokens"] = spec.max_tokens
     last = ""
     for attempt in range(1, attempts + 1):
+        if stop.is_set():
+            return _Outcome(item_id, spec, error="not asked: the job stopped", stopped=True)
         started = time.perf_counter()
+        delay: float | None = None
         try:
             completion = client.chat.completions.create(model=spec.name, messages=messages, **extra)
-        except (openai.RateLimitError, openai.InternalServerError) as exc:
-            last = f"HTTP {exc.status_code}: {_short(exc)}"
-            delay = _retry_after(exc)
         except openai.APIStatusError as exc:
-            if exc.status_code >= 500:
-                last, delay = f"HTTP {exc.status_code}: {_short(exc)}", _retry_after(exc)
-            else:
-                return _Outcome(item_id, spec, error=f"HTTP {exc.status_code}: {_short(exc)}")
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            last, delay = f"connection failed: {_short(exc)}", None
+            status = exc.status_code
+            message = f"HTTP {status}: {_short(exc)}"
+            if status in _STOPS_THE_JOB or "insufficient_quota" in (exc.code, exc.type):
+                stop.set()  # at once: requests not yet sent are not sent
+                return _Outcome(item_id, spec, error=message, fatal=True)
+            if status not in _RETRIED and status < 500:
+                return _Outcome(item_id, spec, error=message)
+            last, delay = message, _retry_after(exc)
+        except openai.APIConnectionError as exc:  # timeouts included
+            last = f"connection failed: {_short(exc)}"
         else:
             latency_ms = int((time.perf_counter() - started) * 1000)
-            choice = completion.choices[0] if completion.choices else None
-            text = choice.message.content if choice is not None else None
-            if choice is None or not text:
-                return _Outcome(item_id, spec, error="the model returned no text")
-            refused = unstorable(text)
-            if refused:
-                return _Outcome(item_id, spec, error=_REFUSED_ANSWERS[refused])
-            usage = completion.usage
-            prompt_tokens = usage.prompt_tokens if usage else 0
-            completion_tokens = usage.completion_tokens if usage else 0
-            cost = round(
-                prompt_tokens * spec.input_usd_per_million
-                + completion_tokens * spec.output_usd_per_million
-            )
-            return _Outcome(
-                item_id,
-                spec,
-                text=text,
-                info={
-                    "model": _storable(completion.model or spec.name),
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "latency_ms": latency_ms,
-                    # Per-token prices are USD per million tokens, so tokens times price is micro-USD.
-                    "cost_usd_micros": cost,
-                    "attempts": attempt,
-                    "finish_reason": _storable(choice.finish_reason),
-                },
-            )
+            outcome, retry = _read_answer(completion, item_id, spec, latency_ms, attempt)
+            if not retry:
+                return outcome
+            last = outcome.error or ""
         if attempt < attempts:
             backoff = base * 2 ** (attempt - 1) * (1 + random.random() / 2)  # noqa: S311
-            time.sleep(min(delay if delay is not None else backoff, 60.0))
+            stop.wait(min(delay if delay is not None else backoff, 60.0))
     return _Outcome(item_id, spec, error=f"{last} (gave up after {attempts} attempts)")
+
+
+def _read_answer(
+    completion: Any, item_id: int, spec: ModelSpec, latency_ms: int, attempt: int
+) -> tuple[_Outcome, bool]:
+    """A 200 answer as an outcome, and whether to ask again (an error the server reported in
+    a 200 body with a 429 or 5xx code, as gateways such as OpenRouter do)."""
+    if isinstance(completion, str):
+        # The client hands back the body as text when it is not JSON (a login page, say).
+        return _Outcome(
+            item_id,
+            spec,
+            error=f"the server's answer is not a chat completion: {_storable(completion[:200])!r}",
+        ), False
+    choices = getattr(completion, "choices", None) or []
+    error = getattr(completion, "error", None)
+    if not choices and isinstance(error, dict):
+        code = error.get("code")
+        message = _storable(str(error.get("message") or error)[:300])
+        retry = isinstance(code, int) and (code in _RETRIED or code >= 500)
+        return _Outcome(item_id, spec, error=f"error in a 200 answer: {code}: {message}"), retry
+    choice = choices[0] if choices else None
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None)
+    finish_reason = getattr(choice, "finish_reason", None)
+    info = {
+        "model": _storable(getattr(completion, "model", None) or spec.name),
+        **_usage(getattr(completion, "usage", None), spec),
+        "latency_ms": latency_ms,
+        "attempts": attempt,
+        "finish_reason": _storable(finish_reason),
+    }
+    if not isinstance(text, str) or not text:
+        said = f" (finish_reason: {_storable(finish_reason)})" if finish_reason else ""
+        refusal = getattr(message, "refusal", None)
+        if isinstance(refusal, str) and refusal:
+            said += f"; it refused: {_storable(refusal[:300])}"
+        return _Outcome(item_id, spec, info=info, error=f"the model returned no text{said}"), False
+    refused = unstorable(text)
+    if refused:
+        return _Outcome(item_id, spec, info=info, error=_REFUSED_ANSWERS[refused]), False
+    return _Outcome(item_id, spec, text=text, info=info), False
+
+
+def _usage(usage: Any, spec: ModelSpec) -> dict[str, int | None]:
+    """Tokens and cost of one answer; all None when the server did not report its usage
+    (some OpenAI-compatible servers send none, or null counts): unknown, not zero."""
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if not (_is_count(prompt) and _is_count(completion)):
+        return {"prompt_tokens": None, "completion_tokens": None, "cost_usd_micros": None}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        # Per-token prices are USD per million tokens, so tokens times price is micro-USD.
+        "cost_usd_micros": round(
+            prompt * spec.input_usd_per_million + completion * spec.output_usd_per_million
+        ),
+    }
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _short(exc: Exception) -> str:
@@ -331,36 +455,74 @@ def generation_run(*, generation_id: int) -> GenerationJob:
     return job
 
 
+@dataclass
+class _Spent:
+    """Tokens and cost of the answers received and not yet added to the job."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd_micros: int = 0
+    without_usage: int = 0
+
+    def add(self, info: dict[str, Any] | None) -> None:
+        if info is None:
+            return
+        if info["cost_usd_micros"] is None:
+            self.without_usage += 1
+            return
+        self.prompt_tokens += info["prompt_tokens"]
+        self.completion_tokens += info["completion_tokens"]
+        self.cost_usd_micros += info["cost_usd_micros"]
+
+    def updates(self) -> dict[str, Any]:
+        """The job's counters with these added; they are then counted as added."""
+        added = {
+            "prompt_tokens": F("prompt_tokens") + self.prompt_tokens,
+            "completion_tokens": F("completion_tokens") + self.completion_tokens,
+            "cost_usd_micros": F("cost_usd_micros") + self.cost_usd_micros,
+            "answers_without_usage": F("answers_without_usage") + self.without_usage,
+        }
+        self.prompt_tokens = self.completion_tokens = self.cost_usd_micros = 0
+        self.without_usage = 0
+        return added
+
+
 def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     campaign = job.campaign
     step = "starting"
     pool: ThreadPoolExecutor | None = None
+    stop = Event()
     try:
         pool = ThreadPoolExecutor(max_workers=int(_setting("GENERATION_CONCURRENCY", 8)))
         specs = [ModelSpec(**s) for s in job.model_specs]
+        lacking = _job_items_lacking(job).count()
         if taken_over:
             # Items stored by the dead runner stay done; the ones it failed are asked again.
-            lacking = _items_lacking(campaign, job.item_ids or None).count()
             GenerationJob.objects.filter(pk=job.pk).update(
                 items_done=max(job.items_total - lacking, 0), failed_count=0, errors=[]
             )
-            job.refresh_from_db()
+        else:
+            # Items that got responses another way while the job waited are not its work.
+            GenerationJob.objects.filter(pk=job.pk).update(items_total=lacking)
+        job.refresh_from_db()
         client = _client()
         errors: list[dict[str, Any]] = []
         failed_items = job.failed_count
         done_items = job.items_done
+        skipped_items = failed_in_a_row = 0
+        stop_after = int(_setting("GENERATION_STOP_AFTER_FAILURES", 20))
+        stopped_because = ""
+        spent = _Spent()
         last_id = 0
-        while True:
+        while not stop.is_set():
             step = "reading the items that lack responses"
-            chunk = list(
-                _items_lacking(campaign, job.item_ids or None).filter(pk__gt=last_id)[:CHUNK_ITEMS]
-            )
+            chunk = list(_job_items_lacking(job).filter(pk__gt=last_id)[:CHUNK_ITEMS])
             if not chunk:
                 break
             last_id = chunk[-1].pk
             pending: dict[int, list[_Outcome]] = {item.pk: [] for item in chunk}
             futures: set[Future[_Outcome]] = {
-                pool.submit(_ask, client, item.pk, _messages(item), spec)
+                pool.submit(_ask, client, item.pk, _messages(item), spec, stop)
                 for item in chunk
                 for spec in specs
             }
@@ -369,40 +531,68 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 finished, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     outcome = future.result()
+                    spent.add(outcome.info)
+                    if outcome.fatal and not stopped_because:
+                        stopped_because = f"model {outcome.spec.name}: {outcome.error}"
+                        stop.set()
                     pending[outcome.item_id].append(outcome)
                     if len(pending[outcome.item_id]) < len(specs):
                         continue
                     outcomes = pending.pop(outcome.item_id)
+                    if any(o.stopped for o in outcomes):
+                        continue  # neither done nor failed: a later run asks for it
                     failures = [o for o in outcomes if o.error]
                     if failures:
                         failed_items += 1
+                        failed_in_a_row += 1
                         for o in failures:
                             if len(errors) < MAX_ERRORS_KEPT:
                                 errors.append(
                                     {"item": o.item_id, "model": o.spec.name, "message": o.error}
                                 )
+                        if failed_in_a_row >= stop_after and not stopped_because:
+                            last = failures[-1]
+                            stopped_because = (
+                                f"{failed_in_a_row} items in a row failed (the last, model"
+                                f" {last.spec.name}: {last.error})"
+                            )
+                            stop.set()
                     else:
+                        failed_in_a_row = 0
                         step = f"storing the responses of item {outcome.item_id}"
-                        _store(campaign, job, outcome.item_id, outcomes, specs)
+                        if not _store(campaign, job, outcome.item_id, outcomes, specs):
+                            skipped_items += 1
                     done_items += 1
                     step = "recording its progress"
                     GenerationJob.objects.filter(pk=job.pk).update(
                         items_done=F("items_done") + 1,
                         failed_count=F("failed_count") + (1 if failures else 0),
                         errors=errors,
+                        **spent.updates(),
                     )
+                if stop.is_set():
+                    # Requests not yet sent are dropped; the ones in flight end at their next
+                    # attempt, and what they were answered is still counted.
+                    for future in futures:
+                        future.cancel()
+                    futures = {f for f in futures if not f.cancelled()}
         step = "recording its result"
         GenerationJob.objects.filter(pk=job.pk).update(
             status=(
                 GenerationJob.Status.FAILED
-                if failed_items and failed_items == done_items
+                if stopped_because or (failed_items and failed_items == done_items)
                 else GenerationJob.Status.SUCCEEDED
             ),
-            message=(
-                f"Generated responses for {done_items - failed_items} of {done_items} items"
-                f"{f'; {failed_items} failed (see errors)' if failed_items else ''}."
+            message=_result_message(
+                done=done_items,
+                stored=done_items - failed_items - skipped_items,
+                failed=failed_items,
+                skipped=skipped_items,
+                stopped_because=stopped_because,
+                total=job.items_total,
             ),
             finished_at=timezone.now(),
+            **spent.updates(),
         )
     except Exception as exc:
         # Anything else (the database refusing a response, a bug) fails the job with the
@@ -417,9 +607,26 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
             finished_at=timezone.now(),
         )
     finally:
-        # Requests not yet sent are dropped; the ones in flight end within their timeout.
+        stop.set()  # in-flight requests give up at their next attempt
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result_message(
+    *, done: int, stored: int, failed: int, skipped: int, stopped_because: str, total: int
+) -> str:
+    parts = [f"Generated responses for {stored} of {done} items"]
+    if failed:
+        parts.append(f"{failed} failed (see errors)")
+    if skipped:
+        parts.append(f"{skipped} got responses another way while their answers came (not stored)")
+    message = "; ".join(parts) + "."
+    if stopped_because:
+        message = (
+            f"Stopped after {done} of {total} items: {stopped_because.rstrip('.')}. {message}"
+            " Items with responses are skipped when you generate again."
+        )
+    return message
 
 
 def _store(
@@ -428,13 +635,15 @@ def _store(
     item_id: int,
     outcomes: list[_Outcome],
     specs: list[ModelSpec],
-) -> None:
+) -> bool:
+    """Store an item's answers and open its queue slots; False when it has responses already
+    (pushed another way while its answers came) or is gone."""
     order = {s.name: i for i, s in enumerate(specs)}
     outcomes = sorted(outcomes, key=lambda o: order[o.spec.name])
     with transaction.atomic():
         item = Item.objects.select_for_update().filter(pk=item_id).first()
         if item is None or Response.objects.filter(item_id=item_id).exists():
-            return  # deleted, or another run filled it first
+            return False
         Response.objects.bulk_create(
             Response(
                 item_id=item_id,
@@ -448,12 +657,7 @@ def _store(
         )
         if not item.is_gold:
             QueueEntry.objects.filter(pk=item_id).update(open_slots=campaign.overlap)
-        prompt_tokens = sum((o.info or {}).get("prompt_tokens", 0) for o in outcomes)
-        completion_tokens = sum((o.info or {}).get("completion_tokens", 0) for o in outcomes)
-        cost = sum((o.info or {}).get("cost_usd_micros", 0) for o in outcomes)
         GenerationJob.objects.filter(pk=job.pk).update(
-            responses_created=F("responses_created") + len(outcomes),
-            prompt_tokens=F("prompt_tokens") + prompt_tokens,
-            completion_tokens=F("completion_tokens") + completion_tokens,
-            cost_usd_micros=F("cost_usd_micros") + cost,
+            responses_created=F("responses_created") + len(outcomes)
         )
+    return True

@@ -393,15 +393,22 @@ class GenerationJob(models.Model):
     # [{"name": "model-a", "input_usd_per_million": 0.15, "output_usd_per_million": 0.6}]
     model_specs = models.JSONField(default=list)
     item_ids = models.JSONField(default=list, blank=True)
+    # Without item_ids, the items it covers: those of the campaign up to this id when it was
+    # requested (items pushed later are not part of it). None: every item (older jobs).
+    last_item_id = models.BigIntegerField(null=True, blank=True)
     items_total = models.PositiveIntegerField(default=0)
     items_done = models.PositiveIntegerField(default=0)
     responses_created = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     # [{"item": 12, "model": "model-a", "message": "HTTP 500 after 4 attempts: ..."}], capped.
     errors = models.JSONField(default=list, blank=True)
+    # Usage and cost of every answer the server gave, stored or not (an item whose other
+    # model failed, an answer with no text): what was spent, not only what was kept.
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd_micros = models.PositiveBigIntegerField(default=0)
+    # Answers whose server reported no token usage: their tokens and cost are not in the totals.
+    answers_without_usage = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -411,6 +418,14 @@ class GenerationJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # One generation at a time per campaign: two would ask (and pay) for the same items.
+            models.UniqueConstraint(
+                fields=["campaign"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="generation_one_live_per_campaign",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"generation {self.pk} ({self.status})"

@@ -1,8 +1,9 @@
 """A local HTTP server that speaks the OpenAI chat completions API, for the generation tests.
 
 The real `openai` client sends real HTTP to it. It fails on purpose for some model names (429,
-500, 503, 400, answers a PostgreSQL text column cannot hold), counts requests per model and
-prompt, and counts requests in flight.
+500, 503, 400, 401, 408, an exhausted quota, a login page, an error in a 200 body, answers a
+PostgreSQL text column cannot hold, answers without usage or without text), counts requests
+per model and prompt, and counts requests in flight.
 """
 
 from __future__ import annotations
@@ -44,10 +45,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        data = json.dumps(body).encode()
+    def _send(
+        self,
+        status: int,
+        body: dict[str, Any] | bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -86,6 +93,22 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(400, {"error": {"message": "model 'unknown' does not exist"}})
             if model == "nul-error":
                 return self._send(400, {"error": {"message": "no such model:\u0000 nul-error"}})
+            # What every item would meet: the job stops at the first.
+            if model == "bad-key":
+                return self._send(
+                    401, {"error": {"message": "Incorrect API key", "code": "invalid_api_key"}}
+                )
+            if model == "no-quota":
+                error = {"message": "You exceeded your current quota", "code": "insufficient_quota"}
+                return self._send(429, {"error": {**error, "type": "insufficient_quota"}})
+            if model == "timeout-once" and attempt == 1:
+                return self._send(
+                    408, {"error": {"message": "request timeout"}}, {"Retry-After": "-3"}
+                )
+            if model == "login-page":  # a proxy's sign-in page where the API should be
+                return self._send(200, b"<html>Sign in</html>", content_type="text/html")
+            if model == "gateway-error":  # an error in a 200 body, as OpenRouter sends some
+                return self._send(200, {"error": {"message": "upstream failed", "code": 502}})
             # A NUL character, which a PostgreSQL text column cannot hold: in the answer, or
             # in the model's name, which goes into the response's generation record.
             # A lone surrogate (an unpaired \\ud800 escape in the JSON), which is not a
@@ -99,30 +122,41 @@ class _Handler(BaseHTTPRequestHandler):
                 "surrogate-name": "surrogate\udfffname",
             }.get(model, model)
             words = len(" ".join(m["content"] for m in request["messages"]).split())
-            return self._send(
-                200,
-                {
-                    "id": f"chatcmpl-{attempt}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": answered_by,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {
-                                "role": "assistant",
-                                "content": content or f"{model} answers: {prompt}",
-                            },
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": words,
-                        "completion_tokens": 7,
-                        "total_tokens": words + 7,
-                    },
-                },
-            )
+            usage: dict[str, Any] | None = {
+                "prompt_tokens": words,
+                "completion_tokens": 7,
+                "total_tokens": words + 7,
+            }
+            finish_reason = "stop"
+            if model == "no-usage":  # some servers report none
+                usage = None
+            if model == "null-usage":
+                usage = {"prompt_tokens": None, "completion_tokens": None}
+            if model == "thinks-too-long":  # tokens spent (and billed), no text
+                content, finish_reason = None, "length"
+            answer = {
+                "id": f"chatcmpl-{attempt}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": answered_by,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": (
+                                None
+                                if model == "thinks-too-long"
+                                else content or f"{model} answers: {prompt}"
+                            ),
+                        },
+                        "finish_reason": finish_reason,
+                    }
+                ],
+            }
+            if usage is not None:
+                answer["usage"] = usage
+            return self._send(200, answer)
         finally:
             with server.lock:
                 server.in_flight -= 1

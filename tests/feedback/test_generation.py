@@ -270,3 +270,169 @@ def test_a_setting_that_stops_the_run_from_starting_fails_the_job(model_server, 
 
     assert status["status"] == "failed", status
     assert status["message"].startswith("The generation failed while starting: ValueError: ")
+
+
+def test_one_generation_at_a_time_per_campaign(model_server, api_for, engineer):
+    """A second request while one is queued (a double click, a retried POST) is refused
+    instead of asking, and paying, for the same items twice."""
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+    client = api_for(engineer)
+    url = f"/api/v1/campaigns/{campaign.pk}/generate/"
+
+    first = client.post(url, {"models": ["plain"]}, format="json")  # queued: not run here
+    second = client.post(url, {"models": ["plain"]}, format="json")
+
+    assert first.status_code == 202
+    assert second.status_code == 409
+    error = second.json()["error"]
+    assert error["code"] == "generation_in_progress"
+    assert f"Generation {first.json()['id']} of this campaign is queued" in error["message"]
+    assert GenerationJob.objects.count() == 1
+    other = CampaignFactory(kind="rating", overlap=1)
+    assert (
+        client.post(
+            f"/api/v1/campaigns/{other.pk}/generate/", {"models": ["plain"]}, format="json"
+        ).status_code
+        == 202
+    )
+
+
+def test_an_empty_item_list_is_refused_not_read_as_every_item(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    res, _ = generate(campaign, {"models": ["plain"], "item_ids": []})
+
+    assert res.status_code == 400
+    assert "names no item" in res.json()["error"]["fields"]["item_ids"][0]
+    assert GenerationJob.objects.count() == 0
+
+
+def test_items_pushed_after_the_request_are_not_part_of_the_job(model_server, api_for, engineer):
+    from feedback.generation import generation_run
+
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{campaign.pk}/generate/", {"models": ["plain"]}, format="json"
+    )
+    later = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    job = generation_run(generation_id=res.json()["id"])
+
+    assert (job.items_total, job.items_done, job.responses_created) == (2, 2, 2)
+    assert not later.responses.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ("bad-key", "HTTP 401: Incorrect API key"),
+        ("no-quota", "HTTP 429: You exceeded your current quota"),
+    ],
+)
+def test_an_error_every_item_would_meet_stops_the_job(model_server, generate, model, said):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory.create_batch(12, campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": [model]})
+
+    assert status["status"] == "failed"
+    # The requests already in flight (3 at a time) end; no other is sent, none is retried.
+    asked = sum(model_server.calls.values())
+    assert asked <= 3
+    assert set(model_server.calls.values()) == {1}
+    assert status["message"] == (
+        f"Stopped after {asked} of 12 items: model {model}: {said}. Generated responses for 0"
+        f" of {asked} items; {asked} failed (see errors). Items with responses are skipped when"
+        " you generate again."
+    )
+    assert Response.objects.count() == 0
+
+
+def test_items_failing_in_a_row_stop_the_job(model_server, generate, settings):
+    """A login page where the API should be: every answer is an error, and after
+    GENERATION_STOP_AFTER_FAILURES items in a row the job stops instead of trying them all."""
+    settings.GENERATION_STOP_AFTER_FAILURES = 4
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory.create_batch(20, campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["login-page"]})
+
+    assert status["status"] == "failed"
+    # The requests in flight when it stopped (3 at a time) end, and their items count.
+    done = status["items_done"]
+    assert 4 <= done < 20
+    assert status["message"].startswith(
+        f"Stopped after {done} of 20 items: 4 items in a row failed (the last, model login-page:"
+        " the server's answer is not a chat completion: '<html>Sign in</html>')."
+    ), status["message"]
+    assert status["failed_count"] == done
+    assert sum(model_server.calls.values()) == done
+
+
+def test_a_request_timeout_is_retried_and_a_bad_retry_after_ignored(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["timeout-once"]})
+
+    assert status["status"] == "succeeded", status
+    assert item.responses.get().generation["attempts"] == 2
+
+
+def test_an_error_in_a_200_body_is_retried_and_its_message_kept(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["gateway-error"]})
+
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "gateway-error",
+            "message": "error in a 200 answer: 502: upstream failed (gave up after 4 attempts)",
+        }
+    ]
+    assert model_server.calls[("gateway-error", item.prompt)] == 4
+
+
+@pytest.mark.parametrize("model", ["no-usage", "null-usage"])
+def test_an_answer_without_usage_is_counted_as_unknown_not_free(model_server, generate, model):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    items = ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": [{"name": model, "input_usd_per_million": 3}]})
+
+    assert status["status"] == "succeeded", status
+    for item in items:
+        generation = item.responses.get().generation
+        assert generation["prompt_tokens"] is None
+        assert generation["cost_usd_micros"] is None
+    assert (status["answers_without_usage"], status["cost_usd_micros"]) == (2, 0)
+
+
+def test_what_was_spent_on_answers_not_stored_is_counted(model_server, generate):
+    """The good side of a pair whose other side failed, and an answer with no text: both
+    were billed, so both are in the job's tokens and cost, though neither is stored."""
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    prices = {"input_usd_per_million": 1, "output_usd_per_million": 2}
+
+    _res, status = generate(
+        campaign,
+        {"models": [{"name": "plain", **prices}, {"name": "thinks-too-long", **prices}]},
+    )
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "thinks-too-long",
+            "message": "the model returned no text (finish_reason: length)",
+        }
+    ]
+    assert not item.responses.exists()
+    assert status["completion_tokens"] == 2 * 7
+    assert status["cost_usd_micros"] == status["prompt_tokens"] * 1 + 2 * 7 * 2 > 0

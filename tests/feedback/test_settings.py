@@ -98,3 +98,19 @@ def test_https_is_enforced_by_default_and_can_be_turned_off_for_loopback():
         env={**PRODUCTION, "SECURE_SSL_REDIRECT": "0"},
     )
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+
+
+def test_the_model_servers_key_and_address_are_read_without_surrounding_whitespace():
+    """A key read from a mounted secret file ends with a newline, which no HTTP header may
+    hold: every request would fail as if the server were down."""
+    show = (
+        "from django.conf import settings as s; print(repr((s.OPENAI_API_KEY, s.OPENAI_BASE_URL)))"
+    )
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        show,
+        env={**PRODUCTION, "OPENAI_API_KEY": "sk-secret\n", "OPENAI_BASE_URL": " http://m/v1\n"},
+    )
+    assert result.stdout.strip() == "('sk-secret', 'http://m/v1')", result.stderr
