@@ -644,6 +644,13 @@ def _store(
         item = Item.objects.select_for_update().filter(pk=item_id).first()
         if item is None or Response.objects.filter(item_id=item_id).exists():
             return False
+        # The overlap as it is now, not when the job started; the row lock makes a change of
+        # it (campaign_update) either come first or count this item among the ready ones.
+        overlap = (
+            Campaign.objects.select_for_update(no_key=True)
+            .values_list("overlap", flat=True)
+            .get(pk=campaign.pk)
+        )
         Response.objects.bulk_create(
             Response(
                 item_id=item_id,
@@ -656,7 +663,7 @@ def _store(
             for position, o in in_storage_order(list(enumerate(outcomes)))
         )
         if not item.is_gold:
-            QueueEntry.objects.filter(pk=item_id).update(open_slots=campaign.overlap)
+            QueueEntry.objects.filter(pk=item_id).update(open_slots=overlap)
         GenerationJob.objects.filter(pk=job.pk).update(
             responses_created=F("responses_created") + len(outcomes)
         )

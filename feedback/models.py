@@ -242,9 +242,11 @@ class QueueEntry(models.Model):
         related_name="+",
     )
     priority = models.IntegerField(default=0)
-    # Slots still open: overlap minus live (claimed or submitted) assignments; 0 for gold items
-    # (served apart) and for items still waiting for their responses.
-    open_slots = models.PositiveSmallIntegerField(default=0)
+    # Slots still open: overlap minus live (claimed or submitted) assignments, exactly; 0 for
+    # gold items (served apart) and for items still waiting for their responses. Below zero
+    # when the overlap was lowered under the item's live assignments: each one that ends
+    # (skipped, expired) gives its slot back towards the new overlap, never past it.
+    open_slots = models.SmallIntegerField(default=0)
     # Whether any expert ever claimed it. Untouched items sit in their own small index, so
     # a claim finds the next fresh item without walking past items the expert already has.
     started = models.BooleanField(default=False)

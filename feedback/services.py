@@ -10,7 +10,6 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -281,12 +280,14 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
         campaign.save()
         delta = campaign.overlap - old_overlap
         if delta:
-            # Items that are ready to review gain or lose queue slots with the overlap.
+            # Items that are ready to review gain or lose queue slots with the overlap. Not
+            # clamped at zero: an item with more live assignments than the new overlap goes
+            # below it, so the slots those give back (skipped, expired) do not reopen it.
             ready = Item.objects.filter(
                 campaign=campaign, is_gold=False, responses__isnull=False
             ).distinct()
             QueueEntry.objects.filter(item__in=ready.values("pk")).update(
-                open_slots=Greatest(F("open_slots") + delta, 0)
+                open_slots=F("open_slots") + delta
             )
     return campaign
 
@@ -316,7 +317,7 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
             live = item.assignments.filter(
                 status__in=["claimed", "submitted"], is_gold=False
             ).count()
-            slots = max(item.campaign.overlap - live, 0)
+            slots = item.campaign.overlap - live  # below zero when over-filled (QueueEntry)
         entry.campaign_id = item.campaign_id
         entry.priority = item.priority
         entry.open_slots = slots
