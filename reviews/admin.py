@@ -1,15 +1,41 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from reviews import services
 from reviews.models import Assignment, Review
 
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
+    """Assignments are read here, never written: each one holds a queue slot, which only the
+    services take and give back. A stuck claim is released by the action below."""
+
     list_display = ["id", "campaign", "item", "expert", "status", "claimed_at", "lease_expires_at"]
     list_filter = ["status", "campaign"]
     list_select_related = ["campaign", "item", "expert"]
     raw_id_fields = ["item", "expert"]
+    actions = ["release_claims"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Assignment | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Assignment | None = None) -> bool:
+        return False
+
+    @admin.action(description="Release the selected claims (their slots go back to the queue)")
+    def release_claims(self, request: HttpRequest, queryset: QuerySet[Assignment]) -> None:
+        released = services.assignments_release(
+            assignment_ids=list(queryset.values_list("pk", flat=True))
+        )
+        self.message_user(
+            request,
+            f"Released {released} of the {len(queryset)} selected; only live claims are released.",
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Review)

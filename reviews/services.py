@@ -17,6 +17,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign, Item, Qualification, QueueEntry, Response, User
 from feedback.selectors import expert_skills
 from reviews import signals
@@ -154,6 +155,21 @@ def assignments_expire_due(
         )
         _give_slots_back(item_id for _, item_id, is_gold in due if not is_gold)
     return len(due)
+
+
+def assignments_release(*, assignment_ids: list[int]) -> int:
+    """End these claims now, as if their leases had run out (an admin freeing a stuck claim):
+    each is marked expired and its slot goes back to the queue. Ones that are not live claims
+    are left alone. Returns how many were released."""
+    released = 0
+    for assignment_id in assignment_ids:
+        with transaction.atomic():
+            due = Assignment.objects.filter(
+                pk=assignment_id, status=Assignment.Status.CLAIMED
+            ).update(lease_expires_at=timezone.now() - timedelta(microseconds=1))
+            if due:
+                released += assignments_expire_due(assignment_id=assignment_id, limit=1)
+    return released
 
 
 def _give_slots_back(item_ids: Iterable[int]) -> None:
@@ -311,9 +327,41 @@ def _claim_statement(
     return kind, Assignment.objects.select_related("campaign").get(pk=pk)
 
 
+# Whether the queue holds an open slot on an item the expert has never had. Gold is mixed in
+# with queue work, never served on its own: at the end of a campaign, "nothing left" (None)
+# stays so, instead of now and then a gold item.
+# In two parts, so each reads one of the queue's partial indexes: a fresh item (nobody has
+# had it), or a started one this expert has not had.
+_QUEUE_HAS_WORK_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM feedback_queueentry q
+    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND NOT q.started
+) OR EXISTS (
+    SELECT 1 FROM feedback_queueentry q
+    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND q.started
+      AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
+                      WHERE a.item_id = q.item_id AND a.expert_id = %(expert)s))
+"""
+
+
+def _wants_gold(campaign: Campaign, expert: User) -> bool:
+    """Draw at the campaign's gold rate, and only while queue work is left for the expert."""
+    if not (campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate):
+        return False
+    if connection.vendor == "postgresql":
+        rows = _run_statement(_QUEUE_HAS_WORK_SQL, {"campaign": campaign.pk, "expert": expert.pk})
+        return bool(rows and rows[0][0])
+    seen = Assignment.objects.filter(expert=expert, item_id=OuterRef("pk"))
+    return (
+        QueueEntry.objects.filter(campaign=campaign, open_slots__gt=0)
+        .exclude(Exists(seen))
+        .exists()
+    )
+
+
 def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
-    want_gold = campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate
     _expire_lazily(campaign.pk)
+    want_gold = _wants_gold(campaign, expert)
     widen = 0  # how far the search was widened after finding nothing (see RETRIES)
     expired_once = cleaned = False
     for _ in range(8):
@@ -384,7 +432,7 @@ def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
         seen = Assignment.objects.filter(expert=expert, item_id=OuterRef("pk"))
         item_id = None
         is_gold = False
-        if campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate:
+        if _wants_gold(campaign, expert):
             item_id = (
                 Item.objects.filter(campaign=campaign, is_gold=True, responses__isnull=False)
                 .exclude(Exists(seen))
@@ -432,7 +480,24 @@ def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
     4. Otherwise the first open slot by priority, then breadth-first, then age, among items
        they have never had (not even an expired or skipped claim); see _CLAIM_SQL.
     """
-    expert_may_review(campaign=campaign, expert=expert)
+    try:
+        expert_may_review(campaign=campaign, expert=expert)
+    except Conflict:
+        # A campaign that is not active hands out no new work; an expert holding a live
+        # claim in it gets that claim back all the same, since its submit is still taken.
+        live = (
+            Assignment.objects.select_related("campaign")
+            .filter(
+                campaign=campaign,
+                expert=expert,
+                status=Assignment.Status.CLAIMED,
+                lease_expires_at__gt=timezone.now(),
+            )
+            .first()
+        )
+        if live is None:
+            raise
+        return live
     if connection.vendor == "postgresql":
         return _claim_postgres(campaign=campaign, expert=expert)
     return _claim_portable(campaign=campaign, expert=expert)
@@ -506,6 +571,8 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
         raise ValidationFailed(
             "Say why in a note.", fields={"note": ["required when reason is other"]}
         )
+    if problem := unstorable(note):
+        raise ValidationFailed(f"The note {problem}.", fields={"note": [problem]})
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         if assignment.status == Assignment.Status.SKIPPED:
@@ -541,9 +608,13 @@ class ReviewInput:
 def _as_response_id(
     value: Any, valid: set[int], where: str, fields: dict[str, list[str]]
 ) -> int | None:
-    try:
+    # An integer, or its digits as a string (JSON object keys are strings); never a float
+    # (26.9 is not response 26), a boolean, or digits of other scripts that int() reads.
+    if isinstance(value, int) and not isinstance(value, bool):
+        rid = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
         rid = int(value)
-    except (TypeError, ValueError):
+    else:
         fields.setdefault(where, []).append(f"{value!r} is not a response id")
         return None
     if rid not in valid:
@@ -706,8 +777,18 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
     for key in body:
         if key not in known:
             fields[str(key)] = ["is not a field of a review"]
+    for name, value in (
+        ("rationale", rationale),
+        ("correction.text", correction_text),
+        ("pasted_chars", pasted),
+    ):
+        if problem := unstorable(value):
+            fields.setdefault(name, []).append(problem)
 
     if fields:
+        # Field names quote what was sent (keys of ratings, unknown fields): what PostgreSQL
+        # and a UTF-8 answer cannot hold is replaced.
+        fields = {storable_text(name): problems for name, problems in fields.items()}
         raise ValidationFailed(
             f"The review is invalid ({', '.join(sorted(fields))}); nothing was saved.",
             fields=fields,
@@ -986,6 +1067,8 @@ def _submit_portable(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
 def assignment_save_draft(*, assignment_id: int, expert: User, draft: Any) -> Assignment:
     if not isinstance(draft, dict):
         raise ValidationFailed("A draft is a JSON object.", fields={"draft": ["must be an object"]})
+    if problem := unstorable(draft):
+        raise ValidationFailed(f"The draft {problem}.", fields={"draft": [problem]})
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         _ensure_live(assignment)

@@ -247,8 +247,9 @@ def test_a_review_carries_its_assignments_campaign_item_and_expert(
     campaigns = [CampaignFactory(kind="pairwise", created_by=engineer, overlap=2) for _ in range(2)]
     for campaign in campaigns:
         ItemFactory.create_batch(2, campaign=campaign)
-    gold_campaign = CampaignFactory(kind="pairwise", created_by=engineer, gold_rate=1.0)
+    gold_campaign = CampaignFactory(kind="pairwise", created_by=engineer, gold_rate=1.0, overlap=2)
     ItemFactory(campaign=gold_campaign, is_gold=True, gold_answer={"chosen_position": 0})
+    ItemFactory(campaign=gold_campaign)  # gold is served beside queue work, not on its own
     for user in (expert, other_expert):
         client = api_for(user)
         for campaign in [*campaigns, *campaigns, gold_campaign]:

@@ -278,7 +278,8 @@ def test_priority_wins_then_items_with_reviews_are_finished_first():
 
 
 def test_gold_items_are_interleaved_and_take_no_slot(expert):
-    campaign = CampaignFactory(overlap=1, gold_rate=0.5)
+    # Every claim draws gold while queue work is left, so the gold item comes first.
+    campaign = CampaignFactory(overlap=1, gold_rate=1.0)
     gold = ItemFactory(campaign=campaign, is_gold=True, open_slots=0)
     ItemFactory.create_batch(6, campaign=campaign)
 
@@ -292,7 +293,8 @@ def test_gold_items_are_interleaved_and_take_no_slot(expert):
         )
 
     assert len(got) == 7
-    assert got.count((gold.pk, True)) == 1, "the gold item once, flagged as gold"
+    assert got[0] == (gold.pk, True), "the gold item once, flagged as gold"
+    assert all(not is_gold for _, is_gold in got[1:])
     gold.refresh_from_db()
     assert gold.queue.open_slots == 0
 

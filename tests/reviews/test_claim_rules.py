@@ -1,0 +1,102 @@
+"""Rules of the claim at the edges: gold only beside queue work, a paused campaign's live
+claim, and assignments released by an admin rather than edited."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedback.models import Campaign, QueueEntry
+from reviews import services
+from reviews.models import Assignment
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.mfa_fixtures import (  # noqa: F401
+    admin_mfa_client_fixture,
+    admin_with_mfa_fixture,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _answer(assignment: Assignment, expert) -> None:
+    services.review_submit(
+        assignment_id=assignment.pk,
+        expert=expert,
+        body={"preference": {"chosen": assignment.response_order[0]}},
+    )
+
+
+def test_gold_is_served_beside_queue_work_never_on_its_own(expert, other_expert):
+    """At the end of the queue, "nothing left" is final: no gold item now and then."""
+    campaign = CampaignFactory(overlap=1, gold_rate=1.0)
+    golds = ItemFactory.create_batch(3, campaign=campaign, is_gold=True, open_slots=0)
+    item = ItemFactory(campaign=campaign)
+
+    got = []
+    while (assignment := services.assignment_claim(campaign=campaign, expert=expert)) is not None:
+        got.append(assignment.item_id)
+        _answer(assignment, expert)
+
+    # Gold first (the queue still had work for them), then the queue's item, then nothing.
+    assert sorted(got[:3]) == sorted(g.pk for g in golds)
+    assert got[3:] == [item.pk]
+    # The queue is used up: another expert, who has had none of the gold, gets none of it.
+    assert [
+        services.assignment_claim(campaign=campaign, expert=other_expert) for _ in range(8)
+    ] == [None] * 8
+
+
+def test_a_paused_campaign_gives_back_a_live_claim_and_no_new_work(api_for, expert, other_expert):
+    campaign = CampaignFactory(overlap=2)
+    ItemFactory(campaign=campaign)
+    client = api_for(expert)
+    first = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+
+    again = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    other = api_for(other_expert).post(f"/api/v1/campaigns/{campaign.pk}/next/")
+
+    assert again.status_code == 200
+    assert again.json()["assignment"]["id"] == first.json()["assignment"]["id"]
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "campaign_not_active"
+
+
+def test_an_admin_releases_a_stuck_claim_and_cannot_edit_or_delete_assignments(
+    admin_mfa_client, expert, other_expert
+):
+    campaign = CampaignFactory(overlap=1)
+    item = ItemFactory(campaign=campaign)
+    stuck = services.assignment_claim(campaign=campaign, expert=expert)
+    assert services.assignment_claim(campaign=campaign, expert=other_expert) is None
+
+    page = admin_mfa_client.post(
+        "/admin/reviews/assignment/",
+        {"action": "release_claims", "_selected_action": [stuck.pk]},
+        follow=True,
+    )
+
+    assert "Released 1 of the 1 selected" in page.content.decode()
+    assert Assignment.objects.get(pk=stuck.pk).status == "expired"
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 1
+    assert services.assignment_claim(campaign=campaign, expert=other_expert).item_id == item.pk
+    # Writing an assignment by hand would take or free no slot: the admin only reads them.
+    assert admin_mfa_client.get("/admin/reviews/assignment/add/").status_code == 403
+    change = admin_mfa_client.get(f"/admin/reviews/assignment/{stuck.pk}/change/")
+    assert change.status_code == 200
+    assert 'name="status"' not in change.content.decode()
+    assert admin_mfa_client.get(f"/admin/reviews/assignment/{stuck.pk}/delete/").status_code == 403
+
+
+def test_releasing_leaves_what_is_not_a_live_claim_alone(expert):
+    campaign = CampaignFactory(overlap=2)
+    item = ItemFactory(campaign=campaign)
+    done = services.assignment_claim(campaign=campaign, expert=expert)
+    _answer(done, expert)
+    other = UserFactory(password=None)
+    live = services.assignment_claim(campaign=campaign, expert=other)
+
+    assert services.assignments_release(assignment_ids=[done.pk, live.pk]) == 1
+
+    assert Assignment.objects.get(pk=done.pk).status == "submitted"
+    assert Assignment.objects.get(pk=live.pk).status == "expired"
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 1
