@@ -397,6 +397,18 @@ def lock_campaign_intake(campaign_id: int) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [7301, campaign_id])
 
 
+def campaign_overlap_now(campaign_id: int) -> int:
+    """The campaign's overlap as it is now, its row locked until the caller's transaction ends:
+    a change of the overlap (campaign_update, which locks the row and moves the slots of the
+    items it sees) then comes wholly before or after the queue rows this transaction writes,
+    so none of them keeps the slots of an overlap that no longer holds."""
+    return (
+        Campaign.objects.select_for_update(no_key=True)
+        .values_list("overlap", flat=True)
+        .get(pk=campaign_id)
+    )
+
+
 def _check_row(
     raw: Any, location: dict[str, Any], campaign: Campaign, tally: _Tally, item: ItemInput | None
 ) -> _Ready | None:
@@ -590,6 +602,14 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
             # does next (a failed import's savepoint rollback restores them by itself).
             with connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        # The overlap was read when the import started; changed since, the change did not see
+        # this import's items (not committed yet): their slots follow it now. Every item with
+        # an id above before_id is this import's (the intake lock keeps other writers out).
+        overlap = campaign_overlap_now(campaign.pk)
+        if overlap != campaign.overlap:
+            QueueEntry.objects.filter(
+                campaign=campaign, item_id__gt=before_id, open_slots=campaign.overlap
+            ).update(open_slots=overlap)
     except BaseException as exc:
         # A COPY that failed in the writing thread aborts the transaction, so the importing
         # thread's next statement fails with "current transaction is aborted": raise the

@@ -16,7 +16,7 @@ from django.utils.text import slugify
 from feedback.api_keys import key_hash, new_raw_key
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
 from feedback.images import ImageResolver
-from feedback.imports import items_store_orm, lock_campaign_intake
+from feedback.imports import campaign_overlap_now, items_store_orm, lock_campaign_intake
 from feedback.item_input import ItemInput, item_parse, storable_text
 from feedback.models import (
     ApiKey,
@@ -269,7 +269,10 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
             fields={k: ["cannot be changed"] for k in sorted(unknown)},
         )
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        # Not FOR UPDATE: that would wait for every transaction that inserted a row linked
+        # to the campaign (an import's items, for as long as the import runs). Intake that
+        # writes queue rows locks the row the same way (imports.campaign_overlap_now).
+        campaign = Campaign.objects.select_for_update(no_key=True).get(pk=campaign.pk)
         old_overlap = campaign.overlap
         if "rubric" in changes:
             changes["rubric"] = _validate_rubric(changes["rubric"])
@@ -388,6 +391,7 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
     ext_ids = {i.external_id for i in items if i.external_id}
     with transaction.atomic():
         lock_campaign_intake(campaign.pk)
+        campaign.overlap = campaign_overlap_now(campaign.pk)  # the new items' open slots
         stored_hashes = set(
             Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(
                 "content_hash", flat=True
