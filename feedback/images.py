@@ -37,6 +37,9 @@ ALLOWED = {
     "JPEG": ("image/jpeg", "jpg"),
     "GIF": ("image/gif", "gif"),
     "WEBP": ("image/webp", "webp"),
+    # A JPEG with a multi-picture (MPF) segment, as phones and cameras write: a JPEG to every
+    # viewer, which shows its first picture.
+    "MPO": ("image/jpeg", "jpg"),
 }
 
 
@@ -46,6 +49,10 @@ def image_max_bytes() -> int:
 
 def image_max_side() -> int:
     return int(getattr(settings, "IMAGE_MAX_SIDE", 8192))
+
+
+def image_max_pixels() -> int:
+    return int(getattr(settings, "IMAGE_MAX_PIXELS", 25_000_000))
 
 
 class ImageRejected(ValueError):
@@ -58,14 +65,29 @@ def _check_size(size: int) -> None:
         raise ImageRejected(f"is {size:,} bytes; an image may have at most {limit:,}")
 
 
+def _check_pixels(width: int, height: int) -> None:
+    side, pixels = image_max_side(), image_max_pixels()
+    if width > side or height > side:
+        raise ImageRejected(f"is {width}x{height} pixels; at most {side} pixels a side")
+    if width * height > pixels:
+        raise ImageRejected(
+            f"is {width}x{height} pixels, {width * height:,} in all; an image may have at most "
+            f"{pixels:,}"
+        )
+
+
 def image_check(data: bytes) -> tuple[str, int, int]:
-    """(content type, width, height) of a valid image; ImageRejected says what is wrong."""
+    """(content type, width, height) of a valid image; ImageRejected says what is wrong.
+
+    The pixels are counted from the header before any is decoded: decoding costs memory by the
+    pixel, up to 16 bytes each for a lossless WebP, and a few kilobytes of PNG or WebP can
+    describe a gigapixel.
+    """
     from PIL import Image, UnidentifiedImageError
 
     _check_size(len(data))
     if not data:
         raise ImageRejected("is empty")
-    side = image_max_side()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -74,15 +96,25 @@ def image_check(data: bytes) -> tuple[str, int, int]:
                 width, height = probe.size
                 if kind not in ALLOWED:
                     raise ImageRejected(f"is {kind or 'not an image'}; send PNG, JPEG, GIF or WebP")
-                if width > side or height > side:
-                    raise ImageRejected(f"is {width}x{height} pixels; at most {side} pixels a side")
+                _check_pixels(width, height)
                 probe.verify()
             # verify() leaves the image unusable; decoding the pixels catches truncated data.
             with Image.open(io.BytesIO(data)) as full:
+                # A JPEG decodes at an eighth of its size: every byte is still read and checked,
+                # into a 64th of the memory for pixels (a progressive one still holds all its
+                # coefficients, 2 bytes a sample). Other formats ignore draft().
+                full.draft(full.mode, (1, 1))
                 full.load()
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refuses, as it opens, an image over its own limit, before we see the size.
+        limit = Image.MAX_IMAGE_PIXELS or 0
+        raise ImageRejected(
+            f"has more than {limit:,} pixels; an image may have at most "
+            f"{min(limit, image_max_pixels()):,}"
+        ) from None
+    except UnidentifiedImageError:
         raise ImageRejected("is not a readable PNG, JPEG, GIF or WebP image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"is corrupt ({exc})") from None

@@ -348,9 +348,12 @@ ITEMS_BATCH_MAX = env_int("ITEMS_BATCH_MAX", 1000)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 2 * 1024**3)
 # The images sent beside one import file, in all (each is also held to IMAGE_MAX_BYTES).
 IMPORT_IMAGES_MAX_BYTES = env_int("IMPORT_IMAGES_MAX_BYTES", 1024**3)
-# One image in an item: bytes and pixels a side, checked with Pillow.
+# One image in an item: bytes, pixels a side and pixels in all, checked with Pillow. Decoding
+# takes memory by the pixel (up to 16 bytes each, for a lossless WebP), whatever the file's
+# size: 25 million pixels hold a 6K screen or a full-page capture 3,000 pixels wide.
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 IMAGE_MAX_SIDE = env_int("IMAGE_MAX_SIDE", 8192)
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 25_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 20 * 1024 * 1024)
 
 # --- Security -------------------------------------------------------------

@@ -424,3 +424,143 @@ def test_two_transactions_storing_the_same_new_image_at_once_share_one_stored_im
     assert results["second"].pk == results["first"].pk
     assert ItemImage.objects.filter(campaign=campaign).count() == 1
     assert files_of(digest) - before == {results["first"].file.name}, "the second file is gone"
+
+
+# --- the pixel limit, and the memory a check takes ----------------------------------------------
+
+
+def _webp_declaring(width: int, height: int) -> bytes:
+    """A 34-byte lossless WebP of one colour that decodes to width x height pixels.
+
+    A one-colour VP8L stream spends no bits per pixel, so the size in its header is all that
+    differs between 16x16 and 8192x8192: made this way, the test costs no memory itself.
+    """
+    out = io.BytesIO()
+    Image.new("RGBA", (16, 16)).save(out, format="WEBP", lossless=True)
+    data = bytearray(out.getvalue())
+    assert data[12:16] == b"VP8L"
+    assert data[20] == 0x2F  # the lossless signature; the size follows
+    header = int.from_bytes(data[21:25], "little") & ~((1 << 28) - 1)
+    data[21:25] = (header | (width - 1) | (height - 1) << 14).to_bytes(4, "little")
+    return bytes(data)
+
+
+# Run in a fresh process: Pillow allocates in C, where tracemalloc does not look. The peak is
+# the process image's own (VmHWM): ru_maxrss would start from this process's, as exec keeps it.
+_MEASURE_CHECK = """
+import sys
+import django
+django.setup()
+from PIL import Image
+from feedback.images import ImageRejected, image_check
+Image.init()
+
+def peak_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+data = open(sys.argv[1], "rb").read()
+before = peak_kb()
+try:
+    outcome = repr(image_check(data))
+except ImageRejected as exc:
+    outcome = f"refused: {exc}"
+print((peak_kb() - before) // 1024, outcome)
+"""
+
+
+def _check_in_a_fresh_process(data: bytes, tmp_path) -> tuple[int, str]:
+    """(MB the peak memory grew by during image_check, its result) with the default settings."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    path = tmp_path / "image"
+    path.write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE_CHECK, str(path)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    grown, outcome = result.stdout.strip().split(" ", 1)
+    return int(grown), outcome
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_a_pixel_is_decoded(tmp_path):
+    bomb = _webp_declaring(8192, 8192)  # within IMAGE_MAX_SIDE; decoding it takes ~1 GB
+
+    grown_mb, outcome = _check_in_a_fresh_process(bomb, tmp_path)
+
+    assert outcome == (
+        "refused: is 8192x8192 pixels, 67,108,864 in all; an image may have at most 25,000,000"
+    )
+    assert grown_mb < 30, f"a {len(bomb)}-byte image took {grown_mb} MB to check"
+
+
+def test_a_jpeg_is_checked_at_an_eighth_of_its_size(tmp_path):
+    photo = io.BytesIO()
+    Image.new("RGB", (4000, 3000), "white").save(photo, format="JPEG", quality=50)
+
+    grown_mb, outcome = _check_in_a_fresh_process(photo.getvalue(), tmp_path)
+
+    assert outcome == "('image/jpeg', 4000, 3000)", "the size is the picture's, not the draft's"
+    # Decoded whole, the 12-megapixel picture takes 48 MB; at 1/8 scale, under 1 MB.
+    assert grown_mb < 16, f"a 12-megapixel JPEG took {grown_mb} MB to check"
+
+
+def test_an_item_with_too_many_pixels_names_the_image(api_for, engineer, pairwise_campaign):
+    images = [_data_url(_png()), _data_url(_webp_declaring(8192, 8192), "image/webp")]
+    body = [_item(), _item(prompt=[{"role": "user", "content": "Q", "images": images}])]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", body, format="json"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[1].prompt[0].images[1]": [
+            "image is 8192x8192 pixels, 67,108,864 in all; an image may have at most 25,000,000"
+        ]
+    }
+    assert Item.objects.count() == 0
+    assert ItemImage.objects.count() == 0
+
+
+def test_an_image_over_pillows_own_limit_gets_the_same_kind_of_message(settings):
+    from PIL import Image as PILImage
+
+    from feedback.images import ImageRejected, image_check
+
+    settings.IMAGE_MAX_SIDE = 16383
+    with pytest.raises(ImageRejected) as refused:
+        image_check(_webp_declaring(16000, 16000))
+    assert str(refused.value) == (
+        f"has more than {PILImage.MAX_IMAGE_PIXELS:,} pixels; an image may have at most 25,000,000"
+    )
+
+
+def test_a_jpeg_with_a_multi_picture_segment_is_a_jpeg(api_for, engineer, pairwise_campaign):
+    # Phones and cameras add an MPF segment (a depth map, a preview); Pillow calls the file MPO.
+    first, second = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (32, 24), "blue")
+    out = io.BytesIO()
+    first.save(out, format="MPO", save_all=True, append_images=[second])
+    client = api_for(engineer)
+    res = client.post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        [_item(context={"images": [_data_url(out.getvalue(), "image/jpeg")]})],
+        format="json",
+    )
+
+    assert res.status_code == 201, res.json()
+    stored = Item.objects.get().context["images"][0]
+    assert (stored["content_type"], stored["width"], stored["height"]) == ("image/jpeg", 64, 48)
+    assert ItemImage.objects.get().file.name.endswith(".jpg")
+    served = client.get(f"/api/v1/images/{stored['id']}/")
+    assert served["Content-Type"] == "image/jpeg"
+    assert b"".join(served.streaming_content) == out.getvalue()
