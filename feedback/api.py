@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from feedback import generation, imports, services
 from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.images import ImageResolver
+from feedback.images import ImageResolver, images_by_name
 from feedback.models import Campaign, GenerationJob, ImportJob, ItemImage, User
 from feedback.selectors import campaign_get_for_user, campaigns_for_user
 
@@ -153,7 +153,7 @@ class ItemsCreateView(APIView):
                     f"column {exc.colno}.",
                     fields={"items": ["not valid JSON"]},
                 ) from None
-            uploads = {f.name: f for f in request.FILES.getlist("images")}
+            uploads = images_by_name(request.FILES.getlist("images"))
         if isinstance(raw, list) and len(raw) > settings.ITEMS_BATCH_MAX:
             raise ValidationFailed(
                 f"A batch holds at most {settings.ITEMS_BATCH_MAX} items; got {len(raw)}. "

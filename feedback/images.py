@@ -152,22 +152,66 @@ def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
     return image
 
 
-def images_stage_uploads(
-    *, campaign: Campaign, prefix: str, files: Iterable[UploadedFile]
-) -> dict[str, str]:
-    """Keep the images sent beside an import file until the job reads them: {name: path}."""
-    staged: dict[str, str] = {}
+def images_by_name(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
+    """The images sent beside a batch or an import, by the file name items refer to.
+
+    Browsers and clients send a file's name without its folder: a/0001.png and b/0001.png both
+    arrive as 0001.png. Which one "upload:0001.png" means would be a guess, so the request is
+    refused.
+    """
+    by_name: dict[str, UploadedFile] = {}
     for upload in files:
         name = (upload.name or "").rsplit("/", 1)[-1]
         if not name:
             continue
+        if name in by_name:
+            raise ValidationFailed(
+                f"Two images are named {name!r} (a file is sent without its folder), so "
+                f"upload:{name} could mean either. Give every image its own name.",
+                fields={f"images[{name}]": ["two files have this name"]},
+            )
+        by_name[name] = upload
+    return by_name
+
+
+def images_check_uploads(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
+    """The images sent beside an import file, by name, each within IMAGE_MAX_BYTES.
+
+    Checked before anything of the import is saved: a refused request leaves nothing behind.
+    """
+    by_name = images_by_name(files)
+    for name, upload in by_name.items():
         if (upload.size or 0) > image_max_bytes():
             raise ValidationFailed(
                 f"The image {name!r} is larger than {image_max_bytes():,} bytes.",
                 fields={f"images[{name}]": ["too large"]},
             )
-        staged[name] = default_storage.save(f"{prefix}/images/{name}", upload)
+    return by_name
+
+
+def images_stage_uploads(*, prefix: str, uploads: dict[str, UploadedFile]) -> dict[str, str]:
+    """Keep the images sent beside an import file until the job reads them: {name: path}.
+
+    Each is stored under its number, not its name, which may be longer than a file system
+    takes (255 bytes: 86 CJK characters). If one cannot be saved, it and those saved before it
+    are deleted.
+    """
+    staged: dict[str, str] = {}
+    try:
+        for number, (name, upload) in enumerate(uploads.items()):
+            # Named before it is saved: a save that fails part way leaves part of the file.
+            staged[name] = f"{prefix}/images/{number}"
+            staged[name] = default_storage.save(staged[name], upload)
+    except BaseException:
+        images_unstage(staged)
+        raise
     return staged
+
+
+def images_unstage(staged: dict[str, str]) -> None:
+    """Delete staged images ({name: path}), as when their import is refused."""
+    for path in staged.values():
+        default_storage.delete(path)
 
 
 def _decode_data_url(ref: str) -> bytes:

@@ -227,27 +227,36 @@ def import_create(
             "Parquet and Label Studio files.",
             fields={"mapping": ["not used for jsonl"]},
         )
-    from feedback.images import images_stage_uploads
+    from feedback.images import images_check_uploads, images_stage_uploads, images_unstage
 
-    with transaction.atomic():
-        job = ImportJob(
-            campaign=campaign,
-            created_by=actor,
-            format=fmt,
-            on_error=on_error,
-            mapping=mapping if isinstance(mapping, dict) else json.loads(mapping or "{}"),
-            filename=(upload.name or "upload")[:255],
-            size_bytes=upload.size or 0,
-        )
-        job.file.save(PurePath(upload.name or "upload").name, upload, save=False)
-        job.save()
-        job.uploads = images_stage_uploads(
-            campaign=campaign, prefix=f"imports/{job.pk}", files=images
-        )
-        if job.uploads:
-            job.save(update_fields=["uploads"])
-        job_id = job.pk
-        transaction.on_commit(lambda: _enqueue(job_id))
+    named_images = images_check_uploads(images)
+    job = ImportJob(
+        campaign=campaign,
+        created_by=actor,
+        format=fmt,
+        on_error=on_error,
+        mapping=mapping if isinstance(mapping, dict) else json.loads(mapping or "{}"),
+        filename=(upload.name or "upload")[:255],
+        size_bytes=upload.size or 0,
+    )
+    try:
+        with transaction.atomic():
+            # Stored under a name of ours: the client's, kept in `filename`, may be longer than
+            # a file system takes (255 bytes: 86 CJK characters).
+            job.file.save(f"upload.{fmt}", upload, save=False)
+            job.save()
+            job.uploads = images_stage_uploads(prefix=f"imports/{job.pk}", uploads=named_images)
+            if job.uploads:
+                job.save(update_fields=["uploads"])
+    except BaseException:
+        # The row rolled back: its files, up to IMPORT_MAX_BYTES, would stay with nothing to
+        # name or sweep them.
+        if job.file:
+            job.file.delete(save=False)
+        images_unstage(job.uploads)
+        raise
+    job_id = job.pk
+    transaction.on_commit(lambda: _enqueue(job_id))
     return job
 
 

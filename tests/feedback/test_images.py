@@ -320,7 +320,12 @@ def test_the_sweep_deletes_files_a_refused_batch_left_and_keeps_stored_images(
         )
     assert client.get(f"/api/v1/imports/{imported.json()['id']}/").json()["status"] == "succeeded"
     stored = {image.file.name for image in ItemImage.objects.all()}
-    on_disk = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")}
+
+    def images_on_disk():  # every file but the import file
+        files = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+        return {name for name in files if not name.endswith(".jsonl")}
+
+    on_disk = images_on_disk()
     staged = on_disk - stored
     assert len(stored) == 2
     assert stored <= on_disk
@@ -331,7 +336,7 @@ def test_the_sweep_deletes_files_a_refused_batch_left_and_keeps_stored_images(
         "orphan_images": 1,
         "staged_uploads": 1,
     }
-    assert {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")} == stored
+    assert images_on_disk() == stored
     for image in ItemImage.objects.all():
         assert default_storage.exists(image.file.name)
         assert client.get(f"/api/v1/images/{image.pk}/").status_code == 200
@@ -564,3 +569,147 @@ def test_a_jpeg_with_a_multi_picture_segment_is_a_jpeg(api_for, engineer, pairwi
     served = client.get(f"/api/v1/images/{stored['id']}/")
     assert served["Content-Type"] == "image/jpeg"
     assert b"".join(served.streaming_content) == out.getvalue()
+
+
+# --- the images beside a batch or an import -------------------------------------------------------
+
+
+def _media_files(root) -> set[str]:
+    from pathlib import Path
+
+    return {str(p) for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_two_images_with_one_name_beside_a_batch_are_refused(api_for, engineer, pairwise_campaign):
+    # Two folders' 0001.png arrive with one name: which one an item means would be a guess.
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        {
+            "items": json.dumps([_item(context={"images": ["upload:0001.png"]})]),
+            "images": [
+                SimpleUploadedFile("a/0001.png", _png(color="red"), content_type="image/png"),
+                SimpleUploadedFile("b/0001.png", _png(color="blue"), content_type="image/png"),
+            ],
+        },
+        format="multipart",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"images[0001.png]": ["two files have this name"]}
+    assert "'0001.png'" in res.json()["error"]["message"]
+    assert Item.objects.count() == 0
+    assert ItemImage.objects.count() == 0
+
+
+def test_two_images_with_one_name_beside_an_import_are_refused(
+    api_for, engineer, pairwise_campaign, settings, tmp_path
+):
+    from feedback.models import ImportJob
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    line = json.dumps(_item(context={"images": ["upload:0001.png"]}))
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+        {
+            "file": SimpleUploadedFile("items.jsonl", line.encode() + b"\n"),
+            "images": [
+                SimpleUploadedFile("0001.png", _png(color="red"), content_type="image/png"),
+                SimpleUploadedFile("0001.png", _png(color="blue"), content_type="image/png"),
+            ],
+        },
+        format="multipart",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"images[0001.png]": ["two files have this name"]}
+    assert ImportJob.objects.count() == 0
+    assert _media_files(tmp_path) == set()
+
+
+def test_a_refused_import_leaves_no_file_behind(
+    api_for, engineer, pairwise_campaign, settings, tmp_path
+):
+    from feedback.models import ImportJob
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    settings.IMAGE_MAX_BYTES = 1000
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+        {
+            "file": SimpleUploadedFile("items.jsonl", b'{"prompt": "q"}\n' * 1000),
+            "images": [
+                SimpleUploadedFile("ok.png", _png(), content_type="image/png"),
+                SimpleUploadedFile("big.png", b"x" * 1001, content_type="image/png"),
+            ],
+        },
+        format="multipart",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"images[big.png]": ["too large"]}
+    assert ImportJob.objects.count() == 0
+    assert _media_files(tmp_path) == set()
+
+
+def test_an_import_whose_row_cannot_be_saved_deletes_its_files(
+    engineer, pairwise_campaign, settings, tmp_path
+):
+    from django.db import DataError
+
+    from feedback.imports import import_create
+    from feedback.models import ImportJob
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    # PostgreSQL cannot store NUL in the job's {name: path} of images, which is saved after the
+    # import file and the images. (Django's upload parser drops control characters from a file
+    # name, so the service is called directly.)
+    with pytest.raises(DataError):
+        import_create(
+            actor=engineer,
+            campaign=pairwise_campaign,
+            upload=SimpleUploadedFile("items.jsonl", b'{"prompt": "q"}\n'),
+            images=[
+                SimpleUploadedFile("ok.png", _png(), content_type="image/png"),
+                SimpleUploadedFile("nul\x00.png", _png(), content_type="image/png"),
+            ],
+        )
+
+    assert ImportJob.objects.count() == 0
+    assert _media_files(tmp_path) == set()
+
+
+def test_staging_that_fails_part_way_deletes_the_images_it_wrote(settings, tmp_path):
+    from feedback.images import images_stage_uploads
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    unreadable = SimpleUploadedFile("b.png", _png())
+    unreadable.close()  # fails as storage reads it, after storage has created its file
+    uploads = {"a.png": SimpleUploadedFile("a.png", _png()), "b.png": unreadable}
+
+    with pytest.raises(ValueError, match="closed file"):
+        images_stage_uploads(prefix="imports/1", uploads=uploads)
+
+    assert _media_files(tmp_path) == set()
+
+
+def test_file_names_longer_than_a_file_system_takes_are_imported(
+    api_for, engineer, pairwise_campaign, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.MEDIA_ROOT = str(tmp_path)
+    image_name = "図" * 100 + ".png"  # 304 bytes in UTF-8; ext4 takes 255 in a name
+    line = json.dumps(_item(external_id="cjk", context={"images": [f"upload:{image_name}"]}))
+    client = api_for(engineer)
+    with django_capture_on_commit_callbacks(execute=True):
+        res = client.post(
+            f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+            {
+                "file": SimpleUploadedFile("項目" * 50 + ".jsonl", line.encode() + b"\n"),
+                "images": [SimpleUploadedFile(image_name, _png(5, 5), content_type="image/png")],
+            },
+            format="multipart",
+        )
+
+    assert res.status_code == 202, res.content
+    assert res.json()["filename"] == "項目" * 50 + ".jsonl"
+    assert client.get(f"/api/v1/imports/{res.json()['id']}/").json()["status"] == "succeeded"
+    assert Item.objects.get(external_id="cjk").context["images"][0]["width"] == 5
