@@ -214,16 +214,28 @@ class CampaignInput:
     slug: str | None = None
 
 
+def _rating_needs_a_rubric(kind: str, rubric: list[dict[str, Any]]) -> None:
+    """A rating campaign's reviews are its rubric's scores: without one, a review would be
+    empty (and paid)."""
+    if kind == Campaign.Kind.RATING and not rubric:
+        raise ValidationFailed(
+            "A rating campaign needs a rubric: experts rate each response on its criteria.",
+            fields={"rubric": ["give at least one criterion for a rating campaign"]},
+        )
+
+
 def campaign_create(*, actor: User, data: CampaignInput) -> Campaign:
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers create campaigns.")
+    rubric = _validate_rubric(data.rubric or [])
+    _rating_needs_a_rubric(data.kind, rubric)
     campaign = Campaign(
         name=data.name,
         slug=data.slug or _unique_slug(data.name),
         kind=data.kind,
         status=data.status,
         instructions=data.instructions,
-        rubric=_validate_rubric(data.rubric or []),
+        rubric=rubric,
         overlap=data.overlap,
         required_skills=list(data.required_skills or []),
         gold_rate=data.gold_rate,
@@ -276,6 +288,7 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
         old_overlap = campaign.overlap
         if "rubric" in changes:
             changes["rubric"] = _validate_rubric(changes["rubric"])
+            _rating_needs_a_rubric(campaign.kind, changes["rubric"])
         if "pay" in changes:
             changes["pay"] = _validate_pay(changes["pay"])
         for key, value in changes.items():
