@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from feedback import generation, imports, services
 from feedback.errors import PermissionDenied, ValidationFailed
 from feedback.images import ImageResolver, images_by_name
+from feedback.item_input import MAX_NESTING
 from feedback.models import Campaign, GenerationJob, ImportJob, ItemImage, User
 from feedback.selectors import campaign_get_for_user, campaigns_for_user
 
@@ -121,6 +122,16 @@ class ItemsAddedOutput(serializers.Serializer[Any]):
     duplicates = serializers.ListField(child=serializers.DictField())
 
 
+def _nested_too_deeply() -> ValidationFailed:
+    """Python's JSON parser gives up on lists and objects nested about a thousand deep; the
+    items are refused then, as they would be for nesting more than MAX_NESTING once read."""
+    return ValidationFailed(
+        "The items nest lists and objects too deeply to be read; a field of an item may nest "
+        f"at most {MAX_NESTING} levels.",
+        fields={"items": ["nested too deeply to be read"]},
+    )
+
+
 class ItemsCreateView(APIView):
     @extend_schema(
         request={"application/json": {"type": "array", "items": {"type": "object"}}},
@@ -140,7 +151,10 @@ class ItemsCreateView(APIView):
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
         if not user.manages_campaigns:
             raise PermissionDenied("Only admins and ML engineers add items.")
-        raw: Any = request.data
+        try:
+            raw: Any = request.data
+        except RecursionError:
+            raise _nested_too_deeply() from None
         uploads: dict[str, Any] = {}
         if request.content_type.startswith("multipart/"):
             # Multipart: the items as JSON text in the `items` field, images as files.
@@ -153,6 +167,8 @@ class ItemsCreateView(APIView):
                     f"column {exc.colno}.",
                     fields={"items": ["not valid JSON"]},
                 ) from None
+            except RecursionError:
+                raise _nested_too_deeply() from None
             uploads = images_by_name(request.FILES.getlist("images"))
         if isinstance(raw, list) and len(raw) > settings.ITEMS_BATCH_MAX:
             raise ValidationFailed(

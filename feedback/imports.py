@@ -38,12 +38,14 @@ from feedback.imports_readers import (
     read_parquet,
 )
 from feedback.item_input import (
+    MAX_NESTING,
     NUL_MESSAGE,
     ItemInput,
     in_storage_order,
     item_parse,
     item_parse_plain,
     storable_text,
+    unstorable,
 )
 from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
@@ -351,7 +353,10 @@ def _import_execute(job: ImportJob) -> ImportJob:
         with transaction.atomic():
             lock_campaign_intake(job.campaign_id)
             with job.file.open("rb") as binary:
-                _load(job, _rows(job, binary), tally)
+                try:
+                    _load(job, _rows(job, binary), tally)
+                except RecursionError:
+                    raise _nested_too_deeply(job, tally) from None
             if tally.invalid and job.on_error == ImportJob.OnError.ABORT:
                 raise _Abort
     except _Abort:
@@ -397,6 +402,25 @@ def _import_execute(job: ImportJob) -> ImportJob:
     )
     job.refresh_from_db()
     return job
+
+
+# Where a reader is when it gives up on a row: the row after the last it yielded.
+_NEXT_ROW_KEY: dict[str, str] = {
+    ImportJob.Format.CSV: "row",
+    ImportJob.Format.PARQUET: "row",
+    ImportJob.Format.LABEL_STUDIO: "task",
+}
+
+
+def _nested_too_deeply(job: ImportJob, tally: _Tally) -> UnreadableFile:
+    """Python's JSON parser, which reads Label Studio tasks and CSV cells, gives up on lists
+    and objects nested about a thousand deep, in the reader, which cannot go on after it."""
+    key = _NEXT_ROW_KEY.get(job.format)
+    return UnreadableFile(
+        {key: tally.rows + 1} if key else {},
+        "lists and objects are nested too deeply to be read (a field of an item may nest at most"
+        f" {MAX_NESTING} levels)",
+    )
 
 
 def lock_campaign_intake(campaign_id: int) -> None:
@@ -727,32 +751,60 @@ def _copy_text(value: str) -> bytes:
 
 
 NUL_JSON = b"\\u0000"
+NULL_JSON = b"null"
+
+
+def _plain_json(value: Any, *, text_only: bool = False) -> bytes | None:
+    """Compact JSON as UTF-8, or None when the value may hold what an item cannot, for
+    item_input.unstorable to judge. orjson refuses a lone surrogate, an integer beyond 64
+    bits and lists and objects nested more than 254 deep (MAX_NESTING is no less, so every
+    value nested too deeply gets here); it writes NaN and infinities as null and a NUL as
+    \\u0000. So searches in C decide for the common value; one with a null, or a text that
+    mentions null or \\u0000, gets the exact check. A value of `text_only` (strings, lists
+    and objects) cannot hold a number: only \\u0000 is looked for."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError:
+        return None
+    if NUL_JSON in data or (not text_only and NULL_JSON in data):
+        return None
+    return data
+
+
+def _checked_json(name: str, value: Any, data: bytes | None, errors: dict[str, list[str]]) -> bytes:
+    """`data`, or when _plain_json left it to the exact check, the value's JSON if it can be
+    stored and b"" after naming its field in `errors` if not."""
+    if data is not None:
+        return data
+    problem = unstorable(value)
+    if problem:
+        errors[name] = [problem]
+        return b""
+    return _json_bytes(value)
 
 
 def _encode(
     item: ItemInput, location: dict[str, Any], campaign: Campaign
 ) -> tuple[dict[str, list[str]], _Ready | None]:
     """The item's COPY lines, made once, in the parser thread. PostgreSQL text and jsonb
-    cannot hold a NUL character, so say where one is."""
+    cannot hold a NUL character (nor JSON a NaN), so say where one is."""
     errors: dict[str, list[str]] = {}
-    prompt = _json_bytes(item.prompt)
-    context = _json_bytes(item.context)
-    metadata = _json_bytes(item.metadata)
-    gold = None if item.gold_answer is None else _json_bytes(item.gold_answer)
-    if (
-        NUL_JSON in prompt
-        or NUL_JSON in context
-        or NUL_JSON in metadata
-        or (gold is not None and NUL_JSON in gold)
-    ):
-        for name, data in (
-            ("prompt", prompt),
-            ("context", context),
-            ("metadata", metadata),
-            ("gold_answer", gold),
-        ):
-            if data and NUL_JSON in data:
-                errors[name] = [NUL_MESSAGE]
+    # A prompt is text on item_parse_plain's path, and was checked whole on item_parse's.
+    prompt = _plain_json(item.prompt, text_only=True)
+    context = _plain_json(item.context)
+    metadata = _plain_json(item.metadata)
+    has_gold = item.gold_answer is not None
+    gold = _plain_json(item.gold_answer) if has_gold else b""
+    if prompt is None or context is None or metadata is None or gold is None:
+        prompt, context, metadata, gold = (
+            _checked_json(name, value, data, errors)
+            for name, value, data in (
+                ("prompt", item.prompt, prompt),
+                ("context", item.context, context),
+                ("metadata", item.metadata, metadata),
+                ("gold_answer", item.gold_answer, gold),
+            )
+        )
     if item.external_id and "\x00" in item.external_id:
         errors["external_id"] = [NUL_MESSAGE]
     response_lines = []
@@ -778,7 +830,7 @@ def _encode(
         item.content_hash.encode(),
         item.priority,
         b"t" if item.is_gold else b"f",
-        b"\\N" if gold is None else _copy_json(gold),
+        _copy_json(gold) if has_gold else b"\\N",
     )
     queue_line = b"%d\t%d\t%d\tf\n" % (campaign.pk, item.priority, _open_slots(campaign, item))
     return errors, _Ready(location, item, line, response_lines, queue_line)

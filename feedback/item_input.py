@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -23,6 +24,11 @@ FORMATS = set(Response.Format.values)
 MAX_TEXT = 1_000_000  # characters in one prompt message or response
 MAX_EXTERNAL_ID = 200
 MAX_MODEL = 200  # characters of a model name, as stored
+# Lists and objects inside one another in one field's value (its own list or object counts).
+# PostgreSQL and Python's JSON parser go deeper, but nothing an item holds needs to. The
+# import's quick path leaves the check to orjson, which writes no more than 254 levels: it
+# must never write more than this (a test says so).
+MAX_NESTING = 256
 ITEM_KEYS = frozenset(
     {
         "external_id",
@@ -146,24 +152,37 @@ SURROGATE_MESSAGE = (
     "contains a lone UTF-16 surrogate (an unpaired \\ud800 escape), which is not a character"
     " and cannot be stored"
 )
+NOT_FINITE_MESSAGE = (
+    "contains NaN or an infinite number (a number beyond 1.8e308, such as 1e400, reads as"
+    " infinite), which JSON cannot store"
+)
+TOO_DEEP_MESSAGE = f"nests lists and objects more than {MAX_NESTING} levels deep"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def unstorable(value: Any) -> str | None:
-    """What PostgreSQL cannot store in a JSON value or a text, anywhere in it (keys too): a
-    NUL character, or a lone surrogate, which Python's JSON parser (the API's) lets through."""
-    pending = [value]
+    """What PostgreSQL cannot store in a JSON value or a text, anywhere in it (keys too), or
+    what an item may not hold: a NUL character, a lone surrogate, NaN or an infinite number
+    (Python's JSON parser lets them through: it reads 1e400 as infinite, and NaN and Infinity
+    unless told not to), or lists and objects nested more than MAX_NESTING deep."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
-        value = pending.pop()
+        value, depth = pending.pop()
         if isinstance(value, str):
             found = _UNSTORABLE.search(value)
             if found:
                 return NUL_MESSAGE if found.group() == "\x00" else SURROGATE_MESSAGE
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return NOT_FINITE_MESSAGE
+        elif isinstance(value, dict | list):
+            if depth > MAX_NESTING:
+                return TOO_DEEP_MESSAGE
+            depth += 1
+            if isinstance(value, dict):
+                pending.extend((key, depth) for key in value)
+                value = value.values()
+            pending.extend((part, depth) for part in value)
     return None
 
 
@@ -208,7 +227,9 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
     """The common item, checked in as few steps as possible: text only (no images anywhere)
     and valid. Anything else returns None, and `item_parse` gives the verdict and the errors.
     `wanted` is the campaign's responses_wanted. Every check here is one of item_parse's, so
-    an item passes here only if item_parse would accept it the same way."""
+    an item passes here only if item_parse would accept it the same way. A chat message here
+    has a role and a content and nothing else: the prompt is text, which the import checks
+    for a NUL alone (imports._encode)."""
     if not raw.keys() <= ITEM_KEYS:
         return None
     get = raw.get
@@ -220,7 +241,7 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
         for message in prompt:
             if (
                 type(message) is not dict
-                or "images" in message
+                or len(message) != 2
                 or type(message.get("role")) is not str
                 or message["role"] not in ROLES
                 or type(message.get("content")) is not str
