@@ -262,14 +262,20 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
         return None
     external_id = get("external_id")
     if external_id is not None:
-        if type(external_id) is int:
+        if type(external_id) is not str:
+            if type(external_id) is float:
+                external_id = _integral(external_id)
+            if type(external_id) is not int:
+                return None
             external_id = str(external_id)
-        if type(external_id) is not str or not external_id.strip():
-            return None
-        if len(external_id) > MAX_EXTERNAL_ID:
+        if not external_id.strip() or len(external_id) > MAX_EXTERNAL_ID:
             return None
     priority = get("priority", 0)
-    if type(priority) is not int or not -1000 <= priority <= 1000:
+    if type(priority) is not int:
+        if type(priority) is not float or not priority.is_integer():
+            return None
+        priority = int(priority)
+    if not -1000 <= priority <= 1000:
         return None
     is_gold = get("is_gold", False)
     if type(is_gold) is not bool:
@@ -311,6 +317,31 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
     return item
 
 
+# Up to this size every integer is exactly a float; beyond it, a float may stand for another
+# integer than the one written (orjson reads an integer beyond 64 bits as a float).
+EXACT_FLOAT_INTEGERS = 2**53
+
+
+def _integral(value: Any) -> Any:
+    """A float with an integral value (3.0) as that integer, if no other integer could have
+    become that float; anything else as it is. JSON has one kind of number, and a column of
+    integers with a missing value comes out of pandas (and its Parquet files) as floats."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_FLOAT_INTEGERS:
+        return int(value)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: JSON's name for true, false and null, a short
+    repr of a number or a text, the kind of a list or an object."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float | str):
+        shown = repr(value[:50] if isinstance(value, str) else value)
+        return f"{shown}…" if isinstance(value, str) and len(value) > 50 else shown
+    return "a list" if isinstance(value, list) else "an object"
+
+
 def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[str, list[str]]]:
     """Validate one item object. Returns (item, {}) or (None, {field path: [messages]})."""
     errors: dict[str, list[str]] = {}
@@ -338,20 +369,24 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
     if not isinstance(metadata, dict):
         errors.setdefault("metadata", []).append("must be an object")
 
-    external_id = raw.get("external_id")
+    external_id = _integral(raw.get("external_id"))
     if external_id is not None:
         if isinstance(external_id, int) and not isinstance(external_id, bool):
             external_id = str(external_id)
         if not isinstance(external_id, str) or not external_id.strip():
-            errors.setdefault("external_id", []).append("must be a non-empty string")
+            errors.setdefault("external_id", []).append(
+                f"must be a non-empty string or an integer, got {_shown(external_id)}"
+            )
         elif len(external_id) > MAX_EXTERNAL_ID:
             errors.setdefault("external_id", []).append(
                 f"is longer than {MAX_EXTERNAL_ID} characters"
             )
 
-    priority = raw.get("priority", 0)
+    priority = _integral(raw.get("priority", 0))
     if not isinstance(priority, int) or isinstance(priority, bool) or not -1000 <= priority <= 1000:
-        errors.setdefault("priority", []).append("must be an integer from -1000 to 1000")
+        errors.setdefault("priority", []).append(
+            f"must be an integer from -1000 to 1000, got {_shown(priority)}"
+        )
 
     is_gold = raw.get("is_gold", False)
     if not isinstance(is_gold, bool):

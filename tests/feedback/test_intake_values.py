@@ -322,3 +322,57 @@ def test_a_csv_cell_nested_deeper_than_python_reads_names_the_row(upload):
     assert status["status"] == "failed"
     assert [(e["row"], e["field"]) for e in status["errors"]] == [(2, "")]
     assert Item.objects.count() == 0
+
+
+# --- integers written as floats ------------------------------------------------------------------
+
+
+def test_parquet_integer_columns_with_missing_values_import_as_integers(upload):
+    """pandas writes an integer column with a missing value as float64: 3.0, NaN."""
+    table = pa.table(
+        {
+            "external_id": [17.0, None],
+            "prompt": ["q1", "q2"],
+            "chosen": ["a1", "a2"],
+            "rejected": ["b1", "b2"],
+            "priority": [3.0, None],
+        }
+    )
+    status = upload("items.parquet", _parquet(table))
+
+    assert status["status"] == "succeeded", status
+    stored = Item.objects.order_by("prompt").values_list("prompt", "external_id", "priority")
+    assert list(stored) == [("q1", "17", 3), ("q2", None, 0)]
+
+
+def test_an_integral_float_is_that_integer_in_the_batch_too(post_items):
+    res = post_items('[{"prompt": "Q", "priority": 3.0, "external_id": 1e3}]')
+
+    assert res.status_code == 201, res.content
+    item = Item.objects.get()
+    assert (item.external_id, item.priority, item.queue.priority) == ("1000", 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("priority", 3.5, "must be an integer from -1000 to 1000, got 3.5"),
+        ("priority", "3", "must be an integer from -1000 to 1000, got '3'"),
+        ("priority", 2000.0, "must be an integer from -1000 to 1000, got 2000"),
+        ("external_id", 17.5, "must be a non-empty string or an integer, got 17.5"),
+        ("external_id", True, "must be a non-empty string or an integer, got true"),
+        # orjson reads an integer beyond 64 bits as a float, which another integer could be.
+        (
+            "external_id",
+            123456789012345678901234567890,
+            "must be a non-empty string or an integer, got 1.2345678901234568e+29",
+        ),
+    ],
+)
+def test_a_number_that_is_not_an_integer_is_refused_saying_what_it_got(
+    upload, field, value, message
+):
+    status = upload("items.jsonl", json.dumps(_item(1, **{field: value})).encode() + b"\n")
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [{"line": 1, "field": field, "message": message}]
