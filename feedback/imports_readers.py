@@ -12,7 +12,7 @@ import codecs
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
@@ -78,6 +78,7 @@ class ColumnMapping:
     responses: list[ResponseColumn] | str | None  # flat columns, or one column holding a list
     metadata_columns: list[str] | None  # None: every column not used elsewhere
     messages_column: str | None = None  # a chat: prompt = all but the last turn, response = last
+    _used: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, raw: Any) -> ColumnMapping | None:
@@ -183,19 +184,20 @@ class ColumnMapping:
                     if all(k in present for k in key_set):
                         responses = [ResponseColumn(column=k, model=k) for k in key_set]
                         break
-        metadata = ["metadata"] if "metadata" in present else None
-        return cls(fields, responses, metadata, messages)
+        # Every column not used above goes into metadata, a `metadata` column's object merged.
+        return cls(fields, responses, None, messages)
 
     def used_columns(self) -> set[str]:
+        """The columns that fill item fields other than metadata."""
         used = set(self.fields.values())
         if isinstance(self.responses, str):
             used.add(self.responses)
         elif self.responses:
             for r in self.responses:
                 used.add(r.column)
+                used.add(f"{r.column}_format")
                 if r.model_column:
                     used.add(r.model_column)
-                    used.add(f"{r.column}_format")
         if self.messages_column:
             used.add(self.messages_column)
         return used
@@ -213,6 +215,14 @@ class ColumnMapping:
                     raise MappingError(
                         f"mapping.responses[{index}]", f"column {r.column!r} is not in the file"
                     )
+                if r.model_column and r.model_column not in present:
+                    raise MappingError(
+                        f"mapping.responses[{index}].model_column",
+                        f"column {r.model_column!r} is not in the file",
+                    )
+        for column in self.metadata_columns or ():
+            if column not in present:
+                raise MappingError("mapping.metadata", f"column {column!r} is not in the file")
         if self.messages_column and self.messages_column not in present:
             raise MappingError("mapping.messages", f"column {self.messages_column!r} is missing")
         if "prompt" not in self.fields and not self.messages_column:
@@ -255,27 +265,49 @@ class ColumnMapping:
             return item, responses
         if responses is not None:
             item["responses"] = item.get("responses", []) + responses
-        metadata: dict[str, Any] = {}
-        if self.metadata_columns is None:
-            used = self.used_columns()
-            metadata = {k: v for k, v in row.items() if k not in used and v not in (None, "")}
-        else:
-            for column in self.metadata_columns:
-                value = row.get(column)
-                if column == "metadata":
-                    if json_text:
-                        value, problem = _cell_value("metadata", value)
-                        if problem:
-                            return item, f"metadata: {problem}"
-                    if isinstance(value, dict):
-                        metadata.update(value)
-                    elif value not in (None, ""):
-                        metadata["metadata"] = value
-                elif value not in (None, ""):
-                    metadata[column] = value
+        metadata, problem = self._metadata(row, json_text=json_text)
+        if problem:
+            return item, problem
         if metadata:
-            item["metadata"] = _jsonable(metadata)
+            item["metadata"] = metadata
         return item, None
+
+    def _metadata(
+        self, row: dict[str, Any], *, json_text: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """The metadata of a row: each metadata column under its own name, but the object of a
+        `metadata` column merged in key by key; a key in both is an error of the column."""
+        if self.metadata_columns is None:
+            if self._used is None:
+                self._used = self.used_columns()
+            used = self._used
+            columns: Iterator[str] | list[str] = (c for c in row if c not in used)
+        else:
+            columns = self.metadata_columns
+        metadata: dict[str, Any] = {}
+        merged: dict[str, Any] | None = None
+        for column in columns:
+            value = row.get(column)
+            if value is None or value == "":
+                continue
+            if column == "metadata":
+                if json_text:
+                    value, problem = _cell_value("metadata", value)
+                    if problem:
+                        return {}, f"metadata: {problem}"
+                if isinstance(value, dict):
+                    merged = value
+                    continue
+            metadata[column] = value
+        if merged:
+            for column in metadata:
+                if column in merged:
+                    return {}, (
+                        f"{column}: is also a key of the metadata column's object; rename the"
+                        " column or the key"
+                    )
+            metadata = {**merged, **metadata}
+        return metadata, None
 
     def _responses(self, row: dict[str, Any], *, json_text: bool) -> list[Any] | str | None:
         if self.responses is None:
@@ -291,7 +323,10 @@ class ColumnMapping:
             return value if isinstance(value, list) else [value]
         out = []
         for spec in self.responses:
-            text = _response_text(row.get(spec.column))
+            cell = row.get(spec.column)
+            if json_text and isinstance(cell, str):
+                cell = _csv_response_cell(cell)
+            text = _response_text(cell)
             if text in (None, ""):
                 continue
             model = row.get(spec.model_column) if spec.model_column else spec.model
@@ -322,6 +357,23 @@ def _response_text(value: Any) -> Any:
         return value[-1].get("content")
     if isinstance(value, dict):
         return value.get("text", value.get("content"))
+    return value
+
+
+def _csv_response_cell(value: str) -> Any:
+    """A CSV response cell holding JSON text: a chat (a list of messages, each with a role, as a
+    CSV prompt), or an object with `text` as its only key. Any other text is the response as
+    written, JSON or not: a model's answer may well be JSON."""
+    stripped = value.lstrip()
+    if stripped.startswith("[{"):
+        return _maybe_messages(value)
+    if stripped.startswith("{") and '"text"' in value:
+        try:
+            parsed = json.loads(value, parse_constant=_no_constant)
+        except ValueError:  # JSONDecodeError included: not an object, so plain text
+            return value
+        if isinstance(parsed, dict) and len(parsed) == 1 and isinstance(parsed.get("text"), str):
+            return parsed
     return value
 
 
