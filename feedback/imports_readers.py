@@ -8,6 +8,7 @@ Column mappings for CSV, Parquet and Label Studio are described in docs/intake.m
 
 from __future__ import annotations
 
+import base64
 import codecs
 import csv
 import json
@@ -34,6 +35,16 @@ RESPONSE_KEY_SETS = (
     ("completion",),
 )
 CSV_FIELD_LIMIT = 10 * 1024 * 1024
+# Columns that give the prompt its images when they hold Hugging Face's Image feature.
+IMAGE_COLUMNS = ("images", "image")
+BINARY_MESSAGE = (
+    "holds binary data, which an item cannot store; leave the column out with a mapping"
+    ' ("metadata": [the columns to keep])'
+)
+IMAGE_COLUMN_MESSAGE = (
+    "holds images (Hugging Face's Image feature); only a column named images or image gives"
+    " the prompt its images"
+)
 
 
 @dataclass
@@ -78,6 +89,8 @@ class ColumnMapping:
     responses: list[ResponseColumn] | str | None  # flat columns, or one column holding a list
     metadata_columns: list[str] | None  # None: every column not used elsewhere
     messages_column: str | None = None  # a chat: prompt = all but the last turn, response = last
+    # A column of images for the prompt (Parquet: Hugging Face's Image feature), set by the reader.
+    images_column: str | None = None
     _used: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -200,7 +213,20 @@ class ColumnMapping:
                     used.add(r.model_column)
         if self.messages_column:
             used.add(self.messages_column)
+        if self.images_column:
+            used.add(self.images_column)
         return used
+
+    def named_columns(self) -> set[str]:
+        """The columns the mapping names, metadata included."""
+        return self.used_columns() | set(self.metadata_columns or ())
+
+    def columns_read(self, columns: list[str]) -> list[str]:
+        """The columns of the file that the items are made from, in the file's order."""
+        if self.metadata_columns is None:
+            return columns
+        named = self.named_columns()
+        return [c for c in columns if c in named]
 
     def check_columns(self, columns: list[str]) -> None:
         present = set(columns)
@@ -254,7 +280,7 @@ class ColumnMapping:
                 if chat[-1].get("role") == "assistant" and len(chat) > 1:
                     item["prompt"] = chat[:-1]
                     item.setdefault("responses", []).append(
-                        {"model": "dataset", "text": chat[-1].get("content")}
+                        {"model": "dataset", "text": _parts_as_text(chat[-1].get("content"))}
                     )
                 else:
                     item["prompt"] = chat
@@ -265,6 +291,20 @@ class ColumnMapping:
             return item, responses
         if responses is not None:
             item["responses"] = item.get("responses", []) + responses
+        prompt = item.get("prompt")
+        images: list[str] = []
+        if self.images_column:
+            images, image_problem = _image_references(row.get(self.images_column))
+            if image_problem:
+                where, message = image_problem
+                return item, f"{self.images_column}{where}: {message}"
+        if images or (isinstance(prompt, list) and _has_content_parts(prompt)):
+            prompt, prompt_problem = _prompt_with_images(prompt, images)
+            if prompt_problem:
+                of_images, message = prompt_problem
+                named = self.images_column if of_images else self.fields.get("prompt")
+                return item, f"{named or self.messages_column}: {message}"
+            item["prompt"] = prompt
         metadata, problem = self._metadata(row, json_text=json_text)
         if problem:
             return item, problem
@@ -338,26 +378,22 @@ class ColumnMapping:
         return out
 
 
-def _jsonable(value: Any) -> Any:
-    """Parquet cells can hold dates and bytes; metadata must be JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
 def _response_text(value: Any) -> Any:
     """A response cell: text, a chat whose last turn is the answer, or {"text"/"content"}."""
     if isinstance(value, list) and value and isinstance(value[-1], dict):
-        return value[-1].get("content")
+        return _parts_as_text(value[-1].get("content"))
     if isinstance(value, dict):
-        return value.get("text", value.get("content"))
+        return _parts_as_text(value.get("text", value.get("content")))
     return value
+
+
+def _parts_as_text(content: Any) -> Any:
+    """Content that is a list of text parts is their text; any other content is as it is."""
+    if isinstance(content, list):
+        text, places, problem = _content_parts_text(content)
+        if problem is None and not places:
+            return text
+    return content
 
 
 def _csv_response_cell(value: str) -> Any:
@@ -375,6 +411,110 @@ def _csv_response_cell(value: str) -> Any:
         if isinstance(parsed, dict) and len(parsed) == 1 and isinstance(parsed.get("text"), str):
             return parsed
     return value
+
+
+def _has_content_parts(prompt: list[Any]) -> bool:
+    return any(isinstance(m, dict) and isinstance(m.get("content"), list) for m in prompt)
+
+
+def _content_parts_text(parts: list[Any]) -> tuple[str, int, str | None]:
+    """Message content as a list of parts (TRL's vision layout: {"type": "text", "text"} and
+    {"type": "image"}): (the text parts joined by newlines, how many image places, problem)."""
+    texts: list[str] = []
+    places = 0
+    for index, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image":
+            places += 1
+        else:
+            return (
+                "",
+                0,
+                (
+                    f'content[{index}] must be {{"type": "text", "text": ...}} or'
+                    ' {"type": "image"}'
+                ),
+            )
+    return "\n".join(texts), places, None
+
+
+def _prompt_with_images(prompt: Any, images: list[str]) -> tuple[Any, tuple[bool, str] | None]:
+    """The prompt with its messages' content parts as text and the row's images in place: on the
+    messages that have image places, in order, else on the first user message (a prompt that is
+    text becomes one user message). A problem is (whether it is the images column's, message)."""
+    if isinstance(prompt, str):
+        if not images:
+            return prompt, None
+        return [{"role": "user", "content": prompt, "images": images}], None
+    if not isinstance(prompt, list):
+        return prompt, None
+    messages: list[Any] = []
+    places: list[int] = []
+    for index, message in enumerate(prompt):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            text, count, problem = _content_parts_text(content)
+            if problem:
+                return prompt, (False, f"prompt[{index}].{problem}")
+            message = {**message, "content": text}
+        else:
+            count = 0
+        messages.append(message)
+        places.append(count)
+    if not images:
+        return messages, None
+    wanted = sum(places)
+    if wanted and wanted != len(images):
+        return prompt, (
+            True,
+            f"holds {len(images)} image{'s' if len(images) != 1 else ''}; the prompt has"
+            f" {wanted} places for images"
+            ' ({"type": "image"})',
+        )
+    if not wanted:  # no places: the images go with the first user message
+        first = next(
+            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+            0,
+        )
+        places[first] = len(images)
+    taken = 0
+    for index, count in enumerate(places):
+        if count and isinstance(messages[index], dict):
+            message = messages[index]
+            own = message.get("images")
+            mine = images[taken : taken + count]
+            message = {**message, "images": (own if isinstance(own, list) else []) + mine}
+            messages[index] = message
+            taken += count
+    return messages, None
+
+
+def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
+    """The images of a Hugging Face Image column ({"bytes", "path"}, or a list of them) as data
+    URLs, which the import stores like any other image reference (feedback.images). A problem
+    is (where in the cell: "" or "[index]", message)."""
+    if value is None:
+        return [], None
+    values = value if isinstance(value, list) else [value]
+    references = []
+    for index, image in enumerate(values):
+        data = image.get("bytes") if isinstance(image, dict) else None
+        if not data:
+            path = image.get("path") if isinstance(image, dict) else None
+            where = f"[{index}]" if isinstance(value, list) else ""
+            if path:
+                return [], (
+                    where,
+                    f"has no image bytes, only the path {path!r}, which the import cannot read:"
+                    " write the Parquet file with the images in it",
+                )
+            return [], (where, "has no image")
+        # No content type: what the image is, Pillow finds out when it is stored.
+        encoded = base64.b64encode(data).decode("ascii")
+        references.append(f"data:application/octet-stream;base64,{encoded}")
+    return references, None
 
 
 def _maybe_messages(value: Any) -> Any:
@@ -544,20 +684,97 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
     # Without pre_buffer, which pyarrow turns on by default: with it, iterating the batches
     # reads ahead the column chunks of every row group, the whole file in memory.
     parquet = pq.ParquetFile(path_or_file, pre_buffer=False)
-    columns = list(parquet.schema_arrow.names)
+    schema = parquet.schema_arrow
+    columns = list(schema.names)
     mapping = mapping or ColumnMapping.detect(columns)
+    named = mapping.named_columns()
+    mapping.images_column = next(
+        (
+            c
+            for c in IMAGE_COLUMNS
+            if c in columns and c not in named and _holds_images(schema.field(c).type)
+        ),
+        None,
+    )
     mapping.check_columns(columns)
+    read = mapping.columns_read(columns)
+    # Columns of plain values (text, numbers, booleans) are used as they come; the others are
+    # made JSON value by value, and a binary value is an error of its column.
+    nested = [
+        (c, IMAGE_COLUMN_MESSAGE if _holds_images(schema.field(c).type) else BINARY_MESSAGE)
+        for c in read
+        if c != mapping.images_column and not _plain(schema.field(c).type)
+    ]
     row_no = 0
-    for batch in parquet.iter_batches(batch_size=2048):
+    for batch in parquet.iter_batches(batch_size=2048, columns=read):
         for record in batch.to_pylist():
             row_no += 1
-            item, problem = mapping.to_item(record, json_text=False)
             location: dict[str, int | str] = {"row": row_no}
+            problem: str | None = None
+            for column, binary_message in nested:
+                value = record[column]
+                if value is not None:
+                    try:
+                        record[column] = _from_arrow(value)
+                    except _BinaryValue:
+                        problem = f"{column}: {binary_message}"
+                        break
+            if problem is None:
+                item, problem = mapping.to_item(record, json_text=False)
             if problem:
                 column, _, message = problem.partition(": ")
                 yield SourceRow(location, error=(column, message))
             else:
-                yield SourceRow(location, raw=_jsonable(item))
+                yield SourceRow(location, raw=item)
+
+
+class _BinaryValue(Exception):
+    pass
+
+
+def _from_arrow(value: Any) -> Any:
+    """A value of a nested Parquet column as JSON. A struct's null field is left out: a struct
+    column has every field in every row, null where the object written had no such key, which
+    its JSON would lack. Dates and decimals become text; bytes raise _BinaryValue."""
+    if isinstance(value, dict):
+        return {k: _from_arrow(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_from_arrow(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise _BinaryValue
+    return str(value)
+
+
+def _plain(arrow_type: Any) -> bool:
+    import pyarrow.types as types
+
+    return bool(
+        types.is_string(arrow_type)
+        or types.is_large_string(arrow_type)
+        or types.is_integer(arrow_type)
+        or types.is_floating(arrow_type)
+        or types.is_boolean(arrow_type)
+        or types.is_null(arrow_type)
+    )
+
+
+def _holds_images(arrow_type: Any) -> bool:
+    """Hugging Face's Image feature as Parquet stores it, struct<bytes: binary, path: string>,
+    or a list of it (Sequence(Image()))."""
+    import pyarrow.types as types
+
+    if types.is_list(arrow_type) or types.is_large_list(arrow_type):
+        arrow_type = arrow_type.value_type
+    return bool(
+        types.is_struct(arrow_type)
+        and sorted(f.name for f in arrow_type) == ["bytes", "path"]
+        and (
+            types.is_binary(arrow_type.field("bytes").type)
+            or types.is_large_binary(arrow_type.field("bytes").type)
+        )
+    )
 
 
 def _json_array_elements(text: _Utf8Text, chunk_size: int = 1 << 20) -> Iterator[tuple[int, Any]]:
@@ -632,4 +849,4 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
             "predictions": len(task.get("predictions") or []),
         }
         item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
-        yield SourceRow(location, raw=_jsonable(item))
+        yield SourceRow(location, raw=item)
