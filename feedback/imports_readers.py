@@ -1,6 +1,7 @@
 """Readers of import files, row by row: JSONL, CSV, Parquet and Label Studio JSON exports.
 
-Every reader is a generator over the file, so a file of any size is read in constant memory.
+Every reader is a generator over the file, so a file of any size is read in bounded memory: a
+JSONL line, a CSV row and a Label Studio task have each a size limit (below).
 Each yields SourceRow(location, raw, error): `raw` is an item object in the public item format
 (the shape `item_parse` validates), or `error` says why the row could not even be read.
 Column mappings for CSV, Parquet and Label Studio are described in docs/intake.md.
@@ -12,6 +13,7 @@ import base64
 import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -35,6 +37,12 @@ RESPONSE_KEY_SETS = (
     ("completion",),
 )
 CSV_FIELD_LIMIT = 10 * 1024 * 1024
+# The most one JSONL line, one CSV row (bytes) or one Label Studio task (characters) may hold.
+# Each is read whole before it is parsed; a file over the limit is most likely not in its format
+# at all (a JSON array saved as .jsonl is one line), and reading on would hold all of it in memory.
+JSONL_LINE_MAX_BYTES = 64 * 1024 * 1024
+CSV_ROW_MAX_BYTES = 64 * 1024 * 1024
+LABEL_STUDIO_TASK_MAX_CHARACTERS = 64 * 1024 * 1024
 # Columns that give the prompt its images when they hold Hugging Face's Image feature.
 IMAGE_COLUMNS = ("images", "image")
 BINARY_MESSAGE = (
@@ -562,7 +570,19 @@ def _no_constant(name: str) -> Any:
 
 
 def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
-    for line_no, line in enumerate(binary, 1):
+    # readline of the file underneath, with a limit: iterating a Django File instead joins
+    # the pieces of a long line again at every 64 KiB read (quadratic), all of it in memory.
+    readline = binary.readline
+    limit = JSONL_LINE_MAX_BYTES + 1
+    line_no = 0
+    while line := readline(limit):
+        line_no += 1
+        if len(line) == limit and not line.endswith(b"\n"):
+            raise UnreadableFile(
+                {"line": line_no},
+                f"is longer than {JSONL_LINE_MAX_BYTES:,} bytes, the most a line may hold:"
+                " JSONL has one item per line (a JSON array is not JSONL)",
+            )
         if line_no == 1:
             line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         if not line.strip():
@@ -586,18 +606,39 @@ def _json_problem(exc: json.JSONDecodeError) -> str:
     return f"{message} at column {exc.colno}"
 
 
-def _utf8_lines(binary: IO[bytes]) -> Iterator[str]:
-    """The file's lines as text, each decoded on its own, so a byte that is not UTF-8 is
-    found on its line (no UTF-8 character holds a newline byte). Line ends are kept as they
-    are, as the csv module wants."""
-    for line_no, line in enumerate(binary, 1):
-        if line_no == 1:
+class _RowTooLong(Exception):
+    pass
+
+
+class _CsvLines:
+    """The file's lines as text for the csv module, each decoded on its own, so a byte that is
+    not UTF-8 is found on its line (no UTF-8 character holds a newline byte). Line ends are kept
+    as they are, as the csv module wants. The lines of one row (quoted newlines make several)
+    may hold CSV_ROW_MAX_BYTES in all: the reader sets `row_bytes` to 0 before each row."""
+
+    def __init__(self, binary: IO[bytes]):
+        self.readline = binary.readline  # with a limit: see read_jsonl
+        self.line_no = 0
+        self.row_bytes = 0
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline(CSV_ROW_MAX_BYTES + 1 - self.row_bytes)
+        if not line:
+            raise StopIteration
+        self.line_no += 1
+        self.row_bytes += len(line)
+        if self.row_bytes > CSV_ROW_MAX_BYTES:
+            raise _RowTooLong
+        if self.line_no == 1:
             line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         try:
-            yield line.decode("utf-8")
+            return line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UnreadableFile(
-                {"line": line_no, "column": exc.start + 1}, f"is not UTF-8 text ({exc.reason})"
+                {"line": self.line_no, "column": exc.start + 1}, f"is not UTF-8 text ({exc.reason})"
             ) from None
 
 
@@ -624,19 +665,31 @@ class _Utf8Text:
             if text or not chunk:  # a chunk can end inside a character
                 return text
 
+    def offset_of(self, rest: str) -> int:
+        """The offset in the file of the text `rest`, the end of what read() returned last."""
+        pending = len(self.decoder.getstate()[0])
+        return self.offset - pending - len(rest.encode("utf-8"))
+
+
+def _row_too_long() -> str:
+    return f"is longer than {CSV_ROW_MAX_BYTES:,} bytes, the most a row may hold"
+
 
 def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[SourceRow]:
     """CSV with a header row; a UTF-8 byte-order mark is dropped, quoted newlines are kept."""
     csv.field_size_limit(CSV_FIELD_LIMIT)
+    lines = _CsvLines(binary)
     # Strict: a quote that is never closed is an error, not a cell that runs to the end of
     # the file, swallowing every row after it.
-    reader = csv.reader(_utf8_lines(binary), strict=True)
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader)
     except StopIteration:
         return
     except UnreadableFile as exc:
         raise UnreadableFile({"row": 0, **exc.location}, f"the header {exc.message}") from None
+    except _RowTooLong:
+        raise UnreadableFile({"row": 0, "line": 1}, f"the header {_row_too_long()}") from None
     except csv.Error as exc:
         raise UnreadableFile({"row": 0, "line": 1}, f"the header cannot be read: {exc}") from None
     columns = [c.strip() for c in header]
@@ -648,12 +701,15 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
     row_no = 0
     while True:
         start_line = reader.line_num + 1
+        lines.row_bytes = 0
         try:
             cells = next(reader)
         except StopIteration:
             return
         except UnreadableFile as exc:  # the line's row, too
             raise UnreadableFile({"row": row_no + 1, **exc.location}, exc.message) from None
+        except _RowTooLong:
+            raise UnreadableFile({"row": row_no + 1, "line": start_line}, _row_too_long()) from None
         except csv.Error as exc:
             reason = str(exc)
             if reason == "unexpected end of data":
@@ -777,43 +833,100 @@ def _holds_images(arrow_type: Any) -> bool:
     )
 
 
-def _json_array_elements(text: _Utf8Text, chunk_size: int = 1 << 20) -> Iterator[tuple[int, Any]]:
-    """Stream the elements of a top-level JSON array: (index, value), never the whole file."""
-    decoder = json.JSONDecoder()
-    buffer = text.read(chunk_size).lstrip("\ufeff").lstrip()
-    if not buffer.startswith("["):
-        raise UnreadableFile({}, "a Label Studio export is a JSON array of tasks; this file is not")
-    pos = 1
-    index = 0
-    eof = False
-    while True:
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _JsonArray:
+    """The elements of the top-level JSON array of a file, one at a time, never the whole file:
+    a window of text is parsed, and read on only while an element is incomplete in it, up to
+    `max_element` characters for one element."""
+
+    def __init__(self, text: _Utf8Text, *, max_element: int, chunk_size: int = 1 << 20):
+        self.text = text
+        self.max_element = max_element
+        self.chunk_size = chunk_size
+        self.buffer = ""
+        self.pos = 0
+        self.eof = False
+
+    def _read_more(self, size: int) -> None:
+        """Append up to `size` bytes' worth of text, dropping what was parsed."""
+        more = self.text.read(size)
+        self.eof = not more
+        self.buffer, self.pos = self.buffer[self.pos :] + more, 0
+
+    def _peek(self) -> str:
+        """The next character that is not whitespace ("" at the end of the file)."""
         while True:
-            while pos < len(buffer) and buffer[pos] in " \t\r\n,":
-                pos += 1
-            if pos < len(buffer) or eof:
-                break
-            more = text.read(chunk_size)
-            eof = not more
-            buffer, pos = buffer[pos:] + more, 0
-        if pos >= len(buffer):
-            raise UnreadableFile({"task": index + 1}, "the JSON array is not closed")
-        if buffer[pos] == "]":
-            return
+            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buffer) or self.eof:
+                return self.buffer[self.pos : self.pos + 1]
+            self._read_more(self.chunk_size)
+
+    def _element(self, index: int, decoder: json.JSONDecoder) -> Any:
         while True:
             try:
-                value, end = decoder.raw_decode(buffer, pos)
-                break
+                value, end = decoder.raw_decode(self.buffer, self.pos)
             except json.JSONDecodeError as exc:
-                if eof:
+                # An element cut off by the end of the window fails at its end, or at a string
+                # that starts before it and is not closed in it; anything else is an error
+                # wherever the window ends, so it is reported without reading on.
+                cut_off = exc.pos >= len(self.buffer) - 16 or exc.msg.startswith("Unterminated")
+                if self.eof or not cut_off:
+                    raise UnreadableFile({"task": index}, f"is not valid JSON: {exc.msg}") from None
+            else:
+                # A number that ends the window may go on after it.
+                if end < len(self.buffer) or self.eof or isinstance(value, dict | list | str):
+                    if end - self.pos > self.max_element:
+                        raise UnreadableFile({"task": index}, self._too_long())
+                    self.pos = end
+                    return value
+            size = len(self.buffer) - self.pos
+            if size > self.max_element:
+                raise UnreadableFile({"task": index}, f"{self._too_long()} (or is not closed)")
+            # Reading as much again as the element has so far: a long element is parsed a few
+            # times over, not once per chunk.
+            self._read_more(min(max(size, self.chunk_size), self.max_element + 1 - size))
+
+    def _too_long(self) -> str:
+        return f"is longer than {self.max_element:,} characters, the most a task may hold"
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        decoder = json.JSONDecoder()
+        self._read_more(self.chunk_size)
+        if self.buffer.startswith("\ufeff"):  # a byte-order mark
+            self.pos = 1
+        if self._peek() != "[":
+            raise UnreadableFile(
+                {}, "a Label Studio export is a JSON array of tasks; this file is not"
+            )
+        self.pos += 1
+        index = 0
+        if self._peek() != "]":
+            while True:
+                index += 1
+                self._peek()  # raw_decode takes no whitespace before the value
+                yield index, self._element(index, decoder)
+                after = self._peek()
+                if after == ",":
+                    self.pos += 1
+                elif after == "]":
+                    break
+                elif not after:
+                    raise UnreadableFile({"task": index + 1}, "the JSON array is not closed")
+                else:
                     raise UnreadableFile(
-                        {"task": index + 1}, f"is not valid JSON: {exc.msg}"
-                    ) from None
-                more = text.read(chunk_size)
-                eof = not more
-                buffer, pos = buffer[pos:] + more, 0
-        index += 1
-        yield index, value
-        buffer, pos = buffer[end:], 0
+                        {"task": index + 1},
+                        f"is not valid JSON: expected ',' or ']', got {after!r}",
+                    )
+        self.pos += 1
+        if self._peek():
+            rest = self.buffer[self.pos :]
+            raise UnreadableFile(
+                {"byte": self.text.offset_of(rest)},
+                f"the file goes on after its array of tasks has closed (after task {index}):"
+                " an export is one JSON array; send two exports as two imports",
+            )
 
 
 def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[SourceRow]:
@@ -822,7 +935,8 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
     The task's `data` keys play the part of columns; its id becomes the external_id
     ("ls-<id>") unless the mapping names another key.
     """
-    for index, task in _json_array_elements(_Utf8Text(binary)):
+    tasks = _JsonArray(_Utf8Text(binary), max_element=LABEL_STUDIO_TASK_MAX_CHARACTERS)
+    for index, task in tasks:
         location: dict[str, int | str] = {"task": index}
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             yield SourceRow(location, error=("data", "a task must be an object with data"))

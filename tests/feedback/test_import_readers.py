@@ -1,4 +1,5 @@
-"""The readers of import files: what a row of CSV, Parquet or Label Studio becomes."""
+"""The readers of import files: what a row of CSV, Parquet or Label Studio becomes, and the
+limits that keep a file in any shape from being read whole."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.core.files import File
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from feedback import imports_readers
+from feedback.imports_readers import UnreadableFile, read_jsonl, read_label_studio
 from feedback.models import Item, ItemImage, Response
 
 pytestmark = pytest.mark.django_db
@@ -431,3 +434,196 @@ def test_a_csv_response_that_is_other_json_stays_as_written(upload, answer):
 
     assert status["status"] == "succeeded", status
     assert Response.objects.get(model_name="chosen").text == answer
+
+
+# --- Label Studio -------------------------------------------------------------------------
+
+
+def _task(n: int, **data: str) -> dict[str, Any]:
+    return {"id": n, "data": {"prompt": f"Q{n}", "chosen": f"A{n}", "rejected": f"B{n}", **data}}
+
+
+def test_content_after_the_array_of_tasks_fails_the_import_naming_its_byte(upload):
+    first = json.dumps([_task(1), _task(2)]) + "\n"
+    content = (first + json.dumps([_task(3)]) + "\n").encode()
+
+    status = upload("export.json", content, on_error="skip")
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "byte": len(first),
+            "field": "",
+            "message": "the file goes on after its array of tasks has closed (after task 2): an"
+            " export is one JSON array; send two exports as two imports",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
+def test_whitespace_after_the_array_of_tasks_is_fine(upload):
+    content = "\ufeff [ " + json.dumps(_task(1)) + " ,\n" + json.dumps(_task(2)) + " ]\n\n "
+
+    status = upload("export.json", content.encode())
+
+    assert status["status"] == "succeeded", status
+    assert Item.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "task", "message"),
+    [
+        ("[" + json.dumps(_task(1)) + " " + json.dumps(_task(2)) + "]", 2, "expected ',' or ']'"),
+        ("[" + json.dumps(_task(1)) + ",]", 2, "is not valid JSON: Expecting value"),
+        ("[" + json.dumps(_task(1)), 2, "the JSON array is not closed"),
+    ],
+    ids=["no comma", "trailing comma", "not closed"],
+)
+def test_a_label_studio_array_that_is_not_json_names_the_task(content, task, message):
+    rows = read_label_studio(io.BytesIO(content.encode()), None)
+
+    with pytest.raises(UnreadableFile) as caught:
+        list(rows)
+
+    assert caught.value.location == {"task": task}
+    assert message in caught.value.message
+
+
+class CountingFile(io.BytesIO):
+    """A file that counts the bytes read from it."""
+
+    def __init__(self, content: bytes):
+        super().__init__(content)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = super().readinto(buffer)
+        self.bytes_read += n
+        return n
+
+
+def test_a_malformed_label_studio_task_is_reported_without_reading_the_rest():
+    tasks = [json.dumps(_task(n, pad="x" * 1000)) for n in range(1, 20_000)]
+    tasks[2] = tasks[2][:-1]  # task 3 is not closed: the next task follows its last value
+    content = ("[" + ",".join(tasks) + "]").encode()
+    source = CountingFile(content)
+
+    with pytest.raises(UnreadableFile) as caught:
+        list(read_label_studio(source, None))
+
+    assert caught.value.location == {"task": 3}
+    assert caught.value.message == (
+        "is not valid JSON: Expecting property name enclosed in double quotes"
+    )
+    assert len(content) > 20_000_000
+    assert source.bytes_read <= 1 << 20
+
+
+def test_a_label_studio_task_over_the_limit_is_an_error_of_the_task(monkeypatch):
+    monkeypatch.setattr(imports_readers, "LABEL_STUDIO_TASK_MAX_CHARACTERS", 3 << 20)
+    big = json.dumps(_task(2, pad="x" * (4 << 20)))
+    unclosed = '{"id": 2, "data": {"prompt": "' + "x" * (20 << 20)
+    for second in (big, unclosed):
+        content = ("[" + json.dumps(_task(1)) + "," + second + "]").encode()
+        source = CountingFile(content)
+
+        with pytest.raises(UnreadableFile) as caught:
+            list(read_label_studio(source, None))
+
+        assert caught.value.location == {"task": 2}
+        assert caught.value.message.startswith(
+            "is longer than 3,145,728 characters, the most a task may hold"
+        )
+        assert source.bytes_read < 5 << 20
+
+
+def test_a_label_studio_task_just_under_the_limit_is_read(monkeypatch):
+    monkeypatch.setattr(imports_readers, "LABEL_STUDIO_TASK_MAX_CHARACTERS", 3 << 20)
+    task = json.dumps(_task(1, pad="x" * ((3 << 20) - 200)))
+    content = ("[" + task + "," + json.dumps(_task(2)) + "]").encode()
+    assert len(task) <= 3 << 20
+
+    rows = list(read_label_studio(io.BytesIO(content), None))
+
+    assert [r.location["task_id"] for r in rows] == ["1", "2"]
+    assert rows[0].raw is not None
+    assert rows[0].raw["metadata"]["pad"].startswith("xxx")
+
+
+# --- line and row limits ------------------------------------------------------------------
+
+
+def test_a_jsonl_line_over_the_limit_stops_the_import_before_it_is_read(monkeypatch, upload):
+    monkeypatch.setattr(imports_readers, "JSONL_LINE_MAX_BYTES", 1000)
+    item = {"prompt": "Q", "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}]}
+    pad = 1000 - len(json.dumps(item | {"metadata": {"pad": ""}}))
+    fits = json.dumps(item | {"metadata": {"pad": "x" * pad}})
+    assert len(fits) == 1000  # and its newline makes 1001 bytes: a line may hold 1000
+    array = json.dumps([item] * 100)
+    content = (fits + "\n" + array + "\n").encode()
+
+    status = upload("items.jsonl", content, on_error="skip")
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "line": 2,
+            "field": "",
+            "message": "is longer than 1,000 bytes, the most a line may hold: JSONL has one"
+            " item per line (a JSON array is not JSONL)",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
+def test_a_long_jsonl_line_is_not_read_past_the_limit(monkeypatch, tmp_path):
+    """Through the Django File an import reads, as the job does: iterating it would read the
+    whole line (joining its pieces again at every 64 KiB)."""
+    monkeypatch.setattr(imports_readers, "JSONL_LINE_MAX_BYTES", 1 << 20)
+    raw = CountingFile(b"[" + b'{"prompt": "x"},' * (1 << 20) + b"{}]\n")
+    buffered = io.BufferedReader(raw)
+
+    with File(buffered) as binary, pytest.raises(UnreadableFile) as caught:
+        list(read_jsonl(binary))
+
+    assert caught.value.location == {"line": 1}
+    assert raw.bytes_read < 2 << 20
+
+
+def test_a_csv_row_over_the_limit_names_its_row_and_first_line(monkeypatch, upload):
+    monkeypatch.setattr(imports_readers, "CSV_ROW_MAX_BYTES", 1000)
+    content = _csv(
+        ["prompt", "chosen", "rejected"],
+        ["Q1?", "a", "b"],
+        ["Q2?", "line\n" * 250, "b"],  # one row of 251 lines
+        ["Q3?", "a", "b"],
+    )
+
+    status = upload("pairs.csv", content, on_error="skip")
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "row": 2,
+            "line": 3,
+            "field": "",
+            "message": "is longer than 1,000 bytes, the most a row may hold",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
+def test_a_csv_row_at_the_limit_is_read(monkeypatch, upload):
+    monkeypatch.setattr(imports_readers, "CSV_ROW_MAX_BYTES", 1000)
+    row = ["Q?", "x" * (1000 - len(_csv(["Q?", "", "b"]))), "b"]
+    assert len(_csv(row)) == 1000  # with its commas and CRLF
+
+    status = upload("pairs.csv", _csv(["prompt", "chosen", "rejected"], row))
+
+    assert status["status"] == "succeeded", status
+    assert Response.objects.get(model_name="chosen").text == row[1]
