@@ -27,7 +27,7 @@ from reviews.selectors import (
     campaign_progress,
     reviews_for_expert,
 )
-from reviews.workspace import FormState, draft_from_post, workspace_build
+from reviews.workspace import FormState, draft_from_post, form_int, workspace_build
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -54,16 +54,17 @@ def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int])
         value = post.get(key, "")
         if key.startswith("rating-") and key.count("-") >= 2 and value != "":
             _, rid, criterion = key.split("-", 2)
-            ratings.setdefault(rid, {})[criterion] = (
-                int(value) if value.lstrip("-").isdigit() else value
-            )
+            score = form_int(value)
+            # Not a number: sent as typed, for review_parse to name the field.
+            ratings.setdefault(rid, {})[criterion] = value if score is None else score
     if ratings:
         body["ratings"] = ratings
     if campaign.kind == Campaign.Kind.PAIRWISE:
         strength = post.get("strength", "1")
+        strength_value = form_int(strength)
         body["preference"] = {
             "chosen": post.get("chosen"),
-            "strength": int(strength) if strength.isdigit() else strength,
+            "strength": strength if strength_value is None else strength_value,
         }
     elif campaign.kind == Campaign.Kind.RANKING:
         body["ranking"] = post.getlist("ranking")
@@ -73,13 +74,15 @@ def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int])
             or (response_ids[0] if response_ids else None),
             "text": post.get("correction_text", ""),
         }
-    seconds = post.get("active_seconds", "")
-    if seconds.isdigit():
-        body["active_seconds"] = int(seconds)
+    # The page's script fills these hidden counts; one it did not fill is left out, not
+    # reported to an expert who cannot change it.
+    seconds = form_int(post.get("active_seconds", ""))
+    if seconds is not None and seconds >= 0:
+        body["active_seconds"] = seconds
     pasted = {
-        field: int(post.get(f"pasted_{field}", ""))
+        field: count
         for field in ("rationale", "correction")
-        if post.get(f"pasted_{field}", "").isdigit()
+        if (count := form_int(post.get(f"pasted_{field}", ""))) is not None and count >= 0
     }
     if pasted:
         body["pasted_chars"] = pasted
@@ -270,8 +273,8 @@ def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
 @require_POST
 def review_draft(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     """Autosave: the review form as it stands, kept on the assignment until submit."""
-    draft = draft_from_post(request.POST)
     try:
+        draft = draft_from_post(request.POST)
         services.assignment_save_draft(
             assignment_id=assignment_id, expert=_user(request), draft=draft
         )

@@ -9,6 +9,7 @@ the templates only place already-safe HTML.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,8 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from feedback import rendering
+from feedback.errors import ValidationFailed
+from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign
 from reviews.models import Assignment
 
@@ -84,8 +87,23 @@ class FormState:
         return list(self.values.get(name, []))
 
 
+# Optional sign, ASCII digits: str.isdigit() also says yes to "²" and other digits int()
+# refuses, and int() itself takes "1_000" and " 7 ". Fifteen digits keep int() far from its
+# length limit and cover any count or score a form holds.
+_FORM_INTEGER = re.compile("-?[0-9]{1,15}")
+
+
+def form_int(value: str) -> int | None:
+    """The integer a form field holds, or None when it holds anything else."""
+    return int(value) if _FORM_INTEGER.fullmatch(value) else None
+
+
 def draft_from_post(post: QueryDict) -> dict[str, Any]:
-    """The autosave body: the review form's fields, size-capped, with the time it was taken."""
+    """The autosave body: the review form's fields, size-capped, with the time it was taken.
+
+    A field holding what PostgreSQL cannot store (a NUL character) is refused by name, as the
+    submit would refuse it, rather than failing in the database.
+    """
     fields: dict[str, list[str]] = {}
     budget = DRAFT_MAX_CHARS
     for key in post:
@@ -96,6 +114,14 @@ def draft_from_post(post: QueryDict) -> dict[str, Any]:
         fields[key[:200]] = values
         if budget <= 0:
             break
+    problems = {
+        storable_text(name): [problem]
+        for name, values in fields.items()
+        if (problem := unstorable([name, values]))
+    }
+    if problems:
+        named = "; ".join(f"{name} {found[0]}" for name, found in sorted(problems.items()))
+        raise ValidationFailed(f"The draft was not saved: {named}.", fields=problems)
     return {"fields": fields, "saved_at": timezone.now().isoformat()}
 
 
@@ -346,8 +372,10 @@ class Workspace:
     error_list: list[str]
 
 
-def _int(value: str) -> int:
-    return int(value) if value.isdigit() else 0
+def _count(value: str) -> int:
+    """A count from the form or the draft; whatever else it holds shows as 0."""
+    number = form_int(value)
+    return number if number is not None and number >= 0 else 0
 
 
 def workspace_build(
@@ -415,9 +443,9 @@ def workspace_build(
         correction_response=target,
         correction_original=original,
         correction_text=correction_text,
-        active_seconds=_int(state.get("active_seconds")),
-        pasted_rationale=_int(state.get("pasted_rationale")),
-        pasted_correction=_int(state.get("pasted_correction")),
+        active_seconds=_count(state.get("active_seconds")),
+        pasted_rationale=_count(state.get("pasted_rationale")),
+        pasted_correction=_count(state.get("pasted_correction")),
         restored_from_draft=restored,
         draft_saved_at=saved_at,
         error_list=error_list,
