@@ -140,21 +140,20 @@ def _render_workspace(
 
 
 def _render_expired(
-    request: HtmxHttpRequest, assignment: Assignment, *, unsent: FormState | None = None
+    request: HtmxHttpRequest, assignment: Assignment, *, unsent: FormState, status: int
 ) -> HttpResponse:
-    """Explain a lost lease in words, and hand back whatever the expert had written."""
+    """Explain a lost lease in words, and hand back what the expert had written: the form
+    they sent, or the draft last saved on the assignment."""
     template = "reviews/review.html"
     partial = request.htmx and not request.htmx.history_restore_request
     context = {
         "assignment": assignment,
         "campaign": assignment.campaign,
         "expired": True,
-        "unsent_rationale": unsent.get("rationale") if unsent else "",
-        "unsent_correction": unsent.get("correction_text") if unsent else "",
+        "unsent_rationale": unsent.get("rationale"),
+        "unsent_correction": unsent.get("correction_text"),
     }
-    return render(
-        request, template + ("#expired" if partial else ""), context, status=409 if unsent else 200
-    )
+    return render(request, template + ("#expired" if partial else ""), context, status=status)
 
 
 def _claim_next(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -207,8 +206,11 @@ def review_page(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
         # The back button lands here after a submit: show the review where it now lives.
         messages.info(request, "You already submitted that item; it is in your history.")
         return _to(request, reverse("review-history") + f"#assignment-{assignment.pk}")
-    if assignment.status == Assignment.Status.CLAIMED:
-        return _render_expired(request, assignment)
+    if assignment.status in {Assignment.Status.CLAIMED, Assignment.Status.EXPIRED}:
+        # A claim past its lease, whether or not the periodic job has marked it yet.
+        return _render_expired(
+            request, assignment, unsent=FormState.from_draft(assignment.draft), status=200
+        )
     messages.info(
         request,
         f"That item is no longer yours: it was {assignment.get_status_display().lower()}.",
@@ -238,8 +240,10 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
                 errors=exc.fields,
                 error_message=exc.message,
             )
-        if exc.code == "lease_expired":
-            return _render_expired(request, assignment, unsent=FormState.from_post(request.POST))
+        if exc.code in {"lease_expired", "assignment_expired"}:
+            return _render_expired(
+                request, assignment, unsent=FormState.from_post(request.POST), status=409
+            )
         messages.error(request, exc.message)
         return _to_home(request)
     messages.success(request, "Review saved.")

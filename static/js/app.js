@@ -74,6 +74,9 @@
   function showExpired(message) {
     state.expired = true;
     var w = live();
+    // Nothing can be submitted for the item any more; the text stays on the page to copy.
+    var submit = w && w.querySelector("#review-form button[type=submit]");
+    if (submit) { submit.disabled = true; }
     var banner = w && w.querySelector("[data-lease-banner]");
     if (!banner) { flash(message); return; }
     banner.textContent = "";
