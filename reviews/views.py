@@ -5,10 +5,13 @@ Also the expert's history of their own reviews and a lead's list of a campaign's
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
@@ -38,6 +41,42 @@ def _user(request: HttpRequest) -> User:
     user = request.user
     assert isinstance(user, User)
     return user
+
+
+SIGNED_OUT = (
+    "You are signed out, so nothing was saved. Your work is still on the page: sign in again"
+    " in another tab, then come back to this one and try again."
+)
+
+
+View = Callable[..., HttpResponse]
+
+
+def signed_in(*, script_only: bool = False) -> Callable[[View], View]:
+    """login_required for the review pages, except that a script's request gets 401 in the
+    API's error format instead of a redirect to the sign-in page.
+
+    A script follows that redirect without being asked and receives the sign-in page with a
+    200: the autosave's fetch took it for "draft saved", and htmx swapped it into the
+    workspace over the expert's unsent answer. htmx requests, and every request to an
+    endpoint only scripts call (`script_only`), are told plainly instead.
+    """
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.user.is_authenticated:
+                return view(request, *args, **kwargs)
+            if script_only or request.htmx:
+                return JsonResponse(
+                    {"error": {"code": "not_authenticated", "message": SIGNED_OUT, "fields": {}}},
+                    status=401,
+                )
+            return redirect_to_login(request.get_full_path())
+
+        return guarded
+
+    return decorate
 
 
 def _problem(request: HttpRequest, exc: DomainError) -> HttpResponse:
@@ -182,7 +221,7 @@ def _to_home(request: HtmxHttpRequest) -> HttpResponse:
     return _to(request, reverse("home"))
 
 
-@login_required
+@signed_in()
 @require_POST
 def start(request: HtmxHttpRequest, campaign_id: int) -> HttpResponse:
     """Resume the expert's live claim in the campaign, or claim the next item."""
@@ -193,7 +232,7 @@ def start(request: HtmxHttpRequest, campaign_id: int) -> HttpResponse:
     return _claim_next(request, campaign)
 
 
-@login_required
+@signed_in()
 @require_GET
 def review_page(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     try:
@@ -218,7 +257,7 @@ def review_page(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     return _to_home(request)
 
 
-@login_required
+@signed_in()
 @require_POST
 def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     user = _user(request)
@@ -250,7 +289,7 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     return _claim_next(request, assignment.campaign)
 
 
-@login_required
+@signed_in()
 @require_POST
 def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     user = _user(request)
@@ -273,7 +312,7 @@ def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     return _claim_next(request, assignment.campaign)
 
 
-@login_required
+@signed_in(script_only=True)
 @require_POST
 def review_draft(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     """Autosave: the review form as it stands, kept on the assignment until submit."""

@@ -17,15 +17,25 @@
     savedEdits: 0,
     saving: false,
     submitting: false,
-    expired: false
+    expired: false,
+    signedOut: false
   };
 
   function ws() { return document.getElementById("workspace"); }
   function reviewForm() { return document.getElementById("review-form"); }
   function live() { var w = ws(); return w && w.dataset.assignment ? w : null; }
+  // The token is read from Django's cookie on every request: signing in again (in another
+  // tab, after the session ended) rotates it, and the one written into the page goes stale.
   function csrf() {
+    var cookie = document.cookie.split("; ").filter(function (c) { return c.indexOf("csrftoken=") === 0; })[0];
+    if (cookie) { return decodeURIComponent(cookie.slice("csrftoken=".length)); }
     var input = document.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
+  }
+  function formBody(form) {
+    var body = new FormData(form);
+    body.set("csrfmiddlewaretoken", csrf());
+    return body;
   }
   function isActive() {
     return document.visibilityState === "visible" && Date.now() - state.lastInput < IDLE_AFTER_MS;
@@ -46,14 +56,42 @@
     var el = document.querySelector("[data-draft-status]");
     if (el) { el.textContent = text; }
   }
-  function flash(text, kind) {
+  function flash(text, kind, link) {
     var box = document.getElementById("messages");
     if (!box) { return; }
     box.textContent = "";
     var p = document.createElement("p");
     p.className = "message " + (kind || "warning");
     p.textContent = text;
+    if (link) {
+      var a = document.createElement("a");
+      a.href = link.href;
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = link.text;
+      p.appendChild(document.createTextNode(" "));
+      p.appendChild(a);
+    }
     box.appendChild(p);
+  }
+
+  // --- the session ended (signed out in another tab, or it timed out) -----------------
+  // The review endpoints answer a script's request with 401 then (reviews.views.signed_in);
+  // nothing was stored, and the form stays exactly as typed until the expert signs in again.
+  var SIGNED_OUT_TEXT = "You are signed out, so nothing was saved. Your work is still on this page: " +
+    "sign in again in another tab, then come back here and submit.";
+  function showSignedOut() {
+    state.signedOut = true;
+    var w = ws();
+    var login = w && w.dataset.loginUrl;
+    flash(SIGNED_OUT_TEXT, "error", login ? { href: login, text: "Sign in (opens a new tab)" } : null);
+    setStatus("Signed out: draft not saved");
+  }
+  function signedInAgain() {
+    if (!state.signedOut) { return; }
+    state.signedOut = false;
+    var box = document.getElementById("messages");
+    if (box) { box.textContent = ""; }
   }
 
   // --- activity and active time ------------------------------------------------
@@ -113,6 +151,8 @@
     }).then(function (response) {
       if (state.assignment !== id || state.submitting) { return; }
       if (response.status === 409 || response.status === 404) { showExpired(EXPIRED_TEXT); }
+      else if (response.status === 401 || response.status === 403) { showSignedOut(); }
+      else if (response.ok) { signedInAgain(); }
     }).catch(function () { /* offline: the next beat retries */ });
   }
   setInterval(heartbeat, HEARTBEAT_MS);
@@ -132,14 +172,26 @@
       method: "POST",
       credentials: "same-origin",
       headers: { "X-CSRFToken": csrf() },
-      body: new FormData(form)
+      body: formBody(form)
     }).then(function (response) {
       if (state.assignment !== id) { return; }
-      if (response.ok) {
+      if (response.redirected) {
+        // fetch followed a redirect to some other page's 200: that is not a saved draft.
+        setStatus("Draft not saved (the server answered with another page); retrying");
+      } else if (response.ok) {
         state.savedEdits = edits;
+        signedInAgain();
         setStatus("Draft saved at " + clock(new Date()));
       } else if (response.status === 409 || response.status === 404) {
         if (!state.submitting) { showExpired(EXPIRED_TEXT); }
+      } else if (response.status === 401 || response.status === 403) {
+        showSignedOut();
+      } else if (response.status === 400) {
+        // A field the server cannot store (it says which); the next change tries again.
+        state.savedEdits = edits;
+        return response.json().then(function (body) {
+          setStatus((body && body.error && body.error.message) || "Draft not saved: the server refused it.");
+        }, function () { setStatus("Draft not saved: the server refused it."); });
       } else {
         setStatus("Draft not saved (server error " + response.status + "); retrying");
       }
@@ -152,7 +204,7 @@
   function saveDraftOnLeave() {
     var w = live(), form = reviewForm();
     if (!w || !form || state.expired || state.submitting || state.edits === state.savedEdits) { return; }
-    if (navigator.sendBeacon && navigator.sendBeacon(w.dataset.draftUrl, new FormData(form))) {
+    if (navigator.sendBeacon && navigator.sendBeacon(w.dataset.draftUrl, formBody(form))) {
       state.savedEdits = state.edits;
     }
   }
@@ -509,6 +561,14 @@
   }
 
   document.addEventListener("DOMContentLoaded", initWorkspace);
+  document.addEventListener("htmx:configRequest", function (event) {
+    var token = csrf();
+    if (!token) { return; }
+    event.detail.headers["X-CSRFToken"] = token;
+    if (event.detail.formData && event.detail.formData.has("csrfmiddlewaretoken")) {
+      event.detail.formData.set("csrfmiddlewaretoken", token);
+    }
+  });
   document.addEventListener("htmx:beforeRequest", function (event) {
     if (event.target && event.target.closest && event.target.closest("#workspace")) {
       state.submitting = true;   // no draft save may race the submit or skip
@@ -526,6 +586,7 @@
     flash("Could not reach the server. Your answer is still here and in your draft; try again with Ctrl+Enter.", "error");
   });
   document.addEventListener("htmx:responseError", function (event) {
+    if (event.detail.xhr.status === 401) { showSignedOut(); return; }
     flash("The server could not take that (error " + event.detail.xhr.status + "). Your answer is still here; try again, or reload the page: your draft comes back.", "error");
   });
 })();
