@@ -133,12 +133,8 @@ def test_a_draft_field_holding_a_nul_is_refused_by_name_and_nothing_is_stored(ex
     assert assignment.draft["fields"] == {"rationale": ["ok"]}
 
 
-# The two tests below pass once reviews.services refuses a NUL character in a skip note and in
-# a review's text with ValidationFailed naming the field (today PostgreSQL refuses it: a 500).
-# The page already shows a ValidationFailed as its form error or message, as they check.
-@pytest.mark.xfail(
-    strict=True, reason="needs reviews.services to refuse a NUL character (ValidationFailed)"
-)
+# A NUL character in a skip note or a review's text is refused by the services
+# (ValidationFailed naming the field); the page shows that as its message or form error.
 def test_a_nul_in_a_skip_note_is_a_message_on_the_page(expert):
     assignment = _claim("pairwise", expert)
     res = _client(expert).post(
@@ -152,9 +148,6 @@ def test_a_nul_in_a_skip_note_is_a_message_on_the_page(expert):
     assert assignment.status == Assignment.Status.CLAIMED
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs reviews.services to refuse a NUL character (ValidationFailed)"
-)
 def test_a_nul_in_the_rationale_is_a_form_error(expert):
     assignment = _claim("pairwise", expert)
     client = Client(raise_request_exception=False)
