@@ -17,6 +17,7 @@ from feedback import services
 from feedback.imports import lock_campaign_intake
 from feedback.item_input import (
     ResponseInput,
+    check_gold_answer,
     content_hash,
     in_storage_order,
     stored_images,
@@ -311,6 +312,12 @@ class ItemForm(forms.ModelForm):
         """Without the responses' inline, the content hash is settled here, over the responses
         stored (none for a new item)."""
         cleaned: dict[str, Any] = super().clean() or self.cleaned_data
+        gold_answer = cleaned.get("gold_answer")
+        if gold_answer not in (None, {}) and isinstance(cleaned.get("campaign"), Campaign):
+            problems: dict[str, list[str]] = {}
+            check_gold_answer(gold_answer, cleaned.get("is_gold"), cleaned["campaign"], problems)
+            for problem in problems.get("gold_answer", []):
+                self.add_error("gold_answer", problem)
         if self.responses_inline or self.errors:
             return cleaned
         item = self.instance

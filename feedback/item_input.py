@@ -307,9 +307,10 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
             low, high = wanted
             if len(responses) < low or (high is not None and len(responses) > high):
                 return None
-    item = ItemInput(
-        prompt, context, metadata, responses, external_id, priority, is_gold, get("gold_answer")
-    )
+    gold_answer = get("gold_answer")
+    if gold_answer not in (None, {}):
+        return None  # item_parse checks it
+    item = ItemInput(prompt, context, metadata, responses, external_id, priority, is_gold, None)
     try:
         item.content_hash = content_hash(prompt, context, responses)
     except UnicodeEncodeError:  # a lone surrogate: item_parse names where
@@ -435,6 +436,11 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
                 ResponseInput(model=model.strip(), text=text, format=fmt, images=images or [])
             )
 
+    gold_answer = raw.get("gold_answer")
+    if gold_answer not in (None, {}):
+        check_gold_answer(gold_answer, is_gold, campaign, errors)
+        gold_answer = _integral_positions(gold_answer)
+
     if raw_responses and not errors:
         low, high = campaign.responses_wanted
         count = len(raw_responses)
@@ -457,7 +463,39 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         external_id=external_id,
         priority=priority,
         is_gold=is_gold,
-        gold_answer=raw.get("gold_answer"),
+        gold_answer=gold_answer,
     )
     item.content_hash = content_hash(prompt, context, responses)
     return item, {}
+
+
+GOLD_ANSWER_FORM = '{"chosen_position": 0 or 1} (the position of the better response)'
+
+
+def check_gold_answer(
+    gold: Any, is_gold: Any, campaign: Campaign, errors: dict[str, list[str]]
+) -> None:
+    """A gold answer is what a gold item's reviews are checked against, and only a pairwise
+    preference is: one that could not be checked would pass (or fail) every review."""
+    if is_gold is not True:
+        problem = "is only for gold items (is_gold: true)"
+    elif campaign.kind != Campaign.Kind.PAIRWISE:
+        problem = (
+            f"cannot be checked in a {campaign.kind} campaign (only a pairwise preference is);"
+            " leave it out, and leads judge the gold item's reviews"
+        )
+    elif not isinstance(gold, dict) or set(gold) != {"chosen_position"}:
+        problem = f"must be {GOLD_ANSWER_FORM}, got {_shown(gold)}"
+    elif _integral(gold["chosen_position"]) not in (0, 1) or isinstance(
+        gold["chosen_position"], bool
+    ):
+        problem = f"chosen_position must be 0 or 1, got {_shown(gold['chosen_position'])}"
+    else:
+        return
+    errors.setdefault("gold_answer", []).append(problem)
+
+
+def _integral_positions(gold: Any) -> Any:
+    if isinstance(gold, dict) and "chosen_position" in gold:
+        return {**gold, "chosen_position": _integral(gold["chosen_position"])}
+    return gold

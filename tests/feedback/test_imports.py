@@ -527,11 +527,11 @@ def test_a_nul_character_is_an_error_naming_the_field(upload):
     assert "NUL" in status["errors"][0]["message"]
 
 
-def test_a_nul_character_in_an_id_a_model_or_a_gold_answer_names_the_field(upload):
+def test_a_nul_character_in_an_id_a_model_or_metadata_names_the_field(upload):
     rows = [
         _item(1, external_id="q\u00001"),
         _item(2, responses=[{"model": "m\u0000a", "text": "A"}, {"model": "b", "text": "B"}]),
-        _item(3, is_gold=True, gold_answer={"best": "a\u0000"}),
+        _item(3, metadata={"note": "a\u0000"}),
     ]
     _res, status = upload("items.jsonl", _jsonl(*rows))
 
@@ -539,7 +539,7 @@ def test_a_nul_character_in_an_id_a_model_or_a_gold_answer_names_the_field(uploa
     assert [(e["line"], e["field"]) for e in status["errors"]] == [
         (1, "external_id"),
         (2, "responses[0].model"),
-        (3, "gold_answer"),
+        (3, "metadata"),
     ]
     assert Item.objects.count() == 0
 
@@ -618,7 +618,7 @@ def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
         "metadata": {"big": 2**62, "nested": {"b": "é"}},
         "priority": -5,
         "is_gold": True,
-        "gold_answer": {"best": "a"},
+        "gold_answer": {"chosen_position": 1},
         "responses": [
             {"model": "m-a", "text": "A", "format": "code"},
             {"model": "m-b", "text": "B", "format": "diff"},
@@ -642,7 +642,7 @@ def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
     ) == (
         -5,
         True,
-        {"best": "a"},
+        {"chosen_position": 1},
         0,
         False,
     )

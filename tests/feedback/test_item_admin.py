@@ -148,7 +148,7 @@ def test_an_item_made_gold_in_the_admin_leaves_the_queue(admin_mfa_client):
     taken = reviews.assignment_claim(campaign=campaign, expert=UserFactory())
     assert taken is not None
     assert taken.item_id == item.pk
-    edit(admin_mfa_client, item, is_gold="on", gold_answer='{"chosen": 0}')
+    edit(admin_mfa_client, item, is_gold="on", gold_answer='{"chosen_position": 0}')
     assert item.is_gold
     assert item.queue.open_slots == 0
     assert reviews.assignment_claim(campaign=campaign, expert=UserFactory()) is None
@@ -407,3 +407,15 @@ def test_a_lone_carriage_return_in_a_stored_text_survives_a_save(
     edit(admin_mfa_client, item, priority=2, **{"responses-0-text": "x\r\ny"})
     assert item.responses.get(model_name="a").text == "x\ry"
     assert item.content_hash == stored_hash
+
+
+def test_a_gold_answer_that_could_not_be_checked_is_a_form_error(admin_mfa_client):
+    campaign = CampaignFactory(kind="pairwise")
+    item = ItemFactory(campaign=campaign)
+    data = form(campaign.pk, prompt=item.prompt, priority=0, responses=["A", "B"])
+
+    page = admin_mfa_client.post(ADD, data | {"is_gold": "on", "gold_answer": '{"chosen": 0}'})
+
+    assert page.status_code == 200
+    assert 'must be {&quot;chosen_position&quot;: 0 or 1}' in page.content.decode()
+    assert Item.objects.count() == 1

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from feedback.item_input import item_parse, item_parse_plain
+from tests.feedback.factories import CampaignFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -14,7 +15,7 @@ PAIR = [{"model": "m-a", "text": "A"}, {"model": " m-b ", "text": "B", "format":
 VALID: list[dict[str, Any]] = [
     {"prompt": "Q?", "responses": PAIR},
     {"prompt": [{"role": "user", "content": "Q?"}], "responses": PAIR, "external_id": "e-1"},
-    {"prompt": "Q?", "external_id": 7, "priority": -3, "is_gold": True, "gold_answer": [1]},
+    {"prompt": "Q?", "external_id": 7, "priority": -3, "is_gold": True, "gold_answer": None},
     {"prompt": "Q?", "context": None, "metadata": None, "responses": None},
     {"prompt": "Q?", "context": {"k": [1, {"b": 2, "a": 1}]}, "metadata": {"m": 1}},
     {"prompt": "Q?", "responses": [{"model": "a", "text": "", "images": []}, PAIR[1]]},
@@ -38,6 +39,7 @@ NOT_PLAIN: list[Any] = [
     {"prompt": "Q?", "priority": True},
     {"prompt": "Q?", "priority": 1001},
     {"prompt": "Q?", "is_gold": 1},
+    {"prompt": "Q?", "is_gold": True, "gold_answer": {"chosen_position": 1}},  # checked there
     {"prompt": "Q?", "responses": {"model": "a"}},
     {"prompt": "Q?", "responses": [PAIR[0]]},
     {"prompt": "Q?", "responses": [*PAIR, PAIR[0]]},
@@ -96,3 +98,39 @@ def test_each_forked_process_stores_responses_in_its_own_random_order():
 
     assert first != second  # alike by chance: 1 in 2^64
     assert set(first) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("kind", "is_gold", "gold_answer", "problem"),
+    [
+        ("pairwise", False, {"chosen_position": 0}, "is only for gold items (is_gold: true)"),
+        ("rating", True, {"chosen_position": 0}, "cannot be checked in a rating campaign"),
+        ("pairwise", True, {"chosen": "model-a"}, 'must be {"chosen_position": 0 or 1}'),
+        ("pairwise", True, "model-a", 'must be {"chosen_position": 0 or 1}'),
+        ("pairwise", True, {"chosen_position": "0"}, "chosen_position must be 0 or 1, got '0'"),
+        ("pairwise", True, {"chosen_position": 7}, "chosen_position must be 0 or 1, got 7"),
+        ("pairwise", True, {"chosen_position": True}, "chosen_position must be 0 or 1, got true"),
+    ],
+)
+def test_a_gold_answer_that_could_not_be_checked_is_refused(kind, is_gold, gold_answer, problem):
+    """A gold answer that is never compared (or never matches) would pass, or fail, every
+    review of its item: the experts' pay would follow a typo."""
+    campaign = CampaignFactory(kind=kind)
+    raw = {"prompt": "Q?", "is_gold": is_gold, "gold_answer": gold_answer}
+
+    item, errors = item_parse(raw, campaign=campaign)
+
+    assert item is None
+    assert list(errors) == ["gold_answer"]
+    assert problem in errors["gold_answer"][0]
+
+
+def test_a_pairwise_gold_answer_is_kept_with_its_position_as_an_integer(pairwise_campaign):
+    raw = {"prompt": "Q?", "is_gold": True, "gold_answer": {"chosen_position": 1.0}}
+
+    item, errors = item_parse(raw, campaign=pairwise_campaign)
+
+    assert errors == {}
+    assert item is not None
+    assert item.gold_answer == {"chosen_position": 1}
+    assert type(item.gold_answer["chosen_position"]) is int
