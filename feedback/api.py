@@ -151,10 +151,7 @@ class ItemsCreateView(APIView):
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
         if not user.manages_campaigns:
             raise PermissionDenied("Only admins and ML engineers add items.")
-        try:
-            raw: Any = request.data
-        except RecursionError:
-            raise _nested_too_deeply() from None
+        raw: Any = request.data
         uploads: dict[str, Any] = {}
         if request.content_type.startswith("multipart/"):
             # Multipart: the items as JSON text in the `items` field, images as files.

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -92,3 +92,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code_str = code if isinstance(code, str) else exc.default_code
         response.data = error_body(str(code_str), message)
     return response
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, for which a body nested deeper than Python's parser reads (about a
+    thousand levels of lists and objects) is a 400 like any unreadable JSON, not a 500."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(
+                "JSON parse error - lists and objects are nested too deeply to be read."
+            ) from None

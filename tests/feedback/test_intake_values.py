@@ -282,13 +282,29 @@ def test_a_jsonl_item_nested_too_deeply_is_an_error_of_its_line_and_field(upload
 DEEPER_THAN_PYTHON_READS = 100_000
 
 
-@pytest.mark.parametrize("multipart", [False, True])
-def test_items_nested_deeper_than_python_reads_are_a_400(post_items, multipart):
+def test_items_nested_deeper_than_python_reads_are_a_400(post_items):
     deep = "[" * DEEPER_THAN_PYTHON_READS + "]" * DEEPER_THAN_PYTHON_READS
-    res = post_items(f'[{{"prompt": "q", "metadata": {{"x": {deep}}}}}]', multipart=multipart)
+    items = f'[{{"prompt": "q", "metadata": {{"x": {deep}}}}}]'
+
+    as_body = post_items(items)
+    as_field = post_items(items, multipart=True)  # the items field, read by the endpoint
+
+    assert as_body.status_code == 400, as_body.content
+    assert as_body.json()["error"]["code"] == "parse_error"
+    assert "nested too deeply to be read" in as_body.json()["error"]["message"]
+    assert as_field.status_code == 400, as_field.content
+    assert as_field.json()["error"]["fields"] == {"items": ["nested too deeply to be read"]}
+
+
+def test_any_json_body_nested_deeper_than_python_reads_is_a_400(api_for, engineer):
+    deep = "[" * DEEPER_THAN_PYTHON_READS + "]" * DEEPER_THAN_PYTHON_READS
+
+    res = api_for(engineer).post(
+        "/api/v1/campaigns/", data=f'{{"name": {deep}}}', content_type="application/json"
+    )
 
     assert res.status_code == 400, res.content
-    assert res.json()["error"]["fields"] == {"items": ["nested too deeply to be read"]}
+    assert "nested too deeply to be read" in res.json()["error"]["message"]
     assert Item.objects.count() == 0
 
 

@@ -417,5 +417,5 @@ def test_a_gold_answer_that_could_not_be_checked_is_a_form_error(admin_mfa_clien
     page = admin_mfa_client.post(ADD, data | {"is_gold": "on", "gold_answer": '{"chosen": 0}'})
 
     assert page.status_code == 200
-    assert 'must be {&quot;chosen_position&quot;: 0 or 1}' in page.content.decode()
+    assert "must be {&quot;chosen_position&quot;: 0 or 1}" in page.content.decode()
     assert Item.objects.count() == 1
