@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import orjson
 
+from feedback.item_input import unstorable
+
 ITEM_FIELDS = ("external_id", "prompt", "context", "metadata", "priority", "is_gold", "gold_answer")
 # Source columns that hold JSON text in CSV (Parquet and JSON carry real values).
 JSON_COLUMNS = {"context", "metadata", "gold_answer", "responses"}
@@ -113,6 +115,8 @@ class ColumnMapping:
                 raise MappingError("mapping", f"is not valid JSON: {exc.msg}") from None
         if not isinstance(raw, dict):
             raise MappingError("mapping", "must be an object of item field -> column")
+        if problem := unstorable(raw):  # it is stored with the job
+            raise MappingError("mapping", problem)
         fields: dict[str, str] = {}
         responses: list[ResponseColumn] | str | None = None
         metadata: list[str] | None = None

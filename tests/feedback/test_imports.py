@@ -851,3 +851,15 @@ def test_a_parquet_file_is_read_a_row_group_at_a_time(tmp_path):
     assert prompts[-1] == "prompt 39999 "
     assert size > 40_000_000  # 40 row groups
     assert peak < size / 4, f"pyarrow held {peak:,} bytes reading a file of {size:,}"
+
+
+@pytest.mark.parametrize("column", ["q\u0000", "q\ud800"])
+def test_a_mapping_that_cannot_be_stored_is_refused_naming_it(upload, column):
+    """The mapping is stored with the job: a NUL or a lone surrogate in it is a 400, as for
+    any other bad mapping, and nothing is stored."""
+    mapping = json.dumps({"prompt": column})  # escaped: the request's text holds no such character
+    res, _status = upload("items.csv", b"q,chosen,rejected\nQ,A,B\n", mapping=mapping)
+
+    assert res.status_code == 400, res.content
+    assert list(res.json()["error"]["fields"]) == ["mapping"]
+    assert ImportJob.objects.count() == 0
