@@ -546,10 +546,15 @@ def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:
     if value is None or value == "":
         return None, None
     if key == "priority":
+        # A number as JSON writes it: item validation takes 3.0 (pandas writes an integer
+        # column with a missing value as floats) as 3, and names any other fraction.
         try:
-            return int(value), None
+            number = json.loads(value, parse_constant=_no_constant)
         except ValueError:
-            return value, f"{value!r} is not an integer"
+            number = None
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            return number, None
+        return value, f"{value!r} is not an integer"
     if key == "is_gold":
         lowered = str(value).strip().lower()
         if lowered in {"true", "1", "yes"}:

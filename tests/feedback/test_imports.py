@@ -139,6 +139,20 @@ def test_a_csv_with_a_bom_and_quoted_newlines_is_read_row_by_row(upload, pairwis
     assert second.responses.get(position=1).text == 'B2 says "hi"'
 
 
+def test_a_csv_priority_written_as_a_float_by_pandas_is_that_integer(upload):
+    """pandas writes an integer column with a missing value as floats: 3.0 is 3."""
+    csv_text = "external_id,prompt,priority,response_1,response_2\nc-1,Q,3.0,A,B\nc-2,R,,A,B\n"
+    _res, status = upload("items.csv", csv_text.encode(), "text/csv")
+
+    assert status["status"] == "succeeded", status
+    assert dict(Item.objects.values_list("external_id", "priority")) == {"c-1": 3, "c-2": 0}
+    fraction = "external_id,prompt,priority,response_1,response_2\nc-3,Q,2.5,A,B\n"
+    _res, status = upload("items.csv", fraction.encode(), "text/csv")
+    assert status["status"] == "failed"
+    assert status["errors"][0]["field"] == "priority"
+    assert "got 2.5" in status["errors"][0]["message"]
+
+
 def test_a_csv_error_names_the_row_its_first_line_and_the_column(upload):
     csv_text = (
         "external_id,prompt,priority,response_1,response_2\n"
