@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 200
 MAX_DUPLICATES_KEPT = 200
 CHUNK_ITEMS = 5000
+# ...or fewer, once their COPY lines come to this many bytes: a chunk of large items (200 KB
+# each, say) is held whole, with its parsed items, a few chunks at a time.
+CHUNK_BYTES = 8 * 1024 * 1024
 
 FORMAT_BY_EXTENSION = {
     ".jsonl": ImportJob.Format.JSONL,
@@ -488,6 +491,7 @@ def _prepare_chunks(
 
     wanted = campaign.responses_wanted
     chunk: list[_Ready | SourceRow] = []
+    chunk_bytes = 0
     for row in rows:
         tally.rows += 1
         if writer_busy is not None and not tally.rows & 63:
@@ -509,14 +513,16 @@ def _prepare_chunks(
                 ready = _check_row(raw, row.location, campaign, tally, plain)
                 if ready is not None and not (abort_on_error and tally.invalid):
                     chunk.append(ready)
+                    chunk_bytes += len(ready.line) + sum(map(len, ready.response_lines))
         if abort_on_error and tally.invalid >= MAX_ERRORS_KEPT:
             tally.stopped_early = True
             break
-        if len(chunk) >= CHUNK_ITEMS:
+        if len(chunk) >= CHUNK_ITEMS or chunk_bytes >= CHUNK_BYTES:
             if seen is not None:
                 seen.mark([entry for entry in chunk if isinstance(entry, _Ready)])
             yield chunk
             chunk = []
+            chunk_bytes = 0
     if chunk:
         if seen is not None:
             seen.mark([entry for entry in chunk if isinstance(entry, _Ready)])

@@ -877,3 +877,22 @@ def test_a_mapping_that_cannot_be_stored_is_refused_naming_it(upload, column):
     assert res.status_code == 400, res.content
     assert list(res.json()["error"]["fields"]) == ["mapping"]
     assert ImportJob.objects.count() == 0
+
+
+def test_chunks_of_large_items_are_bounded_by_their_bytes(pairwise_campaign):
+    """5,000 items of 1.2 MB would be 6 GB in one chunk: a chunk also ends at CHUNK_BYTES."""
+    from feedback.imports import CHUNK_BYTES, _prepare_chunks, _Tally
+    from feedback.imports_readers import SourceRow
+
+    text = "x" * 600_000
+    rows = (
+        SourceRow({"line": n}, _item(n, responses=[{"model": "a", "text": text}] * 2))
+        for n in range(1, 41)
+    )
+
+    chunks = list(_prepare_chunks(rows, pairwise_campaign, True, _Tally()))
+
+    sizes = [sum(len(r.line) + sum(map(len, r.response_lines)) for r in c) for c in chunks]
+    assert sum(map(len, chunks)) == 40
+    assert len(chunks) >= 5
+    assert max(sizes) < CHUNK_BYTES + 1_300_000  # the item that crossed the line, at most
