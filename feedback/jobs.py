@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -171,6 +172,20 @@ def jobs_left_running() -> list[tuple[JobModel, int]]:
             held = {row[0] for row in cursor.fetchall()}
         left += [(model, job_id) for job_id in running if job_id not in held]
     return left
+
+
+def jobs_never_started(*, older_than_seconds: float) -> list[tuple[JobModel, int]]:
+    """Jobs still `queued` this long after they were made: their task was lost (the broker
+    down when it was sent, or restarted before a worker took it). Sending it again is
+    harmless: a job is claimed from `queued` once, and a late first delivery finds it taken."""
+    before = timezone.now() - timedelta(seconds=older_than_seconds)
+    return [
+        (model, job_id)
+        for model in LOCK_KEYS
+        for job_id in model.objects.filter(
+            status=model.Status.QUEUED, created_at__lt=before
+        ).values_list("pk", flat=True)
+    ]
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -306,6 +306,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 JOB_TAKEOVER_WAIT_SECONDS = env_int("JOB_TAKEOVER_WAIT_SECONDS", 10)
 # A job whose runners died this many times is not taken over again: it fails.
 JOB_MAX_TAKEOVERS = env_int("JOB_MAX_TAKEOVERS", 2)
+# How often beat looks for jobs to send again (left running by a dead runner, or queued and
+# never started); a queued job is sent again once this old.
+JOB_RESCUE_SECONDS = env_int("JOB_RESCUE_SECONDS", 300)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -318,10 +321,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("LEASE_SWEEP_SECONDS", 60)),
     },
     # Imports and generations left running by a worker that died and that no redelivered
-    # task took over (feedback/jobs.py).
+    # task took over, or still queued a rescue interval on (their task lost; feedback/jobs.py).
     "rescue-jobs": {
         "task": "feedback.tasks.jobs_rescue",
-        "schedule": float(env_int("JOB_RESCUE_SECONDS", 300)),
+        "schedule": float(JOB_RESCUE_SECONDS),
     },
     # Image files left behind by refused batches and imports, and finished imports' staged images.
     "sweep-images": {

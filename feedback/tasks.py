@@ -31,11 +31,16 @@ def images_sweep_task() -> dict[str, int]:
 
 @shared_task(name="feedback.tasks.jobs_rescue")
 def jobs_rescue_task() -> int:
-    """Send again the task of every job left `running` by a runner that died; it takes the
-    job over. Beat runs it every JOB_RESCUE_SECONDS."""
-    from feedback.jobs import jobs_left_running
+    """Send again the task of every job left `running` by a runner that died (it takes the
+    job over), and of every job still `queued` a rescue interval after it was made (its task
+    was lost). Beat runs it every JOB_RESCUE_SECONDS."""
+    from django.conf import settings
 
-    left = jobs_left_running()
+    from feedback.jobs import jobs_left_running, jobs_never_started
+
+    left = jobs_left_running() + jobs_never_started(
+        older_than_seconds=float(settings.JOB_RESCUE_SECONDS)
+    )
     for model, job_id in left:
         task = import_run_task if model is ImportJob else generation_run_task
         task.delay(job_id)

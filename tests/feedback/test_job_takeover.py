@@ -255,3 +255,34 @@ def test_a_job_whose_runners_keep_dying_fails_instead_of_running_forever(setting
         " split the work into smaller jobs."
     )
     assert not Item.objects.filter(campaign=job.campaign).exists()
+
+
+def test_the_rescue_sends_again_a_job_still_queued_long_after_it_was_made(
+    model_server: FakeModelServer,
+) -> None:
+    """Its task was lost (the broker down when it was sent): one generation per campaign runs
+    at a time, so a job queued for good would keep the campaign from generating again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from feedback.tasks import jobs_rescue_task
+
+    engineer = UserFactory(role="engineer", password=None)
+    campaign = CampaignFactory(kind="rating", overlap=1, created_by=engineer)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    lost, recent = (
+        GenerationJob.objects.create(
+            campaign=c, created_by=engineer, model_specs=[{"name": "m-1"}], items_total=1
+        )
+        for c in (campaign, CampaignFactory(kind="rating", created_by=engineer))
+    )
+    GenerationJob.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+    assert jobs_rescue_task() == 1
+
+    lost.refresh_from_db()
+    recent.refresh_from_db()
+    assert lost.status == GenerationJob.Status.SUCCEEDED, lost.message
+    assert item.responses.count() == 1
+    assert recent.status == GenerationJob.Status.QUEUED
