@@ -29,6 +29,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
+from feedback.imports import campaign_overlap_now
 from feedback.item_input import (
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
@@ -644,13 +645,7 @@ def _store(
         item = Item.objects.select_for_update().filter(pk=item_id).first()
         if item is None or Response.objects.filter(item_id=item_id).exists():
             return False
-        # The overlap as it is now, not when the job started; the row lock makes a change of
-        # it (campaign_update) either come first or count this item among the ready ones.
-        overlap = (
-            Campaign.objects.select_for_update(no_key=True)
-            .values_list("overlap", flat=True)
-            .get(pk=campaign.pk)
-        )
+        overlap = campaign_overlap_now(campaign.pk)  # as it is now, not when the job started
         Response.objects.bulk_create(
             Response(
                 item_id=item_id,

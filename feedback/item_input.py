@@ -437,7 +437,9 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
             )
 
     gold_answer = raw.get("gold_answer")
-    if gold_answer not in (None, {}):
+    if gold_answer in (None, {}):
+        gold_answer = None  # none, stored as the quick path stores it
+    else:
         check_gold_answer(gold_answer, is_gold, campaign, errors)
         gold_answer = _integral_positions(gold_answer)
 

@@ -333,7 +333,8 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
             live = item.assignments.filter(
                 status__in=["claimed", "submitted"], is_gold=False
             ).count()
-            slots = item.campaign.overlap - live  # below zero when over-filled (QueueEntry)
+            # Below zero when over-filled (QueueEntry); the overlap read as intake reads it.
+            slots = campaign_overlap_now(item.campaign_id) - live
         entry.campaign_id = item.campaign_id
         entry.priority = item.priority
         entry.open_slots = slots

@@ -609,10 +609,11 @@ def _as_response_id(
     value: Any, valid: set[int], where: str, fields: dict[str, list[str]]
 ) -> int | None:
     # An integer, or its digits as a string (JSON object keys are strings); never a float
-    # (26.9 is not response 26), a boolean, or digits of other scripts that int() reads.
+    # (26.9 is not response 26), a boolean, digits of other scripts that int() reads, or
+    # more digits than an id has (int() refuses over 4,300 of them).
     if isinstance(value, int) and not isinstance(value, bool):
         rid = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit():
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         rid = int(value)
     else:
         fields.setdefault(where, []).append(f"{value!r} is not a response id")

@@ -72,6 +72,8 @@ def test_what_cannot_be_stored_is_a_400_naming_the_field(claimed, kind, field, b
         ("pairwise", lambda ids: {"preference": {"chosen": True}}, "preference.chosen"),
         ("ranking", lambda ids: {"ranking": [i + 0.5 for i in ids]}, "ranking[0]"),
         ("ranking", lambda ids: {"ranking": [str(ids[0]) + ".0", *ids[1:]]}, "ranking[0]"),
+        # More digits than int() reads (4,300): an error, not a 500.
+        ("ranking", lambda ids: {"ranking": ["9" * 5000, *ids[1:]]}, "ranking[0]"),
     ],
 )
 def test_a_response_id_is_an_integer_or_its_digits_never_a_float_or_boolean(
