@@ -270,7 +270,10 @@ _TAKE_SLOT = """
     FROM pick WHERE q.item_id = pick.id
     RETURNING q.item_id AS id, q.campaign_id"""
 
-# Gold items take no slot: any number of experts may answer them, each once.
+# Gold items take no slot: any number of experts may answer them, each once. Gold is mixed in
+# with queue work, never served on its own: only while the queue holds an item the expert could
+# be given (a fresh one, or one of the first started ones they have not had), so at the end of
+# a campaign "nothing left" stays so instead of now and then a gold item.
 _PICK_GOLD = """
     SELECT i.id, i.campaign_id FROM feedback_item i
     WHERE NOT EXISTS (SELECT 1 FROM own)
@@ -278,6 +281,15 @@ _PICK_GOLD = """
       AND EXISTS (SELECT 1 FROM feedback_response r WHERE r.item_id = i.id)
       AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
                       WHERE a.item_id = i.id AND a.expert_id = %(expert)s)
+      AND (EXISTS (SELECT 1 FROM feedback_queueentry q
+                   WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND NOT q.started)
+           OR EXISTS (SELECT 1 FROM (
+                          SELECT item_id FROM feedback_queueentry
+                          WHERE campaign_id = %(campaign)s AND open_slots > 0 AND started
+                          ORDER BY priority DESC, open_slots ASC, item_id ASC
+                          LIMIT %(scan)s) s
+                      WHERE NOT EXISTS (SELECT 1 FROM reviews_assignment a
+                                        WHERE a.item_id = s.item_id AND a.expert_id = %(expert)s)))
     ORDER BY random()
     LIMIT 1"""
 
@@ -302,9 +314,10 @@ def _claim_statement(
         "campaign": campaign.pk,
         "expert": expert.pk,
         "gold": gold,
+        "scan": scan,
     }
     if not gold:
-        params |= {"scan": scan, "candidates": candidates}
+        params["candidates"] = candidates
     rows = _run_statement(_CLAIM_GOLD_SQL if gold else _CLAIM_QUEUE_SQL, params)
     if not rows:
         return "none", None
@@ -327,41 +340,13 @@ def _claim_statement(
     return kind, Assignment.objects.select_related("campaign").get(pk=pk)
 
 
-# Whether the queue holds an open slot on an item the expert has never had. Gold is mixed in
-# with queue work, never served on its own: at the end of a campaign, "nothing left" (None)
-# stays so, instead of now and then a gold item.
-# In two parts, so each reads one of the queue's partial indexes: a fresh item (nobody has
-# had it), or a started one this expert has not had.
-_QUEUE_HAS_WORK_SQL = """
-SELECT EXISTS (
-    SELECT 1 FROM feedback_queueentry q
-    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND NOT q.started
-) OR EXISTS (
-    SELECT 1 FROM feedback_queueentry q
-    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND q.started
-      AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
-                      WHERE a.item_id = q.item_id AND a.expert_id = %(expert)s))
-"""
-
-
-def _wants_gold(campaign: Campaign, expert: User) -> bool:
-    """Draw at the campaign's gold rate, and only while queue work is left for the expert."""
-    if not (campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate):
-        return False
-    if connection.vendor == "postgresql":
-        rows = _run_statement(_QUEUE_HAS_WORK_SQL, {"campaign": campaign.pk, "expert": expert.pk})
-        return bool(rows and rows[0][0])
-    seen = Assignment.objects.filter(expert=expert, item_id=OuterRef("pk"))
-    return (
-        QueueEntry.objects.filter(campaign=campaign, open_slots__gt=0)
-        .exclude(Exists(seen))
-        .exists()
-    )
+def _draws_gold(campaign: Campaign) -> bool:
+    return campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate
 
 
 def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
     _expire_lazily(campaign.pk)
-    want_gold = _wants_gold(campaign, expert)
+    want_gold = _draws_gold(campaign)
     widen = 0  # how far the search was widened after finding nothing (see RETRIES)
     expired_once = cleaned = False
     for _ in range(8):
@@ -432,7 +417,12 @@ def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
         seen = Assignment.objects.filter(expert=expert, item_id=OuterRef("pk"))
         item_id = None
         is_gold = False
-        if _wants_gold(campaign, expert):
+        # Gold beside queue work only, as _PICK_GOLD says.
+        if _draws_gold(campaign) and (
+            QueueEntry.objects.filter(campaign=campaign, open_slots__gt=0)
+            .exclude(Exists(seen))
+            .exists()
+        ):
             item_id = (
                 Item.objects.filter(campaign=campaign, is_gold=True, responses__isnull=False)
                 .exclude(Exists(seen))
