@@ -7,13 +7,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from feedback import services
+from feedback.errors import ValidationFailed
 from feedback.imports import lock_campaign_intake
 from feedback.item_input import (
     ResponseInput,
@@ -276,12 +277,68 @@ class ResponseInline(admin.TabularInline):
     extra = 0
 
 
+class CampaignForm(forms.ModelForm):
+    class Meta:
+        model = Campaign
+        fields = "__all__"  # noqa: DJ007 (CampaignAdmin decides which it shows)
+
+    def clean(self) -> dict[str, Any]:
+        """The rubric and pay checked as the API checks them (a rating campaign keeps a
+        rubric), each problem an error of its field."""
+        cleaned: dict[str, Any] = super().clean() or self.cleaned_data
+        kind = self.instance.kind if self.instance.pk else cleaned.get("kind")
+        changes = {
+            name: cleaned[name] if cleaned[name] is not None else default
+            for name, default in (("rubric", []), ("pay", {}))
+            if name in cleaned
+        }
+        try:
+            cleaned.update(services.campaign_changes_checked(kind=str(kind), changes=changes))
+        except ValidationFailed as exc:
+            for path, problems in exc.fields.items():
+                name = path.split(".")[0].split("[")[0]
+                self.add_error(
+                    name if name in self.fields else None, f"{path}: {'; '.join(problems)}"
+                )
+        return cleaned
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    """A change goes through campaign_update, as the API's does: a new overlap moves the queue
+    slots of the campaign's items. The kind is set when the campaign is made."""
+
+    form = CampaignForm
     list_display = ["name", "kind", "status", "overlap", "acceptance", "created_at"]
     list_filter = ["kind", "status"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["kind"] if obj is not None else []
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # As the API: only admins and ML engineers change campaigns (campaign_update says so).
+        manages = bool(getattr(request.user, "manages_campaigns", False))
+        return manages and super().has_change_permission(request, obj)
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Any]:
+        return {} if obj is not None else self.prepopulated_fields
+
+    def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        updatable = {n: form.cleaned_data[n] for n in form.changed_data if n in services.UPDATABLE}
+        other = {n: form.cleaned_data[n] for n in form.changed_data if n not in updatable}
+        with transaction.atomic():
+            if other:  # what the queue does not depend on: slug, created_by, ...
+                Campaign.objects.filter(pk=obj.pk).update(**other)
+            services.campaign_update(
+                actor=request.user,  # type: ignore[arg-type]
+                campaign=obj,
+                changes=updatable,
+            )
 
 
 class ItemForm(forms.ModelForm):

@@ -271,6 +271,17 @@ UPDATABLE = {
 }
 
 
+def campaign_changes_checked(*, kind: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Changes to a campaign of this kind as they are stored: a rubric and pay checked and
+    normalised, a rating campaign keeping a rubric. ValidationFailed names what is wrong."""
+    if "rubric" in changes:
+        changes["rubric"] = _validate_rubric(changes["rubric"])
+        _rating_needs_a_rubric(kind, changes["rubric"])
+    if "pay" in changes:
+        changes["pay"] = _validate_pay(changes["pay"])
+    return changes
+
+
 def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any]) -> Campaign:
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers change campaigns.")
@@ -286,11 +297,7 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
         # writes queue rows locks the row the same way (imports.campaign_overlap_now).
         campaign = Campaign.objects.select_for_update(no_key=True).get(pk=campaign.pk)
         old_overlap = campaign.overlap
-        if "rubric" in changes:
-            changes["rubric"] = _validate_rubric(changes["rubric"])
-            _rating_needs_a_rubric(campaign.kind, changes["rubric"])
-        if "pay" in changes:
-            changes["pay"] = _validate_pay(changes["pay"])
+        changes = campaign_changes_checked(kind=campaign.kind, changes=changes)
         for key, value in changes.items():
             setattr(campaign, key, value)
         campaign.save()
