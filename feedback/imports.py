@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import queue
 import sys
 import threading
@@ -765,16 +766,32 @@ def _plain_json(value: Any, *, text_only: bool = False) -> bytes | None:
     item_input.unstorable to judge. orjson refuses a lone surrogate, an integer beyond 64
     bits and lists and objects nested more than 254 deep (MAX_NESTING is no less, so every
     value nested too deeply gets here); it writes NaN and infinities as null and a NUL as
-    \\u0000. So searches in C decide for the common value; one with a null, or a text that
-    mentions null or \\u0000, gets the exact check. A value of `text_only` (strings, lists
-    and objects) cannot hold a number: only \\u0000 is looked for."""
+    \\u0000. So searches in C decide for the common value: one with a text that mentions
+    \\u0000 gets the exact check, and one with a null (or a text that mentions it) only a look
+    at its numbers. A value of `text_only` (strings, lists and objects) holds no number."""
     try:
         data = orjson.dumps(value)
     except TypeError:
         return None
-    if NUL_JSON in data or (not text_only and NULL_JSON in data):
+    if NUL_JSON in data or (not text_only and NULL_JSON in data and _holds_non_finite(value)):
         return None
     return data
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether a number in the value is NaN or infinite (orjson wrote it as null). Keys are
+    text, and orjson has refused anything nested too deeply."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if type(value) is float:
+            if not math.isfinite(value):
+                return True
+        elif type(value) is dict:
+            pending.extend(value.values())
+        elif type(value) is list:
+            pending.extend(value)
+    return False
 
 
 def _checked_json(name: str, value: Any, data: bytes | None, errors: dict[str, list[str]]) -> bytes:
