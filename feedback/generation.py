@@ -493,6 +493,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     step = "starting"
     pool: ThreadPoolExecutor | None = None
     stop = Event()
+    spent = _Spent()
     try:
         pool = ThreadPoolExecutor(max_workers=int(_setting("GENERATION_CONCURRENCY", 8)))
         specs = [ModelSpec(**s) for s in job.model_specs]
@@ -513,7 +514,6 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
         skipped_items = failed_in_a_row = 0
         stop_after = int(_setting("GENERATION_STOP_AFTER_FAILURES", 20))
         stopped_because = ""
-        spent = _Spent()
         last_id = 0
         while not stop.is_set():
             step = "reading the items that lack responses"
@@ -606,6 +606,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 "Responses stored before that are kept; generate again for the rest."
             ),
             finished_at=timezone.now(),
+            **spent.updates(),  # what the answers received so far cost
         )
     finally:
         stop.set()  # in-flight requests give up at their next attempt

@@ -184,6 +184,7 @@ def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
         "Responses stored before that are kept; generate again for the rest."
     )
     assert status["finished_at"]
+    assert status["completion_tokens"] == 7, "the answer was billed though not stored"
     assert not item.responses.exists()
     assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
     assert f"generation {status['id']} failed" in caplog.text
