@@ -183,3 +183,24 @@ def model_server(fake_model_server: FakeModelServer, settings: Any) -> FakeModel
     settings.GENERATION_MAX_ATTEMPTS = 4
     settings.GENERATION_CONCURRENCY = 3
     return fake_model_server
+
+
+@pytest.fixture
+def import_status(api_for, engineer, pairwise_campaign, django_capture_on_commit_callbacks):
+    """POST a file to the pairwise campaign's imports (its job run at once); returns the
+    import's status after its job."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = api_for(engineer)
+
+    def send(name: str, content: bytes, **fields: Any) -> dict[str, Any]:
+        with django_capture_on_commit_callbacks(execute=True):
+            res = client.post(
+                f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+                {"file": SimpleUploadedFile(name, content, "application/octet-stream"), **fields},
+                format="multipart",
+            )
+        assert res.status_code == 202, res.json()
+        return client.get(f"/api/v1/imports/{res.json()['id']}/").json()
+
+    return send

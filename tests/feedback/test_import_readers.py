@@ -9,15 +9,14 @@ import json
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from django.core.files import File
-from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from feedback import imports_readers
 from feedback.imports_readers import UnreadableFile, read_jsonl, read_label_studio
 from feedback.models import Item, ItemImage, Response
+from tests.feedback.import_files import parquet
 
 pytestmark = pytest.mark.django_db
 
@@ -34,27 +33,6 @@ CHAT_OF_PARTS = pa.list_(
 
 
 @pytest.fixture
-def upload(api_for, engineer, pairwise_campaign, django_capture_on_commit_callbacks):
-    """POST a file to the campaign's imports; returns the import's status."""
-    client = api_for(engineer)
-
-    def send(name: str, content: bytes, **fields: Any) -> dict[str, Any]:
-        with django_capture_on_commit_callbacks(execute=True):
-            res = client.post(
-                f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
-                {
-                    "file": SimpleUploadedFile(name, content, "application/octet-stream"),
-                    **fields,
-                },
-                format="multipart",
-            )
-        assert res.status_code == 202, res.json()
-        return client.get(f"/api/v1/imports/{res.json()['id']}/").json()
-
-    return send
-
-
-@pytest.fixture
 def media(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path)  # this test's own image files only
 
@@ -63,12 +41,6 @@ def _png(colour: str) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (8, 6), colour).save(out, "PNG")
     return out.getvalue()
-
-
-def _parquet(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
 
 
 def _csv(*rows: list[str]) -> bytes:
@@ -85,7 +57,7 @@ def _chat(role: str, content: str) -> list[dict[str, str]]:
 
 
 def test_a_trl_vision_preference_dataset_imports_its_images_with_the_prompt(
-    upload, media, tmp_path
+    import_status, media, tmp_path
 ):
     import datasets
 
@@ -110,7 +82,7 @@ def test_a_trl_vision_preference_dataset_imports_its_images_with_the_prompt(
     path = tmp_path / "train.parquet"
     dataset.to_parquet(str(path))
 
-    status = upload("train.parquet", path.read_bytes())
+    status = import_status("train.parquet", path.read_bytes())
 
     assert status["status"] == "succeeded", status
     assert ItemImage.objects.count() == 2  # the red image is stored once
@@ -133,7 +105,7 @@ def test_a_trl_vision_preference_dataset_imports_its_images_with_the_prompt(
     assert item.metadata == {}
 
 
-def test_content_parts_become_text_and_the_images_go_to_their_places(upload, media):
+def test_content_parts_become_text_and_the_images_go_to_their_places(import_status, media):
     """TRL's vision layout: content as parts, {"type": "image"} where an image goes."""
     table = pa.table(
         {
@@ -169,7 +141,7 @@ def test_content_parts_become_text_and_the_images_go_to_their_places(upload, med
         }
     )
 
-    status = upload("train.parquet", _parquet(table))
+    status = import_status("train.parquet", parquet(table))
 
     assert status["status"] == "succeeded", status
     item = Item.objects.get()
@@ -180,7 +152,7 @@ def test_content_parts_become_text_and_the_images_go_to_their_places(upload, med
     assert sorted(item.responses.values_list("text", flat=True)) == ["Left", "Right"]
 
 
-def test_one_image_beside_a_text_prompt_makes_it_a_user_message(upload, media):
+def test_one_image_beside_a_text_prompt_makes_it_a_user_message(import_status, media):
     table = pa.table(
         {
             "image": pa.array([{"bytes": _png("red"), "path": None}], HF_IMAGE),
@@ -190,7 +162,7 @@ def test_one_image_beside_a_text_prompt_makes_it_a_user_message(upload, media):
         }
     )
 
-    status = upload("vqa.parquet", _parquet(table))
+    status = import_status("vqa.parquet", parquet(table))
 
     assert status["status"] == "succeeded", status
     prompt = Item.objects.get().prompt
@@ -199,7 +171,9 @@ def test_one_image_beside_a_text_prompt_makes_it_a_user_message(upload, media):
     ]
 
 
-def test_images_that_do_not_fit_the_places_of_the_prompt_are_an_error_of_the_column(upload, media):
+def test_images_that_do_not_fit_the_places_of_the_prompt_are_an_error_of_the_column(
+    import_status, media
+):
     table = pa.table(
         {
             "images": pa.array([[{"bytes": _png("red"), "path": None}]], pa.list_(HF_IMAGE)),
@@ -212,7 +186,7 @@ def test_images_that_do_not_fit_the_places_of_the_prompt_are_an_error_of_the_col
         }
     )
 
-    status = upload("train.parquet", _parquet(table))
+    status = import_status("train.parquet", parquet(table))
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -225,7 +199,7 @@ def test_images_that_do_not_fit_the_places_of_the_prompt_are_an_error_of_the_col
     assert ItemImage.objects.count() == 0
 
 
-def test_an_image_known_only_by_its_path_is_an_error_naming_the_column(upload):
+def test_an_image_known_only_by_its_path_is_an_error_naming_the_column(import_status):
     table = pa.table(
         {
             "images": pa.array([[{"bytes": None, "path": "/data/cat.png"}]], pa.list_(HF_IMAGE)),
@@ -235,7 +209,7 @@ def test_an_image_known_only_by_its_path_is_an_error_naming_the_column(upload):
         }
     )
 
-    status = upload("train.parquet", _parquet(table))
+    status = import_status("train.parquet", parquet(table))
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -248,7 +222,7 @@ def test_an_image_known_only_by_its_path_is_an_error_naming_the_column(upload):
     ]
 
 
-def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(upload):
+def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(import_status):
     table = pa.table(
         {
             "prompt": ["Q1", "Q2", "Q3"],
@@ -262,7 +236,7 @@ def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(upload
         }
     )
 
-    status = upload("train.parquet", _parquet(table), on_error="skip")
+    status = import_status("train.parquet", parquet(table), on_error="skip")
 
     assert status["errors"] == [
         {"row": 1, "field": "blob", "message": imports_readers.BINARY_MESSAGE},
@@ -272,9 +246,9 @@ def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(upload
     assert Item.objects.count() == 0
 
     # A mapping that leaves them out of metadata imports the rows.
-    status = upload(
+    status = import_status(
         "train.parquet",
-        _parquet(table),
+        parquet(table),
         mapping=json.dumps(
             {"prompt": "prompt", "responses": ["chosen", "rejected"], "metadata": []}
         ),
@@ -286,7 +260,7 @@ def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(upload
 # --- Parquet nulls --------------------------------------------------------------------------
 
 
-def test_a_null_field_of_a_parquet_struct_is_absent(upload):
+def test_a_null_field_of_a_parquet_struct_is_absent(import_status):
     """A struct column has every key in every row: the one a row's object lacks comes back
     null, and is read as absent, as the same object in JSONL would be."""
     rows = [
@@ -304,7 +278,7 @@ def test_a_null_field_of_a_parquet_struct_is_absent(upload):
             "metadata": {"source": None, "difficulty": 3},
         },
     ]
-    status = upload("items.parquet", _parquet(pa.Table.from_pylist(rows)))
+    status = import_status("items.parquet", parquet(pa.Table.from_pylist(rows)))
 
     assert status["status"] == "succeeded", status
     first = Item.objects.get(prompt=[{"role": "user", "content": "Q1"}])
@@ -345,24 +319,26 @@ def test_a_null_field_of_a_parquet_struct_is_absent(upload):
     ],
     ids=["model_column", "metadata"],
 )
-def test_a_mapping_naming_a_column_the_file_lacks_fails_the_import(upload, mapping, field, message):
+def test_a_mapping_naming_a_column_the_file_lacks_fails_the_import(
+    import_status, mapping, field, message
+):
     content = _csv(["question", "answer_x", "answer_y", "source"], ["What?", "yes", "no", "web"])
 
-    status = upload("data.csv", content, mapping=json.dumps(mapping))
+    status = import_status("data.csv", content, mapping=json.dumps(mapping))
 
     assert status["status"] == "failed"
     assert status["errors"] == [{"field": field, "message": message}]
     assert Item.objects.count() == 0
 
 
-def test_a_metadata_column_is_merged_with_the_other_columns(upload):
+def test_a_metadata_column_is_merged_with_the_other_columns(import_status):
     content = _csv(
         ["prompt", "chosen", "rejected", "metadata", "source", "difficulty"],
         ["Q1?", "a", "b", json.dumps({"domain": "law"}), "web", "hard"],
         ["Q2?", "a", "b", "", "book", ""],
     )
 
-    status = upload("pairs.csv", content)
+    status = import_status("pairs.csv", content)
 
     assert status["status"] == "succeeded", status
     assert Item.objects.get(prompt="Q1?").metadata == {
@@ -373,14 +349,14 @@ def test_a_metadata_column_is_merged_with_the_other_columns(upload):
     assert Item.objects.get(prompt="Q2?").metadata == {"source": "book"}
 
 
-def test_a_key_of_the_metadata_column_that_is_also_a_column_is_an_error_of_the_row(upload):
+def test_a_key_of_the_metadata_column_that_is_also_a_column_is_an_error_of_the_row(import_status):
     content = _csv(
         ["prompt", "chosen", "rejected", "metadata", "source"],
         ["Q1?", "a", "b", json.dumps({"domain": "law"}), "web"],
         ["Q2?", "a", "b", json.dumps({"source": "book"}), "web"],
     )
 
-    status = upload("pairs.csv", content)
+    status = import_status("pairs.csv", content)
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -397,7 +373,7 @@ def test_a_key_of_the_metadata_column_that_is_also_a_column_is_an_error_of_the_r
 # --- CSV response cells ------------------------------------------------------------------
 
 
-def test_a_csv_response_cell_may_hold_a_chat_or_an_object_with_text(upload):
+def test_a_csv_response_cell_may_hold_a_chat_or_an_object_with_text(import_status):
     content = _csv(
         ["prompt", "chosen", "rejected"],
         [
@@ -409,7 +385,7 @@ def test_a_csv_response_cell_may_hold_a_chat_or_an_object_with_text(upload):
         ],
     )
 
-    status = upload("pairs.csv", content)
+    status = import_status("pairs.csv", content)
 
     assert status["status"] == "succeeded", status
     assert sorted(Response.objects.values_list("model_name", "text")) == [
@@ -429,8 +405,10 @@ def test_a_csv_response_cell_may_hold_a_chat_or_an_object_with_text(upload):
         "[1, 2, 3]",
     ],
 )
-def test_a_csv_response_that_is_other_json_stays_as_written(upload, answer):
-    status = upload("pairs.csv", _csv(["prompt", "chosen", "rejected"], ["Q?", answer, "no"]))
+def test_a_csv_response_that_is_other_json_stays_as_written(import_status, answer):
+    status = import_status(
+        "pairs.csv", _csv(["prompt", "chosen", "rejected"], ["Q?", answer, "no"])
+    )
 
     assert status["status"] == "succeeded", status
     assert Response.objects.get(model_name="chosen").text == answer
@@ -443,11 +421,11 @@ def _task(n: int, **data: str) -> dict[str, Any]:
     return {"id": n, "data": {"prompt": f"Q{n}", "chosen": f"A{n}", "rejected": f"B{n}", **data}}
 
 
-def test_content_after_the_array_of_tasks_fails_the_import_naming_its_byte(upload):
+def test_content_after_the_array_of_tasks_fails_the_import_naming_its_byte(import_status):
     first = json.dumps([_task(1), _task(2)]) + "\n"
     content = (first + json.dumps([_task(3)]) + "\n").encode()
 
-    status = upload("export.json", content, on_error="skip")
+    status = import_status("export.json", content, on_error="skip")
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -461,10 +439,10 @@ def test_content_after_the_array_of_tasks_fails_the_import_naming_its_byte(uploa
     assert Item.objects.count() == 0
 
 
-def test_whitespace_after_the_array_of_tasks_is_fine(upload):
+def test_whitespace_after_the_array_of_tasks_is_fine(import_status):
     content = "\ufeff [ " + json.dumps(_task(1)) + " ,\n" + json.dumps(_task(2)) + " ]\n\n "
 
-    status = upload("export.json", content.encode())
+    status = import_status("export.json", content.encode())
 
     assert status["status"] == "succeeded", status
     assert Item.objects.count() == 2
@@ -558,7 +536,7 @@ def test_a_label_studio_task_just_under_the_limit_is_read(monkeypatch):
 # --- line and row limits ------------------------------------------------------------------
 
 
-def test_a_jsonl_line_over_the_limit_stops_the_import_before_it_is_read(monkeypatch, upload):
+def test_a_jsonl_line_over_the_limit_stops_the_import_before_it_is_read(monkeypatch, import_status):
     monkeypatch.setattr(imports_readers, "JSONL_LINE_MAX_BYTES", 1000)
     item = {"prompt": "Q", "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}]}
     pad = 1000 - len(json.dumps(item | {"metadata": {"pad": ""}}))
@@ -567,7 +545,7 @@ def test_a_jsonl_line_over_the_limit_stops_the_import_before_it_is_read(monkeypa
     array = json.dumps([item] * 100)
     content = (fits + "\n" + array + "\n").encode()
 
-    status = upload("items.jsonl", content, on_error="skip")
+    status = import_status("items.jsonl", content, on_error="skip")
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -595,7 +573,7 @@ def test_a_long_jsonl_line_is_not_read_past_the_limit(monkeypatch, tmp_path):
     assert raw.bytes_read < 2 << 20
 
 
-def test_a_csv_row_over_the_limit_names_its_row_and_first_line(monkeypatch, upload):
+def test_a_csv_row_over_the_limit_names_its_row_and_first_line(monkeypatch, import_status):
     monkeypatch.setattr(imports_readers, "CSV_ROW_MAX_BYTES", 1000)
     content = _csv(
         ["prompt", "chosen", "rejected"],
@@ -604,7 +582,7 @@ def test_a_csv_row_over_the_limit_names_its_row_and_first_line(monkeypatch, uplo
         ["Q3?", "a", "b"],
     )
 
-    status = upload("pairs.csv", content, on_error="skip")
+    status = import_status("pairs.csv", content, on_error="skip")
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -618,12 +596,12 @@ def test_a_csv_row_over_the_limit_names_its_row_and_first_line(monkeypatch, uplo
     assert Item.objects.count() == 0
 
 
-def test_a_csv_row_at_the_limit_is_read(monkeypatch, upload):
+def test_a_csv_row_at_the_limit_is_read(monkeypatch, import_status):
     monkeypatch.setattr(imports_readers, "CSV_ROW_MAX_BYTES", 1000)
     row = ["Q?", "x" * (1000 - len(_csv(["Q?", "", "b"]))), "b"]
     assert len(_csv(row)) == 1000  # with its commas and CRLF
 
-    status = upload("pairs.csv", _csv(["prompt", "chosen", "rejected"], row))
+    status = import_status("pairs.csv", _csv(["prompt", "chosen", "rejected"], row))
 
     assert status["status"] == "succeeded", status
     assert Response.objects.get(model_name="chosen").text == row[1]

@@ -13,20 +13,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from feedback.models import ImportJob, Item, QueueEntry, Response
+from tests.feedback.import_files import item_object, jsonl, parquet
 
 pytestmark = pytest.mark.django_db
-
-
-def _item(n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "external_id": f"q-{n}",
-        "prompt": f"Question {n}?",
-        "responses": [{"model": "m-a", "text": f"A{n}"}, {"model": "m-b", "text": f"B{n}"}],
-    } | extra
-
-
-def _jsonl(*rows: Any) -> bytes:
-    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
 
 
 @pytest.fixture
@@ -56,7 +45,7 @@ def upload(api_for, engineer, pairwise_campaign, django_capture_on_commit_callba
 
 
 def test_it_imports_a_jsonl_file_in_the_background(upload, pairwise_campaign):
-    res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(3)))
+    res, status = upload("items.jsonl", jsonl(item_object(1), item_object(2), item_object(3)))
 
     assert res.status_code == 202
     assert res.json()["status"] == "queued"
@@ -79,7 +68,7 @@ def test_it_imports_a_jsonl_file_in_the_background(upload, pairwise_campaign):
 def test_response_ids_do_not_give_away_the_order_of_the_files_responses(upload, pairwise_campaign):
     # A Hugging Face file lists `chosen` first: stored in that order, the lower id would mark
     # it in a blind review. Each item's responses are stored in a random order instead.
-    _res, status = upload("items.jsonl", _jsonl(*(_item(n) for n in range(40))))
+    _res, status = upload("items.jsonl", jsonl(*(item_object(n) for n in range(40))))
     assert status["status"] == "succeeded", status
 
     first_has_lower_id = []
@@ -93,7 +82,9 @@ def test_response_ids_do_not_give_away_the_order_of_the_files_responses(upload, 
 
 
 def test_malformed_json_on_line_3_names_the_line_and_imports_nothing(upload):
-    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), b'{"prompt": "x",', _item(4)))
+    _res, status = upload(
+        "items.jsonl", jsonl(item_object(1), item_object(2), b'{"prompt": "x",', item_object(4))
+    )
 
     assert status["status"] == "failed"
     assert status["invalid"] == 1
@@ -109,8 +100,8 @@ def test_malformed_json_on_line_3_names_the_line_and_imports_nothing(upload):
 
 def test_a_missing_prompt_and_a_response_that_is_not_a_string_name_line_and_field(upload):
     missing_prompt = {"external_id": "x", "responses": []}
-    bad_text = _item(3, responses=[{"model": "m", "text": 42}, {"model": "n", "text": "ok"}])
-    _res, status = upload("items.jsonl", _jsonl(_item(1), missing_prompt, bad_text))
+    bad_text = item_object(3, responses=[{"model": "m", "text": 42}, {"model": "n", "text": "ok"}])
+    _res, status = upload("items.jsonl", jsonl(item_object(1), missing_prompt, bad_text))
 
     assert status["status"] == "failed"
     assert {(e["line"], e["field"]) for e in status["errors"]} == {
@@ -190,8 +181,8 @@ def test_a_csv_that_cannot_be_read_on_fails_even_when_asked_to_skip_invalid_rows
 
 
 def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_nothing(upload):
-    rows = [_item(1), _item(2), _item(1, prompt="Same id, other text")]
-    _res, status = upload("items.jsonl", _jsonl(*rows))
+    rows = [item_object(1), item_object(2), item_object(1, prompt="Same id, other text")]
+    _res, status = upload("items.jsonl", jsonl(*rows))
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -205,7 +196,7 @@ def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_n
 
 
 def test_repeated_items_and_items_already_stored_are_reported_and_skipped(upload):
-    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(1)))
+    _res, status = upload("items.jsonl", jsonl(item_object(1), item_object(2), item_object(1)))
 
     assert status["status"] == "succeeded"
     assert (status["created"], status["duplicates"]) == (2, 1)
@@ -218,7 +209,7 @@ def test_repeated_items_and_items_already_stored_are_reported_and_skipped(upload
     ]
     assert Item.objects.count() == 2
 
-    _again, status = upload("items.jsonl", _jsonl(_item(2, prompt="edited"), _item(5)))
+    _again, status = upload("items.jsonl", jsonl(item_object(2, prompt="edited"), item_object(5)))
     assert (status["created"], status["duplicates"]) == (1, 1)
     assert status["duplicate_rows"][0]["reason"] == "external_id 'q-2' is already in the campaign"
     assert Item.objects.count() == 3
@@ -226,7 +217,7 @@ def test_repeated_items_and_items_already_stored_are_reported_and_skipped(upload
 
 def test_a_file_over_the_limit_is_refused_before_anything_is_stored(upload, settings):
     settings.IMPORT_MAX_BYTES = 200
-    res, _ = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(3)))
+    res, _ = upload("items.jsonl", jsonl(item_object(1), item_object(2), item_object(3)))
 
     assert res.status_code == 413
     error = res.json()["error"]
@@ -247,12 +238,12 @@ def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_cam
     assert res.status_code == 415
     assert "binary" in res.json()["error"]["message"]
 
-    res, _ = upload("items.parquet", _jsonl(_item(1)), "application/octet-stream")
+    res, _ = upload("items.parquet", jsonl(item_object(1)), "application/octet-stream")
     assert res.status_code == 415
     assert "not Parquet" in res.json()["error"]["message"]
 
     res = api_for(engineer).post(
-        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/", [_item(1)], format="json"
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/", [item_object(1)], format="json"
     )
     assert res.status_code == 415
     assert "multipart/form-data" in res.json()["error"]["message"]
@@ -261,18 +252,14 @@ def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_cam
 
 
 def test_on_error_skip_imports_the_valid_rows_and_lists_the_rest(upload):
-    _res, status = upload("items.jsonl", _jsonl(_item(1), b"not json", _item(3)), on_error="skip")
+    _res, status = upload(
+        "items.jsonl", jsonl(item_object(1), b"not json", item_object(3)), on_error="skip"
+    )
 
     assert status["status"] == "succeeded"
     assert (status["created"], status["invalid"]) == (2, 1)
     assert status["errors"][0]["line"] == 2
     assert Item.objects.count() == 2
-
-
-def _parquet(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
 
 
 def test_a_hugging_face_preference_dataset_saved_as_parquet(upload, pairwise_campaign):
@@ -302,7 +289,7 @@ def test_a_hugging_face_preference_dataset_saved_as_parquet(upload, pairwise_cam
             "source": ["math", "math"],
         }
     )
-    _res, status = upload("train-00000-of-00001.parquet", _parquet(table))
+    _res, status = upload("train-00000-of-00001.parquet", parquet(table))
 
     assert status["status"] == "succeeded", status
     item = Item.objects.get(prompt="What is 2+2?")
@@ -332,7 +319,7 @@ def test_a_parquet_file_with_an_explicit_mapping(upload):
         ],
         "metadata": [],
     }
-    _res, status = upload("data.parquet", _parquet(table), mapping=json.dumps(mapping))
+    _res, status = upload("data.parquet", parquet(table), mapping=json.dumps(mapping))
 
     assert status["status"] == "succeeded", status
     item = Item.objects.get(external_id="p-1")
@@ -345,7 +332,7 @@ def test_a_parquet_file_with_an_explicit_mapping(upload):
 def test_a_mapping_that_names_a_missing_column_fails_clearly(upload):
     table = pa.table({"question": ["Q?"], "a": ["1"], "b": ["2"]})
     _res, status = upload(
-        "data.parquet", _parquet(table), mapping=json.dumps({"prompt": "instruction"})
+        "data.parquet", parquet(table), mapping=json.dumps({"prompt": "instruction"})
     )
 
     assert status["status"] == "failed"
@@ -424,7 +411,7 @@ def test_errors_that_quote_a_nul_or_a_lone_surrogate_are_stored_with_u_fffd(uplo
     ]
     assert "q\ufffd" in status["errors"][-1]["message"]
 
-    _res, status = upload("items.jsonl", _jsonl(_item(1, **{"x\u0000": 1})))
+    _res, status = upload("items.jsonl", jsonl(item_object(1, **{"x\u0000": 1})))
     assert status["status"] == "failed", status
     assert status["errors"] == [
         {"line": 1, "field": "x\ufffd", "message": "is not a field of an item"}
@@ -480,20 +467,20 @@ def test_a_byte_that_is_not_utf8_is_found_at_its_offset_whatever_the_read_size(s
 
 
 def test_items_without_responses_wait_for_generation(upload):
-    _res, status = upload("items.jsonl", _jsonl({"prompt": "Generate for me"}))
+    _res, status = upload("items.jsonl", jsonl({"prompt": "Generate for me"}))
 
     assert status["status"] == "succeeded"
     assert QueueEntry.objects.get().open_slots == 0
 
 
 def test_an_expert_cannot_import_or_read_an_import(upload, api_for, expert, pairwise_campaign):
-    res, _status = upload("items.jsonl", _jsonl(_item(1)))
+    res, _status = upload("items.jsonl", jsonl(item_object(1)))
     client = api_for(expert)
 
     assert client.get(f"/api/v1/imports/{res.json()['id']}/").status_code == 404
     denied = client.post(
         f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
-        {"file": SimpleUploadedFile("x.jsonl", _jsonl(_item(9)))},
+        {"file": SimpleUploadedFile("x.jsonl", jsonl(item_object(9)))},
         format="multipart",
     )
     assert denied.status_code == 403
@@ -504,7 +491,7 @@ def test_an_expert_cannot_import_or_read_an_import(upload, api_for, expert, pair
 def test_an_import_runs_once_even_if_its_task_is_delivered_twice(upload):
     from feedback.imports import import_run
 
-    res, _status = upload("items.jsonl", _jsonl(_item(1)))
+    res, _status = upload("items.jsonl", jsonl(item_object(1)))
     again = import_run(import_id=res.json()["id"])
 
     assert again.status == "succeeded"
@@ -513,14 +500,14 @@ def test_an_import_runs_once_even_if_its_task_is_delivered_twice(upload):
 
 def test_text_with_backslashes_tabs_newlines_and_emoji_is_stored_exactly(upload):
     tricky = 'C:\\path\\to\tfile\r\nline two \\N "quoted" ✓ 😀'
-    row = _item(
+    row = item_object(
         1,
         prompt=[{"role": "user", "content": tricky}],
         context={"diff": "--- a\n+++ b\n\t\\x"},
         responses=[{"model": "m\\a", "text": tricky}, {"model": "b", "text": "\\N"}],
         metadata={"note": tricky},
     )
-    _res, status = upload("items.jsonl", _jsonl(row))
+    _res, status = upload("items.jsonl", jsonl(row))
 
     assert status["status"] == "succeeded", status
     item = Item.objects.get()
@@ -534,7 +521,7 @@ def test_text_with_backslashes_tabs_newlines_and_emoji_is_stored_exactly(upload)
 
 
 def test_a_nul_character_is_an_error_naming_the_field(upload):
-    _res, status = upload("items.jsonl", _jsonl(_item(1, prompt="bad\u0000prompt")))
+    _res, status = upload("items.jsonl", jsonl(item_object(1, prompt="bad\u0000prompt")))
 
     assert status["status"] == "failed"
     assert status["errors"][0]["field"] == "prompt"
@@ -543,11 +530,11 @@ def test_a_nul_character_is_an_error_naming_the_field(upload):
 
 def test_a_nul_character_in_an_id_a_model_or_metadata_names_the_field(upload):
     rows = [
-        _item(1, external_id="q\u00001"),
-        _item(2, responses=[{"model": "m\u0000a", "text": "A"}, {"model": "b", "text": "B"}]),
-        _item(3, metadata={"note": "a\u0000"}),
+        item_object(1, external_id="q\u00001"),
+        item_object(2, responses=[{"model": "m\u0000a", "text": "A"}, {"model": "b", "text": "B"}]),
+        item_object(3, metadata={"note": "a\u0000"}),
     ]
-    _res, status = upload("items.jsonl", _jsonl(*rows))
+    _res, status = upload("items.jsonl", jsonl(*rows))
 
     assert status["status"] == "failed"
     assert [(e["line"], e["field"]) for e in status["errors"]] == [
@@ -575,22 +562,22 @@ def dedupe_mode(request, monkeypatch):
 
 
 def test_duplicates_in_the_file_and_in_the_campaign_are_found_in_every_mode(upload, dedupe_mode):
-    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2), _item(3)))
+    _res, status = upload("items.jsonl", jsonl(item_object(1), item_object(2), item_object(3)))
     assert status["created"] == 3, status
 
-    same_content_new_id = _item(2, external_id="q-20")
+    same_content_new_id = item_object(2, external_id="q-20")
     rows = [
-        _item(4),
-        _item(2, prompt="edited"),  # line 2: id stored before this import
+        item_object(4),
+        item_object(2, prompt="edited"),  # line 2: id stored before this import
         same_content_new_id,  # line 3: content stored before this import
-        _item(5),
-        _item(4),  # line 5: repeats line 1 (an earlier chunk)
-        _item(7, external_id="q-60"),
-        _item(6),
-        _item(6, external_id="q-61"),  # line 8: content of line 7, in the same chunk
-        _item(8),
+        item_object(5),
+        item_object(4),  # line 5: repeats line 1 (an earlier chunk)
+        item_object(7, external_id="q-60"),
+        item_object(6),
+        item_object(6, external_id="q-61"),  # line 8: content of line 7, in the same chunk
+        item_object(8),
     ]
-    _res, status = upload("items.jsonl", _jsonl(*rows))
+    _res, status = upload("items.jsonl", jsonl(*rows))
 
     assert status["status"] == "succeeded", status
     assert (status["created"], status["duplicates"]) == (5, 4)
@@ -613,8 +600,13 @@ def test_duplicates_in_the_file_and_in_the_campaign_are_found_in_every_mode(uplo
 
 
 def test_an_id_repeated_with_other_content_in_a_later_chunk_is_an_error(upload, dedupe_mode):
-    rows = [_item(1), _item(2), _item(3), _item(1, prompt="Same id, other text")]
-    _res, status = upload("items.jsonl", _jsonl(*rows))
+    rows = [
+        item_object(1),
+        item_object(2),
+        item_object(3),
+        item_object(1, prompt="Same id, other text"),
+    ]
+    _res, status = upload("items.jsonl", jsonl(*rows))
 
     assert status["status"] == "failed"
     assert [(e["line"], e["field"]) for e in status["errors"]] == [(4, "external_id")]
@@ -638,7 +630,7 @@ def test_every_field_is_stored_as_sent(upload, pairwise_campaign):
             {"model": "m-b", "text": "B", "format": "diff"},
         ],
     }
-    _res, status = upload("items.jsonl", _jsonl(gold, _item(2, priority=1000)))
+    _res, status = upload("items.jsonl", jsonl(gold, item_object(2, priority=1000)))
 
     assert status["status"] == "succeeded", status
     item = Item.objects.get(external_id=None)
@@ -686,18 +678,18 @@ def test_rows_with_images_and_plain_rows_are_de_duplicated_together(upload, dedu
     png = io.BytesIO()
     Image.new("RGB", (4, 3), "red").save(png, format="PNG")
     image = f"data:image/png;base64,{base64.b64encode(png.getvalue()).decode()}"
-    pictured = _item(1, context={"images": [image]})
+    pictured = item_object(1, context={"images": [image]})
     rows = [
         pictured,
-        _item(2),
-        _item(3),
-        _item(1, prompt="Same id as line 1, no image"),  # line 4: a later chunk
-        _item(5, context={"images": [image]}),
+        item_object(2),
+        item_object(3),
+        item_object(1, prompt="Same id as line 1, no image"),  # line 4: a later chunk
+        item_object(5, context={"images": [image]}),
         pictured | {"external_id": "q-6"},  # line 6: the content of line 1
-        _item(5, context={"images": [image]}),  # line 7: repeats line 5 whole
-        _item(8),
+        item_object(5, context={"images": [image]}),  # line 7: repeats line 5 whole
+        item_object(8),
     ]
-    _res, status = upload("items.jsonl", _jsonl(*rows), on_error="skip")
+    _res, status = upload("items.jsonl", jsonl(*rows), on_error="skip")
 
     assert status["status"] == "succeeded", status
     assert [(e["line"], e["field"]) for e in status["errors"]] == [(4, "external_id")]
@@ -716,10 +708,10 @@ def test_rows_with_images_and_plain_rows_are_de_duplicated_together(upload, dedu
 
 def test_a_model_name_longer_than_the_column_is_an_error_naming_the_field(upload):
     rows = [
-        _item(1),
-        _item(2, responses=[{"model": "m" * 201, "text": "A"}, {"model": "b", "text": "B"}]),
+        item_object(1),
+        item_object(2, responses=[{"model": "m" * 201, "text": "A"}, {"model": "b", "text": "B"}]),
     ]
-    _res, status = upload("items.jsonl", _jsonl(*rows))
+    _res, status = upload("items.jsonl", jsonl(*rows))
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -775,9 +767,9 @@ def test_a_row_the_database_refuses_fails_the_import_with_the_databases_reason(u
             "CREATE TRIGGER test_refuse_boom BEFORE INSERT ON feedback_item "
             "FOR EACH ROW EXECUTE FUNCTION test_refuse_boom()"
         )
-    rows = [_item(n) for n in range(12_000)]
-    rows[10] = _item(10, external_id="boom")
-    _res, status = upload("items.jsonl", _jsonl(*rows))
+    rows = [item_object(n) for n in range(12_000)]
+    rows[10] = item_object(10, external_id="boom")
+    _res, status = upload("items.jsonl", jsonl(*rows))
 
     assert status["status"] == "failed", status
     assert "item boom is refused by the database" in status["message"], status["message"]
@@ -823,7 +815,7 @@ def test_an_import_leaves_the_callers_foreign_keys_deferred(upload):
     deferred checks back, so a later statement there is checked at the commit as usual."""
     from django.db import connection
 
-    _res, status = upload("items.jsonl", _jsonl(_item(1), _item(2)))
+    _res, status = upload("items.jsonl", jsonl(item_object(1), item_object(2)))
     assert status["status"] == "succeeded"
 
     with connection.cursor() as cursor:
@@ -886,7 +878,7 @@ def test_chunks_of_large_items_are_bounded_by_their_bytes(pairwise_campaign):
 
     text = "x" * 600_000
     rows = (
-        SourceRow({"line": n}, _item(n, responses=[{"model": "a", "text": text}] * 2))
+        SourceRow({"line": n}, item_object(n, responses=[{"model": "a", "text": text}] * 2))
         for n in range(1, 41)
     )
 

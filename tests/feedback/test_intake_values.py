@@ -3,31 +3,21 @@ values that only look like them: through the batch endpoint and every import for
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from feedback.item_input import MAX_NESTING, NOT_FINITE_MESSAGE, NUL_MESSAGE, TOO_DEEP_MESSAGE
 from feedback.models import Item
+from tests.feedback.import_files import item_object, parquet
 
 pytestmark = pytest.mark.django_db
 
 # Text about string escapes (a code diff, a JSON tutorial): six characters, no NUL.
 MENTIONS_NUL = 'In JSON the NUL character is written "\\u0000"; null is a value.'
-
-
-def _item(n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "external_id": f"q-{n}",
-        "prompt": f"Question {n}?",
-        "responses": [{"model": "m-a", "text": f"A{n}"}, {"model": "m-b", "text": f"B{n}"}],
-    } | extra
 
 
 def _nested(levels: int) -> Any:
@@ -36,30 +26,6 @@ def _nested(levels: int) -> Any:
     for level in range(levels):
         value = [value] if level % 2 else {"k": value}
     return value
-
-
-def _parquet(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def upload(api_for, engineer, pairwise_campaign, django_capture_on_commit_callbacks):
-    """POST a file to the campaign's imports; returns the import's status after its job."""
-    client = api_for(engineer)
-
-    def send(name: str, content: bytes, **fields: Any) -> dict[str, Any]:
-        with django_capture_on_commit_callbacks(execute=True):
-            res = client.post(
-                f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
-                {"file": SimpleUploadedFile(name, content, "application/octet-stream"), **fields},
-                format="multipart",
-            )
-        assert res.status_code == 202, res.content
-        return client.get(f"/api/v1/imports/{res.json()['id']}/").json()
-
-    return send
 
 
 @pytest.fixture
@@ -88,22 +54,28 @@ def post_items(api_for, engineer, pairwise_campaign):
     ],
 )
 def test_text_that_mentions_the_nul_escape_or_null_is_imported_as_it_is(
-    upload, pairwise_campaign, field, value
+    import_status, pairwise_campaign, field, value
 ):
-    status = upload("items.jsonl", json.dumps(_item(1, **{field: value})).encode() + b"\n")
+    status = import_status(
+        "items.jsonl", json.dumps(item_object(1, **{field: value})).encode() + b"\n"
+    )
 
     assert status["status"] == "succeeded", status
     assert getattr(Item.objects.get(campaign=pairwise_campaign), field) == value
 
 
 @pytest.mark.parametrize("field", ["prompt", "context", "metadata"])
-def test_a_real_nul_beside_text_that_mentions_one_is_still_an_error_of_its_field(upload, field):
+def test_a_real_nul_beside_text_that_mentions_one_is_still_an_error_of_its_field(
+    import_status, field
+):
     value = {
         "prompt": MENTIONS_NUL + "\x00",
         "context": {"diff": MENTIONS_NUL, "x": "a\x00"},
         "metadata": {"note": MENTIONS_NUL, "x\x00": 1},
     }[field]
-    status = upload("items.jsonl", json.dumps(_item(1, **{field: value})).encode() + b"\n")
+    status = import_status(
+        "items.jsonl", json.dumps(item_object(1, **{field: value})).encode() + b"\n"
+    )
 
     assert status["status"] == "failed"
     assert status["errors"] == [{"line": 1, "field": field, "message": NUL_MESSAGE}]
@@ -149,9 +121,11 @@ def test_nan_in_a_json_body_is_a_400(post_items):
 
 
 @pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"NaN", b"Infinity"])
-def test_a_jsonl_line_with_a_number_json_cannot_store_is_an_error_of_its_line(upload, number):
+def test_a_jsonl_line_with_a_number_json_cannot_store_is_an_error_of_its_line(
+    import_status, number
+):
     line = b'{"prompt": "Q", "metadata": {"score": %b}}\n' % number
-    status = upload("items.jsonl", json.dumps(_item(1)).encode() + b"\n" + line)
+    status = import_status("items.jsonl", json.dumps(item_object(1)).encode() + b"\n" + line)
 
     assert status["status"] == "failed"
     [error] = status["errors"]
@@ -160,13 +134,13 @@ def test_a_jsonl_line_with_a_number_json_cannot_store_is_an_error_of_its_line(up
     assert Item.objects.count() == 0
 
 
-def test_a_csv_json_cell_with_a_number_beyond_a_double_names_the_row_and_field(upload):
+def test_a_csv_json_cell_with_a_number_beyond_a_double_names_the_row_and_field(import_status):
     csv_text = (
         "external_id,prompt,context,response_1,response_2\n"
         'n-1,Question,"{""score"": 1}",A,B\n'
         'n-2,Question 2,"{""score"": 1e400}",A,B\n'
     )
-    status = upload("items.csv", csv_text.encode())
+    status = import_status("items.csv", csv_text.encode())
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -176,14 +150,14 @@ def test_a_csv_json_cell_with_a_number_beyond_a_double_names_the_row_and_field(u
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
-def test_a_label_studio_task_with_a_number_json_cannot_store_names_the_task(upload, number):
+def test_a_label_studio_task_with_a_number_json_cannot_store_names_the_task(import_status, number):
     export = (
         '[{"id": 1, "data": {"prompt": "a", "answer1": "x", "answer2": "y"}},'
         ' {"id": 2, "data": {"prompt": "b", "answer1": "x", "answer2": "y", "score": '
         + number
         + "}}]"
     )
-    status = upload("export.json", export.encode())
+    status = import_status("export.json", export.encode())
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -192,7 +166,7 @@ def test_a_label_studio_task_with_a_number_json_cannot_store_names_the_task(uplo
     assert Item.objects.count() == 0
 
 
-def test_parquet_nan_and_infinity_are_errors_of_their_row_and_field_not_nulls(upload):
+def test_parquet_nan_and_infinity_are_errors_of_their_row_and_field_not_nulls(import_status):
     table = pa.table(
         {
             "prompt": ["q1", "q2", "q3"],
@@ -201,7 +175,7 @@ def test_parquet_nan_and_infinity_are_errors_of_their_row_and_field_not_nulls(up
             "score": [0.5, float("nan"), float("-inf")],
         }
     )
-    status = upload("items.parquet", _parquet(table))
+    status = import_status("items.parquet", parquet(table))
 
     assert status["status"] == "failed"
     assert status["errors"] == [
@@ -210,12 +184,12 @@ def test_parquet_nan_and_infinity_are_errors_of_their_row_and_field_not_nulls(up
     ]
     assert Item.objects.count() == 0
 
-    status = upload("items.parquet", _parquet(table), on_error="skip")
+    status = import_status("items.parquet", parquet(table), on_error="skip")
     assert (status["status"], status["created"], status["invalid"]) == ("succeeded", 1, 2)
     assert Item.objects.get().metadata == {"score": 0.5}
 
 
-def test_nan_beside_the_role_and_content_of_a_message_is_an_error_of_the_prompt(upload):
+def test_nan_beside_the_role_and_content_of_a_message_is_an_error_of_the_prompt(import_status):
     messages = pa.array(
         [
             [{"role": "user", "content": "q1", "weight": 1.0}],
@@ -223,7 +197,7 @@ def test_nan_beside_the_role_and_content_of_a_message_is_an_error_of_the_prompt(
         ]
     )
     table = pa.table({"prompt": messages, "chosen": ["a1", "a2"], "rejected": ["b1", "b2"]})
-    status = upload("items.parquet", _parquet(table), on_error="skip")
+    status = import_status("items.parquet", parquet(table), on_error="skip")
 
     assert status["status"] == "succeeded"
     assert status["errors"] == [{"row": 2, "field": "prompt", "message": NOT_FINITE_MESSAGE}]
@@ -243,8 +217,8 @@ def test_the_import_leaves_no_value_nested_too_deeply_to_orjson_alone():
 
 @pytest.mark.parametrize("field", ["context", "metadata"])
 def test_an_item_may_nest_max_nesting_levels_in_a_field_and_no_more(post_items, field):
-    deep = json.dumps(_item(1, **{field: {"x": _nested(MAX_NESTING - 1)}}))
-    too_deep = json.dumps(_item(2, **{field: {"x": _nested(MAX_NESTING)}}))
+    deep = json.dumps(item_object(1, **{field: {"x": _nested(MAX_NESTING - 1)}}))
+    too_deep = json.dumps(item_object(2, **{field: {"x": _nested(MAX_NESTING)}}))
 
     res = post_items(f"[{too_deep}]")
     assert res.status_code == 400, res.content
@@ -263,13 +237,13 @@ def test_an_item_may_nest_max_nesting_levels_in_a_field_and_no_more(post_items, 
         600,  # beyond orjson's writing, within its reading
     ],
 )
-def test_a_jsonl_item_nested_too_deeply_is_an_error_of_its_line_and_field(upload, levels):
+def test_a_jsonl_item_nested_too_deeply_is_an_error_of_its_line_and_field(import_status, levels):
     good = {"x": _nested(MAX_NESTING - 1)}
     lines = [
-        json.dumps(_item(1, metadata=good)),
-        json.dumps(_item(2, context={"x": _nested(levels)})),
+        json.dumps(item_object(1, metadata=good)),
+        json.dumps(item_object(2, context={"x": _nested(levels)})),
     ]
-    status = upload("items.jsonl", "\n".join(lines).encode() + b"\n", on_error="skip")
+    status = import_status("items.jsonl", "\n".join(lines).encode() + b"\n", on_error="skip")
 
     assert status["status"] == "succeeded"
     assert Item.objects.get(external_id="q-1").metadata == good
@@ -308,13 +282,13 @@ def test_any_json_body_nested_deeper_than_python_reads_is_a_400(api_for, enginee
     assert Item.objects.count() == 0
 
 
-def test_a_label_studio_task_nested_deeper_than_python_reads_names_the_task(upload):
+def test_a_label_studio_task_nested_deeper_than_python_reads_names_the_task(import_status):
     deep = "[" * DEEPER_THAN_PYTHON_READS + "]" * DEEPER_THAN_PYTHON_READS
     export = (
         '[{"id": 1, "data": {"prompt": "a", "answer1": "x", "answer2": "y"}},'
         ' {"id": 2, "data": {"prompt": "b", "answer1": "x", "answer2": "y", "x": ' + deep + "}}]"
     )
-    status = upload("export.json", export.encode(), on_error="skip")
+    status = import_status("export.json", export.encode(), on_error="skip")
 
     assert status["status"] == "failed"
     assert [(e["task"], e["field"]) for e in status["errors"]] == [(2, "")]
@@ -323,14 +297,14 @@ def test_a_label_studio_task_nested_deeper_than_python_reads_names_the_task(uplo
     assert Item.objects.count() == 0
 
 
-def test_a_csv_cell_nested_deeper_than_python_reads_names_the_row(upload):
+def test_a_csv_cell_nested_deeper_than_python_reads_names_the_row(import_status):
     deep = "[" * DEEPER_THAN_PYTHON_READS + "]" * DEEPER_THAN_PYTHON_READS
     csv_text = (
         "external_id,prompt,context,response_1,response_2\n"
         'n-1,Question,"{""score"": 1}",A,B\n'
         f'n-2,Question 2,"{{""x"": {deep}}}",A,B\n'
     )
-    status = upload("items.csv", csv_text.encode())
+    status = import_status("items.csv", csv_text.encode())
 
     assert status["status"] == "failed"
     assert [(e["row"], e["field"]) for e in status["errors"]] == [(2, "")]
@@ -340,7 +314,7 @@ def test_a_csv_cell_nested_deeper_than_python_reads_names_the_row(upload):
 # --- integers written as floats ------------------------------------------------------------------
 
 
-def test_parquet_integer_columns_with_missing_values_import_as_integers(upload):
+def test_parquet_integer_columns_with_missing_values_import_as_integers(import_status):
     """pandas writes an integer column with a missing value as float64: 3.0, NaN."""
     table = pa.table(
         {
@@ -351,7 +325,7 @@ def test_parquet_integer_columns_with_missing_values_import_as_integers(upload):
             "priority": [3.0, None],
         }
     )
-    status = upload("items.parquet", _parquet(table))
+    status = import_status("items.parquet", parquet(table))
 
     assert status["status"] == "succeeded", status
     stored = Item.objects.order_by("prompt").values_list("prompt", "external_id", "priority")
@@ -383,9 +357,11 @@ def test_an_integral_float_is_that_integer_in_the_batch_too(post_items):
     ],
 )
 def test_a_number_that_is_not_an_integer_is_refused_saying_what_it_got(
-    upload, field, value, message
+    import_status, field, value, message
 ):
-    status = upload("items.jsonl", json.dumps(_item(1, **{field: value})).encode() + b"\n")
+    status = import_status(
+        "items.jsonl", json.dumps(item_object(1, **{field: value})).encode() + b"\n"
+    )
 
     assert status["status"] == "failed"
     assert status["errors"] == [{"line": 1, "field": field, "message": message}]
