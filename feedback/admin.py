@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.urls import reverse
@@ -283,15 +283,28 @@ class CampaignForm(forms.ModelForm):
         fields = "__all__"  # noqa: DJ007 (CampaignAdmin decides which it shows)
 
     def clean(self) -> dict[str, Any]:
-        """The rubric and pay checked as the API checks them (a rating campaign keeps a
-        rubric), each problem an error of its field."""
+        """Each field checked as the API checks it (its ranges and types, then the rubric and
+        pay, a rating campaign keeping a rubric), each problem an error of its field."""
+        from feedback.api import CampaignPatchSerializer
+
         cleaned: dict[str, Any] = super().clean() or self.cleaned_data
-        kind = self.instance.kind if self.instance.pk else cleaned.get("kind")
-        changes = {
-            name: cleaned[name] if cleaned[name] is not None else default
-            for name, default in (("rubric", []), ("pay", {}))
-            if name in cleaned
+        empty: dict[str, Any] = {
+            "rubric": [],
+            "pay": {},
+            "required_skills": [],
+            "generation_models": [],
         }
+        for name, value in empty.items():
+            if name in cleaned and cleaned[name] is None:
+                cleaned[name] = value
+        names: list[str] = list(CampaignPatchSerializer().fields)
+        checks = CampaignPatchSerializer(data={n: cleaned[n] for n in names if n in cleaned})
+        if not checks.is_valid():
+            for name, problems in checks.errors.items():
+                self.add_error(name if name in self.fields else None, [str(p) for p in problems])
+            return cleaned
+        kind = self.instance.kind if self.instance.pk else cleaned.get("kind")
+        changes = {name: cleaned[name] for name in ("rubric", "pay") if name in cleaned}
         try:
             cleaned.update(services.campaign_changes_checked(kind=str(kind), changes=changes))
         except ValidationFailed as exc:
@@ -306,7 +319,8 @@ class CampaignForm(forms.ModelForm):
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     """A change goes through campaign_update, as the API's does: a new overlap moves the queue
-    slots of the campaign's items. The kind is set when the campaign is made."""
+    slots of the campaign's items. What the API does not change (the kind, the slug, who made
+    it and when) is read-only once the campaign is made."""
 
     form = CampaignForm
     list_display = ["name", "kind", "status", "overlap", "acceptance", "created_at"]
@@ -315,30 +329,31 @@ class CampaignAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["kind"] if obj is not None else []
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # As the API: only admins and ML engineers change campaigns (campaign_update says so).
-        manages = bool(getattr(request.user, "manages_campaigns", False))
-        return manages and super().has_change_permission(request, obj)
+        return ["kind", "slug", "created_by", "created_at"] if obj is not None else []
 
     def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Any]:
         return {} if obj is not None else self.prepopulated_fields
 
+    def _manages(self, request: HttpRequest) -> bool:
+        # As the API: only admins and ML engineers make or change campaigns.
+        return bool(getattr(request.user, "manages_campaigns", False))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._manages(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._manages(request) and super().has_change_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
         if not change:
+            obj.created_by = obj.created_by or request.user  # type: ignore[assignment]
             super().save_model(request, obj, form, change)
             return
-        updatable = {n: form.cleaned_data[n] for n in form.changed_data if n in services.UPDATABLE}
-        other = {n: form.cleaned_data[n] for n in form.changed_data if n not in updatable}
-        with transaction.atomic():
-            if other:  # what the queue does not depend on: slug, created_by, ...
-                Campaign.objects.filter(pk=obj.pk).update(**other)
-            services.campaign_update(
-                actor=request.user,  # type: ignore[arg-type]
-                campaign=obj,
-                changes=updatable,
-            )
+        services.campaign_update(
+            actor=request.user,  # type: ignore[arg-type]
+            campaign=obj,
+            changes={n: form.cleaned_data[n] for n in form.changed_data if n in services.UPDATABLE},
+        )
 
 
 class ItemForm(forms.ModelForm):

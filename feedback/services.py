@@ -330,8 +330,10 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
     campaign and priority, and as open slots the campaign's overlap less the item's live
     (claimed or submitted) assignments once it has responses; none for a gold item, which
     is served apart, or for one without responses. The row is locked first, so a claim on
-    the item either counts among the live assignments or waits for this."""
+    the item either counts among the live assignments or waits for this. The campaign row
+    is locked before it, in the order campaign_update takes the two."""
     with transaction.atomic():
+        overlap = campaign_overlap_now(item.campaign_id)  # read as intake reads it
         entry = QueueEntry.objects.select_for_update().filter(item=item).first()
         if entry is None:
             entry = QueueEntry(item=item)
@@ -340,8 +342,7 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
             live = item.assignments.filter(
                 status__in=["claimed", "submitted"], is_gold=False
             ).count()
-            # Below zero when over-filled (QueueEntry); the overlap read as intake reads it.
-            slots = campaign_overlap_now(item.campaign_id) - live
+            slots = overlap - live  # below zero when over-filled (QueueEntry)
         entry.campaign_id = item.campaign_id
         entry.priority = item.priority
         entry.open_slots = slots

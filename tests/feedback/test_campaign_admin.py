@@ -68,7 +68,35 @@ def test_a_rating_campaigns_rubric_cannot_be_emptied_in_the_admin(admin_mfa_clie
     assert campaign.rubric == RUBRIC
 
 
-def test_the_kind_is_not_changed_and_only_campaign_managers_change_campaigns(client):
+def test_what_the_api_refuses_the_admin_refuses(admin_mfa_client, engineer):
+    campaign = CampaignFactory(overlap=2, created_by=engineer)
+
+    page = _change(
+        admin_mfa_client, campaign, overlap=0, gold_rate=7, lease_minutes=0, required_skills="7"
+    )
+
+    assert page.status_code == 200
+    errors = page.context["adminform"].form.errors
+    assert set(errors) == {"overlap", "gold_rate", "lease_minutes", "required_skills"}
+    campaign.refresh_from_db()
+    assert (campaign.overlap, campaign.gold_rate, campaign.lease_minutes) == (2, 0.0, 30)
+
+
+def test_the_kind_and_slug_stay_as_made(admin_mfa_client, engineer):
+    campaign = CampaignFactory(kind="pairwise", created_by=engineer)
+
+    form = admin_mfa_client.get(f"/admin/feedback/campaign/{campaign.pk}/change/")
+    page = _change(admin_mfa_client, campaign, kind="rating", slug="renamed", name="Renamed")
+
+    assert 'name="kind"' not in form.content.decode()
+    assert 'name="slug"' not in form.content.decode()
+    assert page.status_code == 302
+    campaign.refresh_from_db()
+    assert (campaign.kind, campaign.name) == ("pairwise", "Renamed")
+    assert campaign.slug != "renamed"
+
+
+def test_only_campaign_managers_add_or_change_campaigns(client):
     campaign = CampaignFactory(kind="pairwise")
     lead = UserFactory(role=User.Role.LEAD, is_staff=True, is_superuser=True, password=None)
     totp_turn_on(lead)  # staff need two factors for the admin
@@ -77,5 +105,5 @@ def test_the_kind_is_not_changed_and_only_campaign_managers_change_campaigns(cli
     page = client.get(f"/admin/feedback/campaign/{campaign.pk}/change/")
 
     assert page.status_code == 200
-    assert 'name="kind"' not in page.content.decode()
     assert 'name="overlap"' not in page.content.decode(), "a lead reads, does not change"
+    assert client.get("/admin/feedback/campaign/add/").status_code == 403
