@@ -113,6 +113,8 @@ class ColumnMapping:
                 raw = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise MappingError("mapping", f"is not valid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise MappingError("mapping", "is nested too deeply to be read") from None
         if not isinstance(raw, dict):
             raise MappingError("mapping", "must be an object of item field -> column")
         if problem := unstorable(raw):  # it is stored with the job
@@ -546,14 +548,13 @@ def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:
     if value is None or value == "":
         return None, None
     if key == "priority":
-        # A number as JSON writes it: item validation takes 3.0 (pandas writes an integer
-        # column with a missing value as floats) as 3, and names any other fraction.
-        try:
-            number = json.loads(value, parse_constant=_no_constant)
-        except ValueError:
-            number = None
-        if isinstance(number, int | float) and not isinstance(number, bool):
-            return number, None
+        # An integer, or a float: item validation takes 3.0 (pandas writes an integer column
+        # with a missing value as floats) as 3, and names any other.
+        for number in (int, float):
+            try:
+                return number(value), None
+            except ValueError:
+                pass
         return value, f"{value!r} is not an integer"
     if key == "is_gold":
         lowered = str(value).strip().lower()

@@ -603,7 +603,7 @@ def _as_response_id(
     # more digits than an id has (int() refuses over 4,300 of them).
     if isinstance(value, int) and not isinstance(value, bool):
         rid = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         rid = int(value)
     else:
         fields.setdefault(where, []).append(f"{value!r} is not a response id")

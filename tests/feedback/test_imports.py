@@ -132,11 +132,18 @@ def test_a_csv_with_a_bom_and_quoted_newlines_is_read_row_by_row(upload, pairwis
 
 def test_a_csv_priority_written_as_a_float_by_pandas_is_that_integer(upload):
     """pandas writes an integer column with a missing value as floats: 3.0 is 3."""
-    csv_text = "external_id,prompt,priority,response_1,response_2\nc-1,Q,3.0,A,B\nc-2,R,,A,B\n"
+    csv_text = (
+        "external_id,prompt,priority,response_1,response_2\n"
+        "c-1,Q,3.0,A,B\nc-2,R,,A,B\nc-3,S,+4,A,B\n"
+    )
     _res, status = upload("items.csv", csv_text.encode(), "text/csv")
 
     assert status["status"] == "succeeded", status
-    assert dict(Item.objects.values_list("external_id", "priority")) == {"c-1": 3, "c-2": 0}
+    assert dict(Item.objects.values_list("external_id", "priority")) == {
+        "c-1": 3,
+        "c-2": 0,
+        "c-3": 4,
+    }
     fraction = "external_id,prompt,priority,response_1,response_2\nc-3,Q,2.5,A,B\n"
     _res, status = upload("items.csv", fraction.encode(), "text/csv")
     assert status["status"] == "failed"
@@ -888,3 +895,10 @@ def test_chunks_of_large_items_are_bounded_by_their_bytes(pairwise_campaign):
     assert sum(map(len, chunks)) == 40
     assert len(chunks) >= 5
     assert max(sizes) < CHUNK_BYTES + 1_300_000  # the item that crossed the line, at most
+
+
+def test_a_mapping_nested_too_deeply_to_read_is_refused_naming_it(upload):
+    res, _status = upload("items.csv", b"q,chosen,rejected\nQ,A,B\n", mapping="[" * 100_000)
+
+    assert res.status_code == 400, res.content
+    assert res.json()["error"]["fields"] == {"mapping": ["is nested too deeply to be read"]}
