@@ -508,6 +508,7 @@ def _prepare_chunks(
             plain = item_parse_plain(raw, wanted) if type(raw) is dict else None
             if plain is None and has_images(raw or {}):
                 chunk.append(row)
+                chunk_bytes += _size_of(raw)  # images inline as base64 are the largest rows
                 if seen is not None:
                     seen.note_external_id((raw or {}).get("external_id"))
             else:
@@ -528,6 +529,15 @@ def _prepare_chunks(
         if seen is not None:
             seen.mark([entry for entry in chunk if isinstance(entry, _Ready)])
         yield chunk
+
+
+def _size_of(raw: Any) -> int:
+    """About the bytes a raw row holds: its JSON's length (0 for one orjson refuses, which
+    item validation names later)."""
+    try:
+        return len(orjson.dumps(raw))
+    except TypeError:
+        return 0
 
 
 def _in_background(chunks: Iterator[Any], depth: int = 2) -> Iterator[Any]:

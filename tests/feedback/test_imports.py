@@ -897,6 +897,22 @@ def test_chunks_of_large_items_are_bounded_by_their_bytes(pairwise_campaign):
     assert max(sizes) < CHUNK_BYTES + 1_300_000  # the item that crossed the line, at most
 
 
+def test_chunks_of_items_with_inline_images_are_bounded_by_their_bytes(pairwise_campaign):
+    """Rows with images go on raw (their images are stored by the importing thread): they
+    count by their JSON's size."""
+    from feedback.imports import CHUNK_BYTES, _prepare_chunks, _Tally
+    from feedback.imports_readers import SourceRow
+
+    image = {"data": "data:image/png;base64," + "A" * 2_000_000}
+    prompt = [{"role": "user", "content": "Look", "images": [image]}]
+    rows = (SourceRow({"line": n}, item_object(n, prompt=prompt)) for n in range(1, 21))
+
+    chunks = list(_prepare_chunks(rows, pairwise_campaign, True, _Tally()))
+
+    assert sum(map(len, chunks)) == 20
+    assert max(map(len, chunks)) <= CHUNK_BYTES // 2_000_000 + 1
+
+
 def test_a_mapping_nested_too_deeply_to_read_is_refused_naming_it(upload):
     res, _status = upload("items.csv", b"q,chosen,rejected\nQ,A,B\n", mapping="[" * 100_000)
 
