@@ -494,6 +494,8 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     pool: ThreadPoolExecutor | None = None
     stop = Event()
     spent = _Spent()
+    asked: list[Future[_Outcome]] = []  # the chunk's requests
+    counted: set[Future[_Outcome]] = set()  # those whose answer is in `spent`
     try:
         pool = ThreadPoolExecutor(max_workers=int(_setting("GENERATION_CONCURRENCY", 8)))
         specs = [ModelSpec(**s) for s in job.model_specs]
@@ -522,17 +524,19 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 break
             last_id = chunk[-1].pk
             pending: dict[int, list[_Outcome]] = {item.pk: [] for item in chunk}
-            futures: set[Future[_Outcome]] = {
+            asked = [
                 pool.submit(_ask, client, item.pk, _messages(item), spec, stop)
                 for item in chunk
                 for spec in specs
-            }
+            ]
+            futures = set(asked)
             while futures:
                 step = "waiting for the models' answers"
                 finished, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     outcome = future.result()
                     spent.add(outcome.info)
+                    counted.add(future)
                     if outcome.fatal and not stopped_because:
                         stopped_because = f"model {outcome.spec.name}: {outcome.error}"
                         stop.set()
@@ -599,6 +603,12 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
         # Anything else (the database refusing a response, a bug) fails the job with the
         # reason instead of leaving it running; the traceback is logged.
         logger.exception("generation %s failed", job.pk)
+        stop.set()  # requests in flight end at their next attempt; what they got is counted
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for future in asked:
+            if future not in counted and not future.cancelled() and future.done():
+                spent.add(future.result().info)  # _ask never raises
         GenerationJob.objects.filter(pk=job.pk).update(
             status=GenerationJob.Status.FAILED,
             message=(

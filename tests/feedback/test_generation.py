@@ -437,3 +437,27 @@ def test_what_was_spent_on_answers_not_stored_is_counted(model_server, generate)
     assert not item.responses.exists()
     assert status["completion_tokens"] == 2 * 7
     assert status["cost_usd_micros"] == status["prompt_tokens"] * 1 + 2 * 7 * 2 > 0
+
+
+def test_a_job_that_fails_counts_the_answers_in_flight_when_it_failed(model_server, generate):
+    """The first answer's response is refused (a trigger of this test); the others, asked at
+    the same time, are answered (and billed) while the job stops: all are in its totals."""
+    from django.db import connection
+
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory.create_batch(3, campaign=campaign, responses=0, open_slots=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_response() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse_response BEFORE INSERT ON feedback_response"
+            " FOR EACH ROW EXECUTE FUNCTION test_refuse_response()"
+        )
+
+    _res, status = generate(campaign, {"models": ["plain"]})
+
+    assert status["status"] == "failed", status
+    assert model_server.requests == 3, "the three asked at once (3 in flight)"
+    assert status["completion_tokens"] == 3 * 7
