@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from feedback.models import GenerationJob, ImportJob
@@ -175,17 +175,22 @@ def jobs_left_running() -> list[tuple[JobModel, int]]:
 
 
 def jobs_never_started(*, older_than_seconds: float) -> list[tuple[JobModel, int]]:
-    """Jobs still `queued` this long after they were made: their task was lost (the broker
-    down when it was sent, or restarted before a worker took it). Sending it again is
-    harmless: a job is claimed from `queued` once, and a late first delivery finds it taken."""
-    before = timezone.now() - timedelta(seconds=older_than_seconds)
-    return [
-        (model, job_id)
-        for model in LOCK_KEYS
-        for job_id in model.objects.filter(
-            status=model.Status.QUEUED, created_at__lt=before
-        ).values_list("pk", flat=True)
-    ]
+    """Jobs still `queued` this long after they were made, and not sent again within as long:
+    their task was lost (the broker down when it was sent, or restarted before a worker took
+    it), or they wait behind others. Each is marked sent (`resent_at`) as it is listed, so a job
+    waiting in a long queue gets at most one more message per interval; a job is claimed from
+    `queued` once, so a message that comes after it was taken finds it so and does nothing."""
+    now = timezone.now()
+    before = now - timedelta(seconds=older_than_seconds)
+    due = Q(resent_at__isnull=True) | Q(resent_at__lt=before)
+    found: list[tuple[JobModel, int]] = []
+    for model in LOCK_KEYS:
+        waiting = model.objects.filter(status=model.Status.QUEUED, created_at__lt=before)
+        for job_id in waiting.filter(due).values_list("pk", flat=True):
+            # Marked by one rescue only, should two run at once.
+            if waiting.filter(due, pk=job_id).update(resent_at=now):
+                found.append((model, job_id))
+    return found
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -371,6 +371,8 @@ class ImportJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     # Times a runner that died left it running and another took it over (feedback/jobs.py).
     takeovers = models.PositiveSmallIntegerField(default=0)
+    # When beat's rescue last sent its task again while it was still queued (feedback/jobs.py).
+    resent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -416,6 +418,8 @@ class GenerationJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     # Times a runner that died left it running and another took it over (feedback/jobs.py).
     takeovers = models.PositiveSmallIntegerField(default=0)
+    # When beat's rescue last sent its task again while it was still queued (feedback/jobs.py).
+    resent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -286,3 +286,29 @@ def test_the_rescue_sends_again_a_job_still_queued_long_after_it_was_made(
     assert lost.status == GenerationJob.Status.SUCCEEDED, lost.message
     assert item.responses.count() == 1
     assert recent.status == GenerationJob.Status.QUEUED
+
+
+def test_a_queued_job_is_sent_again_at_most_once_an_interval() -> None:
+    """Jobs waiting behind others in a long queue are not sent again at every rescue."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from feedback.jobs import jobs_never_started
+
+    engineer = UserFactory(role="engineer", password=None)
+    job = GenerationJob.objects.create(
+        campaign=CampaignFactory(kind="rating", created_by=engineer),
+        created_by=engineer,
+        model_specs=[{"name": "m-1"}],
+    )
+    GenerationJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+    first = jobs_never_started(older_than_seconds=300)
+    again = jobs_never_started(older_than_seconds=300)
+    GenerationJob.objects.filter(pk=job.pk).update(
+        resent_at=timezone.now() - timedelta(seconds=301)
+    )
+    later = jobs_never_started(older_than_seconds=300)
+
+    assert (first, again, later) == ([(GenerationJob, job.pk)], [], [(GenerationJob, job.pk)])
