@@ -154,15 +154,12 @@ def test_an_outsider_cannot_read_a_generation_job(model_server, generate, api_fo
     assert api_for(expert).get(f"/api/v1/generations/{status['id']}/").status_code == 404
 
 
-def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
-    model_server, generate, caplog
-):
-    """PostgreSQL refuses the response (a trigger of this test raises on every insert): the
-    job ends failed with the reason instead of staying running, and its lock is released."""
+@pytest.fixture
+def responses_refused() -> None:
+    """PostgreSQL refuses every response: a trigger that raises on each insert (the test's
+    transaction takes it away)."""
     from django.db import connection
 
-    campaign = CampaignFactory(kind="rating", overlap=1)
-    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE FUNCTION test_refuse_response() RETURNS trigger LANGUAGE plpgsql AS"
@@ -172,6 +169,17 @@ def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
             "CREATE TRIGGER test_refuse_response BEFORE INSERT ON feedback_response"
             " FOR EACH ROW EXECUTE FUNCTION test_refuse_response()"
         )
+
+
+def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
+    model_server, generate, caplog, responses_refused
+):
+    """PostgreSQL refuses the response: the job ends failed with the reason instead of
+    staying running, and its lock is released."""
+    from django.db import connection
+
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
 
     _res, status = generate(campaign, {"models": ["plain"]})
 
@@ -439,22 +447,13 @@ def test_what_was_spent_on_answers_not_stored_is_counted(model_server, generate)
     assert status["cost_usd_micros"] == status["prompt_tokens"] * 1 + 2 * 7 * 2 > 0
 
 
-def test_a_job_that_fails_counts_the_answers_in_flight_when_it_failed(model_server, generate):
-    """The first answer's response is refused (a trigger of this test); the others, asked at
-    the same time, are answered (and billed) while the job stops: all are in its totals."""
-    from django.db import connection
-
+def test_a_job_that_fails_counts_the_answers_in_flight_when_it_failed(
+    model_server, generate, responses_refused
+):
+    """The first answer's response is refused; the others, asked at the same time, are
+    answered (and billed) while the job stops: all are in its totals."""
     campaign = CampaignFactory(kind="rating", overlap=1)
     ItemFactory.create_batch(3, campaign=campaign, responses=0, open_slots=0)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION test_refuse_response() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
-        )
-        cursor.execute(
-            "CREATE TRIGGER test_refuse_response BEFORE INSERT ON feedback_response"
-            " FOR EACH ROW EXECUTE FUNCTION test_refuse_response()"
-        )
 
     _res, status = generate(campaign, {"models": ["plain"]})
 

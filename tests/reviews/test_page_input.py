@@ -10,18 +10,13 @@ from django.urls import reverse
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory
+from tests.reviews.pages import client_for
 
 pytestmark = pytest.mark.django_db
 
 RUBRIC = [{"key": "accuracy", "label": "Accuracy", "min": 1, "max": 5, "anchors": {}}]
 # str.isdigit() says yes to each of these, or int() takes them though a form never should.
 NOT_FORM_INTEGERS = ["\u00b2", "\u0663", "1_0", " 2", "--2", "9" * 5000]
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _claim(kind: str, expert, **fields) -> Assignment:
@@ -35,7 +30,7 @@ def _claim(kind: str, expert, **fields) -> Assignment:
 @pytest.mark.parametrize("value", NOT_FORM_INTEGERS)
 def test_a_strength_that_is_not_an_ascii_number_is_a_form_error(expert, value):
     assignment = _claim("pairwise", expert)
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-submit", args=[assignment.pk]),
         {"chosen": str(assignment.response_order[0]), "strength": value, "rationale": "Keep me"},
     )
@@ -50,7 +45,7 @@ def test_a_strength_that_is_not_an_ascii_number_is_a_form_error(expert, value):
 def test_a_score_that_is_not_an_ascii_number_is_a_form_error(expert, value):
     assignment = _claim("rating", expert, rubric=RUBRIC)
     rid = assignment.response_order[0]
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-submit", args=[assignment.pk]),
         {f"rating-{rid}-accuracy": value},
         headers={"HX-Request": "true"},
@@ -63,7 +58,7 @@ def test_a_score_that_is_not_an_ascii_number_is_a_form_error(expert, value):
 @pytest.mark.parametrize("value", NOT_FORM_INTEGERS)
 def test_hidden_counts_that_are_not_ascii_numbers_are_left_out(expert, value):
     assignment = _claim("pairwise", expert)
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-submit", args=[assignment.pk]),
         {
             "chosen": str(assignment.response_order[0]),
@@ -82,7 +77,7 @@ def test_hidden_counts_that_are_not_ascii_numbers_are_left_out(expert, value):
 def test_ascii_numbers_still_reach_the_review(expert):
     assignment = _claim("rating", expert, rubric=RUBRIC)
     rid = assignment.response_order[0]
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-submit", args=[assignment.pk]),
         {f"rating-{rid}-accuracy": "4", "active_seconds": "0", "pasted_rationale": "12"},
     )
@@ -95,7 +90,7 @@ def test_ascii_numbers_still_reach_the_review(expert):
 @pytest.mark.parametrize("value", NOT_FORM_INTEGERS)
 def test_the_page_shows_a_draft_whatever_its_counts_hold(expert, value):
     assignment = _claim("pairwise", expert)
-    client = _client(expert)
+    client = client_for(expert)
     saved = client.post(
         reverse("review-draft", args=[assignment.pk]),
         {
@@ -116,7 +111,7 @@ def test_the_page_shows_a_draft_whatever_its_counts_hold(expert, value):
 
 def test_a_draft_field_holding_a_nul_is_refused_by_name_and_nothing_is_stored(expert):
     assignment = _claim("pairwise", expert)
-    client = _client(expert)
+    client = client_for(expert)
     first = client.post(reverse("review-draft", args=[assignment.pk]), {"rationale": "ok"})
     assert first.status_code == 200
     res = client.post(
@@ -137,7 +132,7 @@ def test_a_draft_field_holding_a_nul_is_refused_by_name_and_nothing_is_stored(ex
 # (ValidationFailed naming the field); the page shows that as its message or form error.
 def test_a_nul_in_a_skip_note_is_a_message_on_the_page(expert):
     assignment = _claim("pairwise", expert)
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-skip", args=[assignment.pk]),
         {"reason": "other", "note": "x\x00y"},
         follow=True,

@@ -11,6 +11,7 @@ from feedback.models import Campaign, QueueEntry, Response
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory
+from tests.reviews.pages import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -24,12 +25,6 @@ RUBRIC = [
     },
     {"key": "clarity", "label": "Clarity", "min": 1, "max": 3, "anchors": {"1": "Muddled"}},
 ]
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _claim(campaign, expert) -> Assignment:
@@ -48,7 +43,7 @@ def test_it_shows_a_pairwise_item_blind_with_both_responses_and_the_controls(exp
     campaign = CampaignFactory(kind="pairwise", instructions="Prefer **correct** answers.")
     ItemFactory(campaign=campaign)
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     assert "Response A" in html
     assert "Response B" in html
     assert "model-a" not in html, "review is blind"
@@ -64,7 +59,7 @@ def test_it_shows_every_scale_point_with_its_anchor_on_a_rating_item(expert):
     campaign = CampaignFactory(kind="rating", rubric=RUBRIC)
     ItemFactory(campaign=campaign)
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     rid = Response.objects.get(item=assignment.item).pk
     for value in range(1, 6):
         assert f'name="rating-{rid}-accuracy" value="{value}"' in html
@@ -80,7 +75,7 @@ def test_it_offers_a_reorderable_list_for_a_ranking_item(expert):
     campaign = CampaignFactory(kind="ranking")
     ItemFactory(campaign=campaign, responses=4)
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     assert html.count('class="rank-item"') == 4
     assert html.count('name="ranking"') == 4
     assert 'draggable="true"' in html
@@ -92,7 +87,7 @@ def test_it_prefills_the_correction_editor_with_the_model_output(expert):
     item = ItemFactory(campaign=campaign, responses=0)
     Response.objects.create(item=item, model_name="m", text="The </textarea><b>clause</b> is void.")
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     assert "data-correction-editor" in html
     # The text goes into the editor escaped: it can't close the textarea early.
     assert "The &lt;/textarea&gt;&lt;b&gt;clause&lt;/b&gt; is void." in html
@@ -111,7 +106,7 @@ def test_it_renders_a_code_pr_diff_with_line_numbers_and_collapsible_files(exper
         context={"kind": "code_pr", "repo": "org/app", "title": "Fix injection", "diff": diff},
     )
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     assert "with-doc" in html
     assert "doc-code_pr" in html
     assert html.count('<details class="diff-file"') == 2
@@ -139,7 +134,7 @@ def test_it_renders_a_legal_brief_with_section_navigation_and_the_clause_marked(
         },
     )
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     assert 'aria-label="Sections of the document"' in html
     assert 'href="#section-2"' in html
     assert "data-jump-clause" in html
@@ -167,7 +162,7 @@ def test_it_shows_allowed_images_inline_and_names_the_host_of_a_blocked_one(expe
         ],
     )
     assignment = _claim(campaign, expert)
-    html = _page(_client(expert), assignment)
+    html = _page(client_for(expert), assignment)
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in html
     assert 'src="https://tracker.example' not in html
     assert "from tracker.example is not shown" in html
@@ -178,13 +173,14 @@ def test_an_outsider_gets_404_and_an_anonymous_visitor_is_sent_to_sign_in(expert
     ItemFactory(campaign=campaign)
     assignment = _claim(campaign, expert)
     url = reverse("review-page", args=[assignment.pk])
-    assert _client(other_expert).get(url).status_code == 404
+    assert client_for(other_expert).get(url).status_code == 404
     assert (
-        _client(other_expert).post(reverse("review-submit", args=[assignment.pk])).status_code
+        client_for(other_expert).post(reverse("review-submit", args=[assignment.pk])).status_code
         == 404
     )
     assert (
-        _client(other_expert).post(reverse("review-draft", args=[assignment.pk])).status_code == 404
+        client_for(other_expert).post(reverse("review-draft", args=[assignment.pk])).status_code
+        == 404
     )
     anonymous = Client().get(url)
     assert anonymous.status_code == 302
@@ -196,7 +192,7 @@ def test_a_submit_through_htmx_answers_with_the_next_item_and_its_url(expert):
     ItemFactory.create_batch(2, campaign=campaign)
     assignment = _claim(campaign, expert)
     chosen = assignment.response_order[0]
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-submit", args=[assignment.pk]),
         {
             "chosen": chosen,
@@ -222,7 +218,7 @@ def test_a_rejected_submit_comes_back_with_the_experts_answer_and_the_problem_na
     ItemFactory(campaign=campaign)
     assignment = _claim(campaign, expert)
     rid = assignment.response_order[0]
-    res = _client(expert).post(
+    res = client_for(expert).post(
         reverse("review-submit", args=[assignment.pk]),
         {f"rating-{rid}-accuracy": "4", "rationale": "Keep me"},
         headers={"HX-Request": "true"},
@@ -242,7 +238,7 @@ def test_an_expired_lease_is_explained_and_the_unsent_text_handed_back(expert):
     Assignment.objects.filter(pk=assignment.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=5)
     )
-    client = _client(expert)
+    client = client_for(expert)
     page = client.get(reverse("review-page", args=[assignment.pk]))
     assert page.status_code == 200
     assert "Your time on this item ran out" in page.content.decode()
@@ -268,7 +264,7 @@ def test_going_back_to_a_submitted_item_leads_to_the_history(expert):
         expert=expert,
         body={"preference": {"chosen": assignment.response_order[0], "strength": 1}},
     )
-    res = _client(expert).get(reverse("review-page", args=[assignment.pk]))
+    res = client_for(expert).get(reverse("review-page", args=[assignment.pk]))
     assert res.status_code == 302
     assert res["Location"] == reverse("review-history") + f"#assignment-{assignment.pk}"
 
@@ -276,7 +272,7 @@ def test_going_back_to_a_submitted_item_leads_to_the_history(expert):
 def test_start_resumes_the_live_claim_instead_of_taking_another(expert):
     campaign = CampaignFactory(kind="pairwise")
     ItemFactory.create_batch(2, campaign=campaign)
-    client = _client(expert)
+    client = client_for(expert)
     first = client.post(reverse("review-start", args=[campaign.pk]))
     again = client.post(reverse("review-start", args=[campaign.pk]))
     assert first["Location"] == again["Location"]
@@ -286,7 +282,7 @@ def test_start_resumes_the_live_claim_instead_of_taking_another(expert):
 def test_an_expert_cannot_start_a_campaign_they_cannot_see(expert):
     campaign = CampaignFactory(kind="pairwise", required_skills=["tax"])
     ItemFactory(campaign=campaign)
-    res = _client(expert).post(reverse("review-start", args=[campaign.pk]))
+    res = client_for(expert).post(reverse("review-start", args=[campaign.pk]))
     assert res.status_code == 404
     assert not Assignment.objects.exists()
     assert QueueEntry.objects.get().open_slots == 1

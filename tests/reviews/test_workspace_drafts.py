@@ -5,36 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from feedback.models import Response
 from reviews import services
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory
+from tests.reviews.pages import client_for, correction_claim
 
 pytestmark = pytest.mark.django_db
 
 
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _correction_assignment(expert) -> Assignment:
-    campaign = CampaignFactory(kind="correction")
-    item = ItemFactory(campaign=campaign, responses=0)
-    Response.objects.create(item=item, model_name="m", text="The cap is unlimited.")
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    assert assignment is not None
-    return assignment
-
-
 def test_it_saves_the_form_as_a_draft_and_restores_it_on_reload(expert):
-    assignment = _correction_assignment(expert)
-    client = _client(expert)
+    assignment = correction_claim(expert)
+    client = client_for(expert)
     res = client.post(
         reverse("review-draft", args=[assignment.pk]),
         {
@@ -64,8 +48,8 @@ def test_it_saves_the_form_as_a_draft_and_restores_it_on_reload(expert):
 
 
 def test_a_submit_clears_the_draft_and_stores_the_pasted_characters(expert):
-    assignment = _correction_assignment(expert)
-    client = _client(expert)
+    assignment = correction_claim(expert)
+    client = client_for(expert)
     client.post(reverse("review-draft", args=[assignment.pk]), {"correction_text": "x"})
     res = client.post(
         reverse("review-submit", args=[assignment.pk]),
@@ -86,11 +70,13 @@ def test_a_submit_clears_the_draft_and_stores_the_pasted_characters(expert):
 
 
 def test_a_draft_for_an_expired_lease_is_refused_in_words(expert):
-    assignment = _correction_assignment(expert)
+    assignment = correction_claim(expert)
     Assignment.objects.filter(pk=assignment.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    res = _client(expert).post(reverse("review-draft", args=[assignment.pk]), {"rationale": "late"})
+    res = client_for(expert).post(
+        reverse("review-draft", args=[assignment.pk]), {"rationale": "late"}
+    )
     assert res.status_code == 409
     assert res.json()["error"]["code"] == "lease_expired"
     assignment.refresh_from_db()
@@ -98,9 +84,9 @@ def test_a_draft_for_an_expired_lease_is_refused_in_words(expert):
 
 
 def test_nobody_else_can_read_or_write_an_experts_draft(expert, other_expert):
-    assignment = _correction_assignment(expert)
-    _client(expert).post(reverse("review-draft", args=[assignment.pk]), {"rationale": "mine"})
-    other = _client(other_expert)
+    assignment = correction_claim(expert)
+    client_for(expert).post(reverse("review-draft", args=[assignment.pk]), {"rationale": "mine"})
+    other = client_for(other_expert)
     assert (
         other.post(reverse("review-draft", args=[assignment.pk]), {"rationale": "x"}).status_code
         == 404
@@ -119,7 +105,7 @@ def test_a_draft_keeps_the_ranking_order_and_the_rubric_scores(expert):
     assignment = services.assignment_claim(campaign=campaign, expert=expert)
     assert assignment is not None
     order = list(reversed(assignment.response_order))
-    client = _client(expert)
+    client = client_for(expert)
     client.post(
         reverse("review-draft", args=[assignment.pk]),
         {"ranking": [str(i) for i in order], f"rating-{order[0]}-depth": "4"},

@@ -12,14 +12,9 @@ from feedback.models import User
 from reviews import services
 from reviews.models import Review
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.reviews.pages import client_for
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _review(campaign, expert, rationale: str) -> Review:
@@ -43,7 +38,7 @@ def test_the_history_shows_only_my_reviews_with_the_leads_verdict_and_note(exper
         verdict_note="Missed the *indemnity* carve-out.",
         verdict_at=timezone.now(),
     )
-    html = _client(expert).get(reverse("review-history")).content.decode()
+    html = client_for(expert).get(reverse("review-history")).content.decode()
     assert "My reasons" in html
     assert "Their reasons" not in html
     assert "Rejected" in html
@@ -64,7 +59,7 @@ def test_leads_and_admins_read_a_campaigns_reviews_with_rationales(expert, role)
     if role == "admin":
         # Admins work with two factors (feedback.mfa_policy); this one has set up TOTP.
         TOTP.activate(reader, generate_totp_secret())
-    res = _client(reader).get(reverse("campaign-reviews", args=[campaign.pk]))
+    res = client_for(reader).get(reverse("campaign-reviews", args=[campaign.pk]))
     assert res.status_code == 200
     html = res.content.decode()
     assert "Response A cites <strong>the statute</strong>." in html
@@ -76,11 +71,11 @@ def test_an_outsider_to_adjudication_gets_403_on_the_lead_page(expert, role):
     campaign = CampaignFactory(kind="pairwise")
     _review(campaign, expert, "secret reasons")
     outsider = UserFactory(role=role)
-    res = _client(outsider).get(reverse("campaign-reviews", args=[campaign.pk]))
+    res = client_for(outsider).get(reverse("campaign-reviews", args=[campaign.pk]))
     assert res.status_code == 403
     assert "secret reasons" not in res.content.decode()
 
 
 def test_the_lead_page_answers_404_for_an_unknown_campaign():
     lead = UserFactory(role=User.Role.LEAD)
-    assert _client(lead).get(reverse("campaign-reviews", args=[987654])).status_code == 404
+    assert client_for(lead).get(reverse("campaign-reviews", args=[987654])).status_code == 404
