@@ -531,7 +531,9 @@
       nudgeStrength(w, 1);
     } else if (event.key === "-") {
       nudgeStrength(w, -1);
-    } else if (/^[1-9]$/.test(event.key)) {
+    } else if (/^[0-9]$/.test(event.key)) {
+      // 0 scores 0 on a scale that starts there; a score past 9 is the arrow keys' (the
+      // browser's own, within the focused criterion's radio buttons).
       if (!scoreCriterion(w, event.target, event.key)) {
         var radio = w.querySelector('input[name=chosen][data-key="' + event.key + '"]');
         if (checkRadio(radio)) { radio.focus(); } else { handled = false; }

@@ -61,3 +61,30 @@ def test_digits_score_each_criterion_in_turn_and_ctrl_enter_submits(open_session
     review = Review.objects.get(assignment=assignment)
     assert review.ratings == {str(response.pk): {"accuracy": 5, "clarity": 2}}
     session.watch.assert_clean()
+
+
+def test_a_scale_from_0_to_10_is_scored_by_keyboard(open_session):
+    expert = UserFactory(role=User.Role.EXPERT, email="tenpoint@example.test")
+    rubric = [{"key": "quality", "label": "Quality", "min": 0, "max": 10, "anchors": {}}]
+    campaign = CampaignFactory(kind="rating", rubric=rubric)
+    item = Item.objects.create(campaign=campaign, prompt="Rate this.", content_hash="r10")
+    QueueEntry.objects.create(item=item, campaign=campaign, open_slots=1)
+    response = Response.objects.create(item=item, model_name="m", text="An answer.")
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    session = open_session(expert)
+    page = session.page
+    page.goto(f"/review/a/{assignment.pk}/")
+    name = f"rating-{response.pk}-quality"
+
+    page.keyboard.press("0")
+    assert page.locator(f"input[name='{name}'][value='0']").is_checked()
+    page.locator(f"input[name='{name}'][value='9']").focus()
+    page.keyboard.press("9")
+    page.keyboard.press("ArrowRight")
+    assert page.locator(f"input[name='{name}'][value='10']").is_checked()
+
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url(session.url("/"))
+    assert Review.objects.get(assignment=assignment).ratings == {str(response.pk): {"quality": 10}}
+    session.watch.assert_clean()
