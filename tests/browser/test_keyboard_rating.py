@@ -29,17 +29,23 @@ RUBRIC = [
 ]
 
 
-def test_digits_score_each_criterion_in_turn_and_ctrl_enter_submits(open_session):
-    expert = UserFactory(role=User.Role.EXPERT, email="rater@example.test")
-    campaign = CampaignFactory(kind="rating", rubric=RUBRIC)
-    item = Item.objects.create(campaign=campaign, prompt="Explain clause 9.2.", content_hash="r1")
+def _open_rating(open_session, email: str, rubric: list[dict]):
+    """An expert's review page of a rating campaign's item with one response: (session, page,
+    assignment, response)."""
+    expert = UserFactory(role=User.Role.EXPERT, email=email)
+    campaign = CampaignFactory(kind="rating", rubric=rubric)
+    item = Item.objects.create(campaign=campaign, prompt="Explain clause 9.2.", content_hash=email)
     QueueEntry.objects.create(item=item, campaign=campaign, open_slots=1)
     response = Response.objects.create(item=item, model_name="m", text="It caps liability.")
     assignment = services.assignment_claim(campaign=campaign, expert=expert)
     assert assignment is not None
     session = open_session(expert)
-    page = session.page
-    page.goto(f"/review/a/{assignment.pk}/")
+    session.page.goto(f"/review/a/{assignment.pk}/")
+    return session, session.page, assignment, response
+
+
+def test_digits_score_each_criterion_in_turn_and_ctrl_enter_submits(open_session):
+    session, page, assignment, response = _open_rating(open_session, "rater@example.test", RUBRIC)
 
     page.keyboard.press("4")
     assert page.locator(f"input[name='rating-{response.pk}-accuracy'][value='4']").is_checked()
@@ -64,17 +70,8 @@ def test_digits_score_each_criterion_in_turn_and_ctrl_enter_submits(open_session
 
 
 def test_a_scale_from_0_to_10_is_scored_by_keyboard(open_session):
-    expert = UserFactory(role=User.Role.EXPERT, email="tenpoint@example.test")
     rubric = [{"key": "quality", "label": "Quality", "min": 0, "max": 10, "anchors": {}}]
-    campaign = CampaignFactory(kind="rating", rubric=rubric)
-    item = Item.objects.create(campaign=campaign, prompt="Rate this.", content_hash="r10")
-    QueueEntry.objects.create(item=item, campaign=campaign, open_slots=1)
-    response = Response.objects.create(item=item, model_name="m", text="An answer.")
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    assert assignment is not None
-    session = open_session(expert)
-    page = session.page
-    page.goto(f"/review/a/{assignment.pk}/")
+    session, page, assignment, response = _open_rating(open_session, "ten@example.test", rubric)
     name = f"rating-{response.pk}-quality"
 
     page.keyboard.press("0")

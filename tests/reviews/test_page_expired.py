@@ -20,6 +20,17 @@ RAN_OUT = "Your time on this item ran out"
 KEEP_IT = "The item will not come back to you, so copy now anything you want to keep."
 
 
+def _assert_text_handed_back(html: str) -> None:
+    """The ran-out page, with the correction and rationale read-only, to copy."""
+    assert RAN_OUT in html
+    assert KEEP_IT in html
+    assert (
+        'id="unsent-correction" readonly rows="8">\nThe cap is 12 months of fees.</textarea>'
+        in html
+    )
+    assert 'id="unsent-rationale" readonly rows="4">\nClause 9.2 says so.</textarea>' in html
+
+
 def _lease_runs_out(assignment: Assignment, *, marked: bool) -> None:
     Assignment.objects.filter(pk=assignment.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=5)
@@ -43,13 +54,7 @@ def test_it_hands_back_the_unsent_text_on_a_submit_after_the_job_marked_the_clai
     assert res.status_code == 409
     assert "HX-Redirect" not in res
     html = res.content.decode()
-    assert RAN_OUT in html
-    assert KEEP_IT in html
-    assert (
-        'id="unsent-correction" readonly rows="8">\nThe cap is 12 months of fees.</textarea>'
-        in html
-    )
-    assert 'id="unsent-rationale" readonly rows="4">\nClause 9.2 says so.</textarea>' in html
+    _assert_text_handed_back(html)
     assert not Review.objects.exists()
 
 
@@ -68,13 +73,7 @@ def test_opening_a_claim_whose_lease_ran_out_shows_the_autosaved_draft(expert, m
 
     assert res.status_code == 200
     html = res.content.decode()
-    assert RAN_OUT in html
-    assert KEEP_IT in html
-    assert (
-        'id="unsent-correction" readonly rows="8">\nThe cap is 12 months of fees.</textarea>'
-        in html
-    )
-    assert 'id="unsent-rationale" readonly rows="4">\nClause 9.2 says so.</textarea>' in html
+    _assert_text_handed_back(html)
     assert 'id="review-form"' not in html
 
 
