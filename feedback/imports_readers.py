@@ -418,10 +418,7 @@ def _csv_response_cell(value: str) -> Any:
     if stripped.startswith("[{"):
         return _maybe_messages(value)
     if stripped.startswith("{") and '"text"' in value:
-        try:
-            parsed = json.loads(value, parse_constant=_no_constant)
-        except ValueError:  # JSONDecodeError included: not an object, so plain text
-            return value
+        parsed = _json_or_none(value)
         if isinstance(parsed, dict) and len(parsed) == 1 and isinstance(parsed.get("text"), str):
             return parsed
     return value
@@ -534,13 +531,18 @@ def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
 def _maybe_messages(value: Any) -> Any:
     """A CSV prompt that is a JSON list of chat messages becomes that list; text stays text."""
     if isinstance(value, str) and value.lstrip().startswith("[{"):
-        try:
-            parsed = json.loads(value, parse_constant=_no_constant)
-        except ValueError:  # JSONDecodeError included: not a chat, so plain text
-            return value
+        parsed = _json_or_none(value)
         if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed):
             return parsed
     return value
+
+
+def _json_or_none(value: str) -> Any:
+    """A cell's JSON value, or None when it is not JSON (then it is text as written)."""
+    try:
+        return json.loads(value, parse_constant=_no_constant)
+    except ValueError:  # JSONDecodeError included
+        return None
 
 
 def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:
