@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from feedback.errors import ValidationFailed
+from feedback.item_input import in_storage_order
 from feedback.models import Campaign, ItemImage
 
 # Pillow format -> the content type we serve it with, and the file extension.
@@ -305,11 +306,19 @@ class ImageResolver:
             isinstance(r, dict) and "images" in r for r in responses
         ):
             raw = {**raw, "responses": [dict(r) if isinstance(r, dict) else r for r in responses]}
-            for index, response in enumerate(raw["responses"]):
+            # Experts see image ids. Stored in the source's order, the lower id would mark the
+            # response listed first (a model, a dataset's `chosen`), as the responses' own ids
+            # would (item_input.in_storage_order): they are stored in a random order too.
+            # Errors are still reported in the source's order.
+            found: dict[int, dict[str, list[str]]] = {}
+            for index, response in in_storage_order(list(enumerate(raw["responses"]))):
                 if isinstance(response, dict) and "images" in response:
+                    found[index] = {}
                     response["images"] = self._list(
-                        response["images"], f"responses[{index}].images", errors
+                        response["images"], f"responses[{index}].images", found[index]
                     )
+            for index in sorted(found):
+                errors.update(found[index])
         return raw, errors
 
 

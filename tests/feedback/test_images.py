@@ -713,3 +713,43 @@ def test_file_names_longer_than_a_file_system_takes_are_imported(
     assert res.json()["filename"] == "項目" * 50 + ".jsonl"
     assert client.get(f"/api/v1/imports/{res.json()['id']}/").json()["status"] == "succeeded"
     assert Item.objects.get(external_id="cjk").context["images"][0]["width"] == 5
+
+
+def test_response_image_ids_do_not_give_away_the_order_the_responses_came_in(
+    api_for, engineer, pairwise_campaign
+):
+    # Experts see the ids of response images (in the item and in their addresses). Stored in
+    # the source's order, the lower image id would always be the model listed first, whatever
+    # the order of the response ids; the responses' images are stored in a random order too.
+    batch = [
+        {
+            "external_id": f"o-{n}",
+            "prompt": f"Question {n}?",
+            "responses": [
+                {
+                    "model": "first",
+                    "text": "F",
+                    "images": [_data_url(_png(1, 1, f"#{n + 1:02x}0000"))],
+                },
+                {
+                    "model": "second",
+                    "text": "S",
+                    "images": [_data_url(_png(1, 1, f"#00{n + 1:02x}00"))],
+                },
+            ],
+        }
+        for n in range(40)
+    ]
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", batch, format="json"
+    )
+    assert res.status_code == 201, res.json()
+
+    first_has_lower_image_id = []
+    for item in Item.objects.filter(campaign=pairwise_campaign):
+        first, second = item.responses.order_by("position")
+        assert (first.model_name, second.model_name) == ("first", "second")
+        first_has_lower_image_id.append(first.images[0]["id"] < second.images[0]["id"])
+    assert ItemImage.objects.count() == 80
+    # Both orders occur (all 40 alike by chance: 2 in 2^40).
+    assert set(first_has_lower_image_id) == {True, False}
