@@ -28,6 +28,22 @@ def _user(request: Request) -> User:
 
 
 class CampaignOutput(serializers.ModelSerializer[Campaign]):
+    """A campaign as the `viewer` in the context may see it: the models it compares are named
+    only to those who manage campaigns (blind review: experts and leads review its items)."""
+
+    generation_models = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="model names; shown to admins and ML engineers only",
+    )
+
+    def to_representation(self, instance: Campaign) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        viewer = self.context.get("viewer")
+        if not (isinstance(viewer, User) and viewer.manages_campaigns):
+            data.pop("generation_models", None)
+        return data
+
     class Meta:
         model = Campaign
         fields = [
@@ -80,24 +96,29 @@ class CampaignPatchSerializer(CampaignInputSerializer):
 class CampaignListView(APIView):
     @extend_schema(responses=CampaignOutput(many=True), summary="Campaigns you can see")
     def get(self, request: Request) -> ApiResponse:
-        campaigns = campaigns_for_user(user=_user(request)).order_by("-created_at", "-id")
-        return ApiResponse(CampaignOutput(campaigns, many=True).data)
+        user = _user(request)
+        campaigns = campaigns_for_user(user=user).order_by("-created_at", "-id")
+        return ApiResponse(CampaignOutput(campaigns, many=True, context={"viewer": user}).data)
 
     @extend_schema(request=CampaignInputSerializer, responses={201: CampaignOutput})
     def post(self, request: Request) -> ApiResponse:
         serializer = CampaignInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        user = _user(request)
         campaign = services.campaign_create(
-            actor=_user(request), data=services.CampaignInput(**serializer.validated_data)
+            actor=user, data=services.CampaignInput(**serializer.validated_data)
         )
-        return ApiResponse(CampaignOutput(campaign).data, status=status.HTTP_201_CREATED)
+        return ApiResponse(
+            CampaignOutput(campaign, context={"viewer": user}).data, status=status.HTTP_201_CREATED
+        )
 
 
 class CampaignDetailView(APIView):
     @extend_schema(responses=CampaignOutput)
     def get(self, request: Request, campaign_id: int) -> ApiResponse:
-        campaign = campaign_get_for_user(user=_user(request), campaign_id=campaign_id)
-        return ApiResponse(CampaignOutput(campaign).data)
+        user = _user(request)
+        campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
+        return ApiResponse(CampaignOutput(campaign, context={"viewer": user}).data)
 
     @extend_schema(request=CampaignPatchSerializer, responses=CampaignOutput)
     def patch(self, request: Request, campaign_id: int) -> ApiResponse:
@@ -113,7 +134,7 @@ class CampaignDetailView(APIView):
         campaign = services.campaign_update(
             actor=_user(request), campaign=campaign, changes=changes
         )
-        return ApiResponse(CampaignOutput(campaign).data)
+        return ApiResponse(CampaignOutput(campaign, context={"viewer": _user(request)}).data)
 
 
 class ItemsAddedOutput(serializers.Serializer[Any]):
