@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from django.db import transaction
-from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -17,7 +16,7 @@ from feedback import generation, imports, services
 from feedback.errors import PermissionDenied, ValidationFailed
 from feedback.images import ImageResolver, images_by_name
 from feedback.item_input import MAX_NESTING
-from feedback.models import Campaign, GenerationJob, ImportJob, ItemImage, User
+from feedback.models import Campaign, GenerationJob, ImportJob, User
 from feedback.selectors import campaign_get_for_user, campaigns_for_user
 
 
@@ -407,28 +406,3 @@ class GenerationDetailView(APIView):
         job = generation.generation_get_for_user(user=_user(request), generation_id=generation_id)
         campaign_get_for_user(user=_user(request), campaign_id=job.campaign_id)
         return ApiResponse(GenerationOutput(job).data)
-
-
-# --- images ----------------------------------------------------------------------------------
-
-
-class ImageView(APIView):
-    @extend_schema(
-        operation_id="images_retrieve",
-        responses={(200, "image/*"): bytes},
-        summary="An image of an item, from our own origin",
-    )
-    def get(self, request: Request, image_id: int) -> FileResponse:
-        from feedback.errors import NotFound
-
-        image = ItemImage.objects.filter(pk=image_id).first()
-        if image is None:
-            raise NotFound(f"No image {image_id}.")
-        # Whoever may see the campaign may see its images; anyone else gets the same 404.
-        campaign_get_for_user(user=_user(request), campaign_id=image.campaign_id)
-        response = FileResponse(image.file.open("rb"), content_type=image.content_type)
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["Content-Disposition"] = f'inline; filename="image-{image.pk}"'
-        response["Cache-Control"] = "private, max-age=86400"
-        return response

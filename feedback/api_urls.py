@@ -44,7 +44,7 @@ urlpatterns = [
         feedback_api.GenerationDetailView.as_view(),
         name="api-generation",
     ),
-    path("images/<int:image_id>/", feedback_api.ImageView.as_view(), name="api-image"),
+    path("images/<int:image_id>/", reviews_api.ImageView.as_view(), name="api-image"),
     path("datasets/", datasets_api.DatasetListView.as_view(), name="api-datasets"),
     path(
         "datasets/<int:dataset_id>/", datasets_api.DatasetDetailView.as_view(), name="api-dataset"

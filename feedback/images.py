@@ -322,6 +322,24 @@ class ImageResolver:
         return raw, errors
 
 
+def item_image_ids(*, prompt: Any, context: Any, response_images: Iterable[Any] = ()) -> set[int]:
+    """The ids of the stored images an item shows: in its prompt's messages, its context and
+    its responses (each response's `images`), as ImageResolver left them."""
+    lists: list[Any] = []
+    if isinstance(prompt, list):
+        lists += [m.get("images") for m in prompt if isinstance(m, dict)]
+    if isinstance(context, dict):
+        lists.append(context.get("images"))
+    lists += list(response_images)
+    return {
+        image["id"]
+        for images in lists
+        if isinstance(images, list)
+        for image in images
+        if isinstance(image, dict) and isinstance(image.get("id"), int)
+    }
+
+
 def has_images(raw: dict[str, Any]) -> bool:
     """The common case, an item without images, costs a few dictionary lookups."""
     context = raw.get("context")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -14,7 +15,7 @@ from feedback.api import _user
 from feedback.selectors import campaign_get_for_user
 from reviews import services
 from reviews.models import Assignment, Review
-from reviews.selectors import assignment_payload
+from reviews.selectors import assignment_payload, image_get_for_user
 
 
 class AssignmentPayloadOutput(serializers.Serializer[Any]):
@@ -113,3 +114,26 @@ class HeartbeatView(APIView):
         return ApiResponse(
             {"id": assignment.pk, "lease_expires_at": assignment.lease_expires_at.isoformat()}
         )
+
+
+class ImageView(APIView):
+    """Served here, beside the claim, because who may see an item's image depends on the
+    work: an expert sees the images of the item they hold (reviews.selectors)."""
+
+    @extend_schema(
+        operation_id="images_retrieve",
+        responses={(200, "image/*"): bytes},
+        summary="An image of an item, from our own origin",
+        description=(
+            "Admins, ML engineers and leads get the images of the campaigns they see; an "
+            "expert gets those of the item they hold a claim on. Anyone else: 404."
+        ),
+    )
+    def get(self, request: Request, image_id: int) -> FileResponse:
+        image = image_get_for_user(user=_user(request), image_id=image_id)
+        response = FileResponse(image.file.open("rb"), content_type=image.content_type)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Content-Disposition"] = f'inline; filename="image-{image.pk}"'
+        response["Cache-Control"] = "private, max-age=86400"
+        return response

@@ -8,7 +8,9 @@ from django.db.models import Count, QuerySet
 from django.urls import reverse
 
 from feedback.errors import NotFound
-from feedback.models import Campaign, Item, Response, User
+from feedback.images import item_image_ids
+from feedback.models import Campaign, Item, ItemImage, Response, User
+from feedback.selectors import campaigns_for_user
 from reviews.models import Assignment, Review
 
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -47,6 +49,43 @@ def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
 def image_with_url(image: dict[str, Any]) -> dict[str, Any]:
     """A stored image reference plus the address it is served from (our own origin)."""
     return {**image, "url": reverse("api-image", args=[image["id"]])}
+
+
+def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
+    """An item's image, for whoever may see the item.
+
+    Admins, ML engineers and leads see every item of the campaigns they see. An expert sees
+    an item only through a claim: they get the images of the items they hold a claim on
+    (one per campaign at most), never those of items they have not been given, whatever id
+    they try. Anyone else gets the same 404 as for an image that does not exist.
+    """
+    missing = NotFound(f"No image {image_id}.")
+    try:
+        pk = int(image_id)
+    except (TypeError, ValueError):
+        raise missing from None
+    image = ItemImage.objects.filter(pk=pk).first()
+    if image is None:
+        raise missing
+    if user.sees_all_campaigns:
+        if campaigns_for_user(user=user).filter(pk=image.campaign_id).exists():
+            return image
+        raise missing
+    held = Assignment.objects.filter(
+        expert=user, campaign_id=image.campaign_id, status=Assignment.Status.CLAIMED
+    ).select_related("item")
+    for assignment in held:
+        item = assignment.item
+        shown = item_image_ids(
+            prompt=item.prompt,
+            context=item.context,
+            response_images=Response.objects.filter(item_id=item.pk).values_list(
+                "images", flat=True
+            ),
+        )
+        if image.pk in shown:
+            return image
+    raise missing
 
 
 def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:

@@ -260,6 +260,66 @@ def test_an_image_is_served_only_to_those_who_see_its_campaign(api_for, engineer
     assert api_for(engineer).get("/api/v1/images/999999/").status_code == 404
 
 
+def test_an_expert_gets_only_the_images_of_the_item_they_hold(
+    api_for, engineer, expert, other_expert, pairwise_campaign
+):
+    """Seeing a campaign is not seeing its items: an expert is served the images of the item
+    they hold a claim on, and no other, whatever id they try."""
+    from reviews.models import Assignment
+
+    def item(n: int, **extra):
+        return _item(
+            external_id=f"img-{n}",
+            prompt=[
+                {"role": "user", "content": "Look", "images": [_data_url(_png(color=f"#0{n}0"))]}
+            ],
+            context={"images": [_data_url(_png(color=f"#00{n}"))]},
+            responses=[
+                {"model": "a", "text": "l", "images": [_data_url(_png(color=f"#{n}00"))]},
+                {"model": "b", "text": "r"},
+            ],
+            **extra,
+        )
+
+    engineer_api = api_for(engineer)
+    res = engineer_api.post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        [item(1), item(2), item(3, is_gold=True, gold_answer={"chosen_position": 0})],
+        format="json",
+    )
+    assert res.status_code == 201, res.json()
+
+    def image_ids(item_id: int) -> list[int]:
+        found = Item.objects.get(pk=item_id)
+        ids = [found.prompt[0]["images"][0]["id"], found.context["images"][0]["id"]]
+        return ids + [i["id"] for r in found.responses.all() for i in r.images]
+
+    client = api_for(expert)
+    everything = sorted(ItemImage.objects.values_list("pk", flat=True))
+    assert len(everything) == 9
+    # Eligible for the campaign, holding nothing in it: no image at all, the same 404 as for
+    # an image that does not exist.
+    for image_id in everything:
+        refused = client.get(f"/api/v1/images/{image_id}/")
+        assert refused.status_code == 404
+        assert refused.json()["error"]["message"] == f"No image {image_id}."
+
+    mine = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    theirs = api_for(other_expert).post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    held = image_ids(mine["item"]["id"])
+    assert {client.get(f"/api/v1/images/{i}/").status_code for i in held} == {200}
+    # Another expert's item and the gold item stay out of reach.
+    others = [i for i in everything if i not in held]
+    assert set(image_ids(theirs["item"]["id"])) <= set(others)
+    assert {client.get(f"/api/v1/images/{i}/").status_code for i in others} == {404}
+    # Those who see every campaign are served every image.
+    assert {engineer_api.get(f"/api/v1/images/{i}/").status_code for i in everything} == {200}
+
+    # Once the item is handed in, its images are no longer served to the expert.
+    Assignment.objects.filter(pk=mine["assignment"]["id"]).update(status="submitted")
+    assert {client.get(f"/api/v1/images/{i}/").status_code for i in held} == {404}
+
+
 def test_a_claimed_item_shows_its_response_images_with_their_address(
     api_for, engineer, expert, pairwise_campaign
 ):
