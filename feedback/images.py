@@ -322,6 +322,15 @@ class ImageResolver:
         return raw, errors
 
 
+def stored_image_id(ref: Any) -> int | None:
+    """The id of an image as intake stores it (`{"id", "content_type", "width", "height"}`)."""
+    if isinstance(ref, dict):
+        pk = ref.get("id")
+        if isinstance(pk, int) and not isinstance(pk, bool):
+            return pk
+    return None
+
+
 def item_image_ids(*, prompt: Any, context: Any, response_images: Iterable[Any] = ()) -> set[int]:
     """The ids of the stored images an item shows: in its prompt's messages, its context and
     its responses (each response's `images`), as ImageResolver left them."""
@@ -331,13 +340,10 @@ def item_image_ids(*, prompt: Any, context: Any, response_images: Iterable[Any] 
     if isinstance(context, dict):
         lists.append(context.get("images"))
     lists += list(response_images)
-    return {
-        image["id"]
-        for images in lists
-        if isinstance(images, list)
-        for image in images
-        if isinstance(image, dict) and isinstance(image.get("id"), int)
+    ids = {
+        stored_image_id(image) for images in lists if isinstance(images, list) for image in images
     }
+    return {pk for pk in ids if pk is not None}
 
 
 def has_images(raw: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from django.db.models import Count, QuerySet
 from django.urls import reverse
 
 from feedback.errors import NotFound
-from feedback.images import item_image_ids
+from feedback.images import item_image_ids, stored_image_id
 from feedback.models import Campaign, Item, ItemImage, Response, User
 from feedback.selectors import campaigns_for_user
 from reviews.models import Assignment, Review
@@ -40,15 +40,39 @@ def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
             "label": LABELS[i % 26],
             "text": r.text,
             "format": r.format,
-            "images": [image_with_url(image) for image in r.images],
+            "images": images_with_urls(r.images),
         }
         for i, r in enumerate(ordered)
     ]
 
 
-def image_with_url(image: dict[str, Any]) -> dict[str, Any]:
-    """A stored image reference plus the address it is served from (our own origin)."""
-    return {**image, "url": reverse("api-image", args=[image["id"]])}
+def images_with_urls(refs: Any) -> Any:
+    """A place's stored images, each with the address it is served from (our own origin)."""
+    if not isinstance(refs, list):
+        return refs
+    return [
+        {**ref, "url": reverse("api-image", args=[pk])}
+        if (pk := stored_image_id(ref)) is not None
+        else ref
+        for ref in refs
+    ]
+
+
+def _prompt_with_image_urls(prompt: Any) -> Any:
+    if not isinstance(prompt, list):
+        return prompt
+    return [
+        {**m, "images": images_with_urls(m["images"])}
+        if isinstance(m, dict) and "images" in m
+        else m
+        for m in prompt
+    ]
+
+
+def _context_with_image_urls(context: Any) -> Any:
+    if isinstance(context, dict) and "images" in context:
+        return {**context, "images": images_with_urls(context["images"])}
+    return context
 
 
 def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
@@ -100,8 +124,8 @@ def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
         },
         "item": {
             "id": item.pk,
-            "prompt": item.prompt,
-            "context": item.context,
+            "prompt": _prompt_with_image_urls(item.prompt),
+            "context": _context_with_image_urls(item.context),
             "responses": blind_responses(assignment=assignment),
         },
     }

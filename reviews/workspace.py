@@ -15,11 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from django.http import QueryDict
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from feedback import rendering
 from feedback.errors import ValidationFailed
+from feedback.images import stored_image_id
 from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign
 from reviews.models import Assignment
@@ -147,6 +149,24 @@ def _image(src: Any, alt: Any = "") -> ImageView:
     )
 
 
+def _images(refs: Any, alt: str) -> list[ImageView]:
+    """A place's images: those stored at intake from our image route (experts get the images of
+    the item they hold); a `{"url", "alt"}` or a bare URL as _image judges it."""
+    if not isinstance(refs, list):
+        return []
+    views = []
+    for number, ref in enumerate(refs, start=1):
+        pk = stored_image_id(ref)
+        if pk is not None:
+            src = reverse("api-image", args=[pk])
+            views.append(_image(src, f"{alt} {number}"))
+        elif isinstance(ref, dict):
+            views.append(_image(ref.get("url", ref.get("src", "")), ref.get("alt", "")))
+        else:
+            views.append(_image(ref))
+    return views
+
+
 @dataclass
 class PromptPart:
     html: SafeString | None = None
@@ -187,12 +207,12 @@ def prompt_turns(prompt: Any) -> list[PromptTurn]:
         turns = []
         for message in prompt:
             if isinstance(message, dict):
-                turns.append(
-                    PromptTurn(
-                        role=str(message.get("role", "")),
-                        parts=_content_parts(message.get("content")),
-                    )
-                )
+                parts = _content_parts(message.get("content"))
+                parts += [
+                    PromptPart(image=image)
+                    for image in _images(message.get("images"), "Prompt image")
+                ]
+                turns.append(PromptTurn(role=str(message.get("role", "")), parts=parts))
             else:
                 turns.append(PromptTurn(role="", parts=_content_parts(message)))
         return turns
@@ -228,13 +248,7 @@ def context_view(context: Any) -> ContextView | None:
     kind = str(context.get("kind") or "")
     if not kind:
         kind = "code_pr" if "diff" in context else "legal_brief" if "sections" in context else ""
-    images = [
-        _image(i.get("url", i.get("src", "")), i.get("alt", ""))
-        if isinstance(i, dict)
-        else _image(i)
-        for i in context.get("images") or []
-        if isinstance(context.get("images"), list)
-    ]
+    images = _images(context.get("images"), "Context image")
     if kind == "code_pr":
         diff = str(context.get("diff") or "")
         rendered = rendering.render_diff(diff, prefix="doc-")
@@ -305,6 +319,7 @@ class ResponseView:
     chosen: bool
     criteria: list[CriterionView]
     excerpt: str
+    images: list[ImageView] = field(default_factory=list)
 
 
 def _response_html(text: str, fmt: str, label: str) -> SafeString:
@@ -406,6 +421,7 @@ def workspace_build(
                 chosen=state.get("chosen") == str(r["id"]),
                 criteria=_criteria(campaign, r["id"], state, errors),
                 excerpt=first_line.lstrip("#>*- ").strip()[:140],
+                images=_images(r.get("images"), f"Response {r['label']}, image"),
             )
         )
 

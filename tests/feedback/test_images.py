@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from PIL import Image
 
 from feedback.models import Item, ItemImage, Response
@@ -320,25 +322,68 @@ def test_an_expert_gets_only_the_images_of_the_item_they_hold(
     assert {client.get(f"/api/v1/images/{i}/").status_code for i in held} == {404}
 
 
-def test_a_claimed_item_shows_its_response_images_with_their_address(
+def _claim_item_with_an_image_in_each_place(api_for, engineer, expert, campaign) -> dict:
+    """An item with a stored image in its prompt, its context and one response, claimed by
+    the expert: the `next/` answer."""
+    body = _item(
+        prompt=[
+            {"role": "user", "content": "Which chart is right?", "images": [_data_url(_png())]}
+        ],
+        context={"images": [_data_url(_png(color="green"))], "note": "the data"},
+        responses=[
+            {"model": "a", "text": "left", "images": [_data_url(_png(color="blue"))]},
+            {"model": "b", "text": "right"},
+        ],
+    )
+    res = api_for(engineer).post(f"/api/v1/campaigns/{campaign.pk}/items/", [body], format="json")
+    assert res.status_code == 201, res.json()
+    return api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+
+
+def test_a_claimed_item_gives_each_of_its_images_with_its_address(
     api_for, engineer, expert, pairwise_campaign
 ):
-    body = _item(
-        responses=[
-            {"model": "a", "text": "left", "images": [_data_url(_png())]},
-            {"model": "b", "text": "right"},
-        ]
-    )
-    api_for(engineer).post(
-        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [body], format="json"
-    )
+    payload = _claim_item_with_an_image_in_each_place(api_for, engineer, expert, pairwise_campaign)
 
-    payload = api_for(expert).post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    item = payload["item"]
+    images = (
+        item["prompt"][0]["images"]
+        + item["context"]["images"]
+        + [i for r in item["responses"] for i in r["images"]]
+    )
+    assert len(images) == 3
+    for image in images:
+        assert image["url"] == f"/api/v1/images/{image['id']}/"
+        served = api_for(expert).get(image["url"])
+        assert served.status_code == 200
+        assert served["Content-Type"] == "image/png"
+    # The stored item is unchanged: the addresses are added to the answer only.
+    assert "url" not in Item.objects.get().prompt[0]["images"][0]
 
-    images = [i for r in payload["item"]["responses"] for i in r["images"]]
-    assert len(images) == 1
-    assert images[0]["url"] == f"/api/v1/images/{images[0]['id']}/"
-    assert api_for(expert).get(images[0]["url"]).status_code == 200
+
+def test_the_review_page_shows_the_items_stored_images_from_our_origin(
+    api_for, engineer, expert, pairwise_campaign
+):
+    payload = _claim_item_with_an_image_in_each_place(api_for, engineer, expert, pairwise_campaign)
+    item = payload["item"]
+    label = next(r["label"] for r in item["responses"] if r["images"])
+    expected = {
+        item["prompt"][0]["images"][0]["url"]: "Prompt image 1",
+        item["context"]["images"][0]["url"]: "Context image 1",
+        item["responses"][0 if label == "A" else 1]["images"][0][
+            "url"
+        ]: f"Response {label}, image 1",
+    }
+
+    client = Client()
+    client.force_login(expert)
+    page = client.get(f"/review/a/{payload['assignment']['id']}/").content.decode()
+
+    shown = dict(re.findall(r'<img class="inline-image" src="([^"]+)" alt="([^"]*)"', page))
+    assert {src: shown.get(src) for src in expected} == expected
+    assert "is not shown" not in page
+    for src in expected:
+        assert client.get(src).status_code == 200
 
 
 def test_the_sweep_deletes_files_a_refused_batch_left_and_keeps_stored_images(
