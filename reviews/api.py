@@ -81,6 +81,13 @@ class SubmitView(APIView):
         request={"application/json": {"type": "object"}},
         responses={201: ReviewOutput, 200: ReviewOutput},
         summary="Submit a review (idempotent per assignment)",
+        description=(
+            "201 with the stored review. A repeat with the same judgement (active_seconds and"
+            " pasted_chars aside) answers 200 with that review; a repeat with another judgement"
+            " answers 409 `already_submitted`, naming the fields that differ, and changes"
+            " nothing. 409 `lease_expired` / `assignment_expired` / `assignment_skipped` when"
+            " the claim is no longer live; 400 naming each bad field."
+        ),
     )
     def post(self, request: Request, assignment_id: int) -> ApiResponse:
         review, created = services.review_submit(

@@ -830,7 +830,8 @@ def _observed_seconds(assignment: Assignment, now: datetime) -> int:
 def review_submit(*, assignment_id: int, expert: User, body: Any) -> tuple[Review, bool]:
     """Store the expert's review; (review, created). A repeat submit returns the stored one.
 
-    1. Read the assignment (its owner only). Already submitted: answer with that review.
+    1. Read the assignment (its owner only). Already submitted: answer with that review when
+       the repeat's judgement is the same, else 409 `already_submitted` (nothing changes).
     2. The lease must be live; else 409 and nothing is saved.
     3. Validate against the campaign kind, rubric and the item's responses.
     4. Store the review and close the assignment in one step that only succeeds while the
@@ -893,6 +894,40 @@ def _new_review(
 
 def _stored_review(assignment_id: int) -> Review:
     return Review.objects.get(assignment_id=assignment_id, supersedes__isnull=True)
+
+
+def _judgement_differences(review: Review, data: ReviewInput) -> list[str]:
+    """The parts of a repeated submit's judgement that differ from the stored review.
+
+    The active time and paste counts are the page's running counters, not the judgement: a
+    second click sends them a little higher, and is still the same review."""
+    pairs = {
+        "ratings": (review.ratings, data.ratings),
+        "preference.chosen": (review.chosen_id, data.chosen),
+        "preference.strength": (review.strength, data.strength),
+        "ranking": (review.ranking, data.ranking),
+        "correction.response": (review.correction_response_id, data.correction_response),
+        "correction.text": (review.correction_text, data.correction_text),
+        "rationale": (review.rationale, data.rationale),
+        "flags": (sorted(review.flags), data.flags),
+    }
+    return [name for name, (stored, sent) in pairs.items() if stored != sent]
+
+
+def _repeated_submit(assignment_id: int, data: ReviewInput) -> Review:
+    """The stored review, for a repeat that says the same; 409 for one that does not, so a
+    client is never told 200 while the judgement it sent is dropped."""
+    review = _stored_review(assignment_id)
+    differences = _judgement_differences(review, data)
+    if differences:
+        raise Conflict(
+            f"Assignment {assignment_id} was already submitted (review {review.pk}) with a"
+            f" different {', '.join(differences)}; a submitted review is never changed, nothing"
+            " was saved.",
+            fields={name: ["differs from the submitted review"] for name in differences},
+            code="already_submitted",
+        )
+    return review
 
 
 _SUBMIT_READ_SQL = """
@@ -959,8 +994,15 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         acceptance,
         response_ids,
     ) = rows[0]
+    campaign = Campaign(
+        pk=campaign_id,
+        kind=kind,
+        rubric=rubric,
+        acceptance=acceptance,
+    )
     if status == Assignment.Status.SUBMITTED:
-        return _stored_review(assignment_id), False
+        data = review_parse(campaign=campaign, response_ids=list(response_ids), body=body)
+        return _repeated_submit(assignment_id, data), False
     assignment = Assignment(
         pk=assignment_id,
         campaign_id=campaign_id,
@@ -975,12 +1017,6 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         is_gold=is_gold,
     )
     _ensure_live(assignment)
-    campaign = Campaign(
-        pk=campaign_id,
-        kind=kind,
-        rubric=rubric,
-        acceptance=acceptance,
-    )
     data = review_parse(campaign=campaign, response_ids=list(response_ids), body=body)
     active = min(
         data.active_seconds if data.active_seconds is not None else 10**9,
@@ -1003,7 +1039,7 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         # or the lease ran out or the item was skipped in between (409, nothing saved).
         current = Assignment.objects.filter(pk=assignment_id).values_list("status", flat=True)
         if current.first() == Assignment.Status.SUBMITTED:
-            return _stored_review(assignment_id), False
+            return _repeated_submit(assignment_id, data), False
         assignment.status = current.first() or assignment.status
         assignment.lease_expires_at = min(assignment.lease_expires_at, now)
         _ensure_live(assignment)
@@ -1020,15 +1056,16 @@ def _submit_portable(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
     now = timezone.now()
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
-        if assignment.status == Assignment.Status.SUBMITTED:
-            return _stored_review(assignment.pk), False
-        _ensure_live(assignment)
         campaign = assignment.campaign
         response_ids = list(
             Response.objects.filter(item_id=assignment.item_id)
             .order_by("position", "id")
             .values_list("pk", flat=True)
         )
+        if assignment.status == Assignment.Status.SUBMITTED:
+            data = review_parse(campaign=campaign, response_ids=response_ids, body=body)
+            return _repeated_submit(assignment.pk, data), False
+        _ensure_live(assignment)
         data = review_parse(campaign=campaign, response_ids=response_ids, body=body)
         active = min(
             data.active_seconds if data.active_seconds is not None else 10**9,

@@ -89,6 +89,59 @@ def test_a_repeated_submit_stores_one_review_and_answers_the_same(
     assert Review.objects.count() == 1
 
 
+def test_a_repeated_submit_with_another_judgement_is_409_and_changes_nothing(
+    api_for, expert, pairwise_campaign
+):
+    """A repeat is answered with the stored review only when it says the same: a client that
+    sends another choice, strength or rationale must not be told 200 while its review is
+    dropped."""
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    first = client.post(url, _submit_body(payload), format="json")
+    assert first.status_code == 201
+    other = payload["item"]["responses"][1]["id"]
+
+    changed = client.post(
+        url,
+        {"preference": {"chosen": other, "strength": 3}, "rationale": "B after all."},
+        format="json",
+    )
+
+    assert changed.status_code == 409, changed.json()
+    error = changed.json()["error"]
+    assert error["code"] == "already_submitted"
+    assert set(error["fields"]) == {"preference.chosen", "preference.strength", "rationale"}
+    assert str(first.json()["id"]) in error["message"]
+    review = Review.objects.get()
+    assert (review.chosen_id, review.strength, review.rationale) == (
+        first.json()["chosen"],
+        2,
+        "A is right.",
+    )
+    # The same judgement again, its active time moved on: still the stored review.
+    again = client.post(url, _submit_body(payload) | {"active_seconds": 50}, format="json")
+    assert again.status_code == 200
+    assert again.json() == first.json()
+
+
+def test_a_repeated_submit_with_an_invalid_body_is_a_400_naming_the_field(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    assert client.post(url, _submit_body(payload), format="json").status_code == 201
+
+    res = client.post(url, {"preference": {"chosen": 987654}}, format="json")
+
+    assert res.status_code == 400
+    assert "preference.chosen" in res.json()["error"]["fields"]
+    assert Review.objects.count() == 1
+
+
 def test_a_late_submit_on_an_expired_lease_is_409_and_saves_nothing(
     api_for, expert, pairwise_campaign
 ):

@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from feedback.errors import Conflict
 from feedback.models import QueueEntry, User
 from reviews import services
 from reviews.models import Assignment, Review
@@ -83,3 +84,38 @@ def test_a_double_submit_from_two_threads_stores_one_review():
     assert len({review.pk for review, _ in outcomes}) == 1
     assert sorted(created for _, created in outcomes) == [False] * 5 + [True]
     assert Review.objects.count() == 1
+
+
+def test_two_concurrent_submits_with_different_choices_store_one_and_refuse_the_other():
+    """Two tabs send different answers at once: one is stored (201) and the other is told
+    it was not (409 already_submitted), never 200 as if it had been."""
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory(campaign=campaign)
+    expert = UserFactory(role=User.Role.EXPERT)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    bodies = [
+        {"preference": {"chosen": rid, "strength": 1}} for rid in assignment.response_order[:2]
+    ]
+
+    def submit(index: int) -> tuple[int, str]:
+        try:
+            review, created = services.review_submit(
+                assignment_id=assignment.pk,
+                expert=User.objects.get(pk=expert.pk),
+                body=bodies[index % 2],
+            )
+        except Conflict as exc:
+            return 409, exc.code
+        return (201 if created else 200), str(review.chosen_id)
+
+    outcomes = in_threads(6, submit)
+
+    review = Review.objects.get()
+    stored = str(review.chosen_id)
+    assert [o for o in outcomes if o[0] == 201] == [(201, stored)]
+    for index, (status, what) in enumerate(outcomes):
+        same = str(bodies[index % 2]["preference"]["chosen"]) == stored
+        assert (status, what) in (
+            {(201, stored), (200, stored)} if same else {(409, "already_submitted")}
+        )
