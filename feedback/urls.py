@@ -18,3 +18,6 @@ urlpatterns = [
     ),
     path("api/v1/", include("feedback.api_urls")),
 ]
+
+# A path no view matches: JSON in the API's error format under /api/, the usual page elsewhere.
+handler404 = "feedback.api_paths.not_found"

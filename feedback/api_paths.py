@@ -1,0 +1,47 @@
+"""Paths the API does not have: answered in the API's error format, never redirected.
+
+Kept apart from `api_errors` (DRF's exception handler and parser): the middleware is loaded
+before DRF's settings, which import that module.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.common import CommonMiddleware
+from django.urls import get_urlconf, is_valid_path
+from django.views import defaults
+
+API_PREFIX = "/api/"
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PREFIX)
+
+
+class ApiCommonMiddleware(CommonMiddleware):
+    """Django's CommonMiddleware, except that a request to an API path without its trailing
+    slash that is not a GET or HEAD is not redirected to the path with one.
+
+    A client follows a 301 with a GET and without its body: a submit sent to `.../submit` was
+    answered 405 "GET not allowed" and its review was lost. It gets a 404 naming the path to
+    use instead (`not_found`)."""
+
+    def should_redirect_with_slash(self, request: HttpRequest) -> bool:
+        if _is_api(request) and request.method not in {"GET", "HEAD"}:
+            return False
+        return super().should_redirect_with_slash(request)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 404 of a path no view matched: the API's error format under /api/, where scripts
+    read the answer, and Django's page everywhere else."""
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)
+    message = f"No API endpoint at {request.method} {request.path}."
+    if not request.path_info.endswith("/") and is_valid_path(
+        f"{request.path_info}/", get_urlconf()
+    ):
+        message += f" The API's paths end with a slash: {request.path}/"
+    return JsonResponse(
+        {"error": {"code": "not_found", "message": message, "fields": {}}}, status=404
+    )
