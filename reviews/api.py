@@ -49,12 +49,30 @@ class ReviewOutput(serializers.ModelSerializer[Review]):
         ]
 
 
-class SkipInput(serializers.Serializer[Any]):
+class _KnownFieldsOnly(serializers.Serializer[Any]):
+    """Refuses a field it does not know, as the submit does: a misspelt `active` read as the
+    default would extend the lease and count idle time as work."""
+
+    what = ""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        sent = self.initial_data if isinstance(self.initial_data, dict) else {}
+        unknown = sorted(str(key) for key in sent if key not in self.fields)
+        if unknown:
+            raise serializers.ValidationError(
+                {key: [f"is not a field of a {self.what}"] for key in unknown}
+            )
+        return attrs
+
+
+class SkipInput(_KnownFieldsOnly):
+    what = "skip"
     reason = serializers.ChoiceField(choices=sorted(services.SKIP_REASONS))
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-class HeartbeatInput(serializers.Serializer[Any]):
+class HeartbeatInput(_KnownFieldsOnly):
+    what = "heartbeat"
     active = serializers.BooleanField(default=True)
 
 

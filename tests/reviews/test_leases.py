@@ -208,6 +208,40 @@ def test_an_idle_heartbeat_does_not_extend_the_lease(api_for, expert):
     assert res.json()["lease_expires_at"] == ends.isoformat()
 
 
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("heartbeat", {"activ": False}, "activ"),
+        ("heartbeat", {"active": False, "idle": True}, "idle"),
+        ("skip", {"reason": "other", "notes": "conflict"}, "notes"),
+    ],
+)
+def test_a_heartbeat_or_skip_with_a_field_it_does_not_know_is_a_400_naming_it(
+    api_for, expert, action, body, field
+):
+    """A misspelt `active` was read as the default, an active beat: the lease grew and the
+    time was counted as work while the client meant idle."""
+    campaign = CampaignFactory(overlap=1, lease_minutes=10)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    ends = timezone.now() + timedelta(seconds=5)
+    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    before = Assignment.objects.get(pk=assignment.pk)
+
+    res = api_for(expert).post(f"/api/v1/assignments/{assignment.pk}/{action}/", body, "json")
+
+    assert res.status_code == 400, res.json()
+    error = res.json()["error"]
+    assert error["fields"] == {field: [f"is not a field of a {action}"]}
+    after = Assignment.objects.get(pk=assignment.pk)
+    assert (after.status, after.lease_expires_at, after.observed_seconds) == (
+        "claimed",
+        ends,
+        before.observed_seconds,
+    )
+    assert after.last_seen_at == before.last_seen_at
+
+
 def test_a_heartbeat_on_an_expired_lease_is_409(api_for, expert):
     campaign = CampaignFactory(overlap=1)
     ItemFactory(campaign=campaign)
