@@ -43,35 +43,33 @@ def error_body(
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
-def _request_over_django_limits(exc: Exception) -> Response | None:
+def django_limit_error(exc: Exception) -> tuple[dict[str, Any], int] | None:
     """Django refuses a body over its own limits while parsing it (a plain 400 page, left to
-    itself): the same refusal in the API's format, naming the limit."""
+    itself): the same refusal in the API's format, naming the limit, with its status."""
     if isinstance(exc, TooManyFilesSent):
         limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
         message = f"The request carries more than {limit} files; send at most {limit}."
-        return Response(
+        return (
             error_body("too_many_files", message, {"images": [f"more than {limit} files"]}),
-            status=status.HTTP_400_BAD_REQUEST,
+            status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, TooManyFieldsSent):
         limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
         message = f"The request carries more than {limit} form fields."
-        return Response(error_body("too_many_fields", message), status=status.HTTP_400_BAD_REQUEST)
+        return error_body("too_many_fields", message), status.HTTP_400_BAD_REQUEST
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         message = f"The request's body (files aside) is over {limit:,} bytes."
-        return Response(
-            error_body("file_too_large", message), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-        )
+        return error_body("file_too_large", message), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     return None
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
-    refused = _request_over_django_limits(exc)
+    refused = django_limit_error(exc)
     if refused is not None:
-        return refused
+        return Response(refused[0], status=refused[1])
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -1,7 +1,8 @@
-"""Paths the API does not have: answered in the API's error format, never redirected.
+"""What Django answers before a view runs, in the API's error format where scripts read it:
+paths the API does not have (never redirected), and bodies Django refuses while reading them.
 
 Kept apart from `api_errors` (DRF's exception handler and parser): the middleware is loaded
-before DRF's settings, which import that module.
+before DRF's settings, which import that module; the 400 handler imports it when it runs.
 """
 
 from __future__ import annotations
@@ -44,4 +45,26 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
         message += f" The API's paths end with a slash: {request.path}/"
     return JsonResponse(
         {"error": {"code": "not_found", "message": message, "fields": {}}}, status=404
+    )
+
+
+def _answers_scripts(request: HttpRequest) -> bool:
+    view = getattr(getattr(request, "resolver_match", None), "func", None)
+    return _is_api(request) or bool(getattr(view, "script_only", False))
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A request Django refused before its view ran: a body over its limits (read by the CSRF
+    check of a signed-in POST, before the view), a Host it does not serve. JSON under /api/
+    and for the endpoints only scripts call (the autosave), Django's page elsewhere."""
+    if not _answers_scripts(request):
+        return defaults.bad_request(request, exception)
+    from feedback.api_errors import django_limit_error
+
+    refused = django_limit_error(exception)
+    if refused is not None:
+        return JsonResponse(refused[0], status=refused[1])
+    message = "The request could not be read; nothing was changed."
+    return JsonResponse(
+        {"error": {"code": "bad_request", "message": message, "fields": {}}}, status=400
     )

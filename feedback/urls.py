@@ -19,5 +19,7 @@ urlpatterns = [
     path("api/v1/", include("feedback.api_urls")),
 ]
 
-# A path no view matches: JSON in the API's error format under /api/, the usual page elsewhere.
+# A path no view matches, a request refused before its view: JSON under /api/ (and, for a 400,
+# the endpoints only scripts call), the usual page elsewhere.
 handler404 = "feedback.api_paths.not_found"
+handler400 = "feedback.api_paths.bad_request"

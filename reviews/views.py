@@ -74,6 +74,9 @@ def signed_in(*, script_only: bool = False) -> Callable[[View], View]:
                 )
             return redirect_to_login(request.get_full_path())
 
+        # Read by the 400 handler (feedback.api_paths.bad_request): a body Django refuses
+        # before the view runs is answered in JSON here too.
+        guarded.script_only = script_only  # type: ignore[attr-defined]
         return guarded
 
     return decorate

@@ -64,3 +64,13 @@ def test_pages_outside_the_api_keep_their_html_404(client):
 
     assert res.status_code == 404
     assert res["Content-Type"].startswith("text/html")
+
+
+def test_a_host_the_server_does_not_serve_is_a_json_400_on_the_api(api_for, expert, client):
+    res = api_for(expert).post("/api/v1/campaigns/1/next/", HTTP_HOST="evil.example")
+
+    assert res.status_code == 400
+    assert _error(res)["code"] == "bad_request"
+    page = client.get("/", HTTP_HOST="evil.example")
+    assert page.status_code == 400
+    assert page["Content-Type"].startswith("text/html")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -79,6 +80,29 @@ def test_a_draft_for_an_expired_lease_is_refused_in_words(expert):
     )
     assert res.status_code == 409
     assert res.json()["error"]["code"] == "lease_expired"
+    assignment.refresh_from_db()
+    assert assignment.draft == {}
+
+
+def test_a_draft_over_the_request_limits_is_refused_in_the_apis_format(expert, settings):
+    """Django refuses such a body while reading it (the CSRF check reads the form first, as
+    for every signed-in POST); the autosave, a script, was answered with an HTML page."""
+    assignment = correction_claim(expert)
+    url = reverse("review-draft", args=[assignment.pk])
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(expert)
+    client.get(reverse("review-page", args=[assignment.pk]))
+    token = {"HTTP_X_CSRFTOKEN": client.cookies["csrftoken"].value}
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5_000
+
+    many = client.post(url, {f"rating-1-c{i}": "3" for i in range(60)}, **token)
+    big = client.post(url, {"rationale": "x" * 6_000}, **token)
+
+    assert (many.status_code, many.json()["error"]["code"]) == (400, "too_many_fields")
+    assert "more than 50 form fields" in many.json()["error"]["message"]
+    assert (big.status_code, big.json()["error"]["code"]) == (413, "file_too_large")
+    assert "5,000 bytes" in big.json()["error"]["message"]
     assignment.refresh_from_db()
     assert assignment.draft == {}
 
