@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
@@ -15,7 +16,7 @@ from django.utils.html import format_html
 
 from feedback import services
 from feedback.errors import ValidationFailed
-from feedback.imports import lock_campaign_intake
+from feedback.imports import IntakeBusy, lock_campaign_intake
 from feedback.item_input import (
     ResponseInput,
     check_gold_answer,
@@ -155,7 +156,11 @@ def _settle_content_hash(item: Item, responses: list[Response]) -> None:
         item.context,
         [ResponseInput(r.model_name, r.text, r.format, r.images) for r in responses],
     )
-    lock_campaign_intake(item.campaign_id)
+    try:
+        # Bounded, as for a batch: an import holds the lock for as long as it runs.
+        lock_campaign_intake(item.campaign_id, wait_seconds=settings.INTAKE_LOCK_WAIT_SECONDS)
+    except IntakeBusy as exc:
+        raise ValidationError(exc.message) from None
     same = (
         Item.objects.filter(campaign_id=item.campaign_id, content_hash=item.content_hash)
         .exclude(pk=item.pk)

@@ -15,6 +15,7 @@ import math
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.utils import timezone
 
-from feedback.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
+from feedback.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
 from feedback.imports_readers import (
     ColumnMapping,
     MappingError,
@@ -59,6 +60,8 @@ CHUNK_ITEMS = 5000
 # ...or fewer, once their COPY lines come to this many bytes: a chunk of large items (200 KB
 # each, say) is held whole, with its parsed items, a few chunks at a time.
 CHUNK_BYTES = 8 * 1024 * 1024
+# The first key of the campaign intake advisory lock, the campaign id the second.
+INTAKE_LOCK_KEY = 7301
 
 FORMAT_BY_EXTENSION = {
     ".jsonl": ImportJob.Format.JSONL,
@@ -427,11 +430,55 @@ def _nested_too_deeply(job: ImportJob, tally: _Tally) -> UnreadableFile:
     )
 
 
-def lock_campaign_intake(campaign_id: int) -> None:
-    """One writer of items per campaign at a time, so de-duplication sees every earlier row."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [7301, campaign_id])
+class IntakeBusy(Conflict):
+    code = "intake_busy"
+
+
+def lock_campaign_intake(campaign_id: int, *, wait_seconds: float | None = None) -> None:
+    """One writer of items per campaign at a time, so de-duplication sees every earlier row.
+
+    The lock is held until the caller's transaction ends: for an import, as long as it runs
+    (minutes for a large file). `wait_seconds` bounds the wait (a web request must answer
+    within gunicorn's timeout); past it, IntakeBusy names what holds the campaign. None waits
+    as long as it takes."""
+    if connection.vendor != "postgresql":
+        return
+    key = [INTAKE_LOCK_KEY, campaign_id]
+    with connection.cursor() as cursor:
+        if wait_seconds is None:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", key)
+            return
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", key)
+            row = cursor.fetchone()
+            if row is not None and row[0]:
+                return
+            if time.monotonic() >= deadline:
+                raise IntakeBusy(intake_busy_message(campaign_id, waited=wait_seconds))
+            time.sleep(0.1)
+
+
+def intake_import_running(campaign_id: int, *, other_than: int | None = None) -> int | None:
+    """The id of an import of the campaign that is running (the usual holder of its intake)."""
+    running = ImportJob.objects.filter(campaign_id=campaign_id, status=ImportJob.Status.RUNNING)
+    if other_than is not None:
+        running = running.exclude(pk=other_than)
+    return running.order_by("started_at", "pk").values_list("pk", flat=True).first()
+
+
+def intake_busy_message(campaign_id: int, *, waited: float) -> str:
+    running = intake_import_running(campaign_id)
+    if running is not None:
+        return (
+            f"Import {running} is writing items into this campaign (one writer at a time) and"
+            f" did not finish within {waited:g} s; nothing was stored. Send this again once the"
+            f" import has finished (GET imports/{running}/)."
+        )
+    return (
+        "Another writer of this campaign's items (an import, a batch or an edit in the admin)"
+        f" did not finish within {waited:g} s; nothing was stored. Send this again shortly."
+    )
 
 
 def campaign_overlap_now(campaign_id: int) -> int:

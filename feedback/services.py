@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -412,7 +413,8 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
     hashes = {i.content_hash for i in items}
     ext_ids = {i.external_id for i in items if i.external_id}
     with transaction.atomic():
-        lock_campaign_intake(campaign.pk)
+        # Bounded: an import holds the lock for as long as it runs.
+        lock_campaign_intake(campaign.pk, wait_seconds=settings.INTAKE_LOCK_WAIT_SECONDS)
         campaign.overlap = campaign_overlap_now(campaign.pk)  # the new items' open slots
         stored_hashes = set(
             Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(

@@ -363,6 +363,10 @@ IMPORT_IMAGES_MAX_BYTES = env_int("IMPORT_IMAGES_MAX_BYTES", 1024**3)
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 IMAGE_MAX_SIDE = env_int("IMAGE_MAX_SIDE", 8192)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 25_000_000)
+# How long a web request writing items (a batch, an admin edit) waits for the campaign's
+# intake lock, held by an import for as long as it runs, before it is refused (409); well
+# under gunicorn's timeout (60 s), which would kill the worker with the request.
+INTAKE_LOCK_WAIT_SECONDS = env_int("INTAKE_LOCK_WAIT_SECONDS", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 20 * 1024 * 1024)
 
 # --- Security -------------------------------------------------------------

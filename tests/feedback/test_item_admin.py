@@ -419,3 +419,41 @@ def test_a_gold_answer_that_could_not_be_checked_is_a_form_error(admin_mfa_clien
     assert page.status_code == 200
     assert "must be {&quot;chosen_position&quot;: 0 or 1}" in page.content.decode()
     assert Item.objects.count() == 1
+
+
+def test_an_item_added_while_an_import_writes_into_its_campaign_is_a_form_error(
+    admin_mfa_client, settings
+):
+    """The admin waits for the campaign's intake lock as a batch does, INTAKE_LOCK_WAIT_SECONDS
+    and no longer (an import holds it for as long as it runs; gunicorn would kill the worker
+    first), then says so on the form. A second PostgreSQL session plays the import."""
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    from feedback.models import ImportJob
+
+    settings.INTAKE_LOCK_WAIT_SECONDS = 1
+    campaign = CampaignFactory(overlap=2)
+    running = ImportJob.objects.create(
+        campaign=campaign,
+        created_by=UserFactory(role=User.Role.ENGINEER),
+        format="jsonl",
+        status="running",
+    )
+    db = connection.settings_dict
+    importer = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
+    importer.execute("SELECT pg_advisory_xact_lock(7301, %s)", [campaign.pk])
+    ends = threading.Timer(6, importer.rollback)
+    ends.start()
+    try:
+        page = admin_mfa_client.post(
+            ADD, form(campaign.pk, prompt="Which is clearer?", priority=5, responses=["A", "B"])
+        )
+    finally:
+        ends.join()
+        importer.close()
+    assert page.status_code == 200
+    assert f"Import {running.pk} is writing items into this campaign" in page.content.decode()
+    assert not Item.objects.filter(campaign=campaign).exists()

@@ -220,3 +220,46 @@ def test_an_unknown_key_holding_a_lone_surrogate_is_named_with_u_fffd(
         "items[0].\ufffd": ["is not a field of an item"],
         "items[0].responses[0].k\ufffd": ["is not a field of a response"],
     }
+
+
+def test_a_batch_sent_while_an_import_writes_into_the_campaign_is_refused_not_held(
+    api_for, engineer, pairwise_campaign, settings
+):
+    """A running import holds the campaign's intake lock for as long as it runs (minutes for a
+    large file). A batch does not wait that long, which would outlast the web worker's timeout
+    (gunicorn kills it: a 500 with nothing said): it waits INTAKE_LOCK_WAIT_SECONDS, then is
+    refused with a 409 naming the import. A second PostgreSQL session plays the import."""
+    import threading
+    import time
+
+    import psycopg
+    from django.db import connection
+
+    from feedback.models import ImportJob
+
+    settings.INTAKE_LOCK_WAIT_SECONDS = 1
+    running = ImportJob.objects.create(
+        campaign=pairwise_campaign, created_by=engineer, format="jsonl", status="running"
+    )
+    db = connection.settings_dict
+    importer = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
+    importer.execute("SELECT pg_advisory_xact_lock(7301, %s)", [pairwise_campaign.pk])
+    # Without a bound the batch would wait as long as the import: here, 6 s.
+    ends = threading.Timer(6, importer.rollback)
+    ends.start()
+    try:
+        started = time.monotonic()
+        res = api_for(engineer).post(
+            f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD], format="json"
+        )
+        waited = time.monotonic() - started
+    finally:
+        ends.join()
+        importer.close()
+    assert res.status_code == 409, res.json()
+    error = res.json()["error"]
+    assert error["code"] == "intake_busy"
+    assert f"Import {running.pk} " in error["message"]
+    assert f"imports/{running.pk}/" in error["message"]
+    assert waited < 4
+    assert not Item.objects.filter(campaign=pairwise_campaign).exists()
