@@ -62,6 +62,10 @@ CHUNK_ITEMS = 5000
 CHUNK_BYTES = 8 * 1024 * 1024
 # The first key of the campaign intake advisory lock, the campaign id the second.
 INTAKE_LOCK_KEY = 7301
+# An import finding its campaign taken (by another import, which may run for minutes) tries
+# this long, then goes back to `queued` and is tried again IMPORT_RETRY_SECONDS later.
+INTAKE_TRY_SECONDS = 2
+IMPORT_RETRY_SECONDS = 5
 
 FORMAT_BY_EXTENSION = {
     ".jsonl": ImportJob.Format.JSONL,
@@ -340,25 +344,58 @@ def _rows(job: ImportJob, binary: IO[bytes]) -> Iterator[SourceRow]:
     return read_label_studio(binary, mapping)
 
 
-def import_run(*, import_id: int) -> ImportJob:
+class ImportDeferred(Exception):
+    """The import went back to `queued`: another writer has its campaign. Run it again later."""
+
+
+class _Busy(Exception):
+    """Leaves the import's transaction: its campaign is taken."""
+
+
+def import_run(*, import_id: int, defer_when_busy: bool = False) -> ImportJob:
     """Run one import. Idempotent: a finished job, or one a live runner has, is left alone.
 
     1. Claim the job (feedback/jobs.py): a queued one, or a running one whose runner died.
-    2. Stream its rows; validate each; collect errors with their line or row and field.
-    3. Write valid rows in chunks (COPY on PostgreSQL), skipping duplicates of the campaign.
-    4. All or nothing: any invalid row (unless on_error=skip) rolls everything back.
+    2. Take the campaign's intake lock. Another import holding it runs for as long as its
+       file takes: with `defer_when_busy`, after INTAKE_TRY_SECONDS the job goes back to
+       `queued`, saying what it waits for, and ImportDeferred tells the caller (the task)
+       to run it again later; else it waits.
+    3. Stream its rows; validate each; collect errors with their line or row and field.
+    4. Write valid rows in chunks (COPY on PostgreSQL), skipping duplicates of the campaign.
+    5. All or nothing: any invalid row (unless on_error=skip) rolls everything back.
     """
     with job_claim(model=ImportJob, job_id=import_id) as claim:
         job = ImportJob.objects.select_related("campaign").get(pk=import_id)
-        return _import_execute(job) if claim.claimed else job
+        return _import_execute(job, defer_when_busy) if claim.claimed else job
 
 
-def _import_execute(job: ImportJob) -> ImportJob:
+def _defer(job: ImportJob) -> None:
+    running = intake_import_running(job.campaign_id, other_than=job.pk)
+    what = (
+        f"import {running} of this campaign"
+        if running is not None
+        else "another writer of this campaign's items"
+    )
+    # resent_at: its task is being sent again, so the rescue of lost queued jobs leaves it be.
+    ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
+        status=ImportJob.Status.QUEUED,
+        started_at=None,
+        resent_at=timezone.now(),
+        message=f"Waiting for {what} to finish (one import writes into a campaign at a time).",
+    )
+
+
+def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     tally = _Tally()
     message = ""
     try:
         with transaction.atomic():
-            lock_campaign_intake(job.campaign_id)
+            try:
+                lock_campaign_intake(
+                    job.campaign_id, wait_seconds=INTAKE_TRY_SECONDS if defer_when_busy else None
+                )
+            except IntakeBusy:
+                raise _Busy from None
             with job.file.open("rb") as binary:
                 try:
                     _load(job, _rows(job, binary), tally)
@@ -366,6 +403,9 @@ def _import_execute(job: ImportJob) -> ImportJob:
                     raise _nested_too_deeply(job, tally) from None
             if tally.invalid and job.on_error == ImportJob.OnError.ABORT:
                 raise _Abort
+    except _Busy:
+        _defer(job)
+        raise ImportDeferred from None
     except _Abort:
         message = (
             f"{tally.invalid} invalid row{'s' if tally.invalid != 1 else ''}"

@@ -78,9 +78,10 @@ def job_claim(*, model: JobModel, job_id: int) -> Iterator[JobClaim]:
     locked_on = connection.connection
     try:
         status = _status(model, job_id)
+        # A queued job's message says what it waited for (an import, for its campaign).
         claimed = status == queued and bool(
             model.objects.filter(pk=job_id, status=queued).update(
-                status=running, started_at=timezone.now()
+                status=running, started_at=timezone.now(), message=""
             )
         )
         taken_over = status == running and _take_over(model, job_id)

@@ -6,15 +6,23 @@ import or a generation whose worker died is taken over by the redelivered task
 (feedback/jobs.py), or, should none come in time, by the task `jobs_rescue` sends again.
 """
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from feedback import generation, imports
 from feedback.models import ImportJob
 
 
-@shared_task(name="feedback.tasks.import_run")
-def import_run_task(import_id: int) -> str:
-    return imports.import_run(import_id=import_id).status
+@shared_task(name="feedback.tasks.import_run", bind=True, max_retries=None)
+def import_run_task(self: Task, import_id: int) -> str:
+    # An import whose campaign another import is writing into goes back to `queued` and its
+    # task is sent again, rather than holding a worker process for as long as the other runs.
+    # Run eagerly (no broker) there is no other process to leave the work to: it waits.
+    try:
+        return imports.import_run(
+            import_id=import_id, defer_when_busy=not self.request.is_eager
+        ).status
+    except imports.ImportDeferred:
+        raise self.retry(countdown=imports.IMPORT_RETRY_SECONDS) from None
 
 
 @shared_task(name="feedback.tasks.generation_run")

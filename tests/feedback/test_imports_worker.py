@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from feedback import imports
 from feedback.models import ImportJob, QueueEntry
@@ -35,3 +37,52 @@ def test_a_queued_import_is_run_by_the_worker(celery_worker_process: Worker) -> 
     assert QueueEntry.objects.filter(campaign=campaign, open_slots=2).count() == 50
     # The worker and this process agree on what is stored: a second run changes nothing.
     assert imports.import_run(import_id=job.pk).created_count == 50
+
+
+def _queued_import(engineer: object, campaign: object, prefix: str) -> ImportJob:
+    lines = b"".join(
+        b'{"external_id": "%s-%d", "prompt": "%s %d?", "responses": [{"model": "m", "text": "A"}]}\n'
+        % (prefix.encode(), n, prefix.encode(), n)
+        for n in range(5)
+    )
+    job = ImportJob.objects.create(
+        campaign=campaign, created_by=engineer, format="jsonl", filename=f"{prefix}.jsonl"
+    )
+    job.file.save(f"{prefix}.jsonl", SimpleUploadedFile(f"{prefix}.jsonl", lines))
+    return job
+
+
+def test_an_import_waiting_for_its_campaign_leaves_the_worker_to_other_imports(
+    celery_worker_process: Worker,
+) -> None:
+    """One import writes into a campaign at a time, and a large one runs for minutes. A second
+    import of that campaign does not sit in a worker process for all that time (with
+    `--concurrency 2`, two of them stop every other import, generation and sweep): it goes back
+    to `queued`, saying what it waits for, and is tried again. A second PostgreSQL session plays
+    the running import, holding the campaign's intake lock in its transaction."""
+    engineer = UserFactory(role="engineer")
+    busy, free = (CampaignFactory(kind="rating", created_by=engineer) for _ in range(2))
+    running = ImportJob.objects.create(
+        campaign=busy, created_by=engineer, format="jsonl", status="running"
+    )
+    waiting, other = _queued_import(engineer, busy, "busy"), _queued_import(engineer, free, "free")
+    db = connection.settings_dict
+    importer = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
+    importer.execute("SELECT pg_advisory_xact_lock(7301, %s)", [busy.pk])
+    try:
+        celery_worker_process.send("feedback.tasks.import_run", waiting.pk)
+        celery_worker_process.send("feedback.tasks.import_run", other.pk)
+        # The worker runs one task at a time (solo pool): the other campaign's import runs
+        # only if the waiting one gave the worker back.
+        wait_for_status(other, {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED}, 30)
+        assert other.status == ImportJob.Status.SUCCEEDED, other.message
+        waiting.refresh_from_db()
+        assert waiting.status == ImportJob.Status.QUEUED
+        assert f"import {running.pk} " in waiting.message
+    finally:
+        importer.rollback()
+        importer.close()
+    wait_for_status(waiting, {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED}, 30)
+    assert waiting.status == ImportJob.Status.SUCCEEDED, waiting.message
+    assert waiting.created_count == 5
+    assert waiting.message == "Imported 5 items."
