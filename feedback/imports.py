@@ -165,7 +165,50 @@ def _check_images_size(images: list[UploadedFile]) -> None:
         )
 
 
+# Compressed files, known by their name or their first bytes: refused with what to do.
+COMPRESSED_SUFFIXES = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".tgz": "gzip",
+    ".bz2": "bzip2",
+    ".xz": "xz",
+    ".zst": "zstd",
+    ".zip": "zip",
+    ".7z": "7z",
+}
+COMPRESSED_MAGIC = [
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+]
+
+
+def _compressed(kind: str, name: str | None) -> UnsupportedMediaType:
+    # gunzip takes only a name ending in .gz.
+    how = f" (`gunzip {name}`)" if kind == "gzip" and (name or "").endswith(".gz") else ""
+    return UnsupportedMediaType(
+        f"The file is {kind}-compressed; an import takes the file uncompressed. Decompress it"
+        f"{how} and send the .jsonl, .csv, .parquet or .json file itself.",
+        fields={"file": [f"{kind}-compressed; send it uncompressed"]},
+    )
+
+
+def _compression_of(head: bytes) -> str | None:
+    for magic, kind in COMPRESSED_MAGIC:
+        if head.startswith(magic):
+            return kind
+    # "BZh", the block size 1-9, then a block's or the end's magic number.
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return "bzip2"
+    return None
+
+
 def _detect_format(upload: UploadedFile, requested: str | None) -> str:
+    suffix = PurePath(upload.name or "").suffix.lower()
+    if suffix in COMPRESSED_SUFFIXES:
+        raise _compressed(COMPRESSED_SUFFIXES[suffix], upload.name)
     if requested:
         if requested not in ImportJob.Format.values:
             raise ValidationFailed(
@@ -173,7 +216,6 @@ def _detect_format(upload: UploadedFile, requested: str | None) -> str:
                 fields={"format": [f"unknown format {requested!r}"]},
             )
         return requested
-    suffix = PurePath(upload.name or "").suffix.lower()
     found = FORMAT_BY_EXTENSION.get(suffix)
     if found is None:
         raise UnsupportedMediaType(
@@ -185,6 +227,13 @@ def _detect_format(upload: UploadedFile, requested: str | None) -> str:
 
 
 def _check_content(upload: UploadedFile, fmt: str) -> None:
+    upload.seek(0)
+    head = upload.read(8192)
+    upload.seek(0)
+    # First: a compressed file is sent as application/gzip as often as under a plain name.
+    compression = _compression_of(head)
+    if compression is not None:
+        raise _compressed(compression, upload.name)
     declared = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
     if declared not in CONTENT_TYPES[fmt]:
         raise UnsupportedMediaType(
@@ -192,9 +241,6 @@ def _check_content(upload: UploadedFile, fmt: str) -> None:
             f"(expected one of {', '.join(sorted(CONTENT_TYPES[fmt]))}).",
             fields={"file": [f"content type {declared} does not match format {fmt}"]},
         )
-    upload.seek(0)
-    head = upload.read(8192)
-    upload.seek(0)
     if fmt == ImportJob.Format.PARQUET:
         if not head.startswith(b"PAR1"):
             raise UnsupportedMediaType(

@@ -258,6 +258,52 @@ def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_cam
     assert Item.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "kind", "fields"),
+    [
+        ("items.jsonl.gz", "gzip", {}),
+        ("items.jsonl", "gzip", {}),
+        ("items.jsonl", "gzip", {"content_type": "application/gzip"}),
+        ("items.gz", "gzip", {"format": "jsonl"}),
+        ("items.csv", "bzip2", {}),
+        ("items.jsonl.zst", "zstd", {}),
+        ("export.zip", "zip", {"format": "csv"}),
+        ("train.parquet", "gzip", {}),
+    ],
+)
+def test_a_compressed_file_is_refused_saying_it_is_compressed(upload, name, kind, fields):
+    """Imports read files as they are: a compressed one (a dataset's usual .jsonl.gz) is
+    refused at once, saying so and what to do, whatever its name or the format sent."""
+    import bz2
+    import gzip
+    import zipfile
+
+    raw = jsonl(item_object(1), item_object(2))
+    if kind == "gzip":
+        content = gzip.compress(raw)
+    elif kind == "bzip2":
+        content = bz2.compress(raw)
+    elif kind == "zstd":
+        content = b"\x28\xb5\x2f\xfd" + b"\x00" * 32  # a zstd frame's magic number
+    else:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("items.csv", raw)
+        content = buffer.getvalue()
+    res, _ = upload(name, content, **fields)
+
+    assert res.status_code == 415, res.json()
+    error = res.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert error["message"].startswith(f"The file is {kind}-compressed;"), error["message"]
+    assert "uncompressed" in error["message"]
+    # A command to run, where it would work.
+    assert ("`gunzip items.jsonl.gz`" in error["message"]) == (name == "items.jsonl.gz")
+    assert error["fields"] == {"file": [f"{kind}-compressed; send it uncompressed"]}
+    assert ImportJob.objects.count() == 0
+    assert Item.objects.count() == 0
+
+
 def test_on_error_skip_imports_the_valid_rows_and_lists_the_rest(upload):
     _res, status = upload(
         "items.jsonl", jsonl(item_object(1), b"not json", item_object(3)), on_error="skip"
