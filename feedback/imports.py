@@ -268,6 +268,11 @@ def import_create(
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers import items.")
     _check_size(upload.size or 0)
+    if not upload.size:
+        raise ValidationFailed(
+            "The file is empty (0 bytes): there is nothing to import.",
+            fields={"file": ["is empty (0 bytes)"]},
+        )
     images = list(images)
     _check_images_size(images)
     fmt = _detect_format(upload, format)
@@ -475,6 +480,13 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
         logger.exception("import %s failed", job.pk)
         tally.created = 0
         message = f"The import failed: {failure_reason(exc)}; nothing was imported."
+    if not message and not tally.rows:
+        # Only blank lines, a CSV header, an empty array: most likely not the file meant.
+        tally.error({}, "", "no rows")
+        message = (
+            "The file holds no rows (only blank lines, a header, or an empty array);"
+            " nothing was imported."
+        )
     failed = bool(message)
     if not failed:
         message = (

@@ -304,6 +304,36 @@ def test_a_compressed_file_is_refused_saying_it_is_compressed(upload, name, kind
     assert Item.objects.count() == 0
 
 
+def test_an_empty_file_is_refused_at_once(upload):
+    """A 0-byte upload (an export that wrote nothing, the wrong file picked) is not an import
+    that 'succeeded' with nothing in it."""
+    res, _ = upload("items.jsonl", b"")
+
+    assert res.status_code == 400, res.json()
+    error = res.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["fields"] == {"file": ["is empty (0 bytes)"]}
+    assert ImportJob.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("items.jsonl", b"\n\n  \n"),
+        ("items.csv", b"external_id,prompt,chosen,rejected\r\n"),
+        ("export.json", b"[]"),
+    ],
+)
+def test_a_file_without_a_single_row_fails_saying_so(upload, name, content):
+    _res, status = upload(name, content)
+
+    assert status["status"] == "failed"
+    assert (status["rows"], status["created"]) == (0, 0)
+    assert status["message"].startswith("The file holds no rows"), status["message"]
+    assert status["errors"] == [{"field": "", "message": "no rows"}]
+    assert Item.objects.count() == 0
+
+
 def test_on_error_skip_imports_the_valid_rows_and_lists_the_rest(upload):
     _res, status = upload(
         "items.jsonl", jsonl(item_object(1), b"not json", item_object(3)), on_error="skip"
