@@ -43,6 +43,14 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
         f"{request.path_info}/", get_urlconf()
     ):
         message += f" The API's paths end with a slash: {request.path}/"
+    name = request.path.rsplit("/", 1)[-1]
+    if request.method in {"PUT", "POST"} and "." in name:
+        # `curl -T FILE URL/` sends PUT URL/FILE.
+        message += (
+            " A file is sent as multipart/form-data in a `file` field to an endpoint that"
+            f" takes it (curl -F file=@{name} .../imports/, not curl -T, which adds the"
+            " file's name to the URL)."
+        )
     return JsonResponse(
         {"error": {"code": "not_found", "message": message, "fields": {}}}, status=404
     )

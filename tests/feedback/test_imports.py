@@ -994,3 +994,22 @@ def test_a_mapping_nested_too_deeply_to_read_is_refused_naming_it(upload):
 
     assert res.status_code == 400, res.content
     assert res.json()["error"]["fields"] == {"mapping": ["is nested too deeply to be read"]}
+
+
+def test_a_file_sent_with_curl_T_gets_the_api_error_saying_how_to_send_it(
+    api_for, engineer, pairwise_campaign
+):
+    """`curl -T items.jsonl …/imports/` PUTs the file to `…/imports/items.jsonl` (curl adds the
+    file's name to a URL ending in /). That path is no endpoint: the answer is the API's JSON
+    404, saying how a file is sent."""
+    client = api_for(engineer)
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/items.jsonl"
+    res = client.put(url, jsonl(item_object(1)), content_type="application/octet-stream")
+
+    assert res.status_code == 404
+    assert res["Content-Type"] == "application/json"
+    error = res.json()["error"]
+    assert error["code"] == "not_found"
+    assert error["message"].startswith(f"No API endpoint at PUT {url}."), error["message"]
+    assert "curl -F file=@items.jsonl" in error["message"]
+    assert ImportJob.objects.count() == 0
