@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import runpy
+import secrets
+import signal
+import subprocess
+import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
 
-from tests.e2e.stack import COMPOSE, ROOT
+from tests.e2e.stack import BIN, COMPOSE, ROOT, Http, free_port, wait_until
 
 DEPLOY = ROOT / "deploy"
 
@@ -93,3 +99,75 @@ def test_gunicorn_refuses_a_malformed_number(monkeypatch):
     monkeypatch.setenv("WEB_CONCURRENCY", "many")
     with pytest.raises(SystemExit, match="WEB_CONCURRENCY='many' is not an integer"):
         runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+
+
+def _gunicorn_env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "CELERY_BROKER_URL": "",
+        "GUNICORN_ACCESS_LOG": "/dev/null",
+        **extra,
+    }
+
+
+def test_the_preloaded_master_imports_every_view_and_forks_without_a_connection():
+    """What gunicorn's master does before it forks (on_starting, after loading the app)."""
+    script = (
+        "import runpy, sys, types\n"
+        "from feedback.wsgi import application\n"
+        "from django.db import connection\n"
+        "connection.ensure_connection()\n"
+        "assert 'reviews.api' not in sys.modules\n"
+        f"config = runpy.run_path({str(DEPLOY / 'gunicorn.conf.py')!r})\n"
+        "assert config['preload_app'] is True\n"
+        "server = types.SimpleNamespace(cfg=types.SimpleNamespace(preload_app=True))\n"
+        "config['on_starting'](server)\n"
+        "assert 'reviews.api' in sys.modules and 'datasets_app.api' in sys.modules\n"
+        "assert connection.connection is None, 'the workers would share its socket'\n"
+        "print('ok')\n"
+    )
+    server = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/x"))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        # Any database of the server: the script only connects.
+        env=_gunicorn_env(DATABASE_URL=urlunsplit(server._replace(path="/postgres"))),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_preloaded_workers_are_recycled_and_keep_serving(tmp_path):
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = _gunicorn_env(
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="1",
+        GUNICORN_MAX_REQUESTS="4",
+        GUNICORN_MAX_REQUESTS_JITTER="0",
+    )
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        http = Http(f"http://127.0.0.1:{port}")
+        wait_until("gunicorn to answer", lambda: http.get("/api/v1/campaigns/"), 45)
+        replies = [http.get("/api/v1/campaigns/") for _ in range(20)]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert {r.status_code for r in replies} == {401}, log.read_text()[-2000:]
+    assert all(r.json()["error"]["code"] == "not_authenticated" for r in replies)
+    assert log.read_text().count("Booting worker") >= 5, log.read_text()[-2000:]
