@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response as ApiResponse
@@ -224,6 +224,10 @@ class ImportOutput(serializers.ModelSerializer[ImportJob]):
     duplicates = serializers.IntegerField(source="duplicate_count")
     invalid = serializers.IntegerField(source="invalid_count")
     duplicate_rows = serializers.JSONField(source="duplicates")
+    progress = serializers.SerializerMethodField(
+        help_text="How far the file has been read: rows, and bytes of size_bytes. Written every"
+        " few seconds while the import runs; the counts above are written when it ends."
+    )
 
     class Meta:
         model = ImportJob
@@ -236,6 +240,7 @@ class ImportOutput(serializers.ModelSerializer[ImportJob]):
             "mapping",
             "filename",
             "size_bytes",
+            "progress",
             "rows",
             "created",
             "duplicates",
@@ -248,6 +253,18 @@ class ImportOutput(serializers.ModelSerializer[ImportJob]):
             "finished_at",
             "takeovers",
         ]
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {
+                "rows_read": {"type": "integer"},
+                "bytes_read": {"type": "integer"},
+            },
+        }
+    )
+    def get_progress(self, job: ImportJob) -> dict[str, int]:
+        return {"rows_read": job.rows_read, "bytes_read": job.bytes_read}
 
 
 class ImportInput(serializers.Serializer[Any]):

@@ -25,7 +25,8 @@ from typing import IO, Any
 import orjson
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
@@ -65,6 +66,8 @@ INTAKE_LOCK_KEY = 7301
 # An import finding its campaign taken (by another import, which may run for minutes) tries
 # this long, then goes back to `queued` and is tried again IMPORT_RETRY_SECONDS later.
 INTAKE_TRY_SECONDS = 2
+# A running import writes how far it has read this often (GET imports/{id}/, `progress`).
+PROGRESS_SECONDS = 2.0
 IMPORT_RETRY_SECONDS = 5
 
 FORMAT_BY_EXTENSION = {
@@ -436,9 +439,45 @@ def _defer(job: ImportJob) -> None:
     )
 
 
+class _Progress:
+    """How far a running import has read, written to its job row at most every
+    PROGRESS_SECONDS through a connection of its own: the import's transaction commits only
+    at its end, so nothing it writes is seen before. PostgreSQL only (SQLite, the demo, has
+    one writer at a time, and the import is it)."""
+
+    def __init__(self, job: ImportJob, binary: Any) -> None:
+        self.job_id = job.pk
+        self.binary = binary
+        self.due = time.monotonic() + PROGRESS_SECONDS
+        self.db: Any = None
+
+    def report(self, rows: int) -> None:
+        if connection.vendor != "postgresql" or time.monotonic() < self.due:
+            return
+        self.due = time.monotonic() + PROGRESS_SECONDS
+        try:
+            # The parser thread reads the file; its position is taken without stopping it.
+            position = self.binary.tell()
+        except (OSError, ValueError):
+            position = 0
+        if self.db is None:
+            self.db = connections.create_connection(connection.alias)
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "UPDATE feedback_importjob SET rows_read = %s, bytes_read = %s"
+                " WHERE id = %s AND status = 'running'",
+                [rows, position, self.job_id],
+            )
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+
 def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     tally = _Tally()
     message = ""
+    progress: _Progress | None = None
     try:
         with transaction.atomic():
             try:
@@ -448,8 +487,9 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             except IntakeBusy:
                 raise _Busy from None
             with job.file.open("rb") as binary:
+                progress = _Progress(job, binary)
                 try:
-                    _load(job, _rows(job, binary), tally)
+                    _load(job, _rows(job, binary), tally, progress)
                 except RecursionError:
                     raise _nested_too_deeply(job, tally) from None
             if tally.invalid and job.on_error == ImportJob.OnError.ABORT:
@@ -494,8 +534,12 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             f"{f', skipped {tally.duplicates} duplicates' if tally.duplicates else ''}"
             f"{f', skipped {tally.invalid} invalid rows' if tally.invalid else ''}."
         )
+    if progress is not None:
+        progress.close()
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.FAILED if failed else ImportJob.Status.SUCCEEDED,
+        rows_read=tally.rows,
+        bytes_read=job.size_bytes if not failed else F("bytes_read"),
         rows_total=tally.rows,
         created_count=tally.created,
         duplicate_count=tally.duplicates,
@@ -766,7 +810,9 @@ class _SharedSettings:
     saved: tuple[tuple[int, ...], float] = ((700, 10, 10), 0.005)
 
 
-def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
+def _load(
+    job: ImportJob, rows: Iterator[SourceRow], tally: _Tally, progress: _Progress | None = None
+) -> None:
     campaign = job.campaign
     abort_on_error = job.on_error == ImportJob.OnError.ABORT
     from feedback.images import ImageResolver
@@ -790,7 +836,7 @@ def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally) -> None:
     copier = _CopyWriter() if connection.vendor == "postgresql" else None
     try:
         with _interpreter_for_import():
-            _load_chunks(job, rows, tally, before_id, seen, writer_busy, copier, resolver)
+            _load_chunks(job, rows, tally, before_id, seen, writer_busy, copier, resolver, progress)
         if copier is not None:
             copier.drain()
             # Back to Django's deferred foreign keys for whatever the caller's transaction
@@ -828,6 +874,7 @@ def _load_chunks(
     writer_busy: threading.Lock,
     copier: _CopyWriter | None,
     resolver: Any,
+    progress: _Progress | None = None,
 ) -> None:
     """Parse in the background, store the images of rows that have some, write each chunk."""
     campaign = job.campaign
@@ -857,6 +904,8 @@ def _load_chunks(
             seen.mark(with_images)
         if ready and not (abort_on_error and tally.invalid):
             _write_chunk(campaign, ready, tally, before_id, seen, writer_busy, copier)
+        if progress is not None:
+            progress.report(tally.rows)
 
 
 @dataclass(slots=True)

@@ -359,6 +359,10 @@ class ImportJob(models.Model):
     size_bytes = models.BigIntegerField(default=0)
     # Images uploaded beside the file, referred to from items as "upload:<name>": {name: path}.
     uploads = models.JSONField(default=dict, blank=True)
+    # How far a running import has read (rows, and bytes of the file), written every few
+    # seconds while it runs; the counts below are written when it ends.
+    rows_read = models.PositiveIntegerField(default=0)
+    bytes_read = models.BigIntegerField(default=0)
     rows_total = models.PositiveIntegerField(default=0)
     created_count = models.PositiveIntegerField(default=0)
     duplicate_count = models.PositiveIntegerField(default=0)

@@ -1013,3 +1013,13 @@ def test_a_file_sent_with_curl_T_gets_the_api_error_saying_how_to_send_it(
     assert error["message"].startswith(f"No API endpoint at PUT {url}."), error["message"]
     assert "curl -F file=@items.jsonl" in error["message"]
     assert ImportJob.objects.count() == 0
+
+
+def test_a_finished_import_has_read_the_whole_file(import_status):
+    content = jsonl(*(item_object(n) for n in range(1, 8)))
+
+    status = import_status("items.jsonl", content)
+
+    assert status["status"] == "succeeded", status["message"]
+    assert status["size_bytes"] == len(content)
+    assert status["progress"] == {"rows_read": 7, "bytes_read": len(content)}

@@ -89,3 +89,42 @@ def test_an_import_running_while_the_overlap_changes_gives_its_items_the_new_ove
         .values_list("open_slots", flat=True)
     ) == {3}
     assert QueueEntry.objects.get(pk=earlier.pk).open_slots == 3
+
+
+def test_a_running_import_shows_how_far_it_has_read(tmp_path, api_for):
+    engineer = UserFactory(role="engineer", password=None)
+    campaign = CampaignFactory(kind="rating", overlap=1, created_by=engineer)
+    job = ImportJob.objects.create(
+        campaign=campaign, created_by=engineer, format="jsonl", filename="p.jsonl"
+    )
+    job.file.save("p.jsonl", SimpleUploadedFile("p.jsonl", b""))
+    os.remove(job.file.path)
+    os.mkfifo(job.file.path)
+    runner = threading.Thread(
+        target=lambda: (imports.import_run(import_id=job.pk), connection.close())
+    )
+    runner.start()
+    client = api_for(engineer)
+    sent = 0
+    seen: list[dict] = []
+    with open(job.file.path, "wb") as pipe:
+        deadline = time.monotonic() + 60
+        while not seen or seen[-1]["progress"]["rows_read"] == 0:
+            assert time.monotonic() < deadline, "no progress shown within 60 s"
+            pipe.write(b"".join(_line(n) for n in range(sent, sent + 1000)))
+            pipe.flush()
+            sent += 1000
+            time.sleep(0.2)
+            seen.append(client.get(f"/api/v1/imports/{job.pk}/").json())
+        # Part way: rows read so far, none of them committed, no final counts yet.
+        assert seen[-1]["status"] == "running"
+        assert 0 < seen[-1]["progress"]["rows_read"] <= sent
+        assert (seen[-1]["rows"], seen[-1]["created"]) == (0, 0)
+        assert not campaign.items.exists()
+        pipe.write(b"".join(_line(n) for n in range(sent, sent + 40)))
+        sent += 40
+    runner.join(timeout=60)
+
+    done = client.get(f"/api/v1/imports/{job.pk}/").json()
+    assert done["status"] == "succeeded", done["message"]
+    assert done["progress"]["rows_read"] == done["rows"] == done["created"] == sent
