@@ -810,9 +810,7 @@ class _SharedSettings:
     saved: tuple[tuple[int, ...], float] = ((700, 10, 10), 0.005)
 
 
-def _load(
-    job: ImportJob, rows: Iterator[SourceRow], tally: _Tally, progress: _Progress | None = None
-) -> None:
+def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally, progress: _Progress) -> None:
     campaign = job.campaign
     abort_on_error = job.on_error == ImportJob.OnError.ABORT
     from feedback.images import ImageResolver
@@ -874,7 +872,7 @@ def _load_chunks(
     writer_busy: threading.Lock,
     copier: _CopyWriter | None,
     resolver: Any,
-    progress: _Progress | None = None,
+    progress: _Progress,
 ) -> None:
     """Parse in the background, store the images of rows that have some, write each chunk."""
     campaign = job.campaign
@@ -904,8 +902,7 @@ def _load_chunks(
             seen.mark(with_images)
         if ready and not (abort_on_error and tally.invalid):
             _write_chunk(campaign, ready, tally, before_id, seen, writer_busy, copier)
-        if progress is not None:
-            progress.report(tally.rows)
+        progress.report(tally.rows)
 
 
 @dataclass(slots=True)
