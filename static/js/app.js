@@ -186,8 +186,9 @@
         if (!state.submitting) { showExpired(EXPIRED_TEXT); }
       } else if (response.status === 401 || response.status === 403) {
         showSignedOut();
-      } else if (response.status === 400) {
-        // A field the server cannot store (it says which); the next change tries again.
+      } else if (response.status === 400 || response.status === 413) {
+        // A field the server cannot store, or a form over its size limit (it says which);
+        // sending the same form again would be refused again: the next change tries again.
         state.savedEdits = edits;
         return response.json().then(function (body) {
           setStatus((body && body.error && body.error.message) || "Draft not saved: the server refused it.");

@@ -126,3 +126,33 @@ def test_a_submit_while_signed_out_keeps_the_form_and_goes_through_after_signing
     assert review.rationale == "Thirty minutes of careful reasoning"
     assert review.chosen_id == assignment.response_order[1]
     session.watch.assert_clean()
+
+
+def test_a_draft_over_the_servers_size_limit_is_not_sent_again_until_the_next_change(
+    open_session, settings
+):
+    """The server refuses a form over DATA_UPLOAD_MAX_MEMORY_SIZE (413): the same form would be
+    refused again, so the page says why and waits for the expert's next change."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4000
+    session, _expert, assignment = _open_review(open_session, "big@example.test", fake_clock=True)
+    page = session.page
+    drafts: list[int] = []
+    page.on("response", lambda r: drafts.append(r.status) if r.url.endswith("/draft/") else None)
+
+    page.fill("#rationale", "A long argument. " * 300)
+    page.clock.run_for(DRAFT_EVERY_MS + 1000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-draft-status]').textContent.includes('4,000 bytes')"
+    )
+    page.clock.run_for(4 * DRAFT_EVERY_MS)
+    page.wait_for_timeout(500)
+    assert drafts == [413]
+    assert Assignment.objects.get(pk=assignment.pk).draft == {}
+
+    page.fill("#rationale", "A short argument.")
+    page.clock.run_for(DRAFT_EVERY_MS + 1000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-draft-status]').textContent.startsWith('Draft saved')"
+    )
+    assert drafts == [413, 200]
+    session.watch.assert_clean()
