@@ -9,6 +9,7 @@ from feedback.item_input import ResponseInput, content_hash
 from feedback.models import Item, QueueEntry, Response, User
 from reviews import services as reviews
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.feedback.intake_lock import intake_held_elsewhere
 from tests.mfa_fixtures import (  # noqa: F401
     admin_mfa_client_fixture,
     admin_with_mfa_fixture,
@@ -427,11 +428,6 @@ def test_an_item_added_while_an_import_writes_into_its_campaign_is_a_form_error(
     """The admin waits for the campaign's intake lock as a batch does, INTAKE_LOCK_WAIT_SECONDS
     and no longer (an import holds it for as long as it runs; gunicorn would kill the worker
     first), then says so on the form. A second PostgreSQL session plays the import."""
-    import threading
-
-    import psycopg
-    from django.db import connection
-
     from feedback.models import ImportJob
 
     settings.INTAKE_LOCK_WAIT_SECONDS = 1
@@ -442,18 +438,11 @@ def test_an_item_added_while_an_import_writes_into_its_campaign_is_a_form_error(
         format="jsonl",
         status="running",
     )
-    db = connection.settings_dict
-    importer = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
-    importer.execute("SELECT pg_advisory_xact_lock(7301, %s)", [campaign.pk])
-    ends = threading.Timer(6, importer.rollback)
-    ends.start()
-    try:
+    with intake_held_elsewhere(campaign.pk) as import_runs:
         page = admin_mfa_client.post(
             ADD, form(campaign.pk, prompt="Which is clearer?", priority=5, responses=["A", "B"])
         )
-    finally:
-        ends.join()
-        importer.close()
+        assert import_runs.is_alive(), "the admin waited for the import to end"
     assert page.status_code == 200
     assert f"Import {running.pk} is writing items into this campaign" in page.content.decode()
     assert not Item.objects.filter(campaign=campaign).exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from feedback.models import Item, QueueEntry, Response
+from tests.feedback.intake_lock import intake_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -229,37 +230,20 @@ def test_a_batch_sent_while_an_import_writes_into_the_campaign_is_refused_not_he
     large file). A batch does not wait that long, which would outlast the web worker's timeout
     (gunicorn kills it: a 500 with nothing said): it waits INTAKE_LOCK_WAIT_SECONDS, then is
     refused with a 409 naming the import. A second PostgreSQL session plays the import."""
-    import threading
-    import time
-
-    import psycopg
-    from django.db import connection
-
     from feedback.models import ImportJob
 
     settings.INTAKE_LOCK_WAIT_SECONDS = 1
     running = ImportJob.objects.create(
         campaign=pairwise_campaign, created_by=engineer, format="jsonl", status="running"
     )
-    db = connection.settings_dict
-    importer = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
-    importer.execute("SELECT pg_advisory_xact_lock(7301, %s)", [pairwise_campaign.pk])
-    # Without a bound the batch would wait as long as the import: here, 6 s.
-    ends = threading.Timer(6, importer.rollback)
-    ends.start()
-    try:
-        started = time.monotonic()
+    with intake_held_elsewhere(pairwise_campaign.pk) as import_runs:
         res = api_for(engineer).post(
             f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD], format="json"
         )
-        waited = time.monotonic() - started
-    finally:
-        ends.join()
-        importer.close()
+        assert import_runs.is_alive(), "the batch waited for the import to end"
     assert res.status_code == 409, res.json()
     error = res.json()["error"]
     assert error["code"] == "intake_busy"
     assert f"Import {running.pk} " in error["message"]
     assert f"imports/{running.pk}/" in error["message"]
-    assert waited < 4
     assert not Item.objects.filter(campaign=pairwise_campaign).exists()
