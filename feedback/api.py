@@ -66,7 +66,31 @@ class CampaignOutput(serializers.ModelSerializer[Campaign]):
         ]
 
 
-class CampaignInputSerializer(serializers.Serializer[Any]):
+class KnownFieldsOnly(serializers.Serializer[Any]):
+    """Refuses a field it does not know with a 400 naming it: a misspelt field read as its
+    default (`activ` on a heartbeat, `overlaps` on a campaign) would change something other
+    than what the client meant while telling it all went well. `also_taken` are fields a
+    client may send back as it got them (a campaign's `id`), which are ignored."""
+
+    what = ""
+    also_taken: frozenset[str] = frozenset()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        sent = self.initial_data if isinstance(self.initial_data, dict) else {}
+        unknown = sorted(
+            str(key) for key in sent if key not in self.fields and key not in self.also_taken
+        )
+        if unknown:
+            raise serializers.ValidationError(
+                {key: [f"is not a field of a {self.what}"] for key in unknown}
+            )
+        return attrs
+
+
+class CampaignInputSerializer(KnownFieldsOnly):
+    what = "campaign"
+    # What GET gives, which a client may send back as it got it (`id`, `created_at`).
+    also_taken = frozenset(CampaignOutput.Meta.fields)
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=100, required=False)
     kind = serializers.ChoiceField(choices=Campaign.Kind.choices)

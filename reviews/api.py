@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
-from feedback.api import _user
+from feedback.api import KnownFieldsOnly, _user
 from feedback.selectors import campaign_get_for_user
 from reviews import services
 from reviews.models import Assignment, Review
@@ -49,29 +49,13 @@ class ReviewOutput(serializers.ModelSerializer[Review]):
         ]
 
 
-class _KnownFieldsOnly(serializers.Serializer[Any]):
-    """Refuses a field it does not know, as the submit does: a misspelt `active` read as the
-    default would extend the lease and count idle time as work."""
-
-    what = ""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        sent = self.initial_data if isinstance(self.initial_data, dict) else {}
-        unknown = sorted(str(key) for key in sent if key not in self.fields)
-        if unknown:
-            raise serializers.ValidationError(
-                {key: [f"is not a field of a {self.what}"] for key in unknown}
-            )
-        return attrs
-
-
-class SkipInput(_KnownFieldsOnly):
+class SkipInput(KnownFieldsOnly):
     what = "skip"
     reason = serializers.ChoiceField(choices=sorted(services.SKIP_REASONS))
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-class HeartbeatInput(_KnownFieldsOnly):
+class HeartbeatInput(KnownFieldsOnly):
     what = "heartbeat"
     active = serializers.BooleanField(default=True)
 
