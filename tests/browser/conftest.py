@@ -9,6 +9,7 @@ to any origin but the live server's.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,17 @@ def open_session(browser: Browser, live_server: Any) -> Iterator[Callable[..., S
     yield make
     for context in contexts:
         context.close()
+
+
+def start_reviewing(page: Page, campaign_name: str | None = None) -> None:
+    """From the home page, Start reviewing (in the named campaign's card, or the first there
+    is), and wait for the review page of the claim it makes."""
+    page.goto("/")
+    scope: Any = page
+    if campaign_name is not None:
+        scope = page.locator(".campaign-card", has=page.get_by_role("heading", name=campaign_name))
+    scope.get_by_role("button", name=re.compile("Start reviewing")).click()
+    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
 
 
 def tab_to(page: Page, selector: str, limit: int = 60) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -10,6 +9,7 @@ from django.utils import timezone
 
 from feedback.models import Response, User
 from reviews.models import Assignment, Review
+from tests.browser.conftest import start_reviewing
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -41,9 +41,7 @@ def test_a_correction_draft_survives_a_reload_and_is_then_submitted(open_session
     session = open_session(expert, permissions=["clipboard-read", "clipboard-write"])
     page = session.page
 
-    page.goto(session.url("/"))
-    page.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    start_reviewing(page)
     assignment = Assignment.objects.get(expert=expert)
     editor = page.locator("#correction-text")
     assert editor.input_value() == ORIGINAL
@@ -115,9 +113,7 @@ def test_a_lease_lost_while_editing_is_explained_on_the_page(open_session):
     Response.objects.create(item=item, model_name="m", text=ORIGINAL)
     session = open_session(expert)
     page = session.page
-    page.goto("/")
-    page.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    start_reviewing(page)
     assignment = Assignment.objects.get(expert=expert)
 
     # The lease runs out (a long lunch); the next autosave learns it from the server.

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from django.core.management import call_command
 
 from feedback.models import Campaign, User
 from reviews import services
-from tests.browser.conftest import SCREENSHOTS
+from tests.browser.conftest import SCREENSHOTS, start_reviewing
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,18 +17,11 @@ def demo() -> None:
     call_command("demo", "--quiet")
 
 
-def _start(page, campaign_name: str) -> None:
-    page.goto("/")
-    card = page.locator(".campaign-card", has=page.get_by_role("heading", name=campaign_name))
-    card.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
-
-
 def test_a_code_pr_shows_the_highlighted_diff_next_to_the_model_reviews(demo, open_session):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     session = open_session(User.objects.get(email="dev@demo.test"))
     page = session.page
-    _start(page, "Code PR review")
+    start_reviewing(page, "Code PR review")
 
     pane = page.locator(".doc-pane .document.code-pr")
     assert pane.is_visible()
@@ -70,7 +61,7 @@ def test_a_legal_brief_reads_at_length_with_sections_and_the_clause_marked(demo,
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     session = open_session(User.objects.get(email="lawyer@demo.test"))
     page = session.page
-    _start(page, "Contract clause review")
+    start_reviewing(page, "Contract clause review")
 
     brief = page.locator(".doc-pane .document.brief")
     assert brief.is_visible()

@@ -7,7 +7,6 @@ timer or by the expert coming back to the tab (visibilitychange while visible).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,7 +17,7 @@ from playwright.sync_api import Page, Request
 
 from feedback.models import User
 from reviews.models import Assignment
-from tests.browser.conftest import Session
+from tests.browser.conftest import Session, start_reviewing
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -41,9 +40,7 @@ def _open_claimed_review(open_session: Callable[..., Session]) -> tuple[Session,
     page = session.page
     # Installed before the first script runs, so app.js's timers and Date.now are the fake ones.
     page.clock.install()
-    page.goto("/")
-    page.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    start_reviewing(page)
     assignment = Assignment.objects.get(expert=expert)
     return session, assignment
 

@@ -8,7 +8,7 @@ import pytest
 
 from feedback.models import User
 from reviews.models import Assignment, Review
-from tests.browser.conftest import PASSWORD, tab_to
+from tests.browser.conftest import PASSWORD, start_reviewing, tab_to
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -88,9 +88,7 @@ def test_s_opens_the_skip_form_and_a_keyboard_skip_brings_the_next_item(open_ses
     ItemFactory.create_batch(2, campaign=campaign)
     session = open_session(expert)
     page = session.page
-    page.goto("/")
-    page.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    start_reviewing(page)
     first = Assignment.objects.get(expert=expert)
 
     page.keyboard.press("s")

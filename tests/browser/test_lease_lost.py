@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from feedback.models import User
 from reviews.models import Assignment
+from tests.browser.conftest import start_reviewing
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -25,9 +26,7 @@ def test_the_submit_button_is_disabled_once_the_page_learns_the_lease_ran_out(op
     session = open_session(expert)
     page = session.page
     page.clock.install()
-    page.goto("/")
-    page.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    start_reviewing(page)
     assignment = Assignment.objects.get(expert=expert)
     Assignment.objects.filter(pk=assignment.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)

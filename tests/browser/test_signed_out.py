@@ -12,7 +12,7 @@ from django.contrib.sessions.models import Session as StoredSession
 
 from feedback.models import User
 from reviews.models import Assignment, Review
-from tests.browser.conftest import PASSWORD, Session
+from tests.browser.conftest import PASSWORD, Session, start_reviewing
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,9 +31,7 @@ def _open_review(
     session = open_session(expert)
     if fake_clock:
         session.page.clock.install()
-    session.page.goto("/")
-    session.page.get_by_role("button", name=re.compile("Start reviewing")).click()
-    session.page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    start_reviewing(session.page)
     return session, expert, Assignment.objects.get(expert=expert)
 
 
