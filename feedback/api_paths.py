@@ -12,6 +12,8 @@ from django.middleware.common import CommonMiddleware
 from django.urls import get_urlconf, is_valid_path
 from django.views import defaults
 
+from feedback.errors import error_body
+
 API_PREFIX = "/api/"
 
 
@@ -51,9 +53,7 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
             f" takes it (curl -F file=@{name} .../imports/, not curl -T, which adds the"
             " file's name to the URL)."
         )
-    return JsonResponse(
-        {"error": {"code": "not_found", "message": message, "fields": {}}}, status=404
-    )
+    return JsonResponse(error_body("not_found", message), status=404)
 
 
 def _answers_scripts(request: HttpRequest) -> bool:
@@ -73,6 +73,4 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if refused is not None:
         return JsonResponse(refused[0], status=refused[1])
     message = "The request could not be read; nothing was changed."
-    return JsonResponse(
-        {"error": {"code": "bad_request", "message": message, "fields": {}}}, status=400
-    )
+    return JsonResponse(error_body("bad_request", message), status=400)

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def error_body(
+    code: str, message: str, fields: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """The one error format of the API and of the pages' script endpoints."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
 
 class DomainError(Exception):
     """A request the domain refuses. `fields` maps a path (``items[3].prompt``) to messages."""

@@ -31,6 +31,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django_htmx.http import HttpResponseClientRedirect
 
+from feedback.errors import error_body
 from feedback.models import User
 
 MESSAGE = "Admins must use two-factor authentication: set up an authenticator app to continue."
@@ -74,10 +75,7 @@ class MfaPolicyMiddleware:
         if path.startswith("/api/"):
             if request.headers.get("Authorization", "").startswith("Bearer "):
                 return self.get_response(request)
-            return JsonResponse(
-                {"error": {"code": "mfa_required", "message": MESSAGE, "fields": {}}},
-                status=403,
-            )
+            return JsonResponse(error_body("mfa_required", MESSAGE), status=403)
         setup = reverse("mfa_activate_totp")
         if getattr(request, "htmx", False):
             # A partial swapped into a page would show the setup form inside a fragment.

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from feedback.errors import DomainError, NotFound
+from feedback.errors import DomainError, NotFound, error_body
 from feedback.models import Campaign, User
 from feedback.selectors import campaign_get_for_user
 from reviews import services
@@ -68,10 +68,7 @@ def signed_in(*, script_only: bool = False) -> Callable[[View], View]:
             if request.user.is_authenticated:
                 return view(request, *args, **kwargs)
             if script_only or request.htmx:
-                return JsonResponse(
-                    {"error": {"code": "not_authenticated", "message": SIGNED_OUT, "fields": {}}},
-                    status=401,
-                )
+                return JsonResponse(error_body("not_authenticated", SIGNED_OUT), status=401)
             return redirect_to_login(request.get_full_path())
 
         # Read by the 400 handler (feedback.api_paths.bad_request): a body Django refuses
@@ -325,10 +322,7 @@ def review_draft(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
             assignment_id=assignment_id, expert=_user(request), draft=draft
         )
     except DomainError as exc:
-        return JsonResponse(
-            {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
-            status=exc.status,
-        )
+        return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=exc.status)
     return JsonResponse({"saved_at": draft["saved_at"]})
 
 
