@@ -402,10 +402,6 @@ class ImportDeferred(Exception):
     """The import went back to `queued`: another writer has its campaign. Run it again later."""
 
 
-class _Busy(Exception):
-    """Leaves the import's transaction: its campaign is taken."""
-
-
 def import_run(*, import_id: int, defer_when_busy: bool = False) -> ImportJob:
     """Run one import. Idempotent: a finished job, or one a live runner has, is left alone.
 
@@ -480,12 +476,9 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     progress: _Progress | None = None
     try:
         with transaction.atomic():
-            try:
-                lock_campaign_intake(
-                    job.campaign_id, wait_seconds=INTAKE_TRY_SECONDS if defer_when_busy else None
-                )
-            except IntakeBusy:
-                raise _Busy from None
+            lock_campaign_intake(
+                job.campaign_id, wait_seconds=INTAKE_TRY_SECONDS if defer_when_busy else None
+            )
             with job.file.open("rb") as binary:
                 progress = _Progress(job, binary)
                 try:
@@ -494,7 +487,7 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
                     raise _nested_too_deeply(job, tally) from None
             if tally.invalid and job.on_error == ImportJob.OnError.ABORT:
                 raise _Abort
-    except _Busy:
+    except IntakeBusy:  # its campaign is taken (only with defer_when_busy)
         _defer(job)
         raise ImportDeferred from None
     except _Abort:
