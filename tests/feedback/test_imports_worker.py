@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 
 from feedback import imports
 from feedback.models import ImportJob, QueueEntry
 from tests.celery_worker import Worker, wait_for_status
 from tests.feedback.factories import CampaignFactory, UserFactory
+from tests.feedback.intake_lock import intake_held_elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,10 +65,7 @@ def test_an_import_waiting_for_its_campaign_leaves_the_worker_to_other_imports(
         campaign=busy, created_by=engineer, format="jsonl", status="running"
     )
     waiting, other = _queued_import(engineer, busy, "busy"), _queued_import(engineer, free, "free")
-    db = connection.settings_dict
-    importer = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
-    importer.execute("SELECT pg_advisory_xact_lock(7301, %s)", [busy.pk])
-    try:
+    with intake_held_elsewhere(busy.pk, at_most=120):
         celery_worker_process.send("feedback.tasks.import_run", waiting.pk)
         celery_worker_process.send("feedback.tasks.import_run", other.pk)
         # The worker runs one task at a time (solo pool): the other campaign's import runs
@@ -79,9 +75,6 @@ def test_an_import_waiting_for_its_campaign_leaves_the_worker_to_other_imports(
         waiting.refresh_from_db()
         assert waiting.status == ImportJob.Status.QUEUED
         assert f"import {running.pk} " in waiting.message
-    finally:
-        importer.rollback()
-        importer.close()
     wait_for_status(waiting, {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED}, 30)
     assert waiting.status == ImportJob.Status.SUCCEEDED, waiting.message
     assert waiting.created_count == 5
