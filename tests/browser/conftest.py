@@ -21,6 +21,10 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from feedback.models import User
+from reviews.models import Assignment
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+
 # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a
 # thread with a running loop unless told that this is deliberate.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -161,6 +165,25 @@ def start_reviewing(page: Page, campaign_name: str | None = None) -> None:
         scope = page.locator(".campaign-card", has=page.get_by_role("heading", name=campaign_name))
     scope.get_by_role("button", name=re.compile("Start reviewing")).click()
     page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+
+
+def open_claimed_review(
+    open_session: Callable[..., Session],
+    email: str,
+    *,
+    fake_clock: bool = False,
+    **campaign: Any,
+) -> tuple[Session, User, Assignment]:
+    """An expert with a pairwise campaign of one item, signed in, on the review page of their
+    claim: (session, expert, assignment). With `fake_clock`, Playwright's clock is installed
+    before the first script runs, so app.js's timers and Date.now are the fake ones."""
+    expert = UserFactory(role=User.Role.EXPERT, email=email)
+    ItemFactory(campaign=CampaignFactory(**{"name": "Answer comparison", **campaign}))
+    session = open_session(expert)
+    if fake_clock:
+        session.page.clock.install()
+    start_reviewing(session.page)
+    return session, expert, Assignment.objects.get(expert=expert)
 
 
 def tab_to(page: Page, selector: str, limit: int = 60) -> None:

@@ -15,10 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Page, Request
 
-from feedback.models import User
 from reviews.models import Assignment
-from tests.browser.conftest import Session, start_reviewing
-from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.browser.conftest import Session, open_claimed_review
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -33,15 +31,9 @@ TRIGGERS = ["timer", "tab-shown"]
 
 
 def _open_claimed_review(open_session: Callable[..., Session]) -> tuple[Session, Assignment]:
-    expert = UserFactory(role=User.Role.EXPERT, email="reviewer@example.test")
-    campaign = CampaignFactory(name="Answer comparison", lease_minutes=LEASE_MINUTES)
-    ItemFactory(campaign=campaign)
-    session = open_session(expert)
-    page = session.page
-    # Installed before the first script runs, so app.js's timers and Date.now are the fake ones.
-    page.clock.install()
-    start_reviewing(page)
-    assignment = Assignment.objects.get(expert=expert)
+    session, _expert, assignment = open_claimed_review(
+        open_session, "reviewer@example.test", fake_clock=True, lease_minutes=LEASE_MINUTES
+    )
     return session, assignment
 
 

@@ -9,10 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feedback.models import User
 from reviews.models import Assignment
-from tests.browser.conftest import start_reviewing
-from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.browser.conftest import open_claimed_review
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -20,14 +18,10 @@ DRAFT_EVERY_MS = 4_000  # static/js/app.js
 
 
 def test_the_submit_button_is_disabled_once_the_page_learns_the_lease_ran_out(open_session):
-    expert = UserFactory(role=User.Role.EXPERT, email="late@example.test")
-    campaign = CampaignFactory(name="Answer comparison", kind="pairwise")
-    ItemFactory(campaign=campaign)
-    session = open_session(expert)
+    session, _expert, assignment = open_claimed_review(
+        open_session, "late@example.test", fake_clock=True
+    )
     page = session.page
-    page.clock.install()
-    start_reviewing(page)
-    assignment = Assignment.objects.get(expert=expert)
     Assignment.objects.filter(pk=assignment.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )

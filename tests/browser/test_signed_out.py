@@ -5,34 +5,19 @@ again in another tab is enough to carry on."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import pytest
 from django.contrib.sessions.models import Session as StoredSession
 
 from feedback.models import User
 from reviews.models import Assignment, Review
-from tests.browser.conftest import PASSWORD, Session, start_reviewing
-from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.browser.conftest import PASSWORD, Session, open_claimed_review
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SIGNED_OUT = "You are signed out, so nothing was saved."
 HEARTBEAT_MS = 30_000  # static/js/app.js
 DRAFT_EVERY_MS = 4_000  # static/js/app.js
-
-
-def _open_review(
-    open_session: Callable[..., Session], email: str, *, fake_clock: bool = False
-) -> tuple[Session, User, Assignment]:
-    expert = UserFactory(role=User.Role.EXPERT, email=email)
-    campaign = CampaignFactory(name="Answer comparison", kind="pairwise")
-    ItemFactory(campaign=campaign)
-    session = open_session(expert)
-    if fake_clock:
-        session.page.clock.install()
-    start_reviewing(session.page)
-    return session, expert, Assignment.objects.get(expert=expert)
 
 
 def _session_ends() -> None:
@@ -50,7 +35,9 @@ def _sign_in_in_another_tab(session: Session, expert: User) -> None:
 
 
 def test_the_autosave_says_signed_out_and_saves_again_once_signed_in(open_session):
-    session, expert, assignment = _open_review(open_session, "drafts@example.test", fake_clock=True)
+    session, expert, assignment = open_claimed_review(
+        open_session, "drafts@example.test", fake_clock=True
+    )
     page = session.page
     _session_ends()
 
@@ -96,7 +83,7 @@ def test_the_autosave_says_signed_out_and_saves_again_once_signed_in(open_sessio
 def test_a_submit_while_signed_out_keeps_the_form_and_goes_through_after_signing_in(
     open_session,
 ):
-    session, expert, assignment = _open_review(open_session, "submit@example.test")
+    session, expert, assignment = open_claimed_review(open_session, "submit@example.test")
     page = session.page
     review_url = page.url
     _session_ends()
@@ -132,7 +119,9 @@ def test_a_draft_over_the_servers_size_limit_is_not_sent_again_until_the_next_ch
     """The server refuses a form over DATA_UPLOAD_MAX_MEMORY_SIZE (413): the same form would be
     refused again, so the page says why and waits for the expert's next change."""
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4000
-    session, _expert, assignment = _open_review(open_session, "big@example.test", fake_clock=True)
+    session, _expert, assignment = open_claimed_review(
+        open_session, "big@example.test", fake_clock=True
+    )
     page = session.page
     drafts: list[int] = []
     page.on("response", lambda r: drafts.append(r.status) if r.url.endswith("/draft/") else None)
