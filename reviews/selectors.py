@@ -31,16 +31,21 @@ def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assi
 
 def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
     """The item's responses in this expert's order, labelled A, B, …; model names hidden."""
-    by_id = {r.pk: r for r in Response.objects.filter(item_id=assignment.item_id)}
+    by_id = {
+        r["id"]: r
+        for r in Response.objects.filter(item_id=assignment.item_id).values(
+            "id", "text", "format", "images"
+        )
+    }
     ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
     ordered += [r for pk, r in sorted(by_id.items()) if pk not in assignment.response_order]
     return [
         {
-            "id": r.pk,
+            "id": r["id"],
             "label": LABELS[i % 26],
-            "text": r.text,
-            "format": r.format,
-            "images": images_with_urls(r.images),
+            "text": r["text"],
+            "format": r["format"],
+            "images": images_with_urls(r["images"]),
         }
         for i, r in enumerate(ordered)
     ]
@@ -113,7 +118,9 @@ def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
 
 
 def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
-    item = assignment.item
+    """What `next/` answers. Only the columns shown are read (an item's metadata and gold
+    answer, a response's model and usage are not): this is on every claim."""
+    item = Item.objects.values("prompt", "context").get(pk=assignment.item_id)
     return {
         "assignment": {
             "id": assignment.pk,
@@ -123,9 +130,9 @@ def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
             "lease_expires_at": assignment.lease_expires_at.isoformat(),
         },
         "item": {
-            "id": item.pk,
-            "prompt": _prompt_with_image_urls(item.prompt),
-            "context": _context_with_image_urls(item.context),
+            "id": assignment.item_id,
+            "prompt": _prompt_with_image_urls(item["prompt"]),
+            "context": _context_with_image_urls(item["context"]),
             "responses": blind_responses(assignment=assignment),
         },
     }
