@@ -29,23 +29,28 @@ def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assi
     return assignment
 
 
+# What an expert is shown of an item and its responses, read on every claim: raw() maps the
+# columns through the models (the JSON ones decoded) without building a query through the ORM
+# each time; the columns not read (an item's metadata and gold answer, a response's model and
+# usage) are left deferred.
+_SHOWN_ITEM_SQL = f"SELECT id, prompt, context FROM {Item._meta.db_table} WHERE id = %s"  # noqa: S608
+_SHOWN_RESPONSES_SQL = (
+    f"SELECT id, text, format, images FROM {Response._meta.db_table} WHERE item_id = %s"  # noqa: S608
+)
+
+
 def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
     """The item's responses in this expert's order, labelled A, B, …; model names hidden."""
-    by_id = {
-        r["id"]: r
-        for r in Response.objects.filter(item_id=assignment.item_id).values(
-            "id", "text", "format", "images"
-        )
-    }
+    by_id = {r.pk: r for r in Response.objects.raw(_SHOWN_RESPONSES_SQL, [assignment.item_id])}
     ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
     ordered += [r for pk, r in sorted(by_id.items()) if pk not in assignment.response_order]
     return [
         {
-            "id": r["id"],
+            "id": r.pk,
             "label": LABELS[i % 26],
-            "text": r["text"],
-            "format": r["format"],
-            "images": images_with_urls(r["images"]),
+            "text": r.text,
+            "format": r.format,
+            "images": images_with_urls(r.images),
         }
         for i, r in enumerate(ordered)
     ]
@@ -118,9 +123,8 @@ def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
 
 
 def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
-    """What `next/` answers. Only the columns shown are read (an item's metadata and gold
-    answer, a response's model and usage are not): this is on every claim."""
-    item = Item.objects.values("prompt", "context").get(pk=assignment.item_id)
+    """What `next/` answers."""
+    item = next(iter(Item.objects.raw(_SHOWN_ITEM_SQL, [assignment.item_id])))
     return {
         "assignment": {
             "id": assignment.pk,
@@ -131,8 +135,8 @@ def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
         },
         "item": {
             "id": assignment.item_id,
-            "prompt": _prompt_with_image_urls(item["prompt"]),
-            "context": _context_with_image_urls(item["context"]),
+            "prompt": _prompt_with_image_urls(item.prompt),
+            "context": _context_with_image_urls(item.context),
             "responses": blind_responses(assignment=assignment),
         },
     }
