@@ -31,6 +31,9 @@ def campaigns_for_user(*, user: User) -> QuerySet[Campaign]:
     return Campaign.objects.filter(pk__in=allowed)
 
 
+_CAMPAIGN_SQL = f"SELECT * FROM {Campaign._meta.db_table} WHERE id = %s"  # noqa: S608
+
+
 def _expert_may_see(*, user: User, campaign: Campaign) -> bool:
     """campaigns_for_user's rule for one campaign an expert asks for by id, asking the database
     only about what the campaign requires (so in the common case, nothing)."""
@@ -53,7 +56,10 @@ def campaign_get_for_user(*, user: User, campaign_id: int | str) -> Campaign:
         pk = int(campaign_id)
     except (TypeError, ValueError):
         raise NotFound(f"No campaign {campaign_id!r}.") from None
-    campaign = Campaign.objects.filter(pk=pk).first()
+    # raw(): the same row through the model, without building an ORM query on every claim;
+    # an id past a 64-bit integer is no campaign (and no database takes it as a parameter).
+    found = Campaign.objects.raw(_CAMPAIGN_SQL, [pk]) if 0 < pk < 2**63 else []
+    campaign = next(iter(found), None)
     if campaign is None or not (
         user.sees_all_campaigns or _expert_may_see(user=user, campaign=campaign)
     ):

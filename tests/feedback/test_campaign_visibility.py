@@ -56,7 +56,10 @@ def test_by_id_agrees_with_the_list_for_every_rule(engineer: User) -> None:
     assert 0 < len(expert_sees) < len(campaigns)
 
 
-@pytest.mark.parametrize("campaign_id", ["", "x", "12.5", None, "99999999999999999999"])
+@pytest.mark.parametrize(
+    "campaign_id",
+    ["", "x", "12.5", None, "0", "-3", "9223372036854775808", "99999999999999999999", 10**30],
+)
 def test_an_id_that_is_no_campaign_is_not_found(expert: User, campaign_id: Any) -> None:
     with pytest.raises(NotFound):
         campaign_get_for_user(user=expert, campaign_id=campaign_id)
