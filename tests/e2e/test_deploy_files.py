@@ -128,6 +128,11 @@ def test_the_preloaded_master_imports_every_view_and_forks_without_a_connection(
         "config['on_starting'](server)\n"
         "assert 'reviews.api' in sys.modules and 'datasets_app.api' in sys.modules\n"
         "assert connection.connection is None, 'the workers would share its socket'\n"
+        "import gc\n"
+        "# The app's objects are out of the collector's reach: a worker's full collection\n"
+        "# walks what the worker made, not the whole of Django.\n"
+        "assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()\n"
+        "assert len(gc.get_objects()) < gc.get_freeze_count() / 20, len(gc.get_objects())\n"
         "print('ok')\n"
     )
     server = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/x"))
