@@ -414,9 +414,27 @@ def import_run(*, import_id: int, defer_when_busy: bool = False) -> ImportJob:
     4. Write valid rows in chunks (COPY on PostgreSQL), skipping duplicates of the campaign.
     5. All or nothing: any invalid row (unless on_error=skip) rolls everything back.
     """
+    if defer_when_busy and _campaign_taken(import_id):
+        raise ImportDeferred
     with job_claim(model=ImportJob, job_id=import_id) as claim:
         job = ImportJob.objects.select_related("campaign").get(pk=import_id)
         return _import_execute(job, defer_when_busy) if claim.claimed else job
+
+
+def _campaign_taken(import_id: int) -> bool:
+    """Whether a queued import's campaign is taken by another writer right now; if so the
+    import stays `queued`, saying what it waits for, without showing `running` first for
+    as long as it tries the lock. (One taken a moment later is found by that try.)"""
+    job = ImportJob.objects.filter(pk=import_id, status=ImportJob.Status.QUEUED).first()
+    if job is None or connection.vendor != "postgresql":
+        return False
+    try:
+        with transaction.atomic():
+            lock_campaign_intake(job.campaign_id, wait_seconds=0)
+    except IntakeBusy:
+        _defer(job)
+        return True
+    return False
 
 
 def _defer(job: ImportJob) -> None:
@@ -427,7 +445,9 @@ def _defer(job: ImportJob) -> None:
         else "another writer of this campaign's items"
     )
     # resent_at: its task is being sent again, so the rescue of lost queued jobs leaves it be.
-    ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
+    ImportJob.objects.filter(
+        pk=job.pk, status__in=[ImportJob.Status.RUNNING, ImportJob.Status.QUEUED]
+    ).update(
         status=ImportJob.Status.QUEUED,
         started_at=None,
         resent_at=timezone.now(),

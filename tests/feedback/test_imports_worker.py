@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from feedback import imports
 from feedback.models import ImportJob, QueueEntry
@@ -51,6 +56,29 @@ def _queued_import(engineer: object, campaign: object, prefix: str) -> ImportJob
     return job
 
 
+@contextmanager
+def _statuses_seen(job_id: int) -> Iterator[set[str]]:
+    """Every status the job shows, polled every 20 ms from another connection, while the
+    block runs."""
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def poll() -> None:
+        try:
+            while not stop.wait(0.02):
+                seen.add(ImportJob.objects.values_list("status", flat=True).get(pk=job_id))
+        finally:
+            connection.close()
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        poller.join()
+
+
 def test_an_import_waiting_for_its_campaign_leaves_the_worker_to_other_imports(
     celery_worker_process: Worker,
 ) -> None:
@@ -65,7 +93,7 @@ def test_an_import_waiting_for_its_campaign_leaves_the_worker_to_other_imports(
         campaign=busy, created_by=engineer, format="jsonl", status="running"
     )
     waiting, other = _queued_import(engineer, busy, "busy"), _queued_import(engineer, free, "free")
-    with intake_held_elsewhere(busy.pk, at_most=120):
+    with intake_held_elsewhere(busy.pk, at_most=120), _statuses_seen(waiting.pk) as seen:
         celery_worker_process.send("feedback.tasks.import_run", waiting.pk)
         celery_worker_process.send("feedback.tasks.import_run", other.pk)
         # The worker runs one task at a time (solo pool): the other campaign's import runs
@@ -75,6 +103,8 @@ def test_an_import_waiting_for_its_campaign_leaves_the_worker_to_other_imports(
         waiting.refresh_from_db()
         assert waiting.status == ImportJob.Status.QUEUED
         assert f"import {running.pk} " in waiting.message
+    # While it waited it was only ever `queued` to whoever polled it, never `running`.
+    assert seen == {ImportJob.Status.QUEUED}
     wait_for_status(waiting, {ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED}, 30)
     assert waiting.status == ImportJob.Status.SUCCEEDED, waiting.message
     assert waiting.created_count == 5
