@@ -28,7 +28,8 @@ def _user(request: Request) -> User:
 
 class CampaignOutput(serializers.ModelSerializer[Campaign]):
     """A campaign as the `viewer` in the context may see it: the models it compares are named
-    only to those who manage campaigns (blind review: experts and leads review its items)."""
+    only to those who manage campaigns (blind review: experts and leads review its items),
+    and its share of gold items is not told to the experts whom the gold items check."""
 
     generation_models = serializers.ListField(
         child=serializers.CharField(),
@@ -41,6 +42,8 @@ class CampaignOutput(serializers.ModelSerializer[Campaign]):
         viewer = self.context.get("viewer")
         if not (isinstance(viewer, User) and viewer.manages_campaigns):
             data.pop("generation_models", None)
+        if not (isinstance(viewer, User) and viewer.sees_all_campaigns):
+            data.pop("gold_rate", None)
         return data
 
     class Meta:

@@ -55,3 +55,15 @@ def test_an_engineer_creating_or_changing_a_campaign_gets_its_models_back(api_fo
     assert made.status_code == 201, made.json()
     assert made.json()["generation_models"] == ["m-1", "m-2"]
     assert changed.json()["generation_models"] == ["m-3", "m-4"]
+
+
+def test_experts_are_not_told_the_share_of_gold_items(api_for, engineer, expert, admin_user):
+    lead = UserFactory(role=User.Role.LEAD)
+    campaign = CampaignFactory(gold_rate=0.15)
+
+    client = api_for(expert)
+    assert "gold_rate" not in client.get(f"/api/v1/campaigns/{campaign.pk}/").json()
+    assert "gold_rate" not in client.get("/api/v1/campaigns/").json()[0]
+    for checker in (lead, engineer, admin_user):
+        detail = api_for(checker).get(f"/api/v1/campaigns/{campaign.pk}/").json()
+        assert detail["gold_rate"] == 0.15
