@@ -25,10 +25,9 @@ def new_raw_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-# Every API request reads its key and the key's owner: one statement, the owner's columns
-# mapped by the model (raw(), with the key's own two columns alongside), without the cost of
-# building a query through the ORM each time.
-# The table names come from the models.
+# Every API request reads its key and the key's owner: one statement (its table names from
+# the models), the owner's columns mapped by the model (raw(), with the key's own two columns
+# alongside), without the cost of building a query through the ORM each time.
 _KEY_AND_OWNER_SQL = (
     "SELECT u.*, k.id AS api_key_id, k.last_used_at AS api_key_last_used_at"  # noqa: S608
     f" FROM {User._meta.db_table} u JOIN {ApiKey._meta.db_table} k ON k.user_id = u.id"
