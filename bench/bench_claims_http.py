@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,11 @@ class Web:
 
     def pids(self) -> list[int]:
         """The master and its workers."""
-        children = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.popen.pid:
-                    children.append(int(entry.name))
+        children = [
+            pid
+            for pid, stat in _processes("stat")
+            if int(stat.rsplit(b")", 1)[1].split()[1]) == self.popen.pid
+        ]
         return [self.popen.pid, *children]
 
     def stop(self) -> None:
@@ -154,19 +151,24 @@ class Web:
 # --- CPU over the window -------------------------------------------------------------------
 
 
-def _backends(database: str) -> list[int]:
-    """PostgreSQL backends connected to the database (their titles name it)."""
-    pids = []
-    marker = f" {database} ".encode()
+def _processes(name: str) -> Iterator[tuple[int, bytes]]:
+    """Each process's id and its /proc file `name` (one that ended meanwhile is skipped)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes()
+                yield int(entry.name), (entry / name).read_bytes()
             except OSError:
                 continue
-            if cmdline.startswith(b"postgres: ") and marker in cmdline:
-                pids.append(int(entry.name))
-    return pids
+
+
+def _backends(database: str) -> list[int]:
+    """PostgreSQL backends connected to the database (their titles name it)."""
+    marker = f" {database} ".encode()
+    return [
+        pid
+        for pid, cmdline in _processes("cmdline")
+        if cmdline.startswith(b"postgres: ") and marker in cmdline
+    ]
 
 
 def _cpu(pids: list[int]) -> dict[int, float]:
