@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -40,11 +41,17 @@ def key_and_owner(raw_key: str) -> tuple[User, ApiKey] | None:
     owner = next(iter(User.objects.raw(_KEY_AND_OWNER_SQL, [key_hash(raw_key)])), None)
     if owner is None:
         return None
+    # The key's columns come as the driver reads them, not through the model's converters:
+    # SQLite's time without its zone, made aware as Django's own converter does.
+    db = owner._state.db or DEFAULT_DB_ALIAS
+    last_used = owner.api_key_last_used_at  # type: ignore[attr-defined]
+    if last_used is not None and timezone.is_naive(last_used):
+        last_used = timezone.make_aware(last_used, connections[db].timezone)
     # The key with the columns read; any other is loaded if asked for.
     api_key = ApiKey.from_db(
-        owner._state.db,
+        db,
         ["id", "user_id", "last_used_at"],
-        [owner.api_key_id, owner.pk, owner.api_key_last_used_at],  # type: ignore[attr-defined]
+        [owner.api_key_id, owner.pk, last_used],  # type: ignore[attr-defined]
     )
     ApiKey.user.field.set_cached_value(api_key, owner)
     return owner, api_key

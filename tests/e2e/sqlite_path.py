@@ -44,6 +44,7 @@ def main(folder: Path) -> None:
     from rest_framework.test import APIClient
 
     from feedback.models import Item, User
+    from feedback.services import api_key_create
     from reviews.models import Assignment, Review
     from reviews.services import assignments_expire_due
 
@@ -58,8 +59,10 @@ def main(folder: Path) -> None:
     ]
 
     def api(user: User) -> APIClient:
+        # A real API key, as a demo user's client sends it.
+        _, raw = api_key_create(user=user, name="sqlite path")
         client = APIClient(HTTP_HOST="127.0.0.1")
-        client.force_authenticate(user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
         return client
 
     eng = api(engineer)
