@@ -422,22 +422,28 @@ def import_run(*, import_id: int, defer_when_busy: bool = False) -> ImportJob:
 
 
 def _campaign_taken(import_id: int) -> bool:
-    """Whether a queued import's campaign is taken by another writer right now; if so the
-    import stays `queued`, saying what it waits for, without showing `running` first for
-    as long as it tries the lock. (One taken a moment later is found by that try.)"""
+    """Whether a queued import's campaign is being written by another import right now (for
+    as long as its file takes); if so the import stays `queued`, saying what it waits for,
+    without showing `running` first while it tries the lock. A campaign held by anything
+    else (a batch, an admin save: seconds) is waited for as before, once the job is taken."""
     job = ImportJob.objects.filter(pk=import_id, status=ImportJob.Status.QUEUED).first()
     if job is None or connection.vendor != "postgresql":
+        return False
+    if intake_import_running(job.campaign_id, other_than=job.pk) is None:
         return False
     try:
         with transaction.atomic():
             lock_campaign_intake(job.campaign_id, wait_seconds=0)
     except IntakeBusy:
-        _defer(job)
+        # Only while still queued: another message for the same job may have taken it since.
+        _defer(job, ImportJob.Status.QUEUED)
         return True
     return False
 
 
-def _defer(job: ImportJob) -> None:
+def _defer(job: ImportJob, status: str = ImportJob.Status.RUNNING) -> None:
+    """Back to `queued`, from `status` (its runner's own job: running), saying what it waits
+    for."""
     running = intake_import_running(job.campaign_id, other_than=job.pk)
     what = (
         f"import {running} of this campaign"
@@ -445,9 +451,7 @@ def _defer(job: ImportJob) -> None:
         else "another writer of this campaign's items"
     )
     # resent_at: its task is being sent again, so the rescue of lost queued jobs leaves it be.
-    ImportJob.objects.filter(
-        pk=job.pk, status__in=[ImportJob.Status.RUNNING, ImportJob.Status.QUEUED]
-    ).update(
+    ImportJob.objects.filter(pk=job.pk, status=status).update(
         status=ImportJob.Status.QUEUED,
         started_at=None,
         resent_at=timezone.now(),
