@@ -791,7 +791,10 @@ def _interpreter_for_import() -> Iterator[None]:
     few chunks are alive at once; with the default thresholds the collector runs every few
     dozen rows and keeps walking every object of the process, as much CPU as parsing. The
     objects that exist before the import are set aside (gc.freeze) and the youngest
-    generation is collected every 100,000 allocations instead of 700.
+    generation is collected every 100,000 allocations instead of 700. In a process that
+    froze its objects already (a web worker forked from gunicorn's preloaded master,
+    deploy/gunicorn.conf.py), those stay frozen: unfreezing after the import would hand the
+    whole app back to the collector.
 
     The switch interval: while PostgreSQL reads a COPY, the writing thread wakes up each
     time the socket takes more data and needs the interpreter back from the parser, which
@@ -803,7 +806,9 @@ def _interpreter_for_import() -> Iterator[None]:
     with _SharedSettings.lock:
         if _SharedSettings.users == 0:
             _SharedSettings.saved = (gc.get_threshold(), sys.getswitchinterval())
-            gc.freeze()
+            _SharedSettings.froze = gc.get_freeze_count() == 0
+            if _SharedSettings.froze:
+                gc.freeze()
             gc.set_threshold(100_000, 20, 100)
             sys.setswitchinterval(0.001)
         _SharedSettings.users += 1
@@ -816,7 +821,8 @@ def _interpreter_for_import() -> Iterator[None]:
                 thresholds, interval = _SharedSettings.saved
                 sys.setswitchinterval(interval)
                 gc.set_threshold(*thresholds)
-                gc.unfreeze()
+                if _SharedSettings.froze:
+                    gc.unfreeze()
 
 
 class _SharedSettings:
@@ -825,6 +831,7 @@ class _SharedSettings:
     lock = threading.Lock()
     users = 0
     saved: tuple[tuple[int, ...], float] = ((700, 10, 10), 0.005)
+    froze = False  # whether the first import froze the process's objects (to unfreeze after)
 
 
 def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally, progress: _Progress) -> None:

@@ -893,6 +893,25 @@ def test_overlapping_imports_leave_the_interpreters_settings_as_they_found_them(
     assert (gc.get_threshold(), sys.getswitchinterval(), gc.get_freeze_count()) == before
 
 
+def test_an_import_in_a_process_that_froze_its_objects_leaves_them_frozen():
+    """A web worker forked from gunicorn's preloaded master has the app frozen (see
+    deploy/gunicorn.conf.py); an import run there must not hand it back to the collector."""
+    import gc
+
+    from feedback.imports import _interpreter_for_import
+
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # what the master did before forking
+    try:
+        frozen = gc.get_freeze_count()
+        with _interpreter_for_import():
+            pass
+        # Still frozen (give or take objects the interpreter moved meanwhile), not handed back.
+        assert gc.get_freeze_count() > frozen * 0.9, (gc.get_freeze_count(), frozen)
+    finally:
+        gc.unfreeze()
+
+
 def test_an_import_leaves_the_callers_foreign_keys_deferred(upload):
     """The import checks foreign keys chunk by chunk; the transaction it ran in gets Django's
     deferred checks back, so a later statement there is checked at the commit as usual."""
