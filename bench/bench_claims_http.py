@@ -20,7 +20,10 @@ it started in the window. Reported: loops per second; next-item and submit laten
 p99, max) as the client measured it, connection included; every answer that was not 200 or
 201, by status; the CPU per loop of the web processes (master and workers), of the database's
 backends, of the clients themselves and of the whole machine, read from /proc over the window;
-and after the runs the invariants of `claims` on the campaign. The server vacuums the tables
+the claims over 15 ms by the second they were due in, when the server's vacuums ended, and the
+checkpoints, WAL and full-page images written in the window, so a burst of slow claims can be
+set against what the server did; and after the runs the invariants of `claims` on the
+campaign. The server vacuums the tables
 claims change every VACUUM_SECONDS, as in `claims` (this machine's server runs with
 autovacuum off). Clients, server and database share the machine's cores, as they do when a
 benchmark runs on one host; the clients' own share is reported.
@@ -81,6 +84,7 @@ class Web:
 
     def __init__(self, database_url: str, log: Path) -> None:
         self.port = _free_port()
+        self.database_url = database_url
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -337,7 +341,7 @@ def run_clients(
 ) -> dict[str, Any]:
     """`clients` clients in a closed loop, or offering `rate` claims per second together;
     `vacuums` is the vacuum thread's record (when each ended, how long it took)."""
-    from bench.bench_claims import percentiles
+    from bench.bench_claims import _server_counters, percentiles
 
     start = time.time() + 1.0
     interval = clients / rate if rate else None
@@ -357,10 +361,10 @@ def run_clients(
         proc.start()
     time.sleep(max(0.0, window.measure_from - time.time()))
     web_before, db_before = _cpu(web.pids()), _cpu(_backends(database))
-    busy_before = _machine_busy_seconds()
+    busy_before, server_before = _machine_busy_seconds(), _server_counters(web.database_url)
     time.sleep(max(0.0, window.stop_at - time.time()))
     web_after, db_after = _cpu(web.pids()), _cpu(_backends(database))
-    busy_after = _machine_busy_seconds()
+    busy_after, server_after = _machine_busy_seconds(), _server_counters(web.database_url)
     gathered = [results.get(timeout=SECONDS + WARMUP + LATE_LIMIT + 120) for _ in procs]
     for proc in procs:
         proc.join()
@@ -389,6 +393,8 @@ def run_clients(
         "submit": percentiles([x for c in per_client for x in c["submit"]]),
         "not_200_or_201": dict(statuses),
         "next_over_15_ms_by_second": dict(sorted(slow.items())),
+        # Checkpoints, WAL and full-page images the server wrote over the window.
+        "server": {k: round(server_after[k] - server_before[k], 1) for k in server_after},
         # When the server's vacuums ended, in seconds from the window's start, to set against
         # the slow claims by second.
         "vacuums_ended_at_s": [
