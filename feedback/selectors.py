@@ -34,19 +34,32 @@ def campaigns_for_user(*, user: User) -> QuerySet[Campaign]:
 _CAMPAIGN_SQL = f"SELECT * FROM {Campaign._meta.db_table} WHERE id = %s"  # noqa: S608
 
 
+def missing_skills(*, user: User, campaign: Campaign) -> set[str]:
+    """The campaign's required skills the user lacks; asks only when it requires some."""
+    if not campaign.required_skills:
+        return set()
+    return set(campaign.required_skills) - expert_skills(user=user)
+
+
+def lacks_qualification(*, user: User, campaign: Campaign) -> bool:
+    """Whether the campaign requires a qualification the user does not hold; asks only when
+    it requires one."""
+    return (
+        campaign.requires_qualification
+        and not Qualification.objects.filter(
+            campaign=campaign, expert=user, qualified=True
+        ).exists()
+    )
+
+
 def _expert_may_see(*, user: User, campaign: Campaign) -> bool:
     """campaigns_for_user's rule for one campaign an expert asks for by id, asking the database
     only about what the campaign requires (so in the common case, nothing)."""
     if campaign.status not in {Campaign.Status.ACTIVE, Campaign.Status.PAUSED}:
         return False
-    if (
-        campaign.requires_qualification
-        and not Qualification.objects.filter(
-            campaign=campaign, expert=user, qualified=True
-        ).exists()
-    ):
-        return False
-    return not campaign.required_skills or set(campaign.required_skills) <= expert_skills(user=user)
+    return not lacks_qualification(user=user, campaign=campaign) and not missing_skills(
+        user=user, campaign=campaign
+    )
 
 
 def campaign_get_for_user(*, user: User, campaign_id: int | str) -> Campaign:

@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from feedback.item_input import storable_text, unstorable
-from feedback.models import Campaign, Item, Qualification, QueueEntry, Response, User
-from feedback.selectors import expert_skills
+from feedback.models import Campaign, Item, QueueEntry, Response, User
+from feedback.selectors import lacks_qualification, missing_skills
 from reviews import signals
 from reviews.models import Assignment, Review
 
@@ -51,16 +51,10 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
         raise Conflict(
             f"The campaign is {campaign.status}, not active.", code="campaign_not_active"
         )
-    if campaign.required_skills:
-        missing = set(campaign.required_skills) - expert_skills(user=expert)
-        if missing:
-            raise PermissionDenied(f"The campaign needs the skills: {', '.join(sorted(missing))}.")
-    if (
-        campaign.requires_qualification
-        and not Qualification.objects.filter(
-            campaign=campaign, expert=expert, qualified=True
-        ).exists()
-    ):
+    missing = missing_skills(user=expert, campaign=campaign)
+    if missing:
+        raise PermissionDenied(f"The campaign needs the skills: {', '.join(sorted(missing))}.")
+    if lacks_qualification(user=expert, campaign=campaign):
         raise PermissionDenied("You are not qualified for this campaign yet.")
 
 
