@@ -429,22 +429,26 @@ def _campaign_taken(import_id: int) -> bool:
     job = ImportJob.objects.filter(pk=import_id, status=ImportJob.Status.QUEUED).first()
     if job is None or connection.vendor != "postgresql":
         return False
-    if intake_import_running(job.campaign_id, other_than=job.pk) is None:
+    running = intake_import_running(job.campaign_id, other_than=job.pk)
+    if running is None:
         return False
     try:
         with transaction.atomic():
             lock_campaign_intake(job.campaign_id, wait_seconds=0)
     except IntakeBusy:
         # Only while still queued: another message for the same job may have taken it since.
-        _defer(job, ImportJob.Status.QUEUED)
+        _defer(job, ImportJob.Status.QUEUED, running)
         return True
     return False
 
 
-def _defer(job: ImportJob, status: str = ImportJob.Status.RUNNING) -> None:
+def _defer(
+    job: ImportJob, status: str = ImportJob.Status.RUNNING, running: int | None = None
+) -> None:
     """Back to `queued`, from `status` (its runner's own job: running), saying what it waits
-    for."""
-    running = intake_import_running(job.campaign_id, other_than=job.pk)
+    for: `running`, the import holding the campaign, when the caller knows it."""
+    if running is None:
+        running = intake_import_running(job.campaign_id, other_than=job.pk)
     what = (
         f"import {running} of this campaign"
         if running is not None
