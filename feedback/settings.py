@@ -69,6 +69,10 @@ DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
 }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's, with a health check that asks the server only when its socket has something
+    # to say (feedback/postgres/base.py): a SELECT 1 less per request.
+    DATABASES["default"]["ENGINE"] = "feedback.postgres"
 _db_engine = DATABASES["default"]["ENGINE"]
 IS_SQLITE = _db_engine.endswith("sqlite3")
 if IS_SQLITE:

@@ -17,11 +17,13 @@ from tests.feedback.factories import CampaignFactory, UserFactory
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # The suite's promise is PostgreSQL; a silent fall back to SQLite would hide real bugs.
-    from django.conf import settings
+    from django.db import connection
 
-    engine = settings.DATABASES["default"]["ENGINE"]
-    if not engine.endswith("postgresql"):
-        pytest.exit(f"The tests run on PostgreSQL; DATABASE_URL points at {engine}.", returncode=2)
+    if connection.vendor != "postgresql":
+        pytest.exit(
+            f"The tests run on PostgreSQL; DATABASE_URL points at {connection.vendor}.",
+            returncode=2,
+        )
 
 
 @pytest.fixture
