@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
+from typing import Any, cast
 
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from feedback.models import ApiKey, User
+from feedback.rows import Columns, read
 
 KEY_PREFIX = "efk_"
 
@@ -26,11 +26,12 @@ def new_raw_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-# Every API request reads its key and the key's owner: one statement (its table names from
-# the models), the owner's columns mapped by the model (raw(), with the key's own two columns
-# alongside), without the cost of building a query through the ORM each time.
+# Every API request reads its key and the key's owner: one statement on the hot path
+# (feedback/rows.py), the owner's columns and the key's two side by side.
+_OWNER = Columns(User)
+_KEY = Columns(ApiKey, ["id", "last_used_at"])
 _KEY_AND_OWNER_SQL = (
-    "SELECT u.*, k.id AS api_key_id, k.last_used_at AS api_key_last_used_at"  # noqa: S608
+    f"SELECT {_OWNER.select('u')}, {_KEY.select('k')}"  # noqa: S608
     f" FROM {User._meta.db_table} u JOIN {ApiKey._meta.db_table} k ON k.user_id = u.id"
     " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
 )
@@ -38,21 +39,11 @@ _KEY_AND_OWNER_SQL = (
 
 def key_and_owner(raw_key: str) -> tuple[User, ApiKey] | None:
     """The live key and its owner, or None for an unknown or revoked key."""
-    owner = next(iter(User.objects.raw(_KEY_AND_OWNER_SQL, [key_hash(raw_key)])), None)
-    if owner is None:
+    rows = read(_KEY_AND_OWNER_SQL, [key_hash(raw_key)], _OWNER, _KEY)
+    if not rows:
         return None
-    # The key's columns come as the driver reads them, not through the model's converters:
-    # SQLite's time without its zone, made aware as Django's own converter does.
-    db = owner._state.db or DEFAULT_DB_ALIAS
-    last_used = owner.api_key_last_used_at  # type: ignore[attr-defined]
-    if last_used is not None and timezone.is_naive(last_used):
-        last_used = timezone.make_aware(last_used, connections[db].timezone)
-    # The key with the columns read; any other is loaded if asked for.
-    api_key = ApiKey.from_db(
-        db,
-        ["id", "user_id", "last_used_at"],
-        [owner.api_key_id, owner.pk, last_used],  # type: ignore[attr-defined]
-    )
+    owner, api_key = cast("tuple[User, ApiKey]", rows[0])
+    api_key.user_id = owner.pk
     ApiKey.user.field.set_cached_value(api_key, owner)
     return owner, api_key
 

@@ -6,6 +6,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from feedback.errors import NotFound
 from feedback.models import Campaign, ExpertProfile, Qualification, User
+from feedback.rows import Columns, read_one
 
 
 def expert_skills(*, user: User) -> set[str]:
@@ -31,7 +32,8 @@ def campaigns_for_user(*, user: User) -> QuerySet[Campaign]:
     return Campaign.objects.filter(pk__in=allowed)
 
 
-_CAMPAIGN_SQL = f"SELECT * FROM {Campaign._meta.db_table} WHERE id = %s"  # noqa: S608
+_CAMPAIGN = Columns(Campaign)
+_CAMPAIGN_SQL = f"SELECT {_CAMPAIGN.select('c')} FROM {Campaign._meta.db_table} c WHERE c.id = %s"  # noqa: S608
 
 
 def missing_skills(*, user: User, campaign: Campaign) -> set[str]:
@@ -69,10 +71,9 @@ def campaign_get_for_user(*, user: User, campaign_id: int | str) -> Campaign:
         pk = int(campaign_id)
     except (TypeError, ValueError):
         raise NotFound(f"No campaign {campaign_id!r}.") from None
-    # raw(): the same row through the model, without building an ORM query on every claim;
-    # an id past a 64-bit integer is no campaign (and no database takes it as a parameter).
-    found = Campaign.objects.raw(_CAMPAIGN_SQL, [pk]) if 0 < pk < 2**63 else []
-    campaign = next(iter(found), None)
+    # A read on the hot path (feedback/rows.py); an id past a 64-bit integer is no campaign
+    # (and no database takes it as a parameter).
+    campaign = read_one(_CAMPAIGN_SQL, [pk], _CAMPAIGN) if 0 < pk < 2**63 else None
     if campaign is None or not (
         user.sees_all_campaigns or _expert_may_see(user=user, campaign=campaign)
     ):

@@ -10,6 +10,7 @@ from django.urls import reverse
 from feedback.errors import NotFound
 from feedback.images import item_image_ids, stored_image_id
 from feedback.models import Campaign, Item, ItemImage, Response, User
+from feedback.rows import Columns, read
 from feedback.selectors import campaigns_for_user
 from reviews.models import Assignment, Review
 
@@ -29,19 +30,39 @@ def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assi
     return assignment
 
 
-# What an expert is shown of an item and its responses, read on every claim: raw() maps the
-# columns through the models (the JSON ones decoded) without building a query through the ORM
-# each time; the columns not read (an item's metadata and gold answer, a response's model and
-# usage) are left deferred.
-_SHOWN_ITEM_SQL = f"SELECT id, prompt, context FROM {Item._meta.db_table} WHERE id = %s"  # noqa: S608
-_SHOWN_RESPONSES_SQL = (
-    f"SELECT id, text, format, images FROM {Response._meta.db_table} WHERE item_id = %s"  # noqa: S608
+# What an expert is shown of an item and its responses, read on every claim in one statement
+# on the hot path (feedback/rows.py): the item's row, then one row per response, each with
+# the other's columns NULL. The columns not read (an item's metadata and gold answer, a
+# response's model and usage) are left deferred.
+_SHOWN_ITEM = Columns(Item, ["id", "prompt", "context"])
+_SHOWN_RESPONSE = Columns(Response, ["id", "text", "format", "images"])
+_SHOWN_SQL = (
+    f"SELECT {_SHOWN_ITEM.select('i')}, NULL, NULL, NULL, NULL"  # noqa: S608
+    f" FROM {Item._meta.db_table} i WHERE i.id = %s"
+    f" UNION ALL SELECT NULL, NULL, NULL, {_SHOWN_RESPONSE.select('r')}"
+    f" FROM {Response._meta.db_table} r WHERE r.item_id = %s"
 )
 
 
-def blind_responses(*, assignment: Assignment) -> list[dict[str, Any]]:
-    """The item's responses in this expert's order, labelled A, B, …; model names hidden."""
-    by_id = {r.pk: r for r in Response.objects.raw(_SHOWN_RESPONSES_SQL, [assignment.item_id])}
+def _shown(item_id: int) -> tuple[Item | None, list[Response]]:
+    item = None
+    responses = []
+    for shown_item, response in read(_SHOWN_SQL, [item_id, item_id], _SHOWN_ITEM, _SHOWN_RESPONSE):
+        if isinstance(shown_item, Item):
+            item = shown_item
+        elif isinstance(response, Response):
+            responses.append(response)
+    return item, responses
+
+
+def blind_responses(
+    *, assignment: Assignment, responses: list[Response] | None = None
+) -> list[dict[str, Any]]:
+    """The item's responses in this expert's order, labelled A, B, …; model names hidden.
+    `responses` when they were read already (at least their id, text, format and images)."""
+    if responses is None:
+        responses = _shown(assignment.item_id)[1]
+    by_id = {r.pk: r for r in responses}
     ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
     ordered += [r for pk, r in sorted(by_id.items()) if pk not in assignment.response_order]
     return [
@@ -124,7 +145,9 @@ def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
 
 def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
     """What `next/` answers."""
-    item = next(iter(Item.objects.raw(_SHOWN_ITEM_SQL, [assignment.item_id])))
+    item, responses = _shown(assignment.item_id)
+    if item is None:
+        raise NotFound(f"Item {assignment.item_id} of assignment {assignment.pk} is gone.")
     return {
         "assignment": {
             "id": assignment.pk,
@@ -137,7 +160,7 @@ def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
             "id": assignment.item_id,
             "prompt": _prompt_with_image_urls(item.prompt),
             "context": _context_with_image_urls(item.context),
-            "responses": blind_responses(assignment=assignment),
+            "responses": blind_responses(assignment=assignment, responses=responses),
         },
     }
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign, Item, QueueEntry, Response, User
+from feedback.rows import run_statement
 from feedback.selectors import lacks_qualification, missing_skills
 from reviews import signals
 from reviews.models import Assignment, Review
@@ -87,38 +88,6 @@ SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM freed)
 """
 
 
-def _run_statement(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Run one self-contained statement on PostgreSQL.
-
-    In autocommit it is its own transaction (one round trip); inside a caller's transaction
-    it runs in a savepoint, so a unique violation leaves that transaction usable. It goes
-    through a server-side-binding cursor, which prepares it from its prepare_threshold-th call
-    on a connection (settings: DB_PREPARED_STATEMENTS), so PostgreSQL then parses and plans it
-    no more; planning these CTEs costs more than running them. Not from the first call: the
-    plan is made once, for the tables as they are then, and a plan made while the assignments
-    table has a few rows scans it whole, which a moment later is thousands.
-    """
-    connection.ensure_connection()
-    raw = connection.connection
-    assert raw is not None
-
-    def run() -> list[tuple[Any, ...]]:
-        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-            # Results in binary: their loaders are psycopg's C ones, where Django's text loader
-            # of timestamptz (which the connection's adapters carry) parses each in Python.
-            cursor.execute(sql, params, binary=True)
-            # The result's status rather than cursor.description, which builds column objects.
-            result = cursor.pgresult
-            if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-                return []
-            return list(cursor.fetchall())
-
-    if connection.in_atomic_block:
-        with transaction.atomic():
-            return run()
-    return run()
-
-
 def assignments_expire_due(
     *, campaign_id: int | None = None, limit: int = 500, assignment_id: int | None = None
 ) -> int:
@@ -133,7 +102,7 @@ def assignments_expire_due(
         if assignment_id is not None:
             filters += " AND a.id = %(assignment)s"
             params["assignment"] = assignment_id
-        rows = _run_statement(_EXPIRE_SQL.format(campaign_filter=filters), params)
+        rows = run_statement(_EXPIRE_SQL.format(campaign_filter=filters), params)
         return int(rows[0][0])
     with transaction.atomic():
         qs = Assignment.objects.filter(status=Assignment.Status.CLAIMED, lease_expires_at__lt=now)
@@ -312,7 +281,7 @@ def _claim_statement(
     }
     if not gold:
         params["candidates"] = candidates
-    rows = _run_statement(_CLAIM_GOLD_SQL if gold else _CLAIM_QUEUE_SQL, params)
+    rows = run_statement(_CLAIM_GOLD_SQL if gold else _CLAIM_QUEUE_SQL, params)
     if not rows:
         return "none", None
     kind, pk, item_id, order = rows[0]
@@ -970,7 +939,7 @@ SELECT id FROM review
 
 def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Review, bool]:
     now = timezone.now()
-    rows = _run_statement(_SUBMIT_READ_SQL, {"assignment": assignment_id, "expert": expert.pk})
+    rows = run_statement(_SUBMIT_READ_SQL, {"assignment": assignment_id, "expert": expert.pk})
     if not rows:
         raise NotFound(f"No assignment {assignment_id} of yours.")
     (
@@ -1027,7 +996,7 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         f"f_{f.attname}": f.get_db_prep_save(getattr(review, f.attname), db) for f in fields
     }
     params |= {"now": now, "active": active, "assignment": assignment_id, "expert": expert.pk}
-    written = _run_statement(sql, params)
+    written = run_statement(sql, params)
     if not written:
         # Someone else closed it first: a concurrent double submit (answer with its review),
         # or the lease ran out or the item was skipped in between (409, nothing saved).

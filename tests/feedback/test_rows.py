@@ -1,0 +1,116 @@
+"""Reads on the hot path (feedback/rows.py) give the values the ORM gives."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.test.utils import isolate_apps
+from django.utils import timezone
+
+from feedback.api_keys import key_and_owner
+from feedback.models import ApiKey, Campaign, Item, Response, User
+from feedback.rows import Columns
+from feedback.selectors import campaign_get_for_user
+from feedback.services import api_key_create
+from reviews.models import Assignment
+from reviews.selectors import assignment_payload
+from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+UNICODE = 'Ünïcödé ✓ 中文 \u2028 "quoted" \\ back'
+
+
+def _values(instance: models.Model) -> dict[str, Any]:
+    """Every concrete column's value, with a time's offset beside it (equal instants in other
+    zones would compare equal)."""
+    out: dict[str, Any] = {}
+    for field in type(instance)._meta.concrete_fields:
+        value = getattr(instance, field.attname)
+        out[field.attname] = (type(value).__name__, value)
+        if isinstance(value, datetime):
+            out[field.attname + "/offset"] = value.utcoffset()
+    return out
+
+
+def test_a_campaign_read_by_id_holds_every_value_the_orm_reads() -> None:
+    engineer = UserFactory(role=User.Role.ENGINEER)
+    campaign = CampaignFactory(
+        instructions=UNICODE,
+        rubric=[{"key": "accuracy", "label": UNICODE, "scale": [1, 5], "weight": 0.25}],
+        required_skills=["law", UNICODE],
+        gold_rate=0.125,
+        pay={"currency": "EUR", "per_review": 250, "nested": {"a": [1.5, None, True]}},
+        generation_models=[{"model": "m", "temperature": 0.7}],
+        lease_minutes=45,
+        created_by=engineer,
+        created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+    )
+    read = campaign_get_for_user(user=engineer, campaign_id=campaign.pk)
+    assert _values(read) == _values(Campaign.objects.get(pk=campaign.pk))
+
+
+def test_a_key_and_its_owner_hold_every_value_the_orm_reads() -> None:
+    owner = UserFactory(role=User.Role.LEAD, first_name=UNICODE, is_staff=True)
+    User.objects.filter(pk=owner.pk).update(last_login=timezone.now())
+    raw_key = api_key_create(user=owner, name="k")[1]
+    ApiKey.objects.filter(user=owner).update(
+        last_used_at=datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    )
+    found = key_and_owner(raw_key)
+    assert found is not None
+    user, key = found
+    assert _values(user) == _values(User.objects.get(pk=owner.pk))
+    stored = ApiKey.objects.get(user=owner)
+    assert (key.pk, key.user_id, key.last_used_at) == (stored.pk, owner.pk, stored.last_used_at)
+    assert key.last_used_at is not None
+    assert key.last_used_at.utcoffset() == stored.last_used_at.utcoffset()
+    assert key.user is user
+
+
+def test_a_claims_payload_shows_the_item_and_responses_as_stored() -> None:
+    campaign = CampaignFactory(kind=Campaign.Kind.RANKING)
+    prompt = [{"role": "system", "content": UNICODE}, {"role": "user", "content": "Rank these."}]
+    item = ItemFactory(campaign=campaign, prompt=prompt, context={"doc": UNICODE, "n": [1, 2.5]})
+    Response.objects.create(item=item, position=5, text=UNICODE, format="markdown", images=[])
+    expert = UserFactory()
+    responses = list(Response.objects.filter(item=item).order_by("-pk"))
+    assignment = Assignment.objects.create(
+        campaign=campaign,
+        item=item,
+        expert=expert,
+        lease_expires_at=timezone.now(),
+        response_order=[r.pk for r in responses],
+    )
+    payload = assignment_payload(assignment=assignment)
+    stored = Item.objects.get(pk=item.pk)
+    assert payload["item"]["prompt"] == stored.prompt
+    assert payload["item"]["context"] == stored.context
+    shown = [(r["id"], r["text"], r["format"], r["images"]) for r in payload["item"]["responses"]]
+    assert shown == [(r.pk, r.text, r.format, r.images) for r in responses]
+    json.dumps(payload)  # what the API answers is JSON as it stands
+
+
+class _Decoded(json.JSONDecoder):
+    pass
+
+
+@isolate_apps("feedback")
+def test_columns_refuse_a_field_whose_reading_converts_more_than_psycopg_does() -> None:
+    class WithOwnDecoder(models.Model):
+        data = models.JSONField(decoder=_Decoded)
+
+        class Meta:
+            app_label = "feedback"
+
+        def __str__(self) -> str:
+            return str(self.pk)
+
+    with pytest.raises(ImproperlyConfigured, match=r"WithOwnDecoder\.data converts"):
+        Columns(WithOwnDecoder)
+    Columns(WithOwnDecoder, ["id"])  # the other columns are read as they are
