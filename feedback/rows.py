@@ -12,7 +12,6 @@ goes through Django's cursor and each field's converters, as the ORM reads it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
 
@@ -21,6 +20,32 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models, transaction
 
 M = TypeVar("M", bound=models.Model)
+
+# Kinds of column (Field.get_internal_type) whose binary value is the model's value as it is.
+_AS_READ = {
+    "AutoField",
+    "BigAutoField",
+    "BigIntegerField",
+    "BooleanField",
+    "CharField",
+    "DateField",
+    "DateTimeField",
+    "DecimalField",
+    "FileField",
+    "FloatField",
+    "ForeignKey",
+    "IntegerField",
+    "JSONField",
+    "OneToOneField",
+    "PositiveBigIntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "SlugField",
+    "SmallAutoField",
+    "SmallIntegerField",
+    "TextField",
+    "UUIDField",
+}
 
 
 def run_statement(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -67,16 +92,23 @@ class Columns(Generic[M]):
         self.model = model
         fields = list(model._meta.concrete_fields)
         if attnames is not None:
-            by_attname = {f.attname: f for f in fields}
-            fields = [by_attname[name] for name in attnames]
+            unknown = set(attnames) - {f.attname for f in fields}
+            if unknown:
+                raise ImproperlyConfigured(f"{model.__name__} has no column {sorted(unknown)}.")
+            # In the model's order, whatever the order asked: Model.from_db places the values
+            # of a full row by position.
+            fields = [f for f in fields if f.attname in attnames]
         for field in fields:
-            # Values read in binary are the model's values only where the ORM would not
-            # convert them further; JSON it decodes as psycopg does.
-            if hasattr(field, "from_db_value") and not (
-                isinstance(field, models.JSONField) and field.decoder is None
+            # Values read in binary are the model's values only for these kinds of column:
+            # psycopg's loaders give what the ORM gives (JSON decoded as JSONField decodes it,
+            # times aware and in UTC); others (an address, an extension's type) would differ.
+            kind = field.get_internal_type()
+            if kind not in _AS_READ or (
+                isinstance(field, models.JSONField) and field.decoder is not None
             ):
                 raise ImproperlyConfigured(
-                    f"{model.__name__}.{field.name} converts what it reads: read it through the ORM."
+                    f"{model.__name__}.{field.name} ({kind}) is not read as it is stored:"
+                    " read it through the ORM."
                 )
         self.fields = fields
         self.attnames = [f.attname for f in fields]
@@ -90,20 +122,20 @@ class Columns(Generic[M]):
             return None
         return self.model.from_db(connection.alias, self.attnames, list(values))
 
-    @functools.cached_property
     def _converters(self) -> list[tuple[Any, list[Any]]]:
         """Each column's expression and the ORM's converters for it, on this database."""
         table = self.model._meta.db_table
         out = []
         for field in self.fields:
             col = field.get_col(table)
-            converters = field.get_db_converters(connection)  # type: ignore[attr-defined]
-            out.append((col, converters + connection.ops.get_db_converters(col)))
+            # The backend's converters first, then the field's, in the ORM's order.
+            field_converters = field.get_db_converters(connection)  # type: ignore[attr-defined]
+            out.append((col, connection.ops.get_db_converters(col) + field_converters))
         return out
 
     def _converted(self, values: Sequence[Any]) -> list[Any]:
         out = []
-        for value, (col, converters) in zip(values, self._converters, strict=True):
+        for value, (col, converters) in zip(values, self._converters(), strict=True):
             for convert in converters:
                 value = convert(value, col, connection)
             out.append(value)

@@ -86,12 +86,13 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
     )
-    # The queue's hot statements (reviews/services.py) go through server-side-binding
-    # cursors, which prepare a statement from its 10th call on a connection, so PostgreSQL
-    # parses and plans them once per connection instead of on every claim. Not sooner: the
-    # plan is made once, and one made while the assignments table is nearly empty scans it
-    # whole (a fresh benchmark campaign once ran 436 claims/s instead of ~1,060 because of
-    # it). Django's own queries use client-side binding and are never prepared either way.
+    # The hot statements (feedback/rows.py: claims, submits, API keys) go through
+    # server-side-binding cursors, which prepare a statement from its 10th call on a
+    # connection, so PostgreSQL parses and plans them once per connection, not every time.
+    # Not sooner: the plan is made once, and one made while the assignments table is nearly
+    # empty scans it whole (a fresh benchmark campaign once ran 436 claims/s instead of
+    # ~1,060 because of it). Django's own queries use client-side binding and are never
+    # prepared either way.
     # Django leaves this off for transaction-mode poolers: DB_PREPARED_STATEMENTS=0 for
     # PgBouncer older than 1.21 in transaction mode.
     # With the default plan_cache_mode PostgreSQL keeps planning the claim for every call

@@ -36,6 +36,10 @@ def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assi
 # response's model and usage) are left deferred.
 _SHOWN_ITEM = Columns(Item, ["id", "prompt", "context"])
 _SHOWN_RESPONSE = Columns(Response, ["id", "text", "format", "images"])
+_SHOWN_RESPONSES_SQL = (
+    f"SELECT {_SHOWN_RESPONSE.select('r')} FROM {Response._meta.db_table} r"  # noqa: S608
+    " WHERE r.item_id = %s"
+)
 _SHOWN_SQL = (
     f"SELECT {_SHOWN_ITEM.select('i')}, NULL, NULL, NULL, NULL"  # noqa: S608
     f" FROM {Item._meta.db_table} i WHERE i.id = %s"
@@ -61,7 +65,8 @@ def blind_responses(
     """The item's responses in this expert's order, labelled A, B, …; model names hidden.
     `responses` when they were read already (at least their id, text, format and images)."""
     if responses is None:
-        responses = _shown(assignment.item_id)[1]
+        read_now = read(_SHOWN_RESPONSES_SQL, [assignment.item_id], _SHOWN_RESPONSE)
+        responses = [r for (r,) in read_now if isinstance(r, Response)]
     by_id = {r.pk: r for r in responses}
     ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
     ordered += [r for pk, r in sorted(by_id.items()) if pk not in assignment.response_order]

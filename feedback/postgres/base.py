@@ -33,6 +33,8 @@ def connection_is_quiet(connection: Any) -> bool:
         return False
     if connection.info.transaction_status != pq.TransactionStatus.IDLE:
         return False
+    if not hasattr(select, "poll"):  # Windows: Django's SELECT 1 decides
+        return False
     poller = select.poll()
     # POLLERR and POLLHUP are always reported.
     poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from feedback.api_keys import key_and_owner
 from feedback.models import ApiKey, Campaign, Item, Response, User
-from feedback.rows import Columns
+from feedback.rows import Columns, read
 from feedback.selectors import campaign_get_for_user
 from feedback.services import api_key_create
 from reviews.models import Assignment
@@ -101,9 +101,10 @@ class _Decoded(json.JSONDecoder):
 
 
 @isolate_apps("feedback")
-def test_columns_refuse_a_field_whose_reading_converts_more_than_psycopg_does() -> None:
-    class WithOwnDecoder(models.Model):
+def test_columns_refuse_a_column_whose_value_psycopg_would_read_otherwise() -> None:
+    class Odd(models.Model):
         data = models.JSONField(decoder=_Decoded)
+        address = models.GenericIPAddressField()
 
         class Meta:
             app_label = "feedback"
@@ -111,6 +112,28 @@ def test_columns_refuse_a_field_whose_reading_converts_more_than_psycopg_does() 
         def __str__(self) -> str:
             return str(self.pk)
 
-    with pytest.raises(ImproperlyConfigured, match=r"WithOwnDecoder\.data converts"):
-        Columns(WithOwnDecoder)
-    Columns(WithOwnDecoder, ["id"])  # the other columns are read as they are
+    with pytest.raises(ImproperlyConfigured, match=r"Odd\.data \(JSONField\)"):
+        Columns(Odd)
+    with pytest.raises(ImproperlyConfigured, match=r"Odd\.address \(GenericIPAddressField\)"):
+        Columns(Odd, ["id", "address"])
+    with pytest.raises(ImproperlyConfigured, match=r"Odd has no column \['dta'\]"):
+        Columns(Odd, ["id", "dta"])
+    Columns(Odd, ["id"])  # the other columns are read as they are
+
+
+def test_columns_asked_in_any_order_are_read_in_the_models() -> None:
+    item = ItemFactory()
+    response = Response.objects.filter(item=item).order_by("pk").first()
+    assert response is not None
+    columns = Columns(Response, ["text", "images", "id"])
+    (read_back,) = read(
+        f"SELECT {columns.select('r')} FROM feedback_response r WHERE r.id = %s",  # noqa: S608
+        [response.pk],
+        columns,
+    )[0]
+    assert isinstance(read_back, Response)
+    assert (read_back.pk, read_back.text, read_back.images) == (
+        response.pk,
+        response.text,
+        response.images,
+    )
