@@ -33,7 +33,10 @@ def campaigns_for_user(*, user: User) -> QuerySet[Campaign]:
 
 
 _CAMPAIGN = Columns(Campaign)
-_CAMPAIGN_SQL = f"SELECT {_CAMPAIGN.select('c')} FROM {Campaign._meta.db_table} c WHERE c.id = %s"  # noqa: S608
+_CAMPAIGN_SQL = (
+    f"SELECT {_CAMPAIGN.select('c')} FROM {Campaign._meta.db_table} c"  # noqa: S608
+    " WHERE c.id = %s"
+)
 
 
 def missing_skills(*, user: User, campaign: Campaign) -> set[str]:
