@@ -27,7 +27,9 @@ bind = [os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")]
 # PostgreSQL connections (each worker keeps one open for DB_CONN_MAX_AGE seconds).
 workers = _int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9))
 threads = _int("GUNICORN_THREADS", 1)
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's sync worker, except that one idle worker is woken per connection, the same one
+# while it is idle, instead of all of them racing for it (feedback/gunicorn_worker.py).
+worker_class = "gthread" if threads > 1 else "feedback.gunicorn_worker.SyncWorker"
 
 # A worker silent for this long is killed and replaced; uploads of large imports and file
 # downloads must fit in it. The proxy's read timeout should be a little longer.
@@ -75,8 +77,9 @@ def on_starting(server: object) -> None:
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
-# Request time in microseconds (%D) at the end, for latency by path from the logs.
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s "%(a)s" %(D)sus'
+# Request time in microseconds (%D), for latency by path from the logs, then the worker's
+# process id (%p, as <pid>), to tell the workers' shares apart.
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s "%(a)s" %(D)sus %(p)s'
 
 # Only the proxy in front may set X-Forwarded-*; comma-separated addresses or "*".
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

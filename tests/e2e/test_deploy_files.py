@@ -8,6 +8,9 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -176,3 +179,47 @@ def test_preloaded_workers_are_recycled_and_keep_serving(tmp_path):
     assert {r.status_code for r in replies} == {401}, log.read_text()[-2000:]
     assert all(r.json()["error"]["code"] == "not_authenticated" for r in replies)
     assert log.read_text().count("Booting worker") >= 5, log.read_text()[-2000:]
+
+
+def _served_by(log_text: str, path: str) -> Counter[str]:
+    """The worker (access log's <pid>) of each request for `path`."""
+    return Counter(
+        line.rsplit(" ", 1)[1] for line in log_text.splitlines() if f'"GET {path} ' in line
+    )
+
+
+def test_an_idle_worker_takes_each_connection_the_same_one_while_it_stays_idle(tmp_path):
+    # gunicorn's own sync workers all wake for each connection and race for it, so requests
+    # one after another land on any of them, with cold caches; here one waiting worker is
+    # woken, the same one while it is idle (feedback/gunicorn_worker.py).
+    port = free_port()
+    log = tmp_path / "access.log"
+    env = _gunicorn_env(
+        GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="4", GUNICORN_ACCESS_LOG=str(log)
+    )
+    server = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        http = Http(f"http://127.0.0.1:{port}")
+        wait_until("gunicorn to answer", lambda: http.get("/api/v1/campaigns/"), 45)
+        time.sleep(1.0)  # every worker booted and waiting
+        for _ in range(40):
+            assert http.get("/api/v1/campaigns/").status_code == 401
+            time.sleep(0.02)  # the worker is back waiting before the next one
+        # Four at once: each idle worker is woken for one of them, so all are served.
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda _: http.get("/api/v1/campaigns/"), range(4)))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert [r.status_code for r in replies] == [401] * 4
+    served = _served_by(log.read_text(), "/api/v1/campaigns/")
+    assert sum(served.values()) >= 44
+    sequential = _served_by("\n".join(log.read_text().splitlines()[-44:-4]), "/api/v1/campaigns/")
+    assert sequential.most_common(1)[0][1] >= 38, sequential
