@@ -17,7 +17,7 @@ from datasets_app import services
 from datasets_app.models import Dataset, DatasetVersion
 from datasets_app.recipe import AGGREGATIONS, FORMATS
 from datasets_app.selectors import dataset_get_for_user, datasets_for_user, version_get_for_user
-from feedback.api import _user
+from feedback.api import TextField, _user
 from feedback.errors import NotFound
 from feedback.selectors import campaign_get_for_user
 
@@ -55,15 +55,13 @@ class DatasetOutput(serializers.ModelSerializer[Dataset]):
 
 
 class DatasetInput(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    name = TextField(max_length=200)
+    description = TextField(required=False, allow_blank=True, default="")
     campaigns = serializers.ListField(child=serializers.IntegerField(), min_length=1)
     # Checked by the service (400 naming the field); plain strings keep the schema's enum
     # names free of collisions with other apps' "format" fields.
-    format = serializers.CharField(help_text=f"One of: {', '.join(FORMATS)}.")
-    aggregation = serializers.CharField(
-        default="majority", help_text=f"One of: {', '.join(AGGREGATIONS)}."
-    )
+    format = TextField(help_text=f"One of: {', '.join(FORMATS)}.")
+    aggregation = TextField(default="majority", help_text=f"One of: {', '.join(AGGREGATIONS)}.")
     filters = serializers.DictField(
         required=False,
         default=dict,

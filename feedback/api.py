@@ -69,6 +69,17 @@ class CampaignOutput(serializers.ModelSerializer[Campaign]):
         ]
 
 
+class TextField(serializers.CharField):
+    """Text, and only text: DRF's CharField takes a number and stores its digits (a skip
+    `note` of 5 became "5"), where a client sending a number for a name or a note has sent
+    the wrong thing, and is told so with a 400 naming the field."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class KnownFieldsOnly(serializers.Serializer[Any]):
     """Refuses a field it does not know with a 400 naming it: a misspelt field read as its
     default (`activ` on a heartbeat, `overlaps` on a campaign) would change something other
@@ -94,24 +105,20 @@ class CampaignInputSerializer(KnownFieldsOnly):
     what = "campaign"
     # What GET gives, which a client may send back as it got it (`id`, `created_at`).
     also_taken = frozenset(CampaignOutput.Meta.fields)
-    name = serializers.CharField(max_length=200)
+    name = TextField(max_length=200)
     slug = serializers.SlugField(max_length=100, required=False)
     kind = serializers.ChoiceField(choices=Campaign.Kind.choices)
     status = serializers.ChoiceField(choices=Campaign.Status.choices, default=Campaign.Status.DRAFT)
-    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    instructions = TextField(required=False, allow_blank=True, default="")
     rubric = serializers.ListField(child=serializers.DictField(), required=False, default=list)
     overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
-    required_skills = serializers.ListField(
-        child=serializers.CharField(max_length=64), default=list
-    )
+    required_skills = serializers.ListField(child=TextField(max_length=64), default=list)
     gold_rate = serializers.FloatField(min_value=0, max_value=0.5, default=0.0)
     requires_qualification = serializers.BooleanField(default=False)
     pay = serializers.DictField(required=False, default=dict)
     acceptance = serializers.ChoiceField(choices=Campaign.Acceptance.choices, default="auto")
     lease_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=30)
-    generation_models = serializers.ListField(
-        child=serializers.CharField(max_length=200), default=list
-    )
+    generation_models = serializers.ListField(child=TextField(max_length=200), default=list)
 
 
 class CampaignPatchSerializer(CampaignInputSerializer):
@@ -299,9 +306,7 @@ class ImportInput(serializers.Serializer[Any]):
         help_text="JSONL, CSV, Parquet, or a Label Studio JSON export (.json)"
     )
     format = serializers.ChoiceField(choices=ImportJob.Format.choices, required=False)
-    mapping = serializers.CharField(
-        required=False, allow_blank=True, help_text="JSON: item field -> column"
-    )
+    mapping = TextField(required=False, allow_blank=True, help_text="JSON: item field -> column")
     on_error = serializers.ChoiceField(
         choices=ImportJob.OnError.choices, default=ImportJob.OnError.ABORT
     )

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
-from feedback.api import KnownFieldsOnly, _user
+from feedback.api import KnownFieldsOnly, TextField, _user
 from feedback.selectors import campaign_get_for_user
 from reviews import services
 from reviews.models import Assignment, Review
@@ -77,7 +77,7 @@ def review_output(review: Review) -> dict[str, Any]:
 class SkipInput(KnownFieldsOnly):
     what = "skip"
     reason = serializers.ChoiceField(choices=sorted(services.SKIP_REASONS))
-    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    note = TextField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class HeartbeatInput(KnownFieldsOnly):
