@@ -5,7 +5,7 @@ waiting worker for each new connection: all race for it, one wins, the others go
 waiting, each having woken up for nothing. Which one wins is left to the scheduler, so at less
 than full load consecutive requests land on workers and database connections whose memory the
 CPU's caches no longer hold. On a 2-core host, with one client, the app's own CPU per request
-was 1.24-1.33 ms with 5 such workers against 0.90 ms with one (bench/README.md,
+was 1.24-1.62 ms with 5 such workers against 0.90 ms with one (bench/README.md,
 `claims_http`).
 
 This worker waits with epoll and EPOLLEXCLUSIVE: Linux wakes one waiting worker per
@@ -35,8 +35,8 @@ class SyncWorker(sync.SyncWorker):
         for waited in self.wait_fds:
             fd = waited if isinstance(waited, int) else waited.fileno()
             self._by_fd[fd] = waited
-            # The listening sockets exclusively; the pipe signals wake the worker through,
-            # not (every worker has its own).
+            # The listening sockets with EPOLLEXCLUSIVE; not the pipe through which signals
+            # wake this worker (each worker has its own).
             exclusive = select.EPOLLEXCLUSIVE if waited is not self.PIPE[0] else 0
             poller.register(fd, select.EPOLLIN | exclusive)
         return poller
