@@ -12,6 +12,7 @@ goes through Django's cursor and each field's converters, as the ORM reads it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
 
@@ -70,13 +71,21 @@ def _execute(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tuple[Any
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, binary=True)
-        # The result's status rather than cursor.description, which builds column objects.
-        result = cursor.pgresult
-        if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-            return []
-        return list(cursor.fetchall())
+    # Logged where Django logs its own queries (DEBUG, a test counting queries), so that
+    # connection.queries and the query-count checks see these too.
+    started = time.monotonic() if connection.queries_logged else None
+    try:
+        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, binary=True)
+            # The result's status rather than cursor.description, which builds column objects.
+            result = cursor.pgresult
+            if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+                return []
+            return list(cursor.fetchall())
+    finally:
+        if started is not None:
+            spent = time.monotonic() - started
+            connection.queries_log.append({"sql": f"{sql} -- {params!r}", "time": f"{spent:.3f}"})
 
 
 class Columns(Generic[M]):

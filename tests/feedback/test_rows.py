@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
-from django.test.utils import isolate_apps
+from django.db import connection, models
+from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils import timezone
 
 from feedback.api_keys import key_and_owner
@@ -137,3 +137,16 @@ def test_columns_asked_in_any_order_are_read_in_the_models() -> None:
         response.text,
         response.images,
     )
+
+
+def test_the_hot_statements_are_in_djangos_query_log_when_it_keeps_one(api_for, expert) -> None:
+    # Tests that count queries (and DEBUG's connection.queries) see them as Django's own.
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    with CaptureQueriesContext(connection) as queries:
+        res = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    assert res.status_code == 200, res.json()
+    logged = [q["sql"] for q in queries.captured_queries]
+    assert any("FROM feedback_campaign c WHERE c.id" in sql for sql in logged), logged
+    assert any("UNION ALL" in sql and "feedback_response" in sql for sql in logged), logged
+    assert any("feedback_queueentry" in sql for sql in logged), logged  # the claim
