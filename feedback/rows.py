@@ -142,9 +142,12 @@ class Columns(Generic[M]):
             out.append((col, connection.ops.get_db_converters(col) + field_converters))
         return out
 
-    def _converted(self, values: Sequence[Any]) -> list[Any]:
+    @staticmethod
+    def _converted(
+        values: Sequence[Any], converters_by_column: list[tuple[Any, list[Any]]]
+    ) -> list[Any]:
         out = []
-        for value, (col, converters) in zip(values, self._converters(), strict=True):
+        for value, (col, converters) in zip(values, converters_by_column, strict=True):
             for convert in converters:
                 value = convert(value, col, connection)
             out.append(value)
@@ -162,14 +165,16 @@ def read(
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
+    # Elsewhere than PostgreSQL, each column's converters, worked out once for all the rows.
+    converters = [] if postgres else [part._converters() for part in parts]
     out = []
     for row in rows:
         made = []
         start = 0
-        for part in parts:
+        for k, part in enumerate(parts):
             values = row[start : start + len(part.fields)]
             start += len(part.fields)
-            made.append(part.make(values if postgres else part._converted(values)))
+            made.append(part.make(values if postgres else part._converted(values, converters[k])))
         out.append(tuple(made))
     return out
 
