@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from feedback.errors import NotFound
 from feedback.models import Campaign, ExpertProfile, Qualification, User
@@ -39,22 +39,23 @@ _CAMPAIGN_SQL = (
 )
 
 
-def missing_skills(*, user: User, campaign: Campaign) -> set[str]:
-    """The campaign's required skills the user lacks; asks only when it requires some."""
-    if not campaign.required_skills:
-        return set()
-    return set(campaign.required_skills) - expert_skills(user=user)
-
-
-def lacks_qualification(*, user: User, campaign: Campaign) -> bool:
-    """Whether the campaign requires a qualification the user does not hold; asks only when
-    it requires one."""
-    return (
-        campaign.requires_qualification
-        and not Qualification.objects.filter(
-            campaign=campaign, expert=user, qualified=True
-        ).exists()
-    )
+def unmet_requirements(*, user: User, campaign: Campaign) -> tuple[set[str], bool]:
+    """The campaign's required skills the user lacks, and whether it requires a qualification
+    the user does not hold. One query when the campaign requires either, none otherwise."""
+    if not campaign.required_skills and not campaign.requires_qualification:
+        return set(), False
+    asked: dict[str, Subquery | Exists] = {}
+    if campaign.required_skills:
+        asked["_skills"] = Subquery(
+            ExpertProfile.objects.filter(user=OuterRef("pk")).values("skills")[:1]
+        )
+    if campaign.requires_qualification:
+        asked["_qualified"] = Exists(
+            Qualification.objects.filter(campaign=campaign, expert=OuterRef("pk"), qualified=True)
+        )
+    row = User.objects.filter(pk=user.pk).annotate(**asked).values(*asked).first() or {}
+    missing = set(campaign.required_skills) - set(row.get("_skills") or ())
+    return missing, bool(campaign.requires_qualification and not row.get("_qualified"))
 
 
 def _expert_may_see(*, user: User, campaign: Campaign) -> bool:
@@ -62,9 +63,8 @@ def _expert_may_see(*, user: User, campaign: Campaign) -> bool:
     only about what the campaign requires (so in the common case, nothing)."""
     if campaign.status not in {Campaign.Status.ACTIVE, Campaign.Status.PAUSED}:
         return False
-    return not lacks_qualification(user=user, campaign=campaign) and not missing_skills(
-        user=user, campaign=campaign
-    )
+    missing, unqualified = unmet_requirements(user=user, campaign=campaign)
+    return not missing and not unqualified
 
 
 def campaign_get_for_user(*, user: User, campaign_id: int | str) -> Campaign:

@@ -20,7 +20,7 @@ from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFail
 from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign, Item, QueueEntry, Response, User
 from feedback.rows import run_statement
-from feedback.selectors import lacks_qualification, missing_skills
+from feedback.selectors import unmet_requirements
 from reviews import signals
 from reviews.models import Assignment, Review
 
@@ -52,10 +52,10 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
         raise Conflict(
             f"The campaign is {campaign.status}, not active.", code="campaign_not_active"
         )
-    missing = missing_skills(user=expert, campaign=campaign)
+    missing, unqualified = unmet_requirements(user=expert, campaign=campaign)
     if missing:
         raise PermissionDenied(f"The campaign needs the skills: {', '.join(sorted(missing))}.")
-    if lacks_qualification(user=expert, campaign=campaign):
+    if unqualified:
         raise PermissionDenied("You are not qualified for this campaign yet.")
 
 

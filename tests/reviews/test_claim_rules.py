@@ -100,3 +100,69 @@ def test_releasing_leaves_what_is_not_a_live_claim_alone(expert):
     assert Assignment.objects.get(pk=done.pk).status == "submitted"
     assert Assignment.objects.get(pk=live.pk).status == "expired"
     assert QueueEntry.objects.get(pk=item.pk).open_slots == 1
+
+
+def _eligibility_queries(queries) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries
+        if "feedback_expertprofile" in q["sql"] or "feedback_qualification" in q["sql"]
+    ]
+
+
+def test_a_gated_campaign_asks_about_skills_and_qualification_once_per_check(api_for, expert):
+    """The campaign lookup and the claim each check the expert against what the campaign
+    requires: one query each, skills and qualification together."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from feedback.models import ExpertProfile, Qualification
+
+    campaign = CampaignFactory(required_skills=["law", "tax"], requires_qualification=True)
+    ItemFactory(campaign=campaign)
+    ExpertProfile.objects.update_or_create(user=expert, defaults={"skills": ["tax", "law", "x"]})
+    Qualification.objects.create(campaign=campaign, expert=expert, qualified=True)
+
+    with CaptureQueriesContext(connection) as queries:
+        answer = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/")
+
+    assert answer.status_code == 200
+    asked = _eligibility_queries(queries.captured_queries)
+    assert len(asked) == 2, asked
+    assert all("feedback_qualification" in sql and "feedback_expertprofile" in sql for sql in asked)
+
+
+@pytest.mark.parametrize(
+    ("skills", "qualified", "refusal"),
+    [
+        (["law"], True, "The campaign needs the skills: tax."),
+        (None, True, "The campaign needs the skills: law, tax."),
+        (["law", "tax"], False, "You are not qualified for this campaign yet."),
+        (["law", "tax"], None, "You are not qualified for this campaign yet."),
+        (["tax", "law"], True, None),
+    ],
+)
+def test_the_claim_refuses_an_expert_short_of_the_campaign_s_requirements(
+    expert, skills, qualified, refusal
+):
+    from feedback.errors import PermissionDenied
+    from feedback.models import ExpertProfile, Qualification
+
+    campaign = CampaignFactory(required_skills=["tax", "law"], requires_qualification=True)
+    item = ItemFactory(campaign=campaign)
+    if skills is None:
+        ExpertProfile.objects.filter(user=expert).delete()
+    else:
+        ExpertProfile.objects.update_or_create(user=expert, defaults={"skills": skills})
+    if qualified is not None:
+        Qualification.objects.create(campaign=campaign, expert=expert, qualified=qualified)
+
+    if refusal is None:
+        assignment = services.assignment_claim(campaign=campaign, expert=expert)
+        assert assignment is not None
+        assert assignment.item_id == item.pk
+        return
+    with pytest.raises(PermissionDenied) as refused:
+        services.assignment_claim(campaign=campaign, expert=expert)
+    assert str(refused.value) == refusal
+    assert not Assignment.objects.filter(campaign=campaign).exists()
