@@ -11,7 +11,7 @@ from feedback.rows import Columns, read_one
 
 def expert_skills(*, user: User) -> set[str]:
     profile = ExpertProfile.objects.filter(user=user).only("skills").first()
-    return set(profile.skills) if profile else set()
+    return set(profile.skills or ()) if profile else set()
 
 
 def campaigns_for_user(*, user: User) -> QuerySet[Campaign]:

@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 import pytest
+from django.db.models import JSONField, Value
 
 from feedback.errors import NotFound
 from feedback.models import Campaign, ExpertProfile, Qualification, User
@@ -63,3 +64,19 @@ def test_by_id_agrees_with_the_list_for_every_rule(engineer: User) -> None:
 def test_an_id_that_is_no_campaign_is_not_found(expert: User, campaign_id: Any) -> None:
     with pytest.raises(NotFound):
         campaign_get_for_user(user=expert, campaign_id=campaign_id)
+
+
+def test_skills_stored_as_null_count_as_none(engineer: User) -> None:
+    """A profile whose skills are JSON null (written around the model) holds no skills: the
+    list and the lookup by id agree, and neither fails."""
+    expert = UserFactory(role=User.Role.EXPERT, email="null-skills@example.test")
+    ExpertProfile.objects.update_or_create(user=expert, defaults={"skills": []})
+    ExpertProfile.objects.filter(user=expert).update(skills=Value(None, JSONField()))
+    gated = CampaignFactory(created_by=engineer, required_skills=["law"])
+    open_to_all = CampaignFactory(created_by=engineer)
+
+    listed = set(campaigns_for_user(user=expert).values_list("pk", flat=True))
+
+    assert listed == {open_to_all.pk}
+    assert not _visible_by_id(expert, gated)
+    assert _visible_by_id(expert, open_to_all)
