@@ -9,8 +9,9 @@ except in the server-sized pool below, where each connection serves several expe
 The clock starts once every connection is open and warm (WARM_LOOPS claims and submits made,
 so its statements are prepared, as a server's long-lived connections' are), and no connection
 closes (nor its process exits) until every one has left the measured window, so the
-benchmark's own ending takes no CPU from the last claims measured. A connection that fails (to open, or in its loop) stops the run
-with its error and traceback, and so does a worker process that dies or falls silent.
+benchmark's own ending takes no CPU from the last claims measured. A connection that fails (to
+open, or in its loop) stops the run with its error and traceback, and so does a worker process
+that dies or falls silent.
 In order: at each size, the closed loop, the paced load, and through a server-sized pool the
 closed loop (largest size only) and the paced load; then the alternating rounds.
 
@@ -82,7 +83,7 @@ THREADS = int(os.environ.get("BENCH_CLAIMS_THREADS", "4"))
 SECONDS = float(os.environ.get("BENCH_CLAIMS_SECONDS", "20"))
 WARMUP = float(os.environ.get("BENCH_CLAIMS_WARMUP", "3"))
 # Claim -> submit loops each connection makes before the clock starts (see _connection_loop).
-WARM_LOOPS = int(os.environ.get("BENCH_CLAIMS_WARM_LOOPS", "12"))
+WARM_LOOPS = int(os.environ.get("BENCH_CLAIMS_WARM_LOOPS", "16"))
 VACUUM_SECONDS = float(os.environ.get("BENCH_CLAIMS_VACUUM_SECONDS", "10"))
 ALTERNATE_SLICES = int(os.environ.get("BENCH_CLAIMS_ALTERNATE_SLICES", "4"))
 ALTERNATE_SECONDS = float(os.environ.get("BENCH_CLAIMS_ALTERNATE_SECONDS", "10"))
@@ -427,7 +428,7 @@ def _connection_loop(
             backend = cursor.fetchone()[0]
         # A new connection's first loops cost more than the rest: its backend loads the
         # tables' catalog entries and plans each statement afresh until psycopg prepares it
-        # (the 10th call). On one connection the first loop took 13 ms and the next nine about
+        # (at the 11th call: prepare_threshold is 10). On one connection the first loop took 13 ms and the next nine about
         # 3.3 ms, against 1.9 ms from then on (AMD EPYC, `cpu_probe_ms` 45). A server's
         # connections are long-lived and such a start is rare; 64 new ones at once on 2
         # cores, paced from their first claim, fell seconds behind, and the window measured
@@ -929,6 +930,7 @@ def main() -> dict[str, Any]:
         "processes": PROCESSES,
         "threads_per_process": THREADS,
         "seconds_per_run": SECONDS,
+        "warm_loops_per_connection": WARM_LOOPS,
         "sizes": {},
     }
     from bench.results import write
