@@ -87,7 +87,7 @@ else:
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
     )
     # The hot statements (feedback/rows.py: claims, submits, API keys) go through
-    # server-side-binding cursors, which prepare a statement from its 10th call on a
+    # server-side-binding cursors, which prepare a statement from its 11th call on a
     # connection, so PostgreSQL parses and plans them once per connection, not every time.
     # Not sooner: the plan is made once, and one made while the assignments table is nearly
     # empty scans it whole (a fresh benchmark campaign once ran 436 claims/s instead of
