@@ -201,6 +201,8 @@ class ItemsCreateView(APIView):
     def post(self, request: Request, campaign_id: int) -> ApiResponse:
         from django.conf import settings
 
+        # Refuse an oversized upload from its headers, before its body is read.
+        imports.batch_check_request_size(request.META.get("CONTENT_LENGTH"))
         user = _user(request)
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
         if not user.manages_campaigns:
@@ -221,6 +223,7 @@ class ItemsCreateView(APIView):
             except RecursionError:
                 raise _nested_too_deeply() from None
             uploads = images_by_name(request.FILES.getlist("images"))
+            imports.images_check_total(uploads.values(), sent_with="batch")
         if isinstance(raw, list) and len(raw) > settings.ITEMS_BATCH_MAX:
             raise ValidationFailed(
                 f"A batch holds at most {settings.ITEMS_BATCH_MAX} items; got {len(raw)}. "

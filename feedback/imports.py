@@ -140,14 +140,20 @@ def import_images_max_bytes() -> int:
 MULTIPART_SLACK_BYTES = 1024 * 1024
 
 
+def _request_size(content_length: str | int | None) -> int:
+    """The body's declared length; 0 when it declares none (a chunked body is read, and each
+    part checked against its own limit as it comes)."""
+    try:
+        return int(content_length or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def import_check_request_size(content_length: str | int | None) -> None:
     """Refuse an oversized upload from its Content-Length, before reading its body: the file
     and the images beside it may together be as large as both limits allow; each is checked
     against its own limit once the body is read."""
-    try:
-        size = int(content_length or 0)
-    except (TypeError, ValueError):
-        return
+    size = _request_size(content_length)
     file_limit, images_limit = import_max_bytes(), import_images_max_bytes()
     if size > file_limit + images_limit + MULTIPART_SLACK_BYTES:
         raise PayloadTooLarge(
@@ -158,12 +164,30 @@ def import_check_request_size(content_length: str | int | None) -> None:
         )
 
 
-def _check_images_size(images: list[UploadedFile]) -> None:
+def batch_check_request_size(content_length: str | int | None) -> None:
+    """Refuse an oversized batch from its Content-Length, before reading its body. A JSON body
+    is held to DATA_UPLOAD_MAX_MEMORY_SIZE by Django itself; a multipart one's files are not,
+    so without this a batch carrying gigabytes of images would be read to disk before its 400.
+    Its `items` field and its images may be as large as their two limits allow together."""
+    size = _request_size(content_length)
+    items_limit, images_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE, import_images_max_bytes()
+    if size > items_limit + images_limit + MULTIPART_SLACK_BYTES:
+        raise PayloadTooLarge(
+            f"The request is {size:,} bytes; a batch takes items of at most {items_limit:,}"
+            f" bytes and images beside them of at most {images_limit:,} bytes in all. "
+            "Send fewer items per batch, or upload a file to imports/.",
+            fields={"request": [f"{size:,} bytes, more than the items and images allow"]},
+        )
+
+
+def images_check_total(images: Iterable[UploadedFile], *, sent_with: str) -> None:
+    """The images sent beside one import file or one batch (`sent_with`), in all, within
+    IMPORT_IMAGES_MAX_BYTES."""
     total, limit = sum(image.size or 0 for image in images), import_images_max_bytes()
     if total > limit:
         raise PayloadTooLarge(
-            f"The images sent with the file are {total:,} bytes in all; an import takes at"
-            f" most {limit:,}. Send the items with more images in another import.",
+            f"The images sent are {total:,} bytes in all; one {sent_with} takes at most"
+            f" {limit:,}. Send the items with more images in another {sent_with}.",
             fields={"images": [f"{total:,} bytes in all, more than {limit:,}"]},
         )
 
@@ -277,7 +301,7 @@ def import_create(
             fields={"file": ["is empty (0 bytes)"]},
         )
     images = list(images)
-    _check_images_size(images)
+    images_check_total(images, sent_with="import")
     fmt = _detect_format(upload, format)
     _check_content(upload, fmt)
     if on_error not in ImportJob.OnError.values:

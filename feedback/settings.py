@@ -360,7 +360,8 @@ PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")
 ITEMS_BATCH_MAX = env_int("ITEMS_BATCH_MAX", 1000)
 # Import files are streamed to disk, never held in memory; this caps their size (2 GiB).
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 2 * 1024**3)
-# The images sent beside one import file, in all (each is also held to IMAGE_MAX_BYTES).
+# The images sent beside one import file or one batch, in all (each is also held to
+# IMAGE_MAX_BYTES).
 IMPORT_IMAGES_MAX_BYTES = env_int("IMPORT_IMAGES_MAX_BYTES", 1024**3)
 # One image in an item: bytes, pixels a side and pixels in all, checked with Pillow. Decoding
 # takes memory by the pixel (up to 16 bytes each, for a lossless WebP), whatever the file's
