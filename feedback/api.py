@@ -437,7 +437,26 @@ class GenerateView(APIView):
     def post(self, request: Request, campaign_id: int) -> ApiResponse:
         user = _user(request)
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
-        body = request.data if isinstance(request.data, dict) else {}
+        if not user.manages_campaigns:
+            raise PermissionDenied("Only admins and ML engineers generate responses.")
+        body = request.data
+        if not isinstance(body, dict):
+            # Asking costs money: a body that is not the documented object is refused, never
+            # read as "every item with the campaign's models".
+            raise ValidationFailed(
+                'The body must be a JSON object, such as {"item_ids": [...], "models": [...]},'
+                " or {} for every item lacking responses with the campaign's models.",
+                fields={"body": ["must be a JSON object"]},
+            )
+        # A misspelt key (`items`) would otherwise be read as its default: every item. The
+        # values are checked by generation_create, which names each one.
+        unknown = sorted(str(key) for key in body if key not in GenerateInput().fields)
+        if unknown:
+            raise ValidationFailed(
+                f"Unknown fields: {', '.join(unknown)}; a generation request takes"
+                " `models` and `item_ids`.",
+                fields={key: ["is not a field of a generation request"] for key in unknown},
+            )
         job = generation.generation_create(
             actor=user,
             campaign=campaign,

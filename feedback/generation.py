@@ -31,6 +31,7 @@ from django.utils import timezone
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
 from feedback.imports import campaign_overlap_now
 from feedback.item_input import (
+    MAX_MODEL,
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
     in_storage_order,
@@ -61,7 +62,7 @@ class ModelSpec:
     @classmethod
     def parse(cls, raw: Any, where: str, fields: dict[str, list[str]]) -> ModelSpec | None:
         if isinstance(raw, str) and raw.strip():
-            return cls(name=raw.strip())
+            return cls._named(raw.strip(), where, fields)
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
             fields[where] = ['must be a model name or {"name": ..., "input_usd_per_million": ...}']
             return None
@@ -75,12 +76,19 @@ class ModelSpec:
         if unknown:
             fields[where] = [f"unknown keys {sorted(unknown)}"]
             return None
-        spec = cls(name=raw["name"])
+        spec = cls._named(raw["name"], f"{where}.name", fields)
+        if spec is None:
+            return None
         for key in ("input_usd_per_million", "output_usd_per_million", "temperature"):
             value = raw.get(key)
             if value is None:
                 continue
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 fields[f"{where}.{key}"] = ["must be a non-negative number"]
                 return None
             setattr(spec, key, float(value))
@@ -91,6 +99,18 @@ class ModelSpec:
                 return None
             spec.max_tokens = max_tokens
         return spec
+
+    @classmethod
+    def _named(cls, name: str, where: str, fields: dict[str, list[str]]) -> ModelSpec | None:
+        """A spec of this name, or None with the field's error: each response stores the name
+        of its model, so a name that cannot be stored is refused before any model is asked."""
+        problem = unstorable(name)
+        if problem is None and len(name) > MAX_MODEL:
+            problem = f"is longer than {MAX_MODEL} characters"
+        if problem is not None:
+            fields[where] = [problem]
+            return None
+        return cls(name=name)
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -307,6 +307,59 @@ def test_one_generation_at_a_time_per_campaign(model_server, api_for, engineer):
     )
 
 
+def test_a_misspelt_key_or_a_body_that_is_not_an_object_asks_no_model(
+    model_server, api_for, engineer
+):
+    # Each would otherwise be read as "every item lacking responses, the campaign's models":
+    # a job asking (and paying) for far more than the client meant.
+    campaign = CampaignFactory(kind="rating", overlap=1, generation_models=["plain"])
+    ItemFactory.create_batch(3, campaign=campaign, responses=0, open_slots=0)
+    url = f"/api/v1/campaigns/{campaign.pk}/generate/"
+    client = api_for(engineer)
+
+    misspelt = client.post(url, {"items": [1]}, format="json")
+    assert misspelt.status_code == 400
+    assert misspelt.json()["error"]["fields"] == {
+        "items": ["is not a field of a generation request"]
+    }
+    for body in ('[{"name": "plain"}]', '"plain"', "null", "[]"):
+        res = client.post(url, data=body, content_type="application/json")
+        assert res.status_code == 400, body
+        assert res.json()["error"]["fields"] == {"body": ["must be a JSON object"]}
+    assert GenerationJob.objects.count() == 0
+    assert model_server.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("models", "field", "said"),
+    [
+        ('["%s"]' % ("m" * 201), "models[0]", "is longer than 200 characters"),
+        ('[{"name": "%s"}]' % ("m" * 201), "models[0].name", "is longer than 200 characters"),
+        ('["bad\\u0000name"]', "models[0]", "NUL character"),
+        ('[{"name": "x", "temperature": 1e400}]', "models[0].temperature", "non-negative number"),
+    ],
+)
+def test_a_model_name_or_setting_that_cannot_be_stored_is_refused_before_any_request(
+    model_server, api_for, engineer, models, field, said
+):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    # As a client sends it: the JSON text, where \u0000 is a NUL and 1e400 an infinite number.
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{campaign.pk}/generate/",
+        data=f'{{"models": {models}}}',
+        content_type="application/json",
+    )
+
+    assert res.status_code == 400
+    fields = res.json()["error"]["fields"]
+    assert list(fields) == [field]
+    assert said in fields[field][0]
+    assert GenerationJob.objects.count() == 0
+    assert model_server.requests == 0
+
+
 def test_an_empty_item_list_is_refused_not_read_as_every_item(model_server, generate):
     campaign = CampaignFactory(kind="rating", overlap=1)
     ItemFactory(campaign=campaign, responses=0, open_slots=0)
