@@ -381,6 +381,9 @@ class _Tally:
     duplicate_samples: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     abort_on_error: bool = True
+    # external_id -> content hash of rows skipped as duplicates of other content: not stored,
+    # so the campaign cannot tell a later row with that id and other content that they differ.
+    skipped_external_ids: dict[str, str] = field(default_factory=dict)
     # The parser thread and the writing thread both count errors.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -1254,7 +1257,11 @@ def _dedupe(
         keep = []
         for ready in chunk:
             item = ready.item
-            earlier = stored_ext.get(item.external_id) if item.external_id else None
+            earlier = None
+            if item.external_id:
+                earlier = stored_ext.get(item.external_id)
+                if earlier is None and item.external_id in tally.skipped_external_ids:
+                    earlier = (tally.skipped_external_ids[item.external_id], True)
             if earlier is not None and earlier[1] and earlier[0] != item.content_hash:
                 with tally.lock:
                     tally.invalid += 1
@@ -1277,6 +1284,8 @@ def _dedupe(
                     item.external_id,
                     "the same prompt, context and responses are already in the campaign",
                 )
+                if item.external_id:
+                    tally.skipped_external_ids[item.external_id] = item.content_hash
             else:
                 keep.append(ready)
                 stored_hashes.add(item.content_hash)

@@ -427,7 +427,9 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
             )
         )
         keep: list[ItemInput] = []
-        seen_hashes: set[str] = set()
+        seen_hashes: dict[str, int] = {}  # content hash -> the first index with it
+        # external_id -> the first index with it and its content, whether that one was kept
+        # or skipped as a duplicate: a later item with that id and other content is an error.
         seen_ext: dict[str, tuple[int, str]] = {}
         conflicts: dict[str, list[str]] = {}
         for index, item in enumerate(items):
@@ -439,18 +441,28 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
                     f"{item.external_id!r} is also the id of items[{first[0]}], with other content"
                 ]
                 continue
-            if item.external_id and (item.external_id in stored_ext or first is not None):
+            if item.external_id and first is None:
+                seen_ext[item.external_id] = (index, item.content_hash)
+            if item.external_id and item.external_id in stored_ext:
                 reason = f"external_id {item.external_id!r} is already in the campaign"
-            elif item.content_hash in stored_hashes or item.content_hash in seen_hashes:
+            elif first is not None:
+                reason = (
+                    f"external_id {item.external_id!r} appears earlier in this batch"
+                    f" (items[{first[0]}])"
+                )
+            elif item.content_hash in stored_hashes:
                 reason = "the same prompt, context and responses are already in the campaign"
+            elif item.content_hash in seen_hashes:
+                reason = (
+                    "the same prompt, context and responses appear earlier in this batch"
+                    f" (items[{seen_hashes[item.content_hash]}])"
+                )
             if reason:
                 duplicates.append(
                     {"index": index, "external_id": item.external_id, "reason": reason}
                 )
                 continue
-            seen_hashes.add(item.content_hash)
-            if item.external_id:
-                seen_ext[item.external_id] = (index, item.content_hash)
+            seen_hashes[item.content_hash] = index
             keep.append(item)
         if conflicts:
             raise ValidationFailed(

@@ -202,6 +202,27 @@ def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_n
     assert Item.objects.count() == 0
 
 
+def test_an_external_id_repeated_with_other_content_after_a_duplicate_row_is_an_error(upload):
+    # Row 1 is skipped as a copy of a stored item's content, so it is not stored under its
+    # id; row 2 has that id and other content, which of the two is meant cannot be guessed.
+    _res, status = upload("items.jsonl", jsonl(item_object(1)))
+    assert status["created"] == 1
+    copy = item_object(1, external_id="x")
+    other = item_object(1, external_id="x", prompt="Other text")
+
+    _res, status = upload("items.jsonl", jsonl(copy, other))
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "line": 2,
+            "field": "external_id",
+            "message": "'x' appears earlier in this file with other content",
+        }
+    ]
+    assert Item.objects.count() == 1
+
+
 def test_repeated_items_and_items_already_stored_are_reported_and_skipped(upload):
     _res, status = upload("items.jsonl", jsonl(item_object(1), item_object(2), item_object(1)))
 

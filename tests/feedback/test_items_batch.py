@@ -127,6 +127,49 @@ def test_one_external_id_on_two_different_items_is_refused(api_for, engineer, pa
     assert Item.objects.count() == 0
 
 
+def test_one_external_id_on_two_different_items_is_refused_when_the_first_is_a_duplicate(
+    api_for, engineer, pairwise_campaign
+):
+    # The first item is skipped as a copy of a stored one's content; its id still names it,
+    # so a later item with that id and other content is the same conflict as above.
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
+    client = api_for(engineer)
+    assert client.post(url, [GOOD], format="json").status_code == 201
+    copy = {**GOOD, "external_id": "x"}
+    other = {**GOOD, "external_id": "x", "prompt": "A different question"}
+
+    res = client.post(url, [copy, other], format="json")
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[1].external_id": ["'x' is also the id of items[0], with other content"]
+    }
+    assert Item.objects.count() == 1
+
+
+def test_repeats_within_a_batch_name_the_item_they_repeat(api_for, engineer, pairwise_campaign):
+    no_id = {k: v for k, v in GOOD.items() if k != "external_id"}
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD, GOOD, no_id], format="json"
+    )
+
+    assert res.status_code == 201, res.json()
+    assert res.json()["duplicates"] == [
+        {
+            "index": 1,
+            "external_id": "pr-1",
+            "reason": "external_id 'pr-1' appears earlier in this batch (items[0])",
+        },
+        {
+            "index": 2,
+            "external_id": None,
+            "reason": "the same prompt, context and responses appear earlier in this batch"
+            " (items[0])",
+        },
+    ]
+    assert Item.objects.count() == 1
+
+
 def test_response_ids_do_not_give_away_the_order_the_responses_came_in(
     api_for, engineer, pairwise_campaign
 ):
