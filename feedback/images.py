@@ -251,6 +251,8 @@ class ImageResolver:
             if isinstance(source, bytes):
                 return source
             if isinstance(source, UploadedFile):
+                # Its size is known: refused as it is, not as the part read to find it too big.
+                _check_size(source.size or 0)
                 source.seek(0)
                 return source.read(image_max_bytes() + 1)
             with default_storage.open(source, "rb") as fh:

@@ -458,6 +458,26 @@ def test_a_base64_image_over_the_limit_is_refused_with_its_exact_size(settings):
             _decode_data_url(_data_url(b"x" * size))
 
 
+def test_an_uploaded_image_over_the_limit_is_refused_with_its_exact_size(
+    api_for, engineer, pairwise_campaign, settings
+):
+    settings.IMAGE_MAX_BYTES = 10
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        {
+            "items": json.dumps([_item(context={"images": ["upload:big.png"]})]),
+            "images": [SimpleUploadedFile("big.png", b"x" * 5000, content_type="image/png")],
+        },
+        format="multipart",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].context.images[0]": ["image is 5,000 bytes; an image may have at most 10"]
+    }
+    assert Item.objects.count() == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_transactions_storing_the_same_new_image_at_once_share_one_stored_image():
     # The first stores the image and holds its transaction open; the second, not seeing that
