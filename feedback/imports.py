@@ -86,6 +86,8 @@ CONTENT_TYPES: dict[str, set[str]] = {
         "application/x-jsonlines",
         "application/jsonlines",
         "application/x-ndjson",
+        "application/ndjson",
+        "application/x-jsonl",
         "application/json",
         "text/plain",
         "application/octet-stream",
@@ -93,6 +95,10 @@ CONTENT_TYPES: dict[str, set[str]] = {
     ImportJob.Format.CSV: {
         "text/csv",
         "application/csv",
+        "text/x-csv",
+        "application/x-csv",
+        "text/comma-separated-values",
+        "text/x-comma-separated-values",
         "text/plain",
         "application/vnd.ms-excel",
         "application/octet-stream",
@@ -253,6 +259,15 @@ def _detect_format(upload: UploadedFile, requested: str | None) -> str:
     return found
 
 
+# UTF-32's marks first: UTF-32LE's begins with UTF-16LE's.
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
 def _check_content(upload: UploadedFile, fmt: str) -> None:
     upload.seek(0)
     head = upload.read(8192)
@@ -275,6 +290,14 @@ def _check_content(upload: UploadedFile, fmt: str) -> None:
                 fields={"file": ["not a Parquet file"]},
             )
         return
+    # A byte-order mark of UTF-16 (as Excel's "Unicode text" saves a file) or UTF-32.
+    wide = next((name for bom, name in _WIDE_BOMS if head.startswith(bom)), None)
+    if wide is not None:
+        raise UnsupportedMediaType(
+            f"The file is {wide} text; an import reads UTF-8. Save it as UTF-8 (in Excel:"
+            ' "CSV UTF-8") and send it again.',
+            fields={"file": [f"is {wide}, not UTF-8"]},
+        )
     if b"\x00" in head or head.startswith(b"PAR1") or head[:4] in {b"\x89PNG", b"PK\x03\x04"}:
         raise UnsupportedMediaType(
             f"The file is binary, not {fmt} text.", fields={"file": [f"not a {fmt} file"]}

@@ -255,6 +255,46 @@ def test_a_file_over_the_limit_is_refused_before_anything_is_stored(upload, sett
     assert Item.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("items.csv", "text/x-csv"),
+        ("items.csv", "application/x-csv"),
+        ("items.csv", "text/comma-separated-values"),
+        ("items.jsonl", "application/x-jsonl"),
+        ("items.jsonl", "application/x-ndjson"),
+    ],
+)
+def test_the_content_types_clients_send_for_csv_and_jsonl_are_taken(upload, name, content_type):
+    content = (
+        b"external_id,prompt,response_1,response_2\nc-1,First,A,B\n"
+        if name.endswith(".csv")
+        else jsonl(item_object(1))
+    )
+    res, status = upload(name, content, content_type)
+
+    assert res.status_code == 202, res.json()
+    assert status["status"] == "succeeded", status
+    assert Item.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")],
+)
+def test_a_utf16_or_utf32_file_is_refused_saying_what_it_is(upload, encoding, said):
+    text = "external_id,prompt,response_1,response_2\nc-1,First,A,B\n"
+    # Python's utf-16 and utf-32 write the mark; the -be ones do not, so it is added.
+    data = text.encode(encoding) if "-" not in encoding else ("\ufeff" + text).encode(encoding)
+
+    res, _ = upload("items.csv", data, "text/csv")
+
+    assert res.status_code == 415
+    assert res.json()["error"]["fields"] == {"file": [f"is {said}, not UTF-8"]}
+    assert "Save it as UTF-8" in res.json()["error"]["message"]
+    assert ImportJob.objects.count() == 0
+
+
 def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_campaign):
     png_bytes = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     res, _ = upload("items.jsonl", png_bytes, "image/png")
