@@ -307,12 +307,26 @@ def _draws_gold(campaign: Campaign) -> bool:
     return campaign.gold_rate > 0 and _shuffle.random() < campaign.gold_rate
 
 
+# A slot this expert could take that concurrent claims held (see _claim_postgres).
+_HELD_SLOT_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM feedback_queueentry q
+    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0
+      AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
+                      WHERE a.item_id = q.item_id AND a.expert_id = %(expert)s))
+"""
+# How often, and after how many milliseconds each, a claim that found only held slots looks
+# again: a claim holds its row for a millisecond or so, a new connection's first for ~10.
+HELD_WAITS_MS = (2, 4, 8, 16, 32)
+
+
 def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
     _expire_lazily(campaign.pk)
     want_gold = _draws_gold(campaign)
     widen = 0  # how far the search was widened after finding nothing (see RETRIES)
     expired_once = cleaned = False
-    for _ in range(8):
+    waits = iter(HELD_WAITS_MS)
+    for _ in range(8 + len(HELD_WAITS_MS)):
         scan, candidates = RETRIES[widen - 1] if widen else (PARTIAL_SCAN, CANDIDATES)
         try:
             kind, assignment = _claim_statement(
@@ -349,8 +363,31 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
             expired_once = True
             if _expire_lazily(campaign.pk, force=True):
                 continue  # expired leases gave slots back
-        return None
-    return None
+        # Nothing found, yet the queue may hold slots this expert could take: concurrent
+        # claims held them when looked at, so they were skipped. One may be this expert's own
+        # (a double click, a second tab) on the last slot, not committed when this claim's
+        # statements ran: it is this one's answer, found by the next attempt. Others' may be
+        # let go. "Nothing left" is said only once no such slot is left, or after the waits.
+        wait_ms = next(waits, None)
+        if wait_ms is None or not run_statement(
+            _HELD_SLOT_SQL, {"campaign": campaign.pk, "expert": expert.pk}
+        )[0][0]:
+            break
+        time.sleep(wait_ms / 1000)
+    return _live_claim(campaign=campaign, expert=expert)
+
+
+def _live_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
+    return (
+        Assignment.objects.select_related("campaign")
+        .filter(
+            campaign=campaign,
+            expert=expert,
+            status=Assignment.Status.CLAIMED,
+            lease_expires_at__gt=timezone.now(),
+        )
+        .first()
+    )
 
 
 def _drop_queue_rows_without_item(campaign_id: int) -> None:
@@ -438,16 +475,7 @@ def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
     except Conflict:
         # A campaign that is not active hands out no new work; an expert holding a live
         # claim in it gets that claim back all the same, since its submit is still taken.
-        live = (
-            Assignment.objects.select_related("campaign")
-            .filter(
-                campaign=campaign,
-                expert=expert,
-                status=Assignment.Status.CLAIMED,
-                lease_expires_at__gt=timezone.now(),
-            )
-            .first()
-        )
+        live = _live_claim(campaign=campaign, expert=expert)
         if live is None:
             raise
         return live

@@ -65,6 +65,28 @@ def test_concurrent_claims_by_one_expert_hold_one_slot():
     assert QueueEntry.objects.filter(open_slots=0).count() == 1
 
 
+def test_concurrent_claims_by_one_expert_on_the_last_slot_all_get_the_claim():
+    # The loser finds the one queue row held by the winner (skipped, never waited for) and
+    # nothing else; by the time it gives up, the winner's claim is committed: that is its
+    # answer, not "nothing left". Each round races afresh.
+    for _ in range(15):
+        campaign = CampaignFactory(kind="pairwise", overlap=1)
+        ItemFactory(campaign=campaign)
+        expert = UserFactory(role=User.Role.EXPERT)
+
+        claimed = in_threads(
+            2,
+            lambda _, c=campaign, e=expert: getattr(
+                services.assignment_claim(campaign=c, expert=User.objects.get(pk=e.pk)),
+                "pk",
+                None,
+            ),
+        )
+
+        assert None not in claimed, "an expert holding the last slot was told nothing is left"
+        assert len(set(claimed)) == 1
+
+
 def test_a_double_submit_from_two_threads_stores_one_review():
     campaign = CampaignFactory(kind="pairwise", overlap=1)
     ItemFactory(campaign=campaign)
