@@ -347,6 +347,9 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
         entry.campaign_id = item.campaign_id
         entry.priority = item.priority
         entry.open_slots = slots
+        # An item someone has had (as gold too) is started: a claim checks it against the
+        # claimer's history, which a fresh item skips.
+        entry.started = entry.started or item.assignments.exists()
         entry.save()
     return entry
 

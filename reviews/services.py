@@ -74,7 +74,9 @@ WITH due AS (
     FROM due WHERE a.id = due.id
     RETURNING a.id, a.item_id, a.is_gold
 ), counts AS (
-    SELECT item_id, count(*) AS n FROM expired WHERE NOT is_gold GROUP BY item_id
+    -- Not to an item made gold since it was claimed: gold takes no slot.
+    SELECT e.item_id, count(*) AS n FROM expired e JOIN feedback_item i ON i.id = e.item_id
+    WHERE NOT e.is_gold AND NOT i.is_gold GROUP BY e.item_id
 ), locked AS (
     SELECT q.item_id FROM feedback_queueentry q WHERE q.item_id IN (SELECT item_id FROM counts)
     ORDER BY q.item_id FOR UPDATE
@@ -137,9 +139,12 @@ def assignments_release(*, assignment_ids: list[int]) -> int:
 
 def _give_slots_back(item_ids: Iterable[int]) -> None:
     """Ended claims' slots return to the queue, one statement per item (the ORM paths; the
-    PostgreSQL expiry does this inside its own statement)."""
+    PostgreSQL expiry does this inside its own statement); not to an item made gold since it
+    was claimed, since gold takes no slot."""
     for item_id, n in Counter(item_ids).items():
-        QueueEntry.objects.filter(pk=item_id).update(open_slots=F("open_slots") + n)
+        QueueEntry.objects.filter(pk=item_id, item__is_gold=False).update(
+            open_slots=F("open_slots") + n
+        )
 
 
 # Lazy expiry runs at most this often per process and campaign (and always when the queue
@@ -324,7 +329,7 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
     _expire_lazily(campaign.pk)
     want_gold = _draws_gold(campaign)
     widen = 0  # how far the search was widened after finding nothing (see RETRIES)
-    expired_once = cleaned = False
+    expired_once = cleaned = repaired = False
     waits = iter(HELD_WAITS_MS)
     for _ in range(8 + len(HELD_WAITS_MS)):
         scan, candidates = RETRIES[widen - 1] if widen else (PARTIAL_SCAN, CANDIDATES)
@@ -333,9 +338,15 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
                 campaign=campaign, expert=expert, gold=want_gold, candidates=candidates, scan=scan
             )
         except IntegrityError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                # The same expert's concurrent claim won (double click, second tab); the
-                # next attempt finds it as their live claim.
+            cause = exc.__cause__
+            if isinstance(cause, psycopg.errors.UniqueViolation):
+                if cause.diag.constraint_name == "assignment_once_per_expert" and not repaired:
+                    # An item this expert had was in the queue as fresh (which is not checked
+                    # against the expert's history): mark their items started, then go on.
+                    repaired = True
+                    _mark_started_items_of(campaign_id=campaign.pk, expert_id=expert.pk)
+                # Otherwise the same expert's concurrent claim won (double click, second
+                # tab); the next attempt finds it as their live claim.
                 continue
             if not cleaned and isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                 # The queue row picked has no item: one deleted in raw SQL, behind Django's
@@ -391,6 +402,18 @@ def _live_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
         )
         .first()
     )
+
+
+def _mark_started_items_of(*, campaign_id: int, expert_id: int) -> None:
+    """Every queue row of an item this expert has had any assignment for is started (and so
+    checked against the history of whoever claims it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE feedback_queueentry q SET started = TRUE FROM reviews_assignment a"
+            " WHERE a.expert_id = %s AND a.campaign_id = %s AND q.item_id = a.item_id"
+            " AND NOT q.started",
+            [expert_id, campaign_id],
+        )
 
 
 def _drop_queue_rows_without_item(campaign_id: int) -> None:

@@ -155,6 +155,85 @@ def test_an_item_made_gold_in_the_admin_leaves_the_queue(admin_mfa_client):
     assert reviews.assignment_claim(campaign=campaign, expert=UserFactory()) is None
 
 
+def _answer(assignment, expert) -> None:
+    reviews.review_submit(
+        assignment_id=assignment.pk,
+        expert=expert,
+        body={"preference": {"chosen": assignment.response_order[0]}},
+    )
+
+
+def test_an_item_no_longer_gold_is_not_given_again_to_those_who_answered_it(admin_mfa_client):
+    campaign = CampaignFactory(overlap=2, gold_rate=1.0)
+    gold = ItemFactory(
+        campaign=campaign, is_gold=True, gold_answer={"chosen_position": 0}, open_slots=0
+    )
+    other = ItemFactory(campaign=campaign)
+    answered = UserFactory(role=User.Role.EXPERT)
+    taken = reviews.assignment_claim(campaign=campaign, expert=answered)
+    assert (taken.item_id, taken.is_gold) == (gold.pk, True)
+    _answer(taken, answered)
+    campaign.gold_rate = 0
+    campaign.save()
+
+    edit(admin_mfa_client, gold, gold_answer="null")  # the box unticked: not gold
+
+    gold.refresh_from_db()
+    assert not gold.is_gold
+    assert (gold.queue.open_slots, gold.queue.started) == (2, True)
+    again = reviews.assignment_claim(campaign=campaign, expert=answered)
+    assert again is not None
+    assert again.item_id == other.pk, "never the same item twice"
+    # The earlier gold answer takes no slot: two experts more may have the item.
+    takers = [reviews.assignment_claim(campaign=campaign, expert=UserFactory()) for _ in range(3)]
+    assert sorted(t.item_id for t in takers) == sorted([other.pk, gold.pk, gold.pk])
+    assert QueueEntry.objects.get(pk=gold.pk).open_slots == 0
+
+
+def test_a_claim_mends_a_queue_row_left_fresh_after_its_item_was_had():
+    # Whatever left it so (an edit made behind the app's back), an item an expert had that
+    # sits in the queue as fresh is not given to them again, and the claim goes on.
+    campaign = CampaignFactory(overlap=2)
+    first, second = ItemFactory(campaign=campaign), ItemFactory(campaign=campaign)
+    expert = UserFactory(role=User.Role.EXPERT)
+    taken = reviews.assignment_claim(campaign=campaign, expert=expert)
+    assert taken.item_id == first.pk
+    _answer(taken, expert)
+    QueueEntry.objects.filter(pk=first.pk).update(started=False)
+
+    again = reviews.assignment_claim(campaign=campaign, expert=expert)
+
+    assert again is not None
+    assert again.item_id == second.pk
+    assert QueueEntry.objects.get(pk=first.pk).started
+
+
+def test_a_claim_on_an_item_made_gold_since_gives_no_slot_back_when_it_ends(admin_mfa_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reviews.models import Assignment
+
+    campaign = CampaignFactory(overlap=3)
+    item = ItemFactory(campaign=campaign)
+    skipper, sleeper = UserFactory(role=User.Role.EXPERT), UserFactory(role=User.Role.EXPERT)
+    skipped = reviews.assignment_claim(campaign=campaign, expert=skipper)
+    lapsed = reviews.assignment_claim(campaign=campaign, expert=sleeper)
+    assert skipped.item_id == lapsed.item_id == item.pk
+    edit(admin_mfa_client, item, is_gold="on", gold_answer='{"chosen_position": 0}')
+    assert item.queue.open_slots == 0
+
+    reviews.assignment_skip(assignment_id=skipped.pk, expert=skipper, reason="too_long")
+    Assignment.objects.filter(pk=lapsed.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert reviews.assignments_expire_due(campaign_id=campaign.pk) == 1
+
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
+    assert reviews.assignment_claim(campaign=campaign, expert=UserFactory()) is None
+
+
 def test_slots_edited_in_the_admin_count_the_live_assignments(admin_mfa_client):
     campaign = CampaignFactory(overlap=3)
     item = ItemFactory(campaign=campaign)
