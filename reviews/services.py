@@ -204,19 +204,30 @@ SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL FROM own
 # The best candidate by priority, then started before fresh, then fewest open slots, then age,
 # that no other claimer holds is locked.
 _PICK_QUEUE = """
-    SELECT q.item_id AS id FROM (
-        (SELECT s.item_id, s.priority, TRUE AS started, s.open_slots FROM (
+    WITH started_fit AS (
+        SELECT s.item_id, s.priority, s.open_slots FROM (
             SELECT item_id, priority, open_slots FROM feedback_queueentry
             WHERE campaign_id = %(campaign)s AND open_slots > 0 AND started
             ORDER BY priority DESC, open_slots ASC, item_id ASC
             LIMIT %(scan)s) s
-         -- a probe per candidate, so the cost is bounded by the scan, not the expert's history
-         WHERE (SELECT 1 FROM reviews_assignment a
-                WHERE a.item_id = s.item_id AND a.expert_id = %(expert)s LIMIT 1) IS NULL
-         LIMIT %(candidates)s)
+        -- a probe per candidate, so the cost is bounded by the scan, not the expert's history
+        WHERE (SELECT 1 FROM reviews_assignment a
+               WHERE a.item_id = s.item_id AND a.expert_id = %(expert)s LIMIT 1) IS NULL
+        LIMIT %(candidates)s
+    )
+    SELECT q.item_id AS id FROM (
+        (SELECT item_id, priority, TRUE AS started, open_slots FROM started_fit)
         UNION ALL
         (SELECT item_id, priority, FALSE, open_slots FROM feedback_queueentry
          WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT started
+           -- With no started candidate among the first `scan`, a started item past them
+           -- may come first by priority: a fresh item of lower priority than the first of
+           -- those is left for the wider search (looked up only in that case).
+           AND (EXISTS (SELECT 1 FROM started_fit) OR priority >= COALESCE((
+                SELECT p.priority FROM feedback_queueentry p
+                WHERE p.campaign_id = %(campaign)s AND p.open_slots > 0 AND p.started
+                ORDER BY p.priority DESC, p.open_slots ASC, p.item_id ASC
+                OFFSET %(scan)s LIMIT 1), priority))
          ORDER BY priority DESC, item_id ASC
          LIMIT %(candidates)s)
     ) c

@@ -417,3 +417,30 @@ def test_an_expert_far_ahead_of_the_others_still_gets_work_at_once():
         )
     assert done == PARTIAL_SCAN + 5
     assert set(QueueEntry.objects.values_list("open_slots", flat=True)) == {0}
+
+
+def test_a_started_item_past_the_first_looked_at_comes_before_a_fresh_one_of_lower_priority():
+    """An expert who has had every one of the first started items looked at (PARTIAL_SCAN) is
+    given a fresh item instead of walking past them, but never one of lower priority than a
+    started item further on that they have not had."""
+    from reviews.services import PARTIAL_SCAN
+
+    campaign = CampaignFactory(overlap=2)
+    wanted = ItemFactory(campaign=campaign, priority=10)
+    first = UserFactory(role=User.Role.EXPERT)
+    assert services.assignment_claim(campaign=campaign, expert=first).item_id == wanted.pk
+    had = ItemFactory.create_batch(PARTIAL_SCAN + 1, campaign=campaign, priority=11)
+    ItemFactory(campaign=campaign, priority=0)  # fresh, lowest
+    far_ahead = UserFactory(role=User.Role.EXPERT)
+    for item in had:  # all started, none open to far_ahead: they skipped every one
+        assignment = services.assignment_claim(campaign=campaign, expert=far_ahead)
+        assert assignment.item_id == item.pk
+        services.assignment_skip(
+            assignment_id=assignment.pk, expert=far_ahead, reason="outside_expertise"
+        )
+
+    assignment = services.assignment_claim(campaign=campaign, expert=far_ahead)
+
+    assert assignment is not None
+    assert assignment.item_id == wanted.pk
+
