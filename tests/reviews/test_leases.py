@@ -443,4 +443,3 @@ def test_a_started_item_past_the_first_looked_at_comes_before_a_fresh_one_of_low
 
     assert assignment is not None
     assert assignment.item_id == wanted.pk
-
