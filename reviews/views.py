@@ -178,21 +178,37 @@ def _render_workspace(
     return response
 
 
-def _render_expired(
-    request: HtmxHttpRequest, assignment: Assignment, *, unsent: FormState, status: int
+# Why a submit found the item closed to it, by the service's error code: each is explained
+# in its own words on the page, which hands back what the expert had written.
+_CLOSED_BY = {
+    "lease_expired": "expired",
+    "assignment_expired": "expired",
+    "already_submitted": "submitted",
+    "assignment_skipped": "skipped",
+}
+
+
+def _render_closed(
+    request: HtmxHttpRequest,
+    assignment: Assignment,
+    *,
+    why: str,
+    unsent: FormState,
+    status: int,
 ) -> HttpResponse:
-    """Explain a lost lease in words, and hand back what the expert had written: the form
-    they sent, or the draft last saved on the assignment."""
+    """Explain in words why the item takes no more work from this page (`why`: its lease ran
+    out, or it was submitted or skipped from another tab), and hand back what the expert had
+    written: the form they sent, or the draft last saved on the assignment."""
     template = "reviews/review.html"
     partial = request.htmx and not request.htmx.history_restore_request
     context = {
         "assignment": assignment,
         "campaign": assignment.campaign,
-        "expired": True,
+        "closed": why,
         "unsent_rationale": unsent.get("rationale"),
         "unsent_correction": unsent.get("correction_text"),
     }
-    return render(request, template + ("#expired" if partial else ""), context, status=status)
+    return render(request, template + ("#closed" if partial else ""), context, status=status)
 
 
 def _claim_next(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -247,8 +263,12 @@ def review_page(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
         return _to(request, reverse("review-history") + f"#assignment-{assignment.pk}")
     if assignment.status in {Assignment.Status.CLAIMED, Assignment.Status.EXPIRED}:
         # A claim past its lease, whether or not the periodic job has marked it yet.
-        return _render_expired(
-            request, assignment, unsent=FormState.from_draft(assignment.draft), status=200
+        return _render_closed(
+            request,
+            assignment,
+            why="expired",
+            unsent=FormState.from_draft(assignment.draft),
+            status=200,
         )
     messages.info(
         request,
@@ -279,9 +299,16 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
                 errors=exc.fields,
                 error_message=exc.message,
             )
-        if exc.code in {"lease_expired", "assignment_expired"}:
-            return _render_expired(
-                request, assignment, unsent=FormState.from_post(request.POST), status=409
+        if why := _CLOSED_BY.get(exc.code):
+            # Another judgement sent from a stale tab after the item was submitted or skipped
+            # in another one: said in words, with the text handed back, not a flash at home
+            # naming the API's fields.
+            return _render_closed(
+                request,
+                assignment,
+                why=why,
+                unsent=FormState.from_post(request.POST),
+                status=409,
             )
         messages.error(request, exc.message)
         return _to_home(request)

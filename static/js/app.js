@@ -17,7 +17,7 @@
     savedEdits: 0,
     saving: false,
     submitting: false,
-    expired: false,
+    closed: false,      // the item can take nothing more from this page (see showGone)
     signedOut: false
   };
 
@@ -102,24 +102,73 @@
   document.addEventListener("scroll", function () { state.lastInput = Date.now(); }, { passive: true, capture: true });
 
   setInterval(function () {
-    if (!live() || state.expired || !isActive()) { return; }
+    if (!live() || state.closed || !isActive()) { return; }
     state.active += 1;
     var field = document.querySelector("[data-active-seconds]");
     if (field) { field.value = String(state.active); }
   }, 1000);
 
-  // --- lease: heartbeat and expiry ------------------------------------------------
-  function showExpired(message) {
-    state.expired = true;
+  // --- lease: heartbeat, and an item the page can no longer save for -------------------
+  // A heartbeat or autosave refused with 409 or 404 means the item left this page's hands;
+  // the error code says how, and the expert is told that, not a guess.
+  var KEEP_AND_GO_ON = " Copy anything you want to keep from this page, then take the next item.";
+  var EXPIRED_TEXT = "Your time on this item ran out and it went back to the queue, so nothing more can be " +
+    "saved for it." + KEEP_AND_GO_ON;
+  var EXPIRED = { text: EXPIRED_TEXT, status: "Not saved: this item is no longer yours" };
+  var GONE = {
+    lease_expired: EXPIRED,
+    assignment_expired: EXPIRED,
+    assignment_submitted: {
+      text: "This item was already submitted from another tab or window. That review is kept, and " +
+        "nothing more is saved from this page.",
+      status: "Not saved: this item was already submitted",
+      history: true
+    },
+    assignment_skipped: {
+      text: "This item was skipped from another tab or window and went back to the queue, so nothing " +
+        "more can be saved for it." + KEEP_AND_GO_ON,
+      status: "Not saved: this item was skipped"
+    },
+    // 404: the item was deleted, or this browser is now signed in to another account.
+    not_found: {
+      text: "This item no longer exists (it was removed, or this browser is now signed in to another " +
+        "account), so nothing more can be saved for it." + KEEP_AND_GO_ON,
+      status: "Not saved: this item no longer exists"
+    }
+  };
+  function goneFor(status, error) {
+    if (GONE[error.code]) { return GONE[error.code]; }
+    if (status === 404) { return GONE.not_found; }
+    // A code this page does not know: the server's own words rather than a guess.
+    return {
+      text: (error.message || "The server refused to save anything more for this item.") + KEEP_AND_GO_ON,
+      status: "Not saved: this item is no longer yours"
+    };
+  }
+  function refusal(response) {
+    return response.json().then(function (body) {
+      return (body && body.error) || {};
+    }, function () { return {}; });
+  }
+
+  function showGone(gone) {
+    state.closed = true;
     var w = live();
     // Nothing can be submitted for the item any more; the text stays on the page to copy.
     var submit = w && w.querySelector("#review-form button[type=submit]");
     if (submit) { submit.disabled = true; }
     var banner = w && w.querySelector("[data-lease-banner]");
-    if (!banner) { flash(message); return; }
+    if (!banner) { flash(gone.text); return; }
     banner.textContent = "";
     var p = document.createElement("p");
-    p.textContent = message;
+    p.textContent = gone.text;
+    if (gone.history && w.dataset.historyUrl) {
+      var link = document.createElement("a");
+      link.href = w.dataset.historyUrl;
+      link.textContent = "See it in your history";
+      p.appendChild(document.createTextNode(" "));
+      p.appendChild(link);
+    }
     banner.appendChild(p);
     if (w.dataset.startUrl) {
       var form = document.createElement("form");
@@ -133,25 +182,30 @@
       banner.appendChild(form);
     }
     banner.hidden = false;
-    setStatus("Not saved: this item is no longer yours");
+    setStatus(gone.status);
   }
-
-  var EXPIRED_TEXT = "Your time on this item ran out and it went back to the queue, so nothing more can be " +
-    "saved for it. Copy anything you want to keep from this page, then take the next item.";
+  // `stillHere` is asked again once the body is read: a submit or a new item may have
+  // come in the meantime.
+  function showGoneFrom(response, stillHere) {
+    return refusal(response).then(function (error) {
+      if (stillHere()) { showGone(goneFor(response.status, error)); }
+    });
+  }
 
   function heartbeat() {
     var w = live();
-    if (!w || state.expired || !w.dataset.heartbeatUrl) { return; }
+    if (!w || state.closed || !w.dataset.heartbeatUrl) { return; }
     var id = w.dataset.assignment;
+    var stillHere = function () { return state.assignment === id && !state.submitting; };
     fetch(w.dataset.heartbeatUrl, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
       body: JSON.stringify({ active: isActive() })
     }).then(function (response) {
-      if (state.assignment !== id || state.submitting) { return; }
-      if (response.status === 409 || response.status === 404) { showExpired(EXPIRED_TEXT); }
-      else if (response.status === 401 || response.status === 403) { showSignedOut(); }
+      if (!stillHere()) { return; }
+      if (response.status === 409 || response.status === 404) { return showGoneFrom(response, stillHere); }
+      if (response.status === 401 || response.status === 403) { showSignedOut(); }
       else if (response.ok) { signedInAgain(); }
     }).catch(function () { /* offline: the next beat retries */ });
   }
@@ -163,7 +217,7 @@
   // --- drafts ---------------------------------------------------------------------
   function saveDraft() {
     var w = live(), form = reviewForm();
-    if (!w || !form || state.expired || state.saving || state.submitting) { return; }
+    if (!w || !form || state.closed || state.saving || state.submitting) { return; }
     if (state.edits === state.savedEdits) { return; }
     var id = w.dataset.assignment, edits = state.edits;
     state.saving = true;
@@ -183,7 +237,7 @@
         signedInAgain();
         setStatus("Draft saved at " + clock(new Date()));
       } else if (response.status === 409 || response.status === 404) {
-        if (!state.submitting) { showExpired(EXPIRED_TEXT); }
+        return showGoneFrom(response, function () { return state.assignment === id && !state.submitting; });
       } else if (response.status === 401 || response.status === 403) {
         showSignedOut();
       } else if (response.status === 400 || response.status === 413) {
@@ -204,7 +258,7 @@
 
   function saveDraftOnLeave() {
     var w = live(), form = reviewForm();
-    if (!w || !form || state.expired || state.submitting || state.edits === state.savedEdits) { return; }
+    if (!w || !form || state.closed || state.submitting || state.edits === state.savedEdits) { return; }
     if (navigator.sendBeacon && navigator.sendBeacon(w.dataset.draftUrl, formBody(form))) {
       state.savedEdits = state.edits;
     }
@@ -470,7 +524,7 @@
 
   function submitReview() {
     var form = reviewForm();
-    if (form && !state.expired) { form.requestSubmit(); }
+    if (form && !state.closed) { form.requestSubmit(); }
   }
 
   document.addEventListener("keydown", function (event) {
@@ -554,7 +608,7 @@
     if (state.assignment !== id) {
       state.edits = 0;
       state.savedEdits = 0;
-      state.expired = false;
+      state.closed = false;
     }
     state.assignment = id;
     state.submitting = false;
