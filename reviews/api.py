@@ -76,7 +76,14 @@ def review_output(review: Review) -> dict[str, Any]:
 
 class SkipInput(KnownFieldsOnly):
     what = "skip"
-    reason = serializers.ChoiceField(choices=sorted(services.SKIP_REASONS))
+    reason = serializers.ChoiceField(
+        choices=sorted(services.SKIP_REASONS),
+        error_messages={
+            "invalid_choice": '"{input}" is not a skip reason; one of: '
+            + ", ".join(sorted(services.SKIP_REASONS))
+            + ' (with "other", say why in `note`).'
+        },
+    )
     note = TextField(required=False, allow_blank=True, default="", max_length=2000)
 
 

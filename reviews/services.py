@@ -594,6 +594,23 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         if assignment.status == Assignment.Status.SKIPPED:
+            # A repeat (a double click, a retried request) answers the same; one that says
+            # otherwise is told so, not 200 while what it sent is dropped.
+            differences = [
+                name
+                for name, stored, sent in (
+                    ("reason", assignment.skip_reason, reason),
+                    ("note", assignment.skip_note, note[:2000]),
+                )
+                if stored != sent
+            ]
+            if differences:
+                raise Conflict(
+                    f"Assignment {assignment_id} was already skipped with a different"
+                    f" {' and '.join(differences)}; nothing was changed.",
+                    fields={name: ["differs from the skip already made"] for name in differences},
+                    code="already_skipped",
+                )
             return assignment
         _ensure_live(assignment)
         assignment.status = Assignment.Status.SKIPPED
@@ -633,6 +650,9 @@ def _as_response_id(
         rid = value
     elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         rid = int(value)
+    elif value is None:
+        fields.setdefault(where, []).append("is required: the id of one of the item's responses")
+        return None
     else:
         fields.setdefault(where, []).append(f"{value!r} is not a response id")
         return None

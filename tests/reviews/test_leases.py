@@ -293,6 +293,61 @@ def test_a_skip_with_a_free_text_reason_is_stored_and_the_item_not_offered_again
     assert services.assignment_claim(campaign=campaign, expert=expert) is None
 
 
+def test_a_repeated_skip_answers_the_same_and_one_that_says_otherwise_is_409(api_for, expert):
+    campaign = CampaignFactory(overlap=2)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    url = f"/api/v1/assignments/{assignment.pk}/skip/"
+    client = api_for(expert)
+
+    assert client.post(url, {"reason": "too_long"}, "json").status_code == 200
+    assert client.post(url, {"reason": "too_long"}, "json").status_code == 200
+    other = client.post(url, {"reason": "broken_item", "note": "cut off"}, "json")
+
+    assert other.status_code == 409
+    error = other.json()["error"]
+    assert error["code"] == "already_skipped"
+    assert error["fields"] == {
+        "reason": ["differs from the skip already made"],
+        "note": ["differs from the skip already made"],
+    }
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert (stored.skip_reason, stored.skip_note) == ("too_long", "")
+    assert QueueEntry.objects.get().open_slots == 2, "one slot back, once"
+
+
+def test_an_unknown_skip_reason_is_told_the_reasons_there_are(api_for, expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+
+    res = api_for(expert).post(
+        f"/api/v1/assignments/{assignment.pk}/skip/", {"reason": "nope"}, "json"
+    )
+
+    assert res.status_code == 400
+    (message,) = res.json()["error"]["fields"]["reason"]
+    assert message.startswith('"nope" is not a skip reason; one of: ')
+    assert all(reason in message for reason in services.SKIP_REASONS)
+    assert Assignment.objects.get(pk=assignment.pk).status == "claimed"
+
+
+def test_a_preference_without_its_choice_is_told_it_is_required(api_for, expert):
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+
+    res = api_for(expert).post(
+        f"/api/v1/assignments/{assignment.pk}/submit/", {"preference": {"strength": 2}}, "json"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "preference.chosen": ["is required: the id of one of the item's responses"]
+    }
+    assert not Review.objects.exists()
+
+
 def test_priority_wins_then_items_with_reviews_are_finished_first():
     campaign = CampaignFactory(overlap=2)
     low = ItemFactory(campaign=campaign, priority=0)
