@@ -407,6 +407,8 @@ class _Tally:
     # external_id -> content hash of rows skipped as duplicates of other content: not stored,
     # so the campaign cannot tell a later row with that id and other content that they differ.
     skipped_external_ids: dict[str, str] = field(default_factory=dict)
+    # Items stored without responses (they wait for generation), told in the job's message.
+    without_responses: int = 0
     # The parser thread and the writing thread both count errors.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -605,6 +607,15 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             f"{f', skipped {tally.duplicates} duplicates' if tally.duplicates else ''}"
             f"{f', skipped {tally.invalid} invalid rows' if tally.invalid else ''}."
         )
+        if tally.without_responses:
+            # Said, since a file whose response columns were not recognised looks like this.
+            n = tally.without_responses
+            message += (
+                f" {n:,} {'has' if n == 1 else 'have'} no responses and"
+                f" {'waits' if n == 1 else 'wait'} for generation"
+                f" (POST campaigns/{job.campaign_id}/generate/); if the file holds responses,"
+                " name their columns in `mapping.responses`."
+            )
     if progress is not None:
         progress.close()
     ImportJob.objects.filter(pk=job.pk).update(
@@ -1334,6 +1345,7 @@ def _write_chunk(
     else:
         items_store_orm(campaign, [r.item for r in keep])
     tally.created += len(keep)
+    tally.without_responses += sum(1 for r in keep if not r.item.responses)
 
 
 def _open_slots(campaign: Campaign, item: ItemInput) -> int:

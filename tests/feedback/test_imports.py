@@ -295,6 +295,24 @@ def test_a_utf16_or_utf32_file_is_refused_saying_what_it_is(upload, encoding, sa
     assert ImportJob.objects.count() == 0
 
 
+def test_items_stored_without_responses_are_told_in_the_message(upload, pairwise_campaign):
+    # Columns that are not among the names recognised as responses go to metadata: the items
+    # wait for generation, and the message says so and what to do if that was not meant.
+    csv_bytes = b"id,prompt,model_a_output,model_b_output\n1,hello,A says,B says\n2,hi,C,D\n"
+    _res, status = upload("items.csv", csv_bytes, "text/csv")
+
+    assert status["status"] == "succeeded", status
+    assert status["message"] == (
+        "Imported 2 items. 2 have no responses and wait for generation"
+        f" (POST campaigns/{pairwise_campaign.pk}/generate/); if the file holds responses,"
+        " name their columns in `mapping.responses`."
+    )
+    assert Item.objects.get(prompt="hello").metadata["model_a_output"] == "A says"
+
+    _res, status = upload("items.csv", b"prompt,response_a,response_b\nq2,A,B\nq3,,\n", "text/csv")
+    assert status["message"].startswith("Imported 2 items. 1 has no responses and waits")
+
+
 def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_campaign):
     png_bytes = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     res, _ = upload("items.jsonl", png_bytes, "image/png")
