@@ -186,6 +186,27 @@ def _nested_too_deeply() -> ValidationFailed:
     )
 
 
+# The parts of a multipart request each endpoint reads; any other (a misspelt `maping`, which
+# would leave the file read with the mapping guessed) is refused, naming it.
+BATCH_PARTS = frozenset({"items", "images"})
+IMPORT_PARTS = frozenset({"file", "format", "mapping", "on_error", "images"})
+
+
+def _refuse_unknown_parts(request: Request, known: frozenset[str], what: str) -> None:
+    # A form posted from a signed-in page carries Django's CSRF token as a part of its own.
+    unknown = sorted(
+        str(name)
+        for name in (*request.POST, *request.FILES)
+        if name not in known and name != "csrfmiddlewaretoken"
+    )
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown parts: {', '.join(unknown)}; {what} takes"
+            f" {', '.join(f'`{name}`' for name in sorted(known))}.",
+            fields={name: [f"is not a part of {what}"] for name in unknown},
+        )
+
+
 class ItemsCreateView(APIView):
     @extend_schema(
         request={"application/json": {"type": "array", "items": {"type": "object"}}},
@@ -211,6 +232,7 @@ class ItemsCreateView(APIView):
         uploads: dict[str, Any] = {}
         if request.content_type.startswith("multipart/"):
             # Multipart: the items as JSON text in the `items` field, images as files.
+            _refuse_unknown_parts(request, BATCH_PARTS, "a batch")
             text = request.data.get("items")
             try:
                 raw = json.loads(text) if isinstance(text, str) else None
@@ -356,6 +378,7 @@ class ImportListCreateView(APIView):
                 f"{request.content_type or 'a body without a content type'}.",
                 fields={"file": ["required, as a multipart/form-data part"]},
             )
+        _refuse_unknown_parts(request, IMPORT_PARTS, "an import")
         upload = request.FILES.get("file")
         if upload is None:
             raise ValidationFailed("No file was sent.", fields={"file": ["this field is required"]})

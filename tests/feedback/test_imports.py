@@ -313,6 +313,24 @@ def test_items_stored_without_responses_are_told_in_the_message(upload, pairwise
     assert status["message"].startswith("Imported 2 items. 1 has no responses and waits")
 
 
+def test_a_misspelt_part_is_refused_not_ignored(upload, api_for, engineer, pairwise_campaign):
+    # `maping` ignored would import the file with its columns guessed instead of as mapped.
+    res, _ = upload("items.jsonl", jsonl(item_object(1)), maping='{"prompt": "question"}')
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"maping": ["is not a part of an import"]}
+    assert ImportJob.objects.count() == 0
+
+    batch = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        {"items": json.dumps([item_object(1)]), "image": SimpleUploadedFile("a.png", b"x")},
+        format="multipart",
+    )
+    assert batch.status_code == 400
+    assert batch.json()["error"]["fields"] == {"image": ["is not a part of a batch"]}
+    assert Item.objects.count() == 0
+
+
 def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_campaign):
     png_bytes = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     res, _ = upload("items.jsonl", png_bytes, "image/png")
