@@ -32,6 +32,7 @@ from feedback.errors import Conflict, PermissionDenied, ValidationFailed
 from feedback.imports import campaign_overlap_now
 from feedback.item_input import (
     MAX_MODEL,
+    MAX_TEXT,
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
     in_storage_order,
@@ -412,6 +413,9 @@ def _read_answer(
     refused = unstorable(text)
     if refused:
         return _Outcome(item_id, spec, info=info, error=_REFUSED_ANSWERS[refused]), False
+    if len(text) > MAX_TEXT:  # as for a response pushed with its item
+        error = f"the answer has {len(text):,} characters; a response holds at most {MAX_TEXT:,}"
+        return _Outcome(item_id, spec, info=info, error=error), False
     return _Outcome(item_id, spec, text=text, info=info), False
 
 

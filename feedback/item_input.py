@@ -116,7 +116,7 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
         if not value.strip():
             errors.setdefault("prompt", []).append("must not be empty")
         elif len(value) > MAX_TEXT:
-            errors.setdefault("prompt", []).append(f"is longer than {MAX_TEXT} characters")
+            errors.setdefault("prompt", []).append(f"is longer than {MAX_TEXT:,} characters")
         return
     if isinstance(value, list):
         if not value:
@@ -138,7 +138,7 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
                 errors.setdefault(f"{where}.content", []).append("must be a string")
             elif len(content) > MAX_TEXT:
                 errors.setdefault(f"{where}.content", []).append(
-                    f"is longer than {MAX_TEXT} characters"
+                    f"is longer than {MAX_TEXT:,} characters"
                 )
         return
     if value is None:
@@ -415,7 +415,7 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         if not isinstance(text, str):
             errors.setdefault(f"{where}.text", []).append("must be a string")
         elif len(text) > MAX_TEXT:
-            errors.setdefault(f"{where}.text", []).append(f"is longer than {MAX_TEXT} characters")
+            errors.setdefault(f"{where}.text", []).append(f"is longer than {MAX_TEXT:,} characters")
         if not isinstance(fmt, str) or fmt not in FORMATS:
             errors.setdefault(f"{where}.format", []).append(
                 f"must be one of {', '.join(sorted(FORMATS))}, got {fmt!r}"

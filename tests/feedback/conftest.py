@@ -116,6 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
             content = {
                 "nul": f"{model} answers:\u0000 {prompt}",
                 "surrogate": f"{model} answers:\ud800 {prompt}",
+                "rambles": "and so on " * 100_001,  # over a response's 1,000,000 characters
             }.get(model)
             answered_by = {
                 "nul-name": "nul\u0000name",

@@ -254,6 +254,22 @@ def test_an_answer_with_a_nul_character_is_an_error_of_its_item_only(model_serve
     assert other.responses.count() == 1
 
 
+def test_an_answer_longer_than_a_response_holds_is_an_error_of_its_item(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["rambles"]})
+
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "rambles",
+            "message": "the answer has 1,000,010 characters; a response holds at most 1,000,000",
+        }
+    ]
+    assert not item.responses.exists()
+
+
 def test_an_answer_with_a_lone_surrogate_is_an_error_of_its_item_only(model_server, generate):
     campaign = CampaignFactory(kind="rating", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
