@@ -298,6 +298,19 @@ def _check_content(upload: UploadedFile, fmt: str) -> None:
             ' "CSV UTF-8") and send it again.',
             fields={"file": [f"is {wide}, not UTF-8"]},
         )
+    if (
+        fmt in {ImportJob.Format.JSONL, ImportJob.Format.CSV}
+        and b"\r" in head
+        and b"\n" not in head
+    ):
+        # Lines ended by CR alone (old Mac OS, some spreadsheet exports): read as lines, the
+        # file would be one line, refused only once 64 MiB of it had been read.
+        raise UnsupportedMediaType(
+            "The file's lines end with a carriage return alone (CR, as old Mac OS wrote"
+            " them); an import reads lines ended by LF or CR LF. Save it with those and send"
+            " it again.",
+            fields={"file": ["lines end with CR alone"]},
+        )
     if b"\x00" in head or head.startswith(b"PAR1") or head[:4] in {b"\x89PNG", b"PK\x03\x04"}:
         raise UnsupportedMediaType(
             f"The file is binary, not {fmt} text.", fields={"file": [f"not a {fmt} file"]}

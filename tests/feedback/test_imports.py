@@ -331,6 +331,23 @@ def test_a_misspelt_part_is_refused_not_ignored(upload, api_for, engineer, pairw
     assert Item.objects.count() == 0
 
 
+@pytest.mark.parametrize("name", ["items.csv", "items.jsonl"])
+def test_a_file_whose_lines_end_with_cr_alone_is_refused_saying_so(upload, name):
+    rows = (
+        [b"external_id,prompt,response_1,response_2", b"c-1,First,A,B"]
+        if name.endswith(".csv")
+        else [jsonl(item_object(1)).strip(), jsonl(item_object(2)).strip()]
+    )
+    res, _ = upload(name, b"\r".join(rows) + b"\r", "text/plain")
+
+    assert res.status_code == 415
+    assert res.json()["error"]["fields"] == {"file": ["lines end with CR alone"]}
+    assert ImportJob.objects.count() == 0
+
+    crlf, _status = upload(name, b"\r\n".join(rows) + b"\r\n", "text/plain")
+    assert crlf.status_code == 202
+
+
 def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_campaign):
     png_bytes = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     res, _ = upload("items.jsonl", png_bytes, "image/png")
