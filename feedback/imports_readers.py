@@ -1,7 +1,8 @@
 """Readers of import files, row by row: JSONL, CSV, Parquet and Label Studio JSON exports.
 
 Every reader is a generator over the file, so a file of any size is read in bounded memory: a
-JSONL line, a CSV row and a Label Studio task have each a size limit (below).
+JSONL line, a CSV row and a Label Studio task have each a size limit, and a Parquet record batch
+holds a few MiB of its row group (below).
 Each yields SourceRow(location, raw, error): `raw` is an item object in the public item format
 (the shape `item_parse` validates), or `error` says why the row could not even be read.
 Column mappings for CSV, Parquet and Label Studio are described in docs/intake.md.
@@ -45,6 +46,15 @@ CSV_FIELD_LIMIT = 10 * 1024 * 1024
 JSONL_LINE_MAX_BYTES = 64 * 1024 * 1024
 CSV_ROW_MAX_BYTES = 64 * 1024 * 1024
 LABEL_STUDIO_TASK_MAX_CHARACTERS = 64 * 1024 * 1024
+# A Parquet record batch holds at most PARQUET_BATCH_BYTES of its row group's data (as the
+# file's metadata gives it, uncompressed) and at most PARQUET_BATCH_ROWS rows: 2048 rows of
+# text are a few MB, 2048 rows of 100 KB images 200 MB, held several times over as Python.
+PARQUET_BATCH_BYTES = 4 * 1024 * 1024
+PARQUET_BATCH_ROWS = 2048
+# Column chunks are read through a buffer of this size, page by page: without one pyarrow
+# reads a row group's column chunk whole (datasets writes row groups of 100 MB). A page is
+# still read whole, as large as the file's writer made it.
+PARQUET_READ_BUFFER_BYTES = 1024 * 1024
 # Columns that give the prompt its images when they hold Hugging Face's Image feature.
 IMAGE_COLUMNS = ("images", "image")
 BINARY_MESSAGE = (
@@ -751,7 +761,7 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
 
     # Without pre_buffer, which pyarrow turns on by default: with it, iterating the batches
     # reads ahead the column chunks of every row group, the whole file in memory.
-    parquet = pq.ParquetFile(path_or_file, pre_buffer=False)
+    parquet = pq.ParquetFile(path_or_file, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER_BYTES)
     schema = parquet.schema_arrow
     columns = list(schema.names)
     mapping = mapping or ColumnMapping.detect(columns)
@@ -773,27 +783,40 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
         for c in read
         if c != mapping.images_column and not _plain(schema.field(c).type)
     ]
-    row_no = 0
-    for batch in parquet.iter_batches(batch_size=2048, columns=read):
-        for record in batch.to_pylist():
-            row_no += 1
-            location: dict[str, int | str] = {"row": row_no}
-            problem: str | None = None
-            for column, binary_message in nested:
-                value = record[column]
-                if value is not None:
-                    try:
-                        record[column] = _from_arrow(value)
-                    except _BinaryValue:
-                        problem = f"{column}: {binary_message}"
-                        break
-            if problem is None:
-                item, problem = mapping.to_item(record, json_text=False)
-            if problem:
-                column, _, message = problem.partition(": ")
-                yield SourceRow(location, error=(column, message))
-            else:
-                yield SourceRow(location, raw=item)
+    for row_no, record in enumerate(_parquet_records(parquet, read), start=1):
+        location: dict[str, int | str] = {"row": row_no}
+        problem: str | None = None
+        for column, binary_message in nested:
+            value = record[column]
+            if value is not None:
+                try:
+                    record[column] = _from_arrow(value)
+                except _BinaryValue:
+                    problem = f"{column}: {binary_message}"
+                    break
+        if problem is None:
+            item, problem = mapping.to_item(record, json_text=False)
+        if problem:
+            column, _, message = problem.partition(": ")
+            yield SourceRow(location, error=(column, message))
+        else:
+            yield SourceRow(location, raw=item)
+
+
+def _parquet_records(parquet: Any, columns: list[str]) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file as Python, a record batch at a time. A batch never spans
+    row groups (pyarrow's would: one of 2048 rows held 21 row groups of 100 images), and its
+    rows are as many as PARQUET_BATCH_BYTES of its row group hold, by the file's metadata."""
+    for index in range(parquet.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        if not group.num_rows:
+            continue
+        rows = PARQUET_BATCH_BYTES * group.num_rows // max(group.total_byte_size, 1)
+        batch_size = max(1, min(PARQUET_BATCH_ROWS, rows))
+        for batch in parquet.iter_batches(
+            batch_size=batch_size, row_groups=[index], columns=columns
+        ):
+            yield from batch.to_pylist()
 
 
 class _BinaryValue(Exception):

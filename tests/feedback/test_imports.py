@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import random
@@ -1046,8 +1047,8 @@ def test_an_import_leaves_the_callers_foreign_keys_deferred(upload):
 
 
 def test_a_parquet_file_is_read_a_row_group_at_a_time(tmp_path):
-    """While its rows are read, pyarrow holds a few row groups (a batch of 2048 rows spans
-    three here, about 4 MB), however large the file: never the whole of it (pyarrow's default
+    """While its rows are read, pyarrow holds one row group (a batch never spans two: 1000
+    rows here, about 3 MB), however large the file: never the whole of it (pyarrow's default
     pre-buffering reads the column chunks of every row group ahead, 44 MB here; an import's
     memory grew with its file, 568 MB for a 229 MB one)."""
     from feedback.imports_readers import read_parquet
@@ -1073,6 +1074,54 @@ def test_a_parquet_file_is_read_a_row_group_at_a_time(tmp_path):
     assert prompts[-1] == "prompt 39999 "
     assert size > 40_000_000  # 40 row groups
     assert peak < size / 4, f"pyarrow held {peak:,} bytes reading a file of {size:,}"
+
+
+def test_a_parquet_file_of_large_images_is_read_a_few_mib_at_a_time(tmp_path):
+    """A batch of 2048 rows of 100 KB images is 200 MB before it is even Python, and one
+    spanned row groups: a batch holds what PARQUET_BATCH_BYTES of its row group's data hold,
+    and a row group larger than that (12.8 MB here) is read through a buffer, not whole."""
+    from feedback.imports_readers import PARQUET_BATCH_BYTES, read_parquet
+
+    noise = random.Random(5)
+    last = noise.randbytes(64 * 1024)
+    table = pa.table(
+        {
+            "image": pa.array(
+                [{"bytes": noise.randbytes(64 * 1024), "path": None} for _ in range(599)]
+                + [{"bytes": last, "path": None}],
+                pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+            ),
+            "question": [f"What is in picture {n}?" for n in range(600)],
+            "response_a": ["noise"] * 600,
+            "response_b": ["static"] * 600,
+        }
+    )
+    path = tmp_path / "vision.parquet"
+    # Pages of a few images, as Hugging Face datasets writes them (pyarrow's default writer
+    # makes a page of a whole row group of values this large: a page is read whole).
+    pq.write_table(
+        table,
+        path,
+        row_group_size=200,
+        use_dictionary=False,
+        write_batch_size=8,
+        compression="none",
+    )
+    del table
+    size = path.stat().st_size
+    before = pa.total_allocated_bytes()
+    peak = 0
+    rows = []
+    for row in read_parquet(str(path), None):
+        peak = max(peak, pa.total_allocated_bytes() - before)
+        (message,) = row.raw["prompt"]
+        rows.append((row.location["row"], message["content"]))
+    assert size > 39_000_000  # 3 row groups of 200 images
+    assert rows == [(n + 1, f"What is in picture {n}?") for n in range(600)]
+    assert message["images"] == [
+        "data:application/octet-stream;base64," + base64.b64encode(last).decode()
+    ]
+    assert peak < 2 * PARQUET_BATCH_BYTES, f"pyarrow held {peak:,} bytes of a file of {size:,}"
 
 
 @pytest.mark.parametrize("column", ["q\u0000", "q\ud800"])
