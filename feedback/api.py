@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from feedback import generation, imports, services
 from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.images import ImageResolver, images_by_name
+from feedback.images import image_intake, images_by_name
 from feedback.item_input import MAX_NESTING
 from feedback.models import Campaign, GenerationJob, ImportJob, User
 from feedback.selectors import campaign_get_for_user, campaigns_for_user
@@ -252,14 +252,11 @@ class ItemsCreateView(APIView):
                 "Send several batches or upload a file to imports/.",
                 fields={"items": ["too many items"]},
             )
-        # Images stored for a batch that turns out invalid roll back with it.
-        with transaction.atomic():
-            parsed = services.items_parse_batch(
-                campaign=campaign,
-                raw_items=raw,
-                images=ImageResolver(campaign=campaign, uploads=uploads),
-            )
-            added = services.items_add(actor=user, campaign=campaign, items=parsed)
+        # Images stored for a batch that turns out invalid roll back with it, and those of
+        # its duplicates are deleted; their files go once the transaction has ended.
+        with image_intake(campaign=campaign, uploads=uploads) as images, transaction.atomic():
+            parsed = services.items_parse_batch(campaign=campaign, raw_items=raw, images=images)
+            added = services.items_add(actor=user, campaign=campaign, items=parsed, images=images)
         return ApiResponse(
             {
                 "created": len(added.created),

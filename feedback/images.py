@@ -16,8 +16,10 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -29,8 +31,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from feedback.errors import ValidationFailed
-from feedback.item_input import in_storage_order
+from feedback.item_input import ItemInput, in_storage_order
 from feedback.models import Campaign, ItemImage
+
+logger = logging.getLogger(__name__)
 
 # Pillow format -> the content type we serve it with, and the file extension.
 ALLOWED = {
@@ -122,8 +126,9 @@ def image_check(data: bytes) -> tuple[str, int, int]:
     return ALLOWED[kind][0], width, height
 
 
-def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
-    """Check and store an image once per campaign (by SHA-256).
+def image_store(*, campaign: Campaign, data: bytes) -> tuple[ItemImage, bool]:
+    """Check and store an image once per campaign (by SHA-256): (the image, whether this call
+    stored it).
 
     Two requests may bring the same new image at once: the second one's row waits on the
     unique constraint for the first's transaction, then, in a savepoint, gives way to it (its
@@ -133,7 +138,7 @@ def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
     digest = hashlib.sha256(data).hexdigest()
     existing = ItemImage.objects.filter(campaign=campaign, sha256=digest).first()
     if existing is not None:
-        return existing
+        return existing, False
     extension = next(ext for ct, ext in ALLOWED.values() if ct == content_type)
     image = ItemImage(
         campaign=campaign,
@@ -149,8 +154,8 @@ def image_store(*, campaign: Campaign, data: bytes) -> ItemImage:
             image.save()
     except IntegrityError:
         image.file.delete(save=False)
-        return ItemImage.objects.get(campaign=campaign, sha256=digest)
-    return image
+        return ItemImage.objects.get(campaign=campaign, sha256=digest), False
+    return image, True
 
 
 def images_by_name(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
@@ -233,12 +238,19 @@ class ImageResolver:
     """Replaces image references in raw item objects with stored images.
 
     `uploads` maps a file name to bytes (an HTTP upload) or to a storage path (an import).
+    An image is stored before its item is validated and de-duplicated (the item's content
+    hash covers its images' ids), so the resolver remembers the images it stored and which of
+    them the stored items use: see image_intake.
     """
 
     def __init__(self, *, campaign: Campaign, uploads: dict[str, Any] | None = None):
         self.campaign = campaign
         self.uploads = uploads or {}
         self._stored: dict[str, dict[str, Any]] = {}
+        # The images new to the campaign that this resolver stored (id -> file name), and
+        # those of them that stored items use.
+        self.created: dict[int, str] = {}
+        self.kept: set[int] = set()
 
     def _bytes(self, ref: Any) -> bytes:
         if not isinstance(ref, str):
@@ -263,7 +275,9 @@ class ImageResolver:
         key = ref if isinstance(ref, str) and len(ref) < 300 else None
         if key is not None and key in self._stored:
             return self._stored[key]
-        image = image_store(campaign=self.campaign, data=self._bytes(ref))
+        image, created = image_store(campaign=self.campaign, data=self._bytes(ref))
+        if created:
+            self.created[image.pk] = image.file.name
         out = {
             "id": image.pk,
             "content_type": image.content_type,
@@ -323,6 +337,73 @@ class ImageResolver:
                 errors.update(found[index])
         return raw, errors
 
+    def keep(self, items: Iterable[ItemInput]) -> None:
+        """These items were stored: the images they use stay."""
+        if not self.created:  # no image of theirs is new: nothing to decide
+            return
+        for item in items:
+            used = item_image_ids(
+                prompt=item.prompt,
+                context=item.context,
+                response_images=(r.images for r in item.responses),
+            )
+            self.kept.update(used & self.created.keys())
+
+    def discard_unkept(self) -> int:
+        """Delete, in the caller's transaction, the rows of the images this resolver stored
+        that no stored item uses (the items that named them were invalid or duplicates);
+        their files go once the transaction has ended (image_intake). Call it once the last
+        item is stored.
+
+        Only an image new to the campaign can go: one stored earlier is looked up, not stored,
+        and may be another item's. No other transaction can have named a new one: its row is
+        not committed, so none sees it.
+        """
+        unkept = [pk for pk in self.created if pk not in self.kept]
+        if unkept:
+            ItemImage.objects.filter(pk__in=unkept).delete()
+            self._stored.clear()
+        return len(unkept)
+
+    def delete_files_without_rows(self) -> None:
+        """Once the transaction has ended, committed or rolled back: delete the files of the
+        images this resolver stored whose rows are not there (discarded, or rolled back)."""
+        if not self.created:
+            return
+        there = set(ItemImage.objects.filter(pk__in=self.created).values_list("pk", flat=True))
+        for pk, name in list(self.created.items()):
+            if pk not in there:
+                default_storage.delete(name)
+                del self.created[pk]
+
+
+@contextmanager
+def image_intake(
+    *, campaign: Campaign, uploads: dict[str, Any] | None = None
+) -> Iterator[ImageResolver]:
+    """The resolver of one batch or import, around its transaction (outside its `atomic`).
+
+    1. Inside the transaction, the images of the items are stored as they are resolved.
+    2. The caller says which items it stored (`keep`), then, before the transaction ends,
+       `discard_unkept` deletes the rows of the images no stored item uses.
+    3. When the block ends, so has the transaction: committed with the rows kept, or
+       rolled back with every image row it stored. Which rows are there is settled, and the
+       files of the others are deleted. (Inside a transaction of the caller's, the rows
+       not there were inserted in it too: no outcome of it brings them back.)
+
+    Should the process die first, its transaction rolls back on the server and only files
+    are left, which images_sweep_orphans deletes. A failure to delete is logged and left to
+    the sweep too: it must not hide the intake's own outcome or error.
+    """
+    resolver = ImageResolver(campaign=campaign, uploads=uploads)
+    try:
+        yield resolver
+    finally:
+        try:
+            resolver.delete_files_without_rows()
+        except Exception:
+            logger.exception("could not delete the files of images no item uses")
+
 
 def stored_image_id(ref: Any) -> int | None:
     """The id of an image as intake stores it (`{"id", "content_type", "width", "height"}`)."""
@@ -381,11 +462,16 @@ def _stored_files(folder: str) -> Iterable[str]:
 def images_sweep_orphans(*, older_than: timedelta = timedelta(hours=6)) -> dict[str, int]:
     """Delete image files that no row refers to, and the staged images of finished imports.
 
-    An image file is written before its row is saved, inside the intake's transaction: when
-    the batch or import is refused as a whole, the rows roll back and the files stay behind.
-    Files younger than `older_than` are left alone, so a transaction still running keeps its
-    files. Staged uploads of an import are read once by its job; when the job has finished
-    (either way) longer ago than `older_than`, they go too. Returns what was deleted.
+    An image file is written before its row is saved, inside the intake's transaction, and
+    the intake deletes the files of rows it did not keep once that transaction has ended
+    (image_intake); a process that dies first leaves them behind. Files younger than
+    `older_than` are left alone, so a transaction still running keeps its files. Staged
+    uploads of an import are read once by its job; when the job has finished (either way)
+    longer ago than `older_than`, they go too. Returns what was deleted.
+
+    Rows are left alone. Intake leaves none that no item uses, and such a row may be one a
+    batch has just looked up to name (before it takes the campaign's intake lock), so
+    deleting it could leave that batch's items naming an image that is gone.
     """
     from feedback.models import ImportJob
 

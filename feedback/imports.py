@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from django.conf import settings
@@ -52,6 +52,9 @@ from feedback.item_input import (
 )
 from feedback.jobs import failure_reason, job_claim
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
+
+if TYPE_CHECKING:
+    from feedback.images import ImageResolver
 
 logger = logging.getLogger(__name__)
 
@@ -564,22 +567,30 @@ class _Progress:
 
 
 def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
+    from feedback.images import image_intake
+
     tally = _Tally()
     message = ""
     progress: _Progress | None = None
     try:
-        with transaction.atomic():
+        # The images of rows that are not stored go, rows and files (image_intake); all of
+        # them when the import fails.
+        with (
+            image_intake(campaign=job.campaign, uploads=job.uploads) as images,
+            transaction.atomic(),
+        ):
             lock_campaign_intake(
                 job.campaign_id, wait_seconds=INTAKE_TRY_SECONDS if defer_when_busy else None
             )
             with job.file.open("rb") as binary:
                 progress = _Progress(job, binary)
                 try:
-                    _load(job, _rows(job, binary), tally, progress)
+                    _load(job, _rows(job, binary), tally, progress, images)
                 except RecursionError:
                     raise _nested_too_deeply(job, tally) from None
             if tally.invalid and job.on_error == ImportJob.OnError.ABORT:
                 raise _Abort
+            images.discard_unkept()
     except IntakeBusy:  # its campaign is taken (only with defer_when_busy)
         _defer(job)
         raise ImportDeferred from None
@@ -912,12 +923,15 @@ class _SharedSettings:
     froze = False  # whether the first import froze the process's objects (to unfreeze after)
 
 
-def _load(job: ImportJob, rows: Iterator[SourceRow], tally: _Tally, progress: _Progress) -> None:
+def _load(
+    job: ImportJob,
+    rows: Iterator[SourceRow],
+    tally: _Tally,
+    progress: _Progress,
+    resolver: ImageResolver,
+) -> None:
     campaign = job.campaign
     abort_on_error = job.on_error == ImportJob.OnError.ABORT
-    from feedback.images import ImageResolver
-
-    resolver = ImageResolver(campaign=campaign, uploads=job.uploads)
     tally.abort_on_error = abort_on_error
     # Ids come from a sequence, so every item this import stores has a larger id.
     before_id = (
@@ -973,7 +987,7 @@ def _load_chunks(
     seen: _Seen | None,
     writer_busy: threading.Lock,
     copier: _CopyWriter | None,
-    resolver: Any,
+    resolver: ImageResolver,
     progress: _Progress,
 ) -> None:
     """Parse in the background, store the images of rows that have some, write each chunk."""
@@ -1003,7 +1017,8 @@ def _load_chunks(
         if seen is not None and with_images:
             seen.mark(with_images)
         if ready and not (abort_on_error and tally.invalid):
-            _write_chunk(campaign, ready, tally, before_id, seen, writer_busy, copier)
+            images = resolver if with_images else None
+            _write_chunk(campaign, ready, tally, before_id, seen, writer_busy, copier, images)
         progress.report(tally.rows)
 
 
@@ -1349,10 +1364,15 @@ def _write_chunk(
     seen: _Seen | None,
     writer_busy: threading.Lock,
     copier: _CopyWriter | None,
+    images: ImageResolver | None = None,
 ) -> None:
+    """Store the chunk's rows that are not duplicates. `images`, which stored the images of
+    the chunk's rows, is told which rows are stored: the images they use stay."""
     keep = _dedupe(campaign, chunk, tally, before_id, seen, copier, writer_busy)
     if not keep or (tally.invalid and tally.abort_on_error):
         return
+    if images is not None:
+        images.keep(r.item for r in keep)
     if copier is not None:
         copier.submit(*_copy_data(keep, writer_busy))
     else:

@@ -401,7 +401,13 @@ def items_parse_batch(
     return parsed
 
 
-def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> ItemsAdded:
+def items_add(
+    *,
+    actor: User,
+    campaign: Campaign,
+    items: list[ItemInput],
+    images: ImageResolver | None = None,
+) -> ItemsAdded:
     """Store a validated batch, all or nothing.
 
     1. Take the campaign's intake lock, so a concurrent import cannot slip a duplicate in.
@@ -409,6 +415,7 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
     3. Insert the items, then their responses.
     4. Items that already carry their responses open their queue slots; the others wait for
        generation (open_slots stays 0), and gold items are served apart from the queue.
+    5. Delete the images `images` (which resolved the batch) stored for the duplicates only.
     """
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers add items.")
@@ -473,4 +480,7 @@ def items_add(*, actor: User, campaign: Campaign, items: list[ItemInput]) -> Ite
                 fields=conflicts,
             )
         created = items_store_orm(campaign, keep)
+        if images is not None:
+            images.keep(keep)
+            images.discard_unkept()
     return ItemsAdded(created=[r.pk for r in created], duplicates=duplicates)
