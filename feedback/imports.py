@@ -410,6 +410,11 @@ def import_get_for_user(*, user: User, import_id: int | str) -> ImportJob:
 # --- the job ---------------------------------------------------------------------------------
 
 
+# external_ids of rows skipped as content duplicates remembered per import (see _Tally):
+# about 20 MB.
+SKIPPED_IDS_KEPT = 100_000
+
+
 @dataclass
 class _Tally:
     rows: int = 0
@@ -422,6 +427,8 @@ class _Tally:
     abort_on_error: bool = True
     # external_id -> content hash of rows skipped as duplicates of other content: not stored,
     # so the campaign cannot tell a later row with that id and other content that they differ.
+    # Kept for the first SKIPPED_IDS_KEPT such rows (a file sent again with ids added may
+    # have a million), so memory stays bounded.
     skipped_external_ids: dict[str, str] = field(default_factory=dict)
     # Items stored without responses (they wait for generation), told in the job's message.
     without_responses: int = 0
@@ -637,8 +644,12 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             message += (
                 f" {n:,} {'has' if n == 1 else 'have'} no responses and"
                 f" {'waits' if n == 1 else 'wait'} for generation"
-                f" (POST campaigns/{job.campaign_id}/generate/); if the file holds responses,"
-                " name their columns in `mapping.responses`."
+                f" (POST campaigns/{job.campaign_id}/generate/)"
+            )
+            message += (
+                "."
+                if job.format == ImportJob.Format.JSONL
+                else "; if the file holds responses, name their columns in `mapping.responses`."
             )
     if progress is not None:
         progress.close()
@@ -1322,8 +1333,11 @@ def _dedupe(
             earlier = None
             if item.external_id:
                 earlier = stored_ext.get(item.external_id)
-                if earlier is None and item.external_id in tally.skipped_external_ids:
-                    earlier = (tally.skipped_external_ids[item.external_id], True)
+                # An earlier row of this file with this id that was skipped (a duplicate)
+                # names the item too: other content under it is the same conflict.
+                skipped = tally.skipped_external_ids.get(item.external_id)
+                if skipped is not None and (earlier is None or not earlier[1]):
+                    earlier = (skipped, True)
             if earlier is not None and earlier[1] and earlier[0] != item.content_hash:
                 with tally.lock:
                     tally.invalid += 1
@@ -1340,13 +1354,19 @@ def _dedupe(
                     if not earlier[1]
                     else f"external_id {item.external_id!r} appears earlier in this file",
                 )
+                if (
+                    not earlier[1]
+                    and item.external_id not in tally.skipped_external_ids
+                    and len(tally.skipped_external_ids) < SKIPPED_IDS_KEPT
+                ):
+                    tally.skipped_external_ids[item.external_id] = item.content_hash
             elif item.content_hash in stored_hashes:
                 tally.duplicate(
                     ready.location,
                     item.external_id,
                     "the same prompt, context and responses are already in the campaign",
                 )
-                if item.external_id:
+                if item.external_id and len(tally.skipped_external_ids) < SKIPPED_IDS_KEPT:
                     tally.skipped_external_ids[item.external_id] = item.content_hash
             else:
                 keep.append(ready)

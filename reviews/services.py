@@ -73,9 +73,14 @@ WITH due AS (
     UPDATE reviews_assignment a SET status = 'expired', finished_at = %(now)s
     FROM due WHERE a.id = due.id
     RETURNING a.id, a.item_id, a.is_gold
+), items_now AS (
+    -- Not to an item made gold since it was claimed: gold takes no slot. Its row is read
+    -- locked, so an admin's change being saved is waited for and seen, not the one before.
+    SELECT i.id, i.is_gold FROM feedback_item i
+    WHERE i.id IN (SELECT item_id FROM expired WHERE NOT is_gold)
+    ORDER BY i.id FOR SHARE
 ), counts AS (
-    -- Not to an item made gold since it was claimed: gold takes no slot.
-    SELECT e.item_id, count(*) AS n FROM expired e JOIN feedback_item i ON i.id = e.item_id
+    SELECT e.item_id, count(*) AS n FROM expired e JOIN items_now i ON i.id = e.item_id
     WHERE NOT e.is_gold AND NOT i.is_gold GROUP BY e.item_id
 ), locked AS (
     SELECT q.item_id FROM feedback_queueentry q WHERE q.item_id IN (SELECT item_id FROM counts)
@@ -142,9 +147,16 @@ def _give_slots_back(item_ids: Iterable[int]) -> None:
     PostgreSQL expiry does this inside its own statement); not to an item made gold since it
     was claimed, since gold takes no slot."""
     for item_id, n in Counter(item_ids).items():
-        QueueEntry.objects.filter(pk=item_id, item__is_gold=False).update(
-            open_slots=F("open_slots") + n
+        # The item's row locked and read as it is now, an admin's change being saved waited
+        # for (as the PostgreSQL expiry does).
+        is_gold = (
+            Item.objects.select_for_update(no_key=True)
+            .filter(pk=item_id)
+            .values_list("is_gold", flat=True)
+            .first()
         )
+        if is_gold is False:
+            QueueEntry.objects.filter(pk=item_id).update(open_slots=F("open_slots") + n)
 
 
 # Lazy expiry runs at most this often per process and campaign (and always when the queue
@@ -222,12 +234,14 @@ _PICK_QUEUE = """
          WHERE campaign_id = %(campaign)s AND open_slots > 0 AND NOT started
            -- With no started candidate among the first `scan`, a started item past them
            -- may come first by priority: a fresh item of lower priority than the first of
-           -- those is left for the wider search (looked up only in that case).
-           AND (EXISTS (SELECT 1 FROM started_fit) OR priority >= COALESCE((
-                SELECT p.priority FROM feedback_queueentry p
-                WHERE p.campaign_id = %(campaign)s AND p.open_slots > 0 AND p.started
-                ORDER BY p.priority DESC, p.open_slots ASC, p.item_id ASC
-                OFFSET %(scan)s LIMIT 1), priority))
+           -- those is left for the wider search (looked up only in that case). One value
+           -- for the statement, so it bounds the index scan instead of filtering its rows.
+           AND priority >= (SELECT CASE WHEN EXISTS (SELECT 1 FROM started_fit) THEN -2147483648
+                ELSE COALESCE((
+                    SELECT p.priority FROM feedback_queueentry p
+                    WHERE p.campaign_id = %(campaign)s AND p.open_slots > 0 AND p.started
+                    ORDER BY p.priority DESC, p.open_slots ASC, p.item_id ASC
+                    OFFSET %(scan)s LIMIT 1), -2147483648) END)
          ORDER BY priority DESC, item_id ASC
          LIMIT %(candidates)s)
     ) c
@@ -324,10 +338,14 @@ def _draws_gold(campaign: Campaign) -> bool:
 
 
 # A slot this expert could take that concurrent claims held (see _claim_postgres).
+# Fresh items and started ones apart, so each reads its part of the queue's partial indexes.
 _HELD_SLOT_SQL = """
 SELECT EXISTS (
     SELECT 1 FROM feedback_queueentry q
-    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0
+    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND NOT q.started
+) OR EXISTS (
+    SELECT 1 FROM feedback_queueentry q
+    WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND q.started
       AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
                       WHERE a.item_id = q.item_id AND a.expert_id = %(expert)s))
 """
@@ -353,7 +371,9 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
             if isinstance(cause, psycopg.errors.UniqueViolation):
                 if cause.diag.constraint_name == "assignment_once_per_expert" and not repaired:
                     # An item this expert had was in the queue as fresh (which is not checked
-                    # against the expert's history): mark their items started, then go on.
+                    # against the expert's history), or their own concurrent claim took the
+                    # same gold item: mark their items started (harmless in the second case),
+                    # then go on.
                     repaired = True
                     _mark_started_items_of(campaign_id=campaign.pk, expert_id=expert.pk)
                 # Otherwise the same expert's concurrent claim won (double click, second
@@ -421,7 +441,7 @@ def _mark_started_items_of(*, campaign_id: int, expert_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE feedback_queueentry q SET started = TRUE FROM reviews_assignment a"
-            " WHERE a.expert_id = %s AND a.campaign_id = %s AND q.item_id = a.item_id"
+            " WHERE a.expert_id = %s AND q.campaign_id = %s AND q.item_id = a.item_id"
             " AND NOT q.started",
             [expert_id, campaign_id],
         )

@@ -224,6 +224,26 @@ def test_an_external_id_repeated_with_other_content_after_a_duplicate_row_is_an_
     assert Item.objects.count() == 1
 
 
+def test_an_external_id_already_stored_then_repeated_with_other_content_is_an_error(upload):
+    # As in a batch: two different items under one id in one file, whatever the campaign held.
+    _res, status = upload("items.jsonl", jsonl(item_object(1)))
+    assert status["created"] == 1
+
+    _res, status = upload(
+        "items.jsonl", jsonl(item_object(1, prompt="Edited"), item_object(1, prompt="Again"))
+    )
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "line": 2,
+            "field": "external_id",
+            "message": "'q-1' appears earlier in this file with other content",
+        }
+    ]
+    assert Item.objects.count() == 1
+
+
 def test_repeated_items_and_items_already_stored_are_reported_and_skipped(upload):
     _res, status = upload("items.jsonl", jsonl(item_object(1), item_object(2), item_object(1)))
 

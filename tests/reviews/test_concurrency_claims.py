@@ -141,3 +141,44 @@ def test_two_concurrent_submits_with_different_choices_store_one_and_refuse_the_
         assert (status, what) in (
             {(201, stored), (200, stored)} if same else {(409, "already_submitted")}
         )
+
+
+def test_an_expiry_waits_for_an_item_being_made_gold_and_gives_it_no_slot():
+    """The expiry reads the item as it is once the admin's change is saved, not as it was
+    when the expiry began: otherwise the gold item would get a slot and be served as work."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from feedback.models import Item
+    from feedback.services import item_queue_sync
+
+    campaign = CampaignFactory(kind="pairwise", overlap=2)
+    item = ItemFactory(campaign=campaign)
+    claim = services.assignment_claim(campaign=campaign, expert=UserFactory(role=User.Role.EXPERT))
+    Assignment.objects.filter(pk=claim.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    saving, expired = threading.Event(), []
+
+    def expire() -> None:
+        saving.wait(10)
+        try:
+            expired.append(services.assignments_expire_due(campaign_id=campaign.pk))
+        finally:
+            connection.close()
+
+    expiry = threading.Thread(target=expire)
+    expiry.start()
+    with transaction.atomic():  # the admin's save: the item, then its queue row
+        Item.objects.filter(pk=item.pk).update(is_gold=True)
+        item_queue_sync(item=Item.objects.get(pk=item.pk))
+        saving.set()
+        time.sleep(0.5)  # the expiry starts meanwhile, and waits for this to commit
+    expiry.join(30)
+
+    assert expired == [1]
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 0

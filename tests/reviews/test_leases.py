@@ -498,3 +498,40 @@ def test_a_started_item_past_the_first_looked_at_comes_before_a_fresh_one_of_low
 
     assert assignment is not None
     assert assignment.item_id == wanted.pk
+
+
+def test_the_priority_floor_bounds_the_fresh_items_read_not_filters_them():
+    """With no started candidate, a fresh item below the floor is left for the wider search;
+    the floor is one value for the statement, so the scan of fresh items stops at it instead
+    of reading every fresh item of the campaign to reject each."""
+    import json
+
+    from django.db import connection
+
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    params = {
+        "campaign": campaign.pk,
+        "expert": UserFactory(role=User.Role.EXPERT).pk,
+        "now": timezone.now(),
+        "lease": timezone.now(),
+        "gold": False,
+        "scan": services.PARTIAL_SCAN,
+        "candidates": services.CANDIDATES,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + services._CLAIM_QUEUE_SQL, params)
+        plan = cursor.fetchone()[0]
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    fresh_scans = [
+        node for node in nodes(plan[0]["Plan"]) if node.get("Index Name") == "queue_fresh_idx"
+    ]
+    assert fresh_scans, json.dumps(plan)
+    for scan in fresh_scans:
+        assert "priority >=" in scan["Index Cond"], scan
+        assert "priority" not in scan.get("Filter", ""), scan
