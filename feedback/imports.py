@@ -1356,6 +1356,7 @@ def _dedupe(
                 )
                 if (
                     not earlier[1]
+                    and item.external_id
                     and item.external_id not in tally.skipped_external_ids
                     and len(tally.skipped_external_ids) < SKIPPED_IDS_KEPT
                 ):
