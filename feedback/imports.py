@@ -158,19 +158,32 @@ def _request_size(content_length: str | int | None) -> int:
         return 0
 
 
+def _refuse_longer_than(
+    content_length: str | int | None, *, limit: int, takes: str, advice: str, parts: str
+) -> None:
+    """Refuse a request from its Content-Length, before its body is read, when it is longer
+    than its parts' limits (`limit`) and the multipart framing allow."""
+    size = _request_size(content_length)
+    if size > limit + MULTIPART_SLACK_BYTES:
+        raise PayloadTooLarge(
+            f"The request is {size:,} bytes; {takes} {advice}",
+            fields={"request": [f"{size:,} bytes, more than the {parts} allow"]},
+        )
+
+
 def import_check_request_size(content_length: str | int | None) -> None:
     """Refuse an oversized upload from its Content-Length, before reading its body: the file
     and the images beside it may together be as large as both limits allow; each is checked
     against its own limit once the body is read."""
-    size = _request_size(content_length)
     file_limit, images_limit = import_max_bytes(), import_images_max_bytes()
-    if size > file_limit + images_limit + MULTIPART_SLACK_BYTES:
-        raise PayloadTooLarge(
-            f"The request is {size:,} bytes; an import takes a file of at most {file_limit:,}"
-            f" bytes and images beside it of at most {images_limit:,} bytes in all. "
-            "Split it into several files.",
-            fields={"request": [f"{size:,} bytes, more than the file and images allow"]},
-        )
+    _refuse_longer_than(
+        content_length,
+        limit=file_limit + images_limit,
+        takes=f"an import takes a file of at most {file_limit:,} bytes and images beside it"
+        f" of at most {images_limit:,} bytes in all.",
+        advice="Split it into several files.",
+        parts="file and images",
+    )
 
 
 def batch_check_request_size(content_length: str | int | None) -> None:
@@ -178,15 +191,15 @@ def batch_check_request_size(content_length: str | int | None) -> None:
     is held to DATA_UPLOAD_MAX_MEMORY_SIZE by Django itself; a multipart one's files are not,
     so without this a batch carrying gigabytes of images would be read to disk before its 400.
     Its `items` field and its images may be as large as their two limits allow together."""
-    size = _request_size(content_length)
     items_limit, images_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE, import_images_max_bytes()
-    if size > items_limit + images_limit + MULTIPART_SLACK_BYTES:
-        raise PayloadTooLarge(
-            f"The request is {size:,} bytes; a batch takes items of at most {items_limit:,}"
-            f" bytes and images beside them of at most {images_limit:,} bytes in all. "
-            "Send fewer items per batch, or upload a file to imports/.",
-            fields={"request": [f"{size:,} bytes, more than the items and images allow"]},
-        )
+    _refuse_longer_than(
+        content_length,
+        limit=items_limit + images_limit,
+        takes=f"a batch takes items of at most {items_limit:,} bytes and images beside them"
+        f" of at most {images_limit:,} bytes in all.",
+        advice="Send fewer items per batch, or upload a file to imports/.",
+        parts="items and images",
+    )
 
 
 def images_check_total(images: Iterable[UploadedFile], *, sent_with: str) -> None:
