@@ -338,12 +338,14 @@ def _draws_gold(campaign: Campaign) -> bool:
 
 
 # A slot this expert could take that concurrent claims held (see _claim_postgres).
-# Fresh items and started ones apart, so each reads its part of the queue's partial indexes.
+# Fresh items and started ones apart, so each reads its part of the queue's partial indexes
+# (the first fresh one in the index's order: as an EXISTS the planner may scan the table).
 _HELD_SLOT_SQL = """
-SELECT EXISTS (
-    SELECT 1 FROM feedback_queueentry q
+SELECT (
+    SELECT q.item_id FROM feedback_queueentry q
     WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND NOT q.started
-) OR EXISTS (
+    ORDER BY q.priority DESC, q.item_id ASC LIMIT 1
+) IS NOT NULL OR EXISTS (
     SELECT 1 FROM feedback_queueentry q
     WHERE q.campaign_id = %(campaign)s AND q.open_slots > 0 AND q.started
       AND NOT EXISTS (SELECT 1 FROM reviews_assignment a
