@@ -79,10 +79,10 @@ def signed_in(*, script_only: bool = False) -> Callable[[View], View]:
     return decorate
 
 
-def _problem(request: HttpRequest, exc: DomainError) -> HttpResponse:
-    return render(
-        request, "problem.html", {"message": exc.message, "status": exc.status}, status=exc.status
-    )
+def _problem(request: HttpRequest, exc: DomainError, **unsent: str) -> HttpResponse:
+    """The refusal as a page; `unsent` texts the expert had typed are shown to copy."""
+    context = {"message": exc.message, "status": exc.status, **unsent}
+    return render(request, "problem.html", context, status=exc.status)
 
 
 def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int]) -> dict[str, Any]:
@@ -284,7 +284,15 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     try:
         assignment = assignment_get_for_expert(expert=user, assignment_id=assignment_id)
     except DomainError as exc:
-        return _problem(request, exc)
+        # Gone (its item deleted meanwhile, or another account signed in): what was typed
+        # is handed back, as when the lease ran out, not lost with the page.
+        sent = FormState.from_post(request.POST)
+        return _problem(
+            request,
+            exc,
+            unsent_rationale=sent.get("rationale"),
+            unsent_correction=sent.get("correction_text"),
+        )
     response_ids = [r["id"] for r in blind_responses(assignment=assignment)]
     body = body_from_form(assignment.campaign, request.POST, response_ids)
     try:

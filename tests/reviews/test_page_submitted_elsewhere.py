@@ -81,3 +81,17 @@ def test_an_answer_after_a_skip_is_explained_and_its_text_handed_back(expert, ht
     assert "from another tab or window" in html
     _assert_stale_text_handed_back(html)
     assert not Review.objects.exists()
+
+
+def test_an_answer_to_an_item_deleted_meanwhile_hands_back_its_text(expert):
+    # Without the page's script (a plain form post), the answer to page is the refusal: what
+    # was typed is on it, to copy. (With it, the form stays as it was, under a message.)
+    assignment = correction_claim(expert)
+    assignment.item.delete()  # as the admin's delete does: the claim goes with its item
+
+    res = client_for(expert).post(reverse("review-submit", args=[assignment.pk]), STALE)
+
+    assert res.status_code == 404
+    html = res.content.decode()
+    assert "What you had written was not saved" in html
+    _assert_stale_text_handed_back(html)
