@@ -438,10 +438,11 @@ class _Tally:
     duplicate_samples: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     abort_on_error: bool = True
-    # external_id -> content hash of rows skipped as duplicates of other content: not stored,
-    # so the campaign cannot tell a later row with that id and other content that they differ.
-    # Kept for the first SKIPPED_IDS_KEPT such rows (a file sent again with ids added may
-    # have a million), so memory stays bounded.
+    # external_id -> content hash of rows skipped as duplicates (of stored content, or of an
+    # id stored before this import): not stored under their id by this import, so the
+    # campaign cannot tell a later row with that id and other content that they differ. Kept
+    # for the first SKIPPED_IDS_KEPT such rows (a file sent again may have a million), so
+    # memory stays bounded.
     skipped_external_ids: dict[str, str] = field(default_factory=dict)
     # Items stored without responses (they wait for generation), told in the job's message.
     without_responses: int = 0
@@ -462,6 +463,11 @@ class _Tally:
         self.error(location, field_path, message)
         self.invalid += 1
         self.created = 0
+
+    def skipped_under(self, external_id: str | None, content_hash: str) -> None:
+        """A row with this id was skipped as a duplicate (see skipped_external_ids)."""
+        if external_id and len(self.skipped_external_ids) < SKIPPED_IDS_KEPT:
+            self.skipped_external_ids.setdefault(external_id, content_hash)
 
     def duplicate(self, location: dict[str, Any], external_id: str | None, reason: str) -> None:
         self.duplicates += 1
@@ -1367,21 +1373,15 @@ def _dedupe(
                     if not earlier[1]
                     else f"external_id {item.external_id!r} appears earlier in this file",
                 )
-                if (
-                    not earlier[1]
-                    and item.external_id
-                    and item.external_id not in tally.skipped_external_ids
-                    and len(tally.skipped_external_ids) < SKIPPED_IDS_KEPT
-                ):
-                    tally.skipped_external_ids[item.external_id] = item.content_hash
+                if not earlier[1]:
+                    tally.skipped_under(item.external_id, item.content_hash)
             elif item.content_hash in stored_hashes:
                 tally.duplicate(
                     ready.location,
                     item.external_id,
                     "the same prompt, context and responses are already in the campaign",
                 )
-                if item.external_id and len(tally.skipped_external_ids) < SKIPPED_IDS_KEPT:
-                    tally.skipped_external_ids[item.external_id] = item.content_hash
+                tally.skipped_under(item.external_id, item.content_hash)
             else:
                 keep.append(ready)
                 stored_hashes.add(item.content_hash)
