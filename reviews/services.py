@@ -413,15 +413,15 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
         # statements ran: it is this one's answer, found by the next attempt. Others' may be
         # let go. "Nothing left" is said only once no such slot is left, or after the waits.
         wait_ms = next(waits, None)
-        if (
-            wait_ms is None
-            or not run_statement(_HELD_SLOT_SQL, {"campaign": campaign.pk, "expert": expert.pk})[0][
-                0
-            ]
-        ):
+        if wait_ms is None or not _held_slot_left(campaign_id=campaign.pk, expert_id=expert.pk):
             break
         time.sleep(wait_ms / 1000)
     return _live_claim(campaign=campaign, expert=expert)
+
+
+def _held_slot_left(*, campaign_id: int, expert_id: int) -> bool:
+    rows = run_statement(_HELD_SLOT_SQL, {"campaign": campaign_id, "expert": expert_id})
+    return bool(rows[0][0])
 
 
 def _live_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
