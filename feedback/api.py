@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -91,14 +92,20 @@ class KnownFieldsOnly(serializers.Serializer[Any]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         sent = self.initial_data if isinstance(self.initial_data, dict) else {}
-        unknown = sorted(
-            str(key) for key in sent if key not in self.fields and key not in self.also_taken
-        )
+        unknown = unknown_fields(sent, {*self.fields, *self.also_taken}, self.what)
         if unknown:
-            raise serializers.ValidationError(
-                {key: [f"is not a field of a {self.what}"] for key in unknown}
-            )
+            raise serializers.ValidationError(unknown)
         return attrs
+
+
+def unknown_fields(sent: dict[Any, Any], known: Iterable[str], what: str) -> dict[str, list[str]]:
+    """Each key of `sent` that is not `known`, with its error: "is not a field of a `what`"."""
+    known = set(known)
+    return {
+        str(key): [f"is not a field of a {what}"]
+        for key in sorted(map(str, sent))
+        if key not in known
+    }
 
 
 class CampaignInputSerializer(KnownFieldsOnly):
@@ -470,12 +477,12 @@ class GenerateView(APIView):
             )
         # A misspelt key (`items`) would otherwise be read as its default: every item. The
         # values are checked by generation_create, which names each one.
-        unknown = sorted(str(key) for key in body if key not in GenerateInput().fields)
+        unknown = unknown_fields(body, GenerateInput().fields, "generation request")
         if unknown:
             raise ValidationFailed(
                 f"Unknown fields: {', '.join(unknown)}; a generation request takes"
                 " `models` and `item_ids`.",
-                fields={key: ["is not a field of a generation request"] for key in unknown},
+                fields=unknown,
             )
         job = generation.generation_create(
             actor=user,
