@@ -631,7 +631,13 @@
       state.submitting = true;   // no draft save may race the submit or skip
     }
   });
-  document.addEventListener("htmx:afterRequest", function () { state.submitting = false; });
+  document.addEventListener("htmx:afterRequest", function () {
+    state.submitting = false;
+    // htmx enables the submit button again once its request ends; a page that can no
+    // longer save (showGone) keeps it disabled.
+    var submit = state.closed && live() && live().querySelector("#review-form button[type=submit]");
+    if (submit) { submit.disabled = true; }
+  });
   document.addEventListener("htmx:afterSwap", function () {
     initWorkspace();
     var heading = document.querySelector("#workspace h1");
@@ -644,6 +650,13 @@
   });
   document.addEventListener("htmx:responseError", function (event) {
     if (event.detail.xhr.status === 401) { showSignedOut(); return; }
+    // A submit or skip for an item deleted meanwhile: trying again cannot help, so the page
+    // says so as a heartbeat's 404 would, and keeps the text to copy.
+    var elt = event.detail.elt;
+    if (event.detail.xhr.status === 404 && elt && elt.closest && elt.closest("#workspace")) {
+      showGone(GONE.not_found);
+      return;
+    }
     flash("The server could not take that (error " + event.detail.xhr.status + "). Your answer is still here; try again, or reload the page: your draft comes back.", "error");
   });
 })();

@@ -250,3 +250,36 @@ def test_an_answer_from_a_stale_tab_after_a_skip_is_refused_and_its_text_handed_
     assert stale.get_by_role("button", name="Take the next item").is_visible()
     assert not Review.objects.filter(assignment=tabs.assignment).exists()
     tabs.assert_clean()
+
+
+@pytest.mark.parametrize("action", ["submit", "skip"])
+def test_a_submit_or_skip_for_an_item_deleted_meanwhile_says_so_and_keeps_the_text(
+    open_session: Callable[..., Session], action: str
+) -> None:
+    session, _expert, assignment = open_claimed_review(
+        open_session, f"deleted-{action}@example.test", fake_clock=True
+    )
+    page = session.page
+    page.fill("#rationale", TYPED)
+    Item.objects.filter(pk=assignment.item_id).delete()
+
+    if action == "submit":
+        answer = _submit_in(page, response=0, rationale=TYPED)
+    else:
+        page.get_by_text("Skip this item").click()
+        page.select_option("#skip-reason", index=0)
+        with page.expect_response(re.compile(r"/skip/$")) as skipped:
+            page.get_by_role("button", name="Skip and take the next item").click()
+        answer = skipped.value
+
+    assert answer.status == 404
+    banner = page.locator("[data-lease-banner]")
+    banner.wait_for(state="visible")
+    assert "This item no longer exists" in banner.inner_text()
+    assert "try again" not in page.locator("body").inner_text()
+    assert page.locator("[data-draft-status]").inner_text() == (
+        "Not saved: this item no longer exists"
+    )
+    assert page.locator("#rationale").input_value() == TYPED
+    assert page.get_by_role("button", name=SUBMIT).is_disabled()
+    session.watch.assert_clean()
