@@ -532,6 +532,13 @@
     if (!w || openDialog()) { return; }
     if ((event.ctrlKey || event.metaKey) && event.key === "Enter") {
       event.preventDefault();
+      // In the skip box, the form submitted is the skip, never the review behind it.
+      var skipBox = event.target.closest && event.target.closest("[data-skip]");
+      if (skipBox) {
+        var skipForm = skipBox.querySelector("form");
+        if (skipForm && !state.closed) { skipForm.requestSubmit(); }
+        return;
+      }
       submitReview();
       return;
     }

@@ -111,3 +111,37 @@ def test_s_opens_the_skip_form_and_a_keyboard_skip_brings_the_next_item(open_ses
     )
     assert "Skipped" in page.locator("#messages").inner_text()
     session.watch.assert_clean()
+
+
+def test_ctrl_enter_in_the_skip_form_skips_and_never_submits_the_review_behind_it(open_session):
+    expert = UserFactory(role=User.Role.EXPERT, email="changed-mind@example.test")
+    campaign = CampaignFactory(kind="pairwise")
+    ItemFactory.create_batch(2, campaign=campaign)
+    session = open_session(expert)
+    page = session.page
+    start_reviewing(page)
+    first = Assignment.objects.get(expert=expert)
+
+    # A chosen, then a change of mind: `s`, a reason, a note, Ctrl+Enter in the note.
+    page.keyboard.press("1")
+    assert page.locator(f"input[name=chosen][value='{first.response_order[0]}']").is_checked()
+    page.keyboard.press("s")
+    page.select_option("#skip-reason", "other")
+    page.locator("#skip-note").click()
+    page.keyboard.type("I reviewed this brief for the other side.")
+    with page.expect_response(re.compile(r"/skip/$")) as skipped:
+        page.keyboard.press("Control+Enter")
+    assert skipped.value.ok, skipped.value.status
+    page.wait_for_function(
+        "(id) => document.querySelector('#workspace').dataset.assignment !== String(id)",
+        arg=first.pk,
+    )
+
+    first.refresh_from_db()
+    assert (first.status, first.skip_reason, first.skip_note) == (
+        "skipped",
+        "other",
+        "I reviewed this brief for the other side.",
+    )
+    assert not Review.objects.filter(assignment=first).exists()
+    session.watch.assert_clean()
