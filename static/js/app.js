@@ -624,7 +624,9 @@
     setupCorrection(w);
   }
 
-  document.addEventListener("DOMContentLoaded", initWorkspace);
+  // Opening the page (a reload, "Resume your item") is activity: a heartbeat at once, so a
+  // claim with little of its lease left is not lost before the first timed one.
+  document.addEventListener("DOMContentLoaded", function () { initWorkspace(); heartbeat(); });
   document.addEventListener("htmx:configRequest", function (event) {
     var token = csrf();
     if (!token) { return; }

@@ -158,13 +158,15 @@ def open_session(browser: Browser, live_server: Any) -> Iterator[Callable[..., S
 
 def start_reviewing(page: Page, campaign_name: str | None = None) -> None:
     """From the home page, Start reviewing (in the named campaign's card, or the first there
-    is), and wait for the review page of the claim it makes."""
+    is), and wait for the review page of the claim it makes and the heartbeat it sends on
+    opening, so a test that then changes the claim does not race that beat."""
     page.goto("/")
     scope: Any = page
     if campaign_name is not None:
         scope = page.locator(".campaign-card", has=page.get_by_role("heading", name=campaign_name))
-    scope.get_by_role("button", name=re.compile("Start reviewing")).click()
-    page.wait_for_url(re.compile(r"/review/a/\d+/$"))
+    with page.expect_response(re.compile(r"/heartbeat/$")):
+        scope.get_by_role("button", name=re.compile("Start reviewing")).click()
+        page.wait_for_url(re.compile(r"/review/a/\d+/$"))
 
 
 def open_claimed_review(

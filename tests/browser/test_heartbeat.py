@@ -131,3 +131,29 @@ def test_it_leaves_the_lease_alone_when_the_page_is_idle(
     assert assignment.observed_seconds == OBSERVED_BEFORE
     assert len(beats) == 1, beats
     session.watch.assert_clean()
+
+
+def test_opening_the_page_sends_a_beat_so_a_nearly_spent_lease_is_not_lost(
+    open_session: Callable[..., Session],
+) -> None:
+    session, assignment = _open_claimed_review(open_session)
+    page = session.page
+    url = reverse("api-heartbeat", args=[assignment.pk])
+    # Seconds of the lease left, as when the expert comes back to a claim they left open.
+    Assignment.objects.filter(pk=assignment.pk).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=20)
+    )
+
+    before = timezone.now()
+    with page.expect_response(
+        lambda r: r.url.endswith(url) and r.request.method == "POST", timeout=BEAT_WAIT_MS
+    ) as beat:
+        page.reload()
+    after = timezone.now()
+
+    assert beat.value.status == 200, beat.value.text()
+    assert beat.value.request.post_data_json == {"active": True}
+    assignment.refresh_from_db()
+    lease = timedelta(minutes=LEASE_MINUTES)
+    assert before + lease <= assignment.lease_expires_at <= after + lease
+    session.watch.assert_clean()
