@@ -464,15 +464,19 @@ def _claim_portable(*, campaign: Campaign, expert: User) -> Assignment | None:
     now = timezone.now()
     assignments_expire_due(campaign_id=campaign.pk, limit=50)
     with transaction.atomic():
-        live = (
+        own = (
             Assignment.objects.filter(
                 campaign=campaign, expert=expert, status=Assignment.Status.CLAIMED
             )
             .order_by("claimed_at")
             .first()
         )
-        if live is not None:
-            return live
+        if own is not None and own.lease_expires_at > now:
+            return own
+        if own is not None:
+            # Their own claim ran out, and the batch above did not reach it (more were due):
+            # free it first, as the PostgreSQL claim does, then claim afresh.
+            assignments_expire_due(campaign_id=campaign.pk, assignment_id=own.pk, limit=1)
         seen = Assignment.objects.filter(expert=expert, item_id=OuterRef("pk"))
         item_id = None
         is_gold = False

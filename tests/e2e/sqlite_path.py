@@ -233,9 +233,36 @@ def main(folder: Path) -> None:
         40 <= review.active_seconds < 600,
         f"the review was credited {review.active_seconds} s, not the observed time",
     )
+    # A claim of one's own whose lease ran out, behind more due claims than the claim's
+    # expiry batch takes: coming back gets a live claim, never the dead one again.
+    stale_campaign = new_campaign("SQLite stale claim", 1)
+    res = eng.post(f"/api/v1/campaigns/{stale_campaign}/items/", items[:2], format="json")
+    check(res.status_code == 201, f"stale claim items: {res.status_code}")
+    dead = second.post(f"/api/v1/campaigns/{stale_campaign}/next/").json()["assignment"]["id"]
+    long_ago = timezone.now() - timedelta(hours=1)
+    Assignment.objects.filter(pk=dead).update(lease_expires_at=long_ago)
+    item = Assignment.objects.get(pk=dead).item_id
+    for n in range(50):  # due earlier than it; gold, so their expiry gives no slot back
+        Assignment.objects.create(
+            campaign_id=stale_campaign,
+            item_id=item,
+            expert=User.objects.create_user(email=f"sqlite-due-{n}@example.test", role="expert"),
+            claimed_at=long_ago - timedelta(hours=1),
+            last_seen_at=long_ago - timedelta(hours=1),
+            lease_expires_at=long_ago - timedelta(minutes=1),
+            response_order=[],
+            is_gold=True,
+        )
+    back = second.post(f"/api/v1/campaigns/{stale_campaign}/next/")
+    check(back.status_code == 200, f"coming back: {back.status_code} {back.content[:300]!r}")
+    check(back.json()["assignment"]["id"] != dead, "the expert was handed their dead claim again")
+    check(
+        Assignment.objects.get(pk=dead).status == Assignment.Status.EXPIRED,
+        "the dead claim was not expired",
+    )
     print(
         f"ok: 6 reviews, 1 expired lease, a ready version of {total} rows, "
-        "an import of 2 items, a heartbeat before a submit"
+        "an import of 2 items, a heartbeat before a submit, a dead claim not handed back"
     )
 
 
