@@ -17,6 +17,17 @@ from reviews.models import Assignment, Review
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+def response_label(index: int) -> str:
+    """A, B, … Z, then AA, AB, …: as spreadsheet columns, so every response of an item has a
+    label of its own however many it has (a ranking takes any number)."""
+    label = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        label = LABELS[rest] + label
+    return label
+
+
 def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assignment:
     try:
         pk = int(assignment_id)
@@ -73,7 +84,7 @@ def blind_responses(
     return [
         {
             "id": r.pk,
-            "label": LABELS[i % 26],
+            "label": response_label(i),
             "text": r.text,
             "format": r.format,
             "images": images_with_urls(r.images),

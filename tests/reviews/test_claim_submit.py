@@ -374,3 +374,11 @@ def test_a_queue_row_left_behind_by_a_raw_delete_is_dropped_and_the_claim_goes_o
     assert res.status_code == 200, res.content
     assert res.json()["item"]["id"] == kept.pk
     assert list(QueueEntry.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_every_response_of_a_long_ranking_has_a_label_of_its_own(api_for, expert):
+    campaign = CampaignFactory(kind="ranking")
+    ItemFactory(campaign=campaign, responses=30)
+    payload = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    labels = [r["label"] for r in payload["item"]["responses"]]
+    assert labels == [*"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "AA", "AB", "AC", "AD"]
