@@ -46,6 +46,23 @@ def test_the_history_shows_only_my_reviews_with_the_leads_verdict_and_note(exper
     assert f'id="assignment-{mine.assignment_id}"' in html
 
 
+def test_the_history_does_not_show_the_engineers_item_ids(expert):
+    # An external_id is the pushing team's name for an item, and may say what the expert must
+    # not be told (the models compared, "gold-17").
+    campaign = CampaignFactory(kind="pairwise")
+    ItemFactory(campaign=campaign, external_id="gold-gpt-vs-claude-17")
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    services.review_submit(
+        assignment_id=assignment.pk,
+        expert=expert,
+        body={"preference": {"chosen": assignment.response_order[0]}},
+    )
+    html = client_for(expert).get(reverse("review-history")).content.decode()
+    assert f"item #{assignment.item_id}" in html
+    assert "gold-gpt-vs-claude-17" not in html
+
+
 def test_the_history_asks_for_sign_in():
     res = Client().get(reverse("review-history"))
     assert res.status_code == 302
