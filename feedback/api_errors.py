@@ -82,6 +82,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = str(detail.get("detail", detail)) if isinstance(detail, dict) else str(detail)
         code = exc.get_codes()
         code_str = code if isinstance(code, str) else exc.default_code
+        if code_str == exceptions.PermissionDenied.default_code:
+            code_str = "forbidden"  # one code for every 403, as the domain's own refusals
         response.data = error_body(str(code_str), message)
     return response
 

@@ -1,11 +1,14 @@
 """What Django answers before a view runs, in the API's error format where scripts read it:
-paths the API does not have (never redirected), and bodies Django refuses while reading them.
+paths the API does not have (never redirected), bodies Django refuses while reading them,
+bodies sent in chunks (refused: Django would read them as empty), and server errors.
 
 Kept apart from `api_errors` (DRF's exception handler and parser): the middleware is loaded
 before DRF's settings, which import that module; the 400 handler imports it when it runs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.common import CommonMiddleware
@@ -19,6 +22,34 @@ API_PREFIX = "/api/"
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
+
+
+class RefuseChunkedBodies:
+    """A body sent in chunks (no Content-Length) reaches Django as an empty one, so the request
+    would run as if nothing had been sent: a generation without its `item_ids` is one over
+    every item. Such a request is refused (411) before anything reads it. A proxy in front
+    (deploy/nginx.example.conf) buffers bodies and sends their length, so only clients that
+    reach gunicorn directly meet this."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if not chunked or request.META.get("CONTENT_LENGTH"):
+            return self.get_response(request)
+        message = (
+            "A body sent in chunks (Transfer-Encoding: chunked) is not read here; send it"
+            " with a Content-Length."
+        )
+        refused: HttpResponse
+        if _is_api(request):
+            refused = JsonResponse(error_body("length_required", message), status=411)
+        else:
+            refused = HttpResponse(message, status=411, content_type="text/plain; charset=utf-8")
+        # Answered before CommonMiddleware, which would set the length.
+        refused["Content-Length"] = str(len(refused.content))
+        return refused
 
 
 class ApiCommonMiddleware(CommonMiddleware):
@@ -59,6 +90,16 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 def _answers_scripts(request: HttpRequest) -> bool:
     view = getattr(getattr(request, "resolver_match", None), "func", None)
     return _is_api(request) or bool(getattr(view, "script_only", False))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A request that failed in the server (logged with its traceback by Django): JSON under
+    /api/ and for the endpoints only scripts call, so a client reads it as any other error;
+    Django's page elsewhere."""
+    if not _answers_scripts(request):
+        return defaults.server_error(request)
+    message = "The server failed while handling this request; it has been logged."
+    return JsonResponse(error_body("server_error", message), status=500)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -144,6 +144,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A chunked body without its length is refused before anything reads it as empty.
+    "feedback.api_paths.RefuseChunkedBodies",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, without the redirect that drops the body of an API POST sent without its slash.

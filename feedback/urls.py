@@ -23,3 +23,4 @@ urlpatterns = [
 # the endpoints only scripts call), the usual page elsewhere.
 handler404 = "feedback.api_paths.not_found"
 handler400 = "feedback.api_paths.bad_request"
+handler500 = "feedback.api_paths.server_error"

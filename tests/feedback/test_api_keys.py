@@ -73,3 +73,23 @@ def test_last_used_is_recorded_at_most_once_a_minute(expert: User) -> None:
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=first - timedelta(seconds=61))
     assert client.get("/api/v1/campaigns/").status_code == 200
     assert ApiKey.objects.get(pk=key.pk).last_used_at > first
+
+
+def test_the_codes_of_a_refused_key_and_of_no_credentials(expert: User) -> None:
+    _, raw = services.api_key_create(user=expert, name="laptop")
+    ApiKey.objects.filter(user=expert).update(revoked_at=timezone.now())
+    refused = _client(raw).get("/api/v1/campaigns/")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "authentication_failed")
+    none = APIClient().get("/api/v1/campaigns/")
+    assert (none.status_code, none.json()["error"]["code"]) == (401, "not_authenticated")
+
+
+def test_a_session_post_without_its_csrf_token_is_a_forbidden_like_any_other_403(
+    expert: User,
+) -> None:
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(expert)
+    res = client.post("/api/v1/campaigns/1/next/")
+    assert res.status_code == 403
+    assert res.json()["error"]["code"] == "forbidden"
+    assert "CSRF" in res.json()["error"]["message"]
