@@ -635,8 +635,11 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             " nothing was imported, whatever on_error says."
         )
     except MappingError as exc:
-        tally.refused({}, exc.key, exc.message)
-        message = f"{exc.key}: {exc.message}; nothing was imported."
+        tally.refused(exc.location, exc.key, exc.message)
+        where = ", ".join(f"{key} {value}" for key, value in exc.location.items())
+        message = (
+            f"{exc.key}{f' (at {where})' if where else ''}: {exc.message}; nothing was imported."
+        )
     except Exception as exc:
         # Anything else (the database refusing a value, a file that cannot be read) fails
         # the job with the reason instead of leaving it running; the traceback is logged.

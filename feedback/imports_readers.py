@@ -85,12 +85,14 @@ class UnreadableFile(Exception):
 
 
 class MappingError(ValueError):
-    """The column mapping itself is wrong; names the mapping key."""
+    """The column mapping itself is wrong; names the mapping key (and where in the file the
+    mapping was detected, for a Label Studio export's first task)."""
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str, message: str, location: dict[str, int | str] | None = None):
         super().__init__(message)
         self.key = key
         self.message = message
+        self.location = location or {}
 
 
 @dataclass
@@ -240,6 +242,20 @@ class ColumnMapping:
         if self.images_column:
             used.add(self.images_column)
         return used
+
+    def content_columns(self) -> list[str]:
+        """The columns the prompt and the responses come from, models included."""
+        columns = [self.fields["prompt"]] if "prompt" in self.fields else []
+        if self.messages_column:
+            columns.append(self.messages_column)
+        if isinstance(self.responses, str):
+            columns.append(self.responses)
+        elif self.responses:
+            for r in self.responses:
+                columns.append(r.column)
+                if r.model_column:
+                    columns.append(r.model_column)
+        return columns
 
     def named_columns(self) -> set[str]:
         """The columns the mapping names, metadata included."""
@@ -968,9 +984,13 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
     """A Label Studio JSON export: [{"id", "data": {...}, "annotations", "predictions"}, ...].
 
     The task's `data` keys play the part of columns; its id becomes the external_id
-    ("ls-<id>") unless the mapping names another key.
+    ("ls-<id>") unless the mapping names another key. Without a mapping, the first task with
+    data is the file's header: the columns detected from its keys are read from every task,
+    so that no task gets responses from other keys than the rest, or none for want of one.
     """
     tasks = _JsonArray(_Utf8Text(binary), max_element=LABEL_STUDIO_TASK_MAX_CHARACTERS)
+    detected = mapping is None
+    needed: list[str] = []  # keys every task must have, when detected
     for index, task in tasks:
         location: dict[str, int | str] = {"task": index}
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -979,15 +999,20 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         data = task["data"]
         if "id" in task:
             location["task_id"] = str(task["id"])
-        task_mapping = mapping or ColumnMapping.detect(list(data))
-        try:
-            task_mapping.check_columns(list(data))
-        except MappingError as exc:
-            yield SourceRow(location, error=(exc.key, exc.message))
+        if mapping is None:
+            mapping = _label_studio_mapping(data, location)
+            needed = mapping.content_columns()
+        problem = (
+            _label_studio_keys_missing(data, mapping, needed)
+            if detected
+            else _label_studio_columns_missing(data, mapping)
+        )
+        if problem is not None:
+            yield SourceRow(location, error=problem)
             continue
-        item, problem = task_mapping.to_item(data, json_text=False)
-        if problem:
-            column, _, message = problem.partition(": ")
+        item, read_problem = mapping.to_item(data, json_text=False)
+        if read_problem:
+            column, _, message = read_problem.partition(": ")
             yield SourceRow(location, error=(column, message))
             continue
         if "external_id" not in item and "id" in task:
@@ -999,3 +1024,55 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         }
         item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
         yield SourceRow(location, raw=item)
+
+
+def _keys_of(data: dict[str, Any]) -> str:
+    keys = list(data)
+    return ", ".join(keys[:20]) + (", …" if len(keys) > 20 else "")
+
+
+def _label_studio_mapping(data: dict[str, Any], location: dict[str, int | str]) -> ColumnMapping:
+    """The mapping detected from the first task's data keys. Without a prompt among them no
+    task can be read, and the import fails as it does for a CSV header without one."""
+    mapping = ColumnMapping.detect(list(data))
+    if "prompt" not in mapping.fields and not mapping.messages_column:
+        raise MappingError(
+            "mapping.prompt",
+            "the first task's data has no prompt key, and without a mapping its keys are read"
+            f" from every task: name one (its keys are {_keys_of(data)})",
+            location,
+        )
+    return mapping
+
+
+def _label_studio_keys_missing(
+    data: dict[str, Any], mapping: ColumnMapping, needed: list[str]
+) -> tuple[str, str] | None:
+    """A task that lacks a key the detected prompt or responses come from, or that has
+    responses where the first task has none: read as the first, it would lose them."""
+    for key in needed:
+        if key not in data:
+            return key, (
+                "is not in this task's data; the first task's data has it, and without a"
+                f" mapping its keys are read from every task (this task's keys are {_keys_of(data)})"
+            )
+    if mapping.responses is None:
+        own = ColumnMapping.detect(list(data)).responses
+        if own is not None:
+            columns = [own] if isinstance(own, str) else [r.column for r in own]
+            return columns[0], (
+                f"holds a response ({', '.join(columns)}), but the first task's data has no"
+                " response keys, and without a mapping its keys are read from every task:"
+                " name them in mapping.responses"
+            )
+    return None
+
+
+def _label_studio_columns_missing(
+    data: dict[str, Any], mapping: ColumnMapping
+) -> tuple[str, str] | None:
+    try:
+        mapping.check_columns(list(data))
+    except MappingError as exc:
+        return exc.key, exc.message
+    return None

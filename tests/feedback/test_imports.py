@@ -586,6 +586,85 @@ def test_a_label_studio_json_export(upload, pairwise_campaign):
     assert item.metadata["label_studio"] == {"task_id": 102, "annotations": 0, "predictions": 0}
 
 
+def _ls_pair(task_id: int, **data: str) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "data": {"prompt": f"Q{task_id}", "answer1": "A", "answer2": "B", **data},
+    }
+
+
+def test_a_label_studio_task_without_a_response_key_the_first_task_has_is_an_error(upload):
+    """Without a mapping the first task's keys are the columns of every task: a task lacking
+    one is an error naming the key, never an item stored without its responses."""
+    lacking = _ls_pair(202)
+    del lacking["data"]["answer2"]
+    export = json.dumps([_ls_pair(201), lacking, _ls_pair(203)]).encode()
+
+    _res, status = upload("export.json", export, "application/json")
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "task": 2,
+            "task_id": "202",
+            "field": "answer2",
+            "message": "is not in this task's data; the first task's data has it, and without a"
+            " mapping its keys are read from every task (this task's keys are prompt, answer1)",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+    _res, status = upload("export.json", export, "application/json", on_error="skip")
+
+    assert (status["status"], status["created"], status["invalid"]) == ("succeeded", 2, 1)
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == ["ls-201", "ls-203"]
+    assert Response.objects.count() == 4
+
+
+def test_label_studio_tasks_with_responses_the_first_task_lacks_are_errors(upload):
+    """The first task decides the columns: when it has no response keys, a later task that
+    has some would lose them to its metadata."""
+    first = _ls_pair(301)
+    del first["data"]["answer2"]
+    export = json.dumps([first, _ls_pair(302)]).encode()
+
+    _res, status = upload("export.json", export, "application/json")
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "task": 2,
+            "task_id": "302",
+            "field": "answer1",
+            "message": "holds a response (answer1, answer2), but the first task's data has no"
+            " response keys, and without a mapping its keys are read from every task: name"
+            " them in mapping.responses",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
+def test_a_label_studio_export_whose_first_task_has_no_prompt_fails_naming_it(upload):
+    export = [{"id": 1, "data": {"q": "Q", "answer1": "A", "answer2": "B"}}, _ls_pair(2)]
+
+    _res, status = upload(
+        "export.json", json.dumps(export).encode(), "application/json", on_error="skip"
+    )
+
+    assert status["status"] == "failed", status
+    message = (
+        "the first task's data has no prompt key, and without a mapping its keys are read from"
+        " every task: name one (its keys are q, answer1, answer2)"
+    )
+    assert status["errors"] == [
+        {"task": 1, "task_id": "1", "field": "mapping.prompt", "message": message}
+    ]
+    assert status["message"] == (
+        f"mapping.prompt (at task 1, task_id 1): {message}; nothing was imported."
+    )
+    assert Item.objects.count() == 0
+
+
 def test_a_lone_surrogate_in_a_label_studio_task_is_an_error_of_its_task_and_field(upload):
     """Python's JSON parser, which reads Label Studio exports, lets an unpaired \\ud800
     escape through: the task's row is invalid, naming the field, and the others import when
@@ -616,9 +695,9 @@ def test_errors_that_quote_a_nul_or_a_lone_surrogate_are_stored_with_u_fffd(uplo
     """A task id, an unknown key or a column name can hold what the job's JSON record cannot
     store: the errors keep them as U+FFFD, and the import ends failed as it should."""
     export = (
-        b'[{"id": "t\\ud800", "data": {"q": "p", "answer1": "x", "answer2": "y"}},'
+        b'[{"id": "t\\ud800", "data": {"prompt": "p", "answer1": "x", "answer2": "y", "n\\ud800": 1}},'
         b' {"id": "u\\u0000", "data": {"prompt": "p", "answer1": "x"}},'
-        b' {"id": 3, "data": {"q\\ud800": "p"}}]'
+        b' {"id": 3, "data": {"q\\ud800": "p", "answer1": "x", "answer2": "y"}}]'
     )
     _res, status = upload("export.json", export, "application/json")
     assert status["status"] == "failed", status
