@@ -1007,6 +1007,8 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
             if detected
             else _label_studio_columns_missing(data, mapping)
         )
+        if problem is None:
+            problem = _label_studio_counts_problem(task)
         if problem is not None:
             yield SourceRow(location, error=problem)
             continue
@@ -1024,6 +1026,16 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         }
         item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
         yield SourceRow(location, raw=item)
+
+
+def _label_studio_counts_problem(task: dict[str, Any]) -> tuple[str, str] | None:
+    """Annotations and predictions are counted, not imported: each must be a list to count."""
+    for key in ("annotations", "predictions"):
+        value = task.get(key)
+        if value is not None and not isinstance(value, list):
+            shown = "an object" if isinstance(value, dict) else json.dumps(value)[:50]
+            return key, f"must be a list, as Label Studio exports it, got {shown}"
+    return None
 
 
 def _keys_of(data: dict[str, Any]) -> str:

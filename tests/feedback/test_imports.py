@@ -665,6 +665,44 @@ def test_a_label_studio_export_whose_first_task_has_no_prompt_fails_naming_it(up
     assert Item.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("annotations", 3, "3"),
+        ("annotations", {"result": []}, "an object"),
+        ("predictions", "none", '"none"'),
+    ],
+)
+def test_annotations_or_predictions_that_are_not_a_list_are_an_error_of_the_task(
+    upload, key, value, shown
+):
+    export = [{**_ls_pair(1), "annotations": None}, {**_ls_pair(2), key: value}, _ls_pair(3)]
+
+    _res, status = upload("export.json", json.dumps(export).encode(), "application/json")
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "task": 2,
+            "task_id": "2",
+            "field": key,
+            "message": f"must be a list, as Label Studio exports it, got {shown}",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+    _res, status = upload(
+        "export.json", json.dumps(export).encode(), "application/json", on_error="skip"
+    )
+
+    assert (status["status"], status["created"], status["invalid"]) == ("succeeded", 2, 1)
+    assert Item.objects.get(external_id="ls-1").metadata["label_studio"] == {
+        "task_id": 1,
+        "annotations": 0,
+        "predictions": 0,
+    }
+
+
 def test_a_lone_surrogate_in_a_label_studio_task_is_an_error_of_its_task_and_field(upload):
     """Python's JSON parser, which reads Label Studio exports, lets an unpaired \\ud800
     escape through: the task's row is invalid, naming the field, and the others import when
