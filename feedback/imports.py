@@ -775,13 +775,24 @@ def campaign_overlap_now(campaign_id: int) -> int:
 
 
 def _check_row(
-    raw: Any, location: dict[str, Any], campaign: Campaign, tally: _Tally, item: ItemInput | None
+    raw: Any,
+    location: dict[str, Any],
+    campaign: Campaign,
+    tally: _Tally,
+    item: ItemInput | None,
+    empty_responses: tuple[tuple[str, str], ...] = (),
 ) -> _Ready | None:
     """Validate (unless `item` is already the valid parse of `raw`) and encode one item
-    object; record its errors in the tally."""
+    object; record its errors in the tally. Responses too few for the campaign because a
+    response cell was empty are an error of that cell's column (`empty_responses`)."""
     errors: dict[str, list[str]] = {}
     if item is None:
         item, errors = item_parse(raw, campaign=campaign)
+        if empty_responses and "responses" in errors:
+            # The responses are built from the columns, so their only error is their count.
+            count = errors.pop("responses")
+            for column, problem in empty_responses:
+                errors[column] = [f"{problem}; {message}" for message in count]
     ready: _Ready | None = None
     if item is not None:
         try:
@@ -840,7 +851,7 @@ def _prepare_chunks(
                 if seen is not None:
                     seen.note_external_id((raw or {}).get("external_id"))
             else:
-                ready = _check_row(raw, row.location, campaign, tally, plain)
+                ready = _check_row(raw, row.location, campaign, tally, plain, row.empty_responses)
                 if ready is not None and not (abort_on_error and tally.invalid):
                     chunk.append(ready)
                     chunk_bytes += len(ready.line) + sum(map(len, ready.response_lines))
@@ -1043,7 +1054,7 @@ def _load_chunks(
                         for message in messages:
                             tally.error(entry.location, path, message)
                 continue
-            checked = _check_row(raw, entry.location, campaign, tally, None)
+            checked = _check_row(raw, entry.location, campaign, tally, None, entry.empty_responses)
             if checked is not None:
                 ready.append(checked)
                 with_images.append(checked)

@@ -72,6 +72,9 @@ class SourceRow:
     location: dict[str, int | str]
     raw: dict[str, Any] | None = None
     error: tuple[str, str] | None = None  # (field, message)
+    # The response columns left out of `raw` for an empty or blank cell, (column, message):
+    # what to name when the item's responses are then too few for the campaign.
+    empty_responses: tuple[tuple[str, str], ...] = ()
 
 
 class UnreadableFile(Exception):
@@ -297,16 +300,19 @@ class ColumnMapping:
                 f"no prompt column: name one (columns are {', '.join(columns[:20])})",
             )
 
-    def to_item(self, row: dict[str, Any], *, json_text: bool) -> tuple[dict[str, Any], str | None]:
-        """(item object, None) or (partial object, "column: message") for a value that is not
-        even readable (bad JSON text in a CSV cell)."""
+    def to_item(
+        self, row: dict[str, Any], *, json_text: bool
+    ) -> tuple[dict[str, Any], str | None, tuple[tuple[str, str], ...]]:
+        """(item object, None, empty response columns) or (partial object, "column: message",
+        ()) for a value that is not even readable (bad JSON text in a CSV cell). An empty
+        response cell is left out of the item and named among the empty response columns."""
         item: dict[str, Any] = {}
         for key, column in self.fields.items():
             value = row.get(column)
             if json_text and key in JSON_COLUMNS | {"priority", "is_gold"}:
                 value, problem = _cell_value(key, value)
                 if problem:
-                    return item, f"{column}: {problem}"
+                    return item, f"{column}: {problem}", ()
             if key == "prompt" and json_text:
                 value = _maybe_messages(value)
             if value is None or (json_text and value == "" and key != "prompt"):
@@ -326,9 +332,10 @@ class ColumnMapping:
                     item["prompt"] = chat
             else:
                 item["prompt"] = chat
-        responses = self._responses(row, json_text=json_text)
+        empty: list[tuple[str, str]] = []
+        responses = self._responses(row, json_text=json_text, empty=empty)
         if isinstance(responses, str):
-            return item, responses
+            return item, responses, ()
         if responses is not None:
             item["responses"] = item.get("responses", []) + responses
         prompt = item.get("prompt")
@@ -337,20 +344,20 @@ class ColumnMapping:
             images, image_problem = _image_references(row.get(self.images_column))
             if image_problem:
                 where, message = image_problem
-                return item, f"{self.images_column}{where}: {message}"
+                return item, f"{self.images_column}{where}: {message}", ()
         if images or (isinstance(prompt, list) and _has_content_parts(prompt)):
             prompt, prompt_problem = _prompt_with_images(prompt, images)
             if prompt_problem:
                 of_images, message = prompt_problem
                 named = self.images_column if of_images else self.fields.get("prompt")
-                return item, f"{named or self.messages_column}: {message}"
+                return item, f"{named or self.messages_column}: {message}", ()
             item["prompt"] = prompt
         metadata, problem = self._metadata(row, json_text=json_text)
         if problem:
-            return item, problem
+            return item, problem, ()
         if metadata:
             item["metadata"] = metadata
-        return item, None
+        return item, None, tuple(empty)
 
     def _metadata(
         self, row: dict[str, Any], *, json_text: bool
@@ -389,7 +396,11 @@ class ColumnMapping:
             metadata = {**merged, **metadata}
         return metadata, None
 
-    def _responses(self, row: dict[str, Any], *, json_text: bool) -> list[Any] | str | None:
+    def _responses(
+        self, row: dict[str, Any], *, json_text: bool, empty: list[tuple[str, str]]
+    ) -> list[Any] | str | None:
+        """The responses of a row's response columns; an empty or blank cell is none (all of
+        them empty: the item waits for generation), and its column goes into `empty`."""
         if self.responses is None:
             return None
         if isinstance(self.responses, str):
@@ -407,7 +418,11 @@ class ColumnMapping:
             if json_text and isinstance(cell, str):
                 cell = _csv_response_cell(cell)
             text = _response_text(cell)
-            if text in (None, ""):
+            if text is None or text == "":
+                empty.append((spec.column, "is empty"))
+                continue
+            if isinstance(text, str) and text.isspace():
+                empty.append((spec.column, "holds only whitespace"))
                 continue
             model = row.get(spec.model_column) if spec.model_column else spec.model
             response = {"model": model or spec.column, "text": text}
@@ -763,12 +778,14 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
                 error=("", f"has {len(cells)} cells; the header has {len(columns)} columns"),
             )
             continue
-        item, problem = mapping.to_item(dict(zip(columns, cells, strict=True)), json_text=True)
+        item, problem, empty = mapping.to_item(
+            dict(zip(columns, cells, strict=True)), json_text=True
+        )
         if problem:
             column, _, message = problem.partition(": ")
             yield SourceRow(location, error=(column, message))
             continue
-        yield SourceRow(location, raw=item)
+        yield SourceRow(location, raw=item, empty_responses=empty)
 
 
 def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[SourceRow]:
@@ -810,13 +827,14 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
                 except _BinaryValue:
                     problem = f"{column}: {binary_message}"
                     break
+        empty: tuple[tuple[str, str], ...] = ()
         if problem is None:
-            item, problem = mapping.to_item(record, json_text=False)
+            item, problem, empty = mapping.to_item(record, json_text=False)
         if problem:
             column, _, message = problem.partition(": ")
             yield SourceRow(location, error=(column, message))
         else:
-            yield SourceRow(location, raw=item)
+            yield SourceRow(location, raw=item, empty_responses=empty)
 
 
 def _parquet_records(parquet: Any, columns: list[str]) -> Iterator[dict[str, Any]]:
@@ -1012,7 +1030,7 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         if problem is not None:
             yield SourceRow(location, error=problem)
             continue
-        item, read_problem = mapping.to_item(data, json_text=False)
+        item, read_problem, empty = mapping.to_item(data, json_text=False)
         if read_problem:
             column, _, message = read_problem.partition(": ")
             yield SourceRow(location, error=(column, message))
@@ -1025,7 +1043,7 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
             "predictions": len(task.get("predictions") or []),
         }
         item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
-        yield SourceRow(location, raw=item)
+        yield SourceRow(location, raw=item, empty_responses=empty)
 
 
 def _label_studio_counts_problem(task: dict[str, Any]) -> tuple[str, str] | None:

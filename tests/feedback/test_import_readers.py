@@ -290,6 +290,120 @@ def test_a_null_field_of_a_parquet_struct_is_absent(import_status):
     assert Item.objects.get(prompt__0__content="Q2").metadata == {"difficulty": 3}
 
 
+# --- empty response cells ----------------------------------------------------------------
+
+PAIR_COUNT = (
+    "a pairwise campaign needs exactly 2 responses per item (or none, to generate them), got 1"
+)
+
+
+def _pair_rows_with_gaps() -> list[dict[str, Any]]:
+    """A null rejected, an empty chosen, a blank rejected; and a row with neither, which
+    waits for generation."""
+    return [
+        {"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
+        {"prompt": "Q2", "chosen": "A2", "rejected": None},
+        {"prompt": "Q3", "chosen": "", "rejected": "B3"},
+        {"prompt": "Q4", "chosen": "A4", "rejected": " \n"},
+        {"prompt": "Q5", "chosen": None, "rejected": None},
+    ]
+
+
+def _as_file(kind: str, rows: list[dict[str, Any]]) -> tuple[str, bytes]:
+    if kind == "parquet":
+        return "pairs.parquet", parquet(pa.Table.from_pylist(rows))
+    if kind == "csv":
+        cells = [[r["prompt"], r["chosen"] or "", r["rejected"] or ""] for r in rows]
+        return "pairs.csv", _csv(["prompt", "chosen", "rejected"], *cells)
+    tasks = [{"id": n, "data": row} for n, row in enumerate(rows, start=1)]
+    return "export.json", json.dumps(tasks).encode()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "label_studio"])
+def test_an_empty_response_cell_that_leaves_too_few_responses_is_an_error_of_its_column(
+    import_status, kind
+):
+    name, content = _as_file(kind, _pair_rows_with_gaps())
+
+    status = import_status(name, content)
+
+    assert status["status"] == "failed", status
+    where = {"parquet": "row", "csv": "row", "label_studio": "task"}[kind]
+    assert [(e[where], e["field"], e["message"]) for e in status["errors"]] == [
+        (2, "rejected", f"is empty; {PAIR_COUNT}"),
+        (3, "chosen", f"is empty; {PAIR_COUNT}"),
+        (4, "rejected", f"holds only whitespace; {PAIR_COUNT}"),
+    ]
+    assert Item.objects.count() == 0
+
+    status = import_status(name, content, on_error="skip")
+
+    assert (status["status"], status["created"], status["invalid"]) == ("succeeded", 2, 3)
+    assert Item.objects.get(prompt="Q1").responses.count() == 2
+    assert Item.objects.get(prompt="Q5").responses.count() == 0  # waits for generation
+
+
+def test_an_empty_response_cell_of_a_row_with_images_is_named_too(import_status, media):
+    table = pa.table(
+        {
+            "image": pa.array([{"bytes": _png("red"), "path": None}], HF_IMAGE),
+            "prompt": ["What is shown?"],
+            "chosen": ["A red square"],
+            "rejected": pa.array([None], pa.string()),
+        }
+    )
+
+    status = import_status("vision.parquet", parquet(table))
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {"row": 1, "field": "rejected", "message": f"is empty; {PAIR_COUNT}"}
+    ]
+    assert ItemImage.objects.count() == 0
+
+
+def test_an_empty_response_cell_of_a_ranking_item_with_enough_responses_is_left_out(
+    api_for, engineer, django_capture_on_commit_callbacks
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.feedback.factories import CampaignFactory
+
+    campaign = CampaignFactory(kind="ranking")
+    table = pa.table(
+        {
+            "prompt": ["Q1", "Q2"],
+            "response_1": ["a", "a"],
+            "response_2": ["b", None],
+            "response_3": [None, "   "],
+        }
+    )
+    client = api_for(engineer)
+    with django_capture_on_commit_callbacks(execute=True):
+        res = client.post(
+            f"/api/v1/campaigns/{campaign.pk}/imports/",
+            {
+                "file": SimpleUploadedFile("r.parquet", parquet(table), "application/octet-stream"),
+                "on_error": "skip",
+            },
+            format="multipart",
+        )
+    status = client.get(f"/api/v1/imports/{res.json()['id']}/").json()
+
+    assert (status["created"], status["invalid"]) == (1, 1), status
+    assert list(
+        Item.objects.get().responses.order_by("position").values_list("text", flat=True)
+    ) == ["a", "b"]
+    assert [(e["row"], e["field"]) for e in status["errors"]] == [
+        (2, "response_2"),
+        (2, "response_3"),
+    ]
+    assert status["errors"][1]["message"] == (
+        "holds only whitespace; a ranking campaign needs at least 2 responses per item (or"
+        " none, to generate them), got 1"
+    )
+
+
 # --- mappings ----------------------------------------------------------------------------
 
 
