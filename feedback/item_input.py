@@ -296,6 +296,8 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
                 or type(text) is not str
                 or type(fmt) is not str
                 or fmt not in FORMATS
+                or not text
+                or text.isspace()
                 or len(text) > MAX_TEXT
             ):
                 return None
@@ -414,6 +416,9 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
             errors.setdefault(f"{where}.model", []).append(f"is longer than {MAX_MODEL} characters")
         if not isinstance(text, str):
             errors.setdefault(f"{where}.text", []).append("must be a string")
+        elif not text or text.isspace():
+            # Experts would be asked to judge an answer that is not there.
+            errors.setdefault(f"{where}.text", []).append("must not be empty")
         elif len(text) > MAX_TEXT:
             errors.setdefault(f"{where}.text", []).append(f"is longer than {MAX_TEXT:,} characters")
         if not isinstance(fmt, str) or fmt not in FORMATS:

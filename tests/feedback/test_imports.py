@@ -113,6 +113,17 @@ def test_a_missing_prompt_and_a_response_that_is_not_a_string_name_line_and_fiel
     assert Item.objects.count() == 0
 
 
+def test_an_empty_or_blank_response_text_names_the_line_and_field(upload):
+    blank = item_object(2, responses=[{"model": "a", "text": "A"}, {"model": "b", "text": "\t\n"}])
+    _res, status = upload("items.jsonl", jsonl(item_object(1), blank, item_object(3)))
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {"line": 2, "field": "responses[1].text", "message": "must not be empty"}
+    ]
+    assert Item.objects.count() == 0
+
+
 def test_a_csv_with_a_bom_and_quoted_newlines_is_read_row_by_row(upload, pairwise_campaign):
     csv_text = (
         "\ufeffexternal_id,prompt,response_1,response_2,domain\r\n"

@@ -18,7 +18,7 @@ VALID: list[dict[str, Any]] = [
     {"prompt": "Q?", "external_id": 7, "priority": -3, "is_gold": True, "gold_answer": None},
     {"prompt": "Q?", "context": None, "metadata": None, "responses": None},
     {"prompt": "Q?", "context": {"k": [1, {"b": 2, "a": 1}]}, "metadata": {"m": 1}},
-    {"prompt": "Q?", "responses": [{"model": "a", "text": "", "images": []}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "images": []}, PAIR[1]]},
 ]
 # Each differs from a valid item in one way the quick check must not let through.
 NOT_PLAIN: list[Any] = [
@@ -46,6 +46,8 @@ NOT_PLAIN: list[Any] = [
     {"prompt": "Q?", "responses": [{"model": " ", "text": "A"}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "m" * 201, "text": "A"}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": 1}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [{"model": "a", "text": ""}, PAIR[1]]},
+    {"prompt": "Q?", "responses": [PAIR[0], {"model": "b", "text": " \n\u3000"}]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "format": "pdf"}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "format": ["code"]}, PAIR[1]]},
     {"prompt": "Q?", "responses": [{"model": "a", "text": "A", "seed": 1}, PAIR[1]]},

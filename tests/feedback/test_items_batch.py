@@ -70,6 +70,25 @@ def test_it_checks_the_response_count_against_the_campaign_kind(
     assert "exactly 2" in res.json()["error"]["fields"]["items[0].responses"][0]
 
 
+def test_an_empty_or_blank_response_text_is_an_error_of_its_field(
+    api_for, engineer, pairwise_campaign
+):
+    blank = {
+        "prompt": "p3",
+        "responses": [{"model": "a", "text": ""}, {"model": "b", "text": "   "}],
+    }
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD, blank], format="json"
+    )
+
+    assert res.status_code == 400, res.json()
+    assert res.json()["error"]["fields"] == {
+        "items[1].responses[0].text": ["must not be empty"],
+        "items[1].responses[1].text": ["must not be empty"],
+    }
+    assert Item.objects.count() == 0
+
+
 def test_it_reports_and_skips_duplicates(api_for, engineer, pairwise_campaign):
     client = api_for(engineer)
     url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
