@@ -331,6 +331,21 @@ def _check_content(upload: UploadedFile, fmt: str) -> None:
         raise UnsupportedMediaType(
             f"The file is binary, not {fmt} text.", fields={"file": [f"not a {fmt} file"]}
         )
+    if (
+        fmt == ImportJob.Format.LABEL_STUDIO
+        and head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1] == b"{"
+    ):
+        # A .json file that is an object, not an array: most often a dataset's `to_json`,
+        # which writes JSON Lines by default; read as an export it would fail in the worker.
+        raise UnsupportedMediaType(
+            "The file starts with a JSON object, not an array: a Label Studio export is a JSON"
+            " array of tasks. It looks like JSON Lines (one object per line, as Hugging Face's"
+            " Dataset.to_json writes by default): send it with format=jsonl if each line is an"
+            " item in the item format; a dataset with columns of its own (prompt, chosen,"
+            " rejected, …) is read by its columns from Parquet: save it with"
+            " Dataset.to_parquet and send that.",
+            fields={"file": ["starts with {, not [: not a Label Studio export"]},
+        )
 
 
 def import_create(

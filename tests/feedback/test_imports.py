@@ -327,6 +327,33 @@ def test_a_utf16_or_utf32_file_is_refused_saying_what_it_is(upload, encoding, sa
     assert ImportJob.objects.count() == 0
 
 
+def test_a_json_file_of_json_lines_is_refused_as_a_label_studio_export_at_once(upload, tmp_path):
+    """Dataset.to_json writes JSON Lines under a .json name, which says Label Studio."""
+    import datasets
+
+    path = tmp_path / "train.json"
+    responses = [[{"model": "a", "text": f"A{n}"}, {"model": "b", "text": f"B{n}"}] for n in (1, 2)]
+    datasets.Dataset.from_dict({"prompt": ["Q1?", "Q2?"], "responses": responses}).to_json(
+        str(path)
+    )
+    content = path.read_bytes()
+
+    for sent in (content, b"\xef\xbb\xbf \n" + content):
+        res, _ = upload("train.json", sent, "application/json")
+
+        assert res.status_code == 415, res.json()
+        error = res.json()["error"]
+        assert error["fields"] == {"file": ["starts with {, not [: not a Label Studio export"]}
+        assert "It looks like JSON Lines" in error["message"]
+        assert "send it with format=jsonl" in error["message"]
+        assert "Dataset.to_parquet" in error["message"]
+    assert ImportJob.objects.count() == 0
+
+    _res, status = upload("train.json", content, "application/json", format="jsonl")
+
+    assert (status["status"], status["created"]) == ("succeeded", 2), status
+
+
 def test_items_stored_without_responses_are_told_in_the_message(upload, pairwise_campaign):
     # Columns that are not among the names recognised as responses go to metadata: the items
     # wait for generation, and the message says so and what to do if that was not meant.
