@@ -249,6 +249,11 @@ class ItemsCreateView(APIView):
                     f"column {exc.colno}.",
                     fields={"items": ["not valid JSON"]},
                 ) from None
+            except ValueError as exc:  # an integer of more digits than Python converts
+                raise ValidationFailed(
+                    f"The items field could not be read: {exc}.",
+                    fields={"items": ["not readable JSON"]},
+                ) from None
             except RecursionError:
                 raise _nested_too_deeply() from None
             uploads = images_by_name(request.FILES.getlist("images"))

@@ -128,6 +128,8 @@ class ColumnMapping:
                 raw = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise MappingError("mapping", f"is not valid JSON: {exc.msg}") from None
+            except ValueError as exc:  # an integer of more digits than Python converts
+                raise MappingError("mapping", f"could not be read: {exc}") from None
             except RecursionError:
                 raise MappingError("mapping", "is nested too deeply to be read") from None
         if not isinstance(raw, dict):
@@ -943,6 +945,10 @@ class _JsonArray:
                 cut_off = exc.pos >= len(self.buffer) - 16 or exc.msg.startswith("Unterminated")
                 if self.eof or not cut_off:
                     raise UnreadableFile({"task": index}, f"is not valid JSON: {exc.msg}") from None
+            except ValueError as exc:
+                # An integer of more digits than Python converts (4,300 by default): the
+                # decoder cannot go past it, so the file cannot be read on.
+                raise UnreadableFile({"task": index}, f"could not be read: {exc}") from None
             else:
                 # A number that ends the window may go on after it.
                 if end < len(self.buffer) or self.eof or isinstance(value, dict | list | str):

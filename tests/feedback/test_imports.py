@@ -1380,3 +1380,13 @@ def test_a_finished_import_has_read_the_whole_file(import_status):
     assert status["status"] == "succeeded", status["message"]
     assert status["size_bytes"] == len(content)
     assert status["progress"] == {"rows_read": 7, "bytes_read": len(content)}
+
+
+def test_an_integer_too_long_to_read_in_a_mapping_is_refused_naming_it(upload):
+    res, _status = upload(
+        "items.csv", b"q,chosen,rejected\nQ,A,B\n", mapping=f'{{"prompt": "q", "x": {"9" * 5_000}}}'
+    )
+
+    assert res.status_code == 400, res.content
+    assert list(res.json()["error"]["fields"]) == ["mapping"]
+    assert "could not be read" in res.json()["error"]["fields"]["mapping"][0]

@@ -365,3 +365,29 @@ def test_a_number_that_is_not_an_integer_is_refused_saying_what_it_got(
 
     assert status["status"] == "failed"
     assert status["errors"] == [{"line": 1, "field": field, "message": message}]
+
+
+HUGE_INTEGER = "9" * 5_000  # more digits than Python converts to an int by default
+
+
+def test_an_integer_too_long_to_read_in_the_items_field_is_a_400(post_items):
+    res = post_items(f'[{{"prompt": "q", "priority": {HUGE_INTEGER}}}]', multipart=True)
+
+    assert res.status_code == 400, res.content
+    assert res.json()["error"]["fields"] == {"items": ["not readable JSON"]}
+    assert Item.objects.count() == 0
+
+
+def test_an_integer_too_long_to_read_in_a_label_studio_task_names_the_task(import_status):
+    export = (
+        '[{"id": 1, "data": {"prompt": "a", "answer1": "x", "answer2": "y"}},'
+        ' {"id": 2, "data": {"prompt": "b", "answer1": "x", "answer2": "y", "n": '
+        + HUGE_INTEGER
+        + "}}]"
+    )
+    status = import_status("export.json", export.encode(), on_error="skip")
+
+    assert status["status"] == "failed"
+    assert [(e["task"], e["field"]) for e in status["errors"]] == [(2, "")]
+    assert "could not be read" in status["errors"][0]["message"]
+    assert Item.objects.count() == 0
