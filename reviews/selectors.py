@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 from django.urls import reverse
+from django.utils import timezone
 
 from feedback.errors import NotFound
 from feedback.images import item_image_ids, stored_image_id
@@ -143,7 +144,10 @@ def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
             return image
         raise missing
     held = Assignment.objects.filter(
-        expert=user, campaign_id=image.campaign_id, status=Assignment.Status.CLAIMED
+        expert=user,
+        campaign_id=image.campaign_id,
+        status=Assignment.Status.CLAIMED,
+        lease_expires_at__gt=timezone.now(),  # a lease run out ends it, swept or not
     ).select_related("item")
     for assignment in held:
         item = assignment.item

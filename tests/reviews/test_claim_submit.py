@@ -178,6 +178,38 @@ def test_an_unknown_response_id_or_bad_strength_names_the_field(api_for, expert,
     assert Assignment.objects.get().status == "claimed"
 
 
+def test_a_misspelt_key_inside_a_preference_or_correction_is_named_not_dropped(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    chosen = payload["item"]["responses"][0]["id"]
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"preference": {"chosen": chosen, "strenght": 3}},
+        format="json",
+    )
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "preference.strenght": ["is not a field of a preference"]
+    }
+    assert Review.objects.count() == 0
+
+    correction = CampaignFactory(kind="correction")
+    ItemFactory(campaign=correction)
+    payload = client.post(f"/api/v1/campaigns/{correction.pk}/next/").json()
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"correction": {"text": "Fixed.", "respone": payload["item"]["responses"][0]["id"]}},
+        format="json",
+    )
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "correction.respone": ["is not a field of a correction"]
+    }
+
+
 def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
     campaign = CampaignFactory(
         kind="rating",
