@@ -39,7 +39,7 @@ from feedback.item_input import (
     storable_text,
     unstorable,
 )
-from feedback.jobs import failure_reason, job_claim
+from feedback.jobs import failure_reason, job_claim, job_send
 from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ def _refuse_while_one_is_live(campaign: Campaign) -> None:
 def _enqueue(job_id: int) -> None:
     from feedback.tasks import generation_run_task
 
-    generation_run_task.delay(job_id)
+    job_send(model=GenerationJob, job_id=job_id, task=generation_run_task)
 
 
 def _items_lacking(campaign: Campaign, ids: list[int], last_item_id: int | None) -> Any:

@@ -50,7 +50,7 @@ from feedback.item_input import (
     storable_text,
     unstorable,
 )
-from feedback.jobs import failure_reason, job_claim
+from feedback.jobs import failure_reason, job_claim, job_send
 from feedback.models import Campaign, ImportJob, Item, QueueEntry, Response, User
 
 if TYPE_CHECKING:
@@ -421,7 +421,7 @@ def import_create(
 def _enqueue(job_id: int) -> None:
     from feedback.tasks import import_run_task
 
-    import_run_task.delay(job_id)
+    job_send(model=ImportJob, job_id=job_id, task=import_run_task)
 
 
 def import_get_for_user(*, user: User, import_id: int | str) -> ImportJob:

@@ -194,6 +194,36 @@ def jobs_never_started(*, older_than_seconds: float) -> list[tuple[JobModel, int
     return found
 
 
+def job_send(*, model: JobModel, job_id: int, task: Any) -> None:
+    """Send a job's task to the workers, once the job is committed.
+
+    A broker that cannot be reached does not fail the request that made the job (its row and
+    its upload are committed by then): the job stays `queued` with a message saying why, and
+    beat's rescue sends it again once the broker is back (jobs_never_started). Only the
+    broker's error is caught: run in-process (no broker), the task's own errors are not.
+    """
+    from kombu.exceptions import OperationalError
+
+    try:
+        task.delay(job_id)
+    except OperationalError as exc:
+        name = model._meta.verbose_name
+        # One line, no traceback: while the broker is down every such request logs one.
+        logger.warning(
+            "%s %s stays queued: its task could not be sent (%s)",
+            name,
+            job_id,
+            failure_reason(exc),
+        )
+        model.objects.filter(pk=job_id, status=model.Status.QUEUED).update(
+            message=(
+                f"The task queue cannot be reached, so no worker has this {name} yet. It stays"
+                " queued and is sent to a worker once the queue is back (looked for every"
+                f" {settings.JOB_RESCUE_SECONDS} s)."
+            )
+        )
+
+
 def failure_reason(exc: BaseException) -> str:
     """An exception as a job's message gives it: its type and the first line of what it says."""
     first_line = (str(exc).strip().splitlines() or [""])[0][:500]

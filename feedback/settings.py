@@ -309,6 +309,28 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# An import or a generation is sent to the broker by the web request that makes it, so a broker
+# out of reach must fail the send within seconds: kombu's defaults wait for ever on one that
+# takes the connection and never answers, which outlasts gunicorn's timeout. The job then stays
+# queued and beat's rescue sends it again (docs/intake.md). Two attempts of at most this long
+# each for connecting and for each reply; above Redis's 1 s BRPOP, which workers wait on.
+BROKER_SEND_TIMEOUT_SECONDS = env_int("BROKER_SEND_TIMEOUT_SECONDS", 3)
+if BROKER_SEND_TIMEOUT_SECONDS < 2:
+    raise ImproperlyConfigured(
+        f"BROKER_SEND_TIMEOUT_SECONDS={BROKER_SEND_TIMEOUT_SECONDS} is too short: workers wait"
+        " up to 1 s for each reply of Redis's BRPOP; use 2 or more."
+    )
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_SEND_TIMEOUT_SECONDS
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": BROKER_SEND_TIMEOUT_SECONDS,
+    "socket_timeout": BROKER_SEND_TIMEOUT_SECONDS,
+}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
 # A task redelivered after its worker died waits up to this long for the dead worker's
 # database session to end (with its last statement) before taking the job over; feedback/jobs.py.
 JOB_TAKEOVER_WAIT_SECONDS = env_int("JOB_TAKEOVER_WAIT_SECONDS", 10)
