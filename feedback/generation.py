@@ -6,7 +6,8 @@ completions API). One job runs per campaign at a time. Requests run a few at a t
 with exponential backoff (honouring the server's wait); an error every item would meet (a
 refused key, no quota, no such model) stops the job at once, and so do
 GENERATION_STOP_AFTER_FAILURES items failing in a row; any other error, or running out of
-attempts, fails that item for good with a message saying why. Token usage, latency and cost
+attempts, fails that item for good with a message saying why; so does an answer cut off
+(finish_reason `length` or `content_filter`), which is not stored. Token usage, latency and cost
 are stored on every response, and the job counts what every answer cost, stored or not. See
 docs/intake.md.
 """
@@ -410,6 +411,9 @@ def _read_answer(
         if isinstance(refusal, str) and refusal:
             said += f"; it refused: {_storable(refusal[:300])}"
         return _Outcome(item_id, spec, info=info, error=f"the model returned no text{said}"), False
+    if finish_reason in ("length", "content_filter"):
+        # Experts would compare a text that stops mid-sentence: not stored, but billed.
+        return _Outcome(item_id, spec, info=info, error=_cut_off(finish_reason, spec)), False
     refused = unstorable(text)
     if refused:
         return _Outcome(item_id, spec, info=info, error=_REFUSED_ANSWERS[refused]), False
@@ -417,6 +421,23 @@ def _read_answer(
         error = f"the answer has {len(text):,} characters; a response holds at most {MAX_TEXT:,}"
         return _Outcome(item_id, spec, info=info, error=error), False
     return _Outcome(item_id, spec, text=text, info=info), False
+
+
+def _cut_off(finish_reason: str, spec: ModelSpec) -> str:
+    """Why an answer with text is not whole, and what to change."""
+    if finish_reason == "content_filter":
+        return (
+            "the answer was stopped by the server's content filter (finish_reason: content_filter)"
+        )
+    if spec.max_tokens is not None:
+        return (
+            f"the answer was cut off at its max_tokens of {spec.max_tokens} (finish_reason:"
+            " length); give the model a higher max_tokens"
+        )
+    return (
+        "the answer was cut off at the server's limit on tokens (finish_reason: length); give"
+        " the model a max_tokens that holds a whole answer"
+    )
 
 
 def _usage(usage: Any, spec: ModelSpec) -> dict[str, int | None]:

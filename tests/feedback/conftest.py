@@ -2,8 +2,9 @@
 
 The real `openai` client sends real HTTP to it. It fails on purpose for some model names (429,
 500, 503, 400, 401, 408, an exhausted quota, a login page, an error in a 200 body, answers a
-PostgreSQL text column cannot hold, answers without usage or without text), counts requests
-per model and prompt, and counts requests in flight.
+PostgreSQL text column cannot hold, answers without usage or without text, answers cut off at
+max_tokens or by a content filter), counts requests per model and prompt, and counts requests
+in flight.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
                 usage = {"prompt_tokens": None, "completion_tokens": None}
             if model == "thinks-too-long":  # tokens spent (and billed), no text
                 content, finish_reason = None, "length"
+            if model == "cut-off":  # text that stops at max_tokens, mid-sentence
+                finish_reason = "length"
+            if model == "filtered":  # text a content filter stopped
+                finish_reason = "content_filter"
             answer = {
                 "id": f"chatcmpl-{attempt}",
                 "object": "chat.completion",

@@ -529,3 +529,42 @@ def test_a_job_that_fails_counts_the_answers_in_flight_when_it_failed(
     assert status["status"] == "failed", status
     assert model_server.requests == 3, "the three asked at once (3 in flight)"
     assert status["completion_tokens"] == 3 * 7
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        (
+            {"name": "cut-off", "max_tokens": 64},
+            "the answer was cut off at its max_tokens of 64 (finish_reason: length); give the"
+            " model a higher max_tokens",
+        ),
+        (
+            "cut-off",
+            "the answer was cut off at the server's limit on tokens (finish_reason: length);"
+            " give the model a max_tokens that holds a whole answer",
+        ),
+        (
+            "filtered",
+            "the answer was stopped by the server's content filter (finish_reason: content_filter)",
+        ),
+    ],
+)
+def test_an_answer_cut_off_is_an_error_of_its_item_and_not_given_to_experts(
+    model_server, generate, model, said
+):
+    """Experts would compare a text that stops mid-sentence: the item fails, stores nothing
+    and stays out of the queue; the answer is still counted as spent."""
+    campaign = CampaignFactory(kind="pairwise", overlap=2)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    name = model if isinstance(model, str) else model["name"]
+
+    _res, status = generate(campaign, {"models": ["plain", model]})
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [{"item": item.pk, "model": name, "message": said}]
+    assert (status["items_done"], status["failed_count"], status["responses_created"]) == (1, 1, 0)
+    assert status["message"] == "Generated responses for 0 of 1 items; 1 failed (see errors)."
+    assert status["completion_tokens"] == 2 * 7
+    assert not item.responses.exists()
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
