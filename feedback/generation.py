@@ -137,9 +137,14 @@ def generation_create(
             "OPENAI_BASE_URL is not set; point it at an OpenAI-compatible server.",
             fields={"models": ["no model server is configured"]},
         )
-    raw_models = models if models not in (None, []) else campaign.generation_models
+    raw_models = models if models is not None else campaign.generation_models
     fields: dict[str, list[str]] = {}
-    if not isinstance(raw_models, list) or not raw_models:
+    if models == []:
+        # Not read as "the campaign's models": a job asking (and paying) for what the client
+        # may not have meant. Leaving `models` out says that.
+        fields["models"] = ["names no model; leave it out to use the campaign's generation_models"]
+        raw_models = []
+    elif not isinstance(raw_models, list) or not raw_models:
         fields["models"] = ["name at least one model (or set the campaign's generation_models)"]
         raw_models = []
     specs = [ModelSpec.parse(m, f"models[{i}]", fields) for i, m in enumerate(raw_models)]

@@ -387,6 +387,20 @@ def test_an_empty_item_list_is_refused_not_read_as_every_item(model_server, gene
     assert GenerationJob.objects.count() == 0
 
 
+def test_an_empty_model_list_is_refused_not_read_as_the_campaigns_models(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1, generation_models=["plain"])
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    res, _ = generate(campaign, {"models": []})
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "models": ["names no model; leave it out to use the campaign's generation_models"]
+    }
+    assert GenerationJob.objects.count() == 0
+    assert model_server.requests == 0
+
+
 def test_items_pushed_after_the_request_are_not_part_of_the_job(model_server, api_for, engineer):
     from feedback.generation import generation_run
 
