@@ -127,6 +127,21 @@ class CampaignInputSerializer(KnownFieldsOnly):
     lease_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=30)
     generation_models = serializers.ListField(child=TextField(max_length=200), default=list)
 
+    def validate_generation_models(self, value: list[str]) -> list[str]:
+        """Checked as a generation checks its `models`, which default to these: a name given
+        twice here would be refused there, on a field the client did not send."""
+        fields: dict[str, list[str]] = {}
+        generation.model_specs_parse(value, field="generation_models", fields=fields)
+        if fields:
+            raise serializers.ValidationError(
+                [
+                    problem if where == "generation_models" else f"{where}: {problem}"
+                    for where, problems in fields.items()
+                    for problem in problems
+                ]
+            )
+        return value
+
 
 class CampaignPatchSerializer(CampaignInputSerializer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:

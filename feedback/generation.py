@@ -65,7 +65,8 @@ class ModelSpec:
     def parse(cls, raw: Any, where: str, fields: dict[str, list[str]]) -> ModelSpec | None:
         if isinstance(raw, str) and raw.strip():
             return cls._named(raw.strip(), where, fields)
-        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or not name.strip():
             fields[where] = ['must be a model name or {"name": ..., "input_usd_per_million": ...}']
             return None
         unknown = set(raw) - {
@@ -78,7 +79,7 @@ class ModelSpec:
         if unknown:
             fields[where] = [f"unknown keys {sorted(unknown)}"]
             return None
-        spec = cls._named(raw["name"], f"{where}.name", fields)
+        spec = cls._named(name.strip(), f"{where}.name", fields)
         if spec is None:
             return None
         for key in ("input_usd_per_million", "output_usd_per_million", "temperature"):
@@ -118,6 +119,20 @@ class ModelSpec:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+def model_specs_parse(
+    raw: list[Any], *, field: str, fields: dict[str, list[str]]
+) -> list[ModelSpec]:
+    """The models of a list (a generation's `models`, a campaign's `generation_models`), each
+    problem added to `fields`: of a model at `field[i]`, of the list at `field`. A name given
+    twice is refused: its server would be asked twice and an item get two responses of it."""
+    specs = [ModelSpec.parse(m, f"{field}[{i}]", fields) for i, m in enumerate(raw)]
+    names = [s.name for s in specs if s is not None]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        fields[field] = [f"a model appears twice: {', '.join(map(repr, twice))}"]
+    return [s for s in specs if s is not None]
+
+
 def generation_create(
     *,
     actor: User,
@@ -147,10 +162,8 @@ def generation_create(
     elif not isinstance(raw_models, list) or not raw_models:
         fields["models"] = ["name at least one model (or set the campaign's generation_models)"]
         raw_models = []
-    specs = [ModelSpec.parse(m, f"models[{i}]", fields) for i, m in enumerate(raw_models)]
-    names = [s.name for s in specs if s is not None]
-    if len(set(names)) != len(names):
-        fields["models"] = ["a model appears twice"]
+    specs = model_specs_parse(raw_models, field="models", fields=fields)
+    names = [s.name for s in specs]
     low, high = campaign.responses_wanted
     if raw_models and not fields and (len(names) < low or (high is not None and len(names) > high)):
         wanted = f"exactly {low}" if low == high else f"at least {low}"
@@ -188,7 +201,7 @@ def generation_create(
             job = GenerationJob.objects.create(
                 campaign=campaign,
                 created_by=actor,
-                model_specs=[s.as_json() for s in specs if s is not None],
+                model_specs=[s.as_json() for s in specs],
                 item_ids=ids,
                 last_item_id=last_item_id,
                 items_total=_items_lacking(campaign, ids, last_item_id).count(),

@@ -82,6 +82,18 @@ def test_what_the_api_refuses_the_admin_refuses(admin_mfa_client, engineer):
     assert (campaign.overlap, campaign.gold_rate, campaign.lease_minutes) == (2, 0.0, 30)
 
 
+def test_a_model_named_twice_is_refused_in_the_admin(admin_mfa_client, engineer):
+    campaign = CampaignFactory(created_by=engineer, generation_models=["m-1", "m-2"])
+
+    page = _change(admin_mfa_client, campaign, generation_models='["m-3", "m-3"]')
+
+    assert page.status_code == 200
+    errors = page.context["adminform"].form.errors
+    assert errors == {"generation_models": ["a model appears twice: 'm-3'"]}
+    campaign.refresh_from_db()
+    assert campaign.generation_models == ["m-1", "m-2"]
+
+
 def test_the_kind_and_slug_stay_as_made(admin_mfa_client, engineer):
     campaign = CampaignFactory(kind="pairwise", created_by=engineer)
 
