@@ -381,6 +381,12 @@ def _ask_with_retries(
             last, delay = message, _retry_after(exc)
         except openai.APIConnectionError as exc:  # timeouts included
             last = f"connection failed: {_short(exc)}"
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # A body said to be JSON that is not: the client's parse error, not ours to trace.
+            logger.warning(
+                "generation: the answer of %s for item %s is not valid JSON", spec.name, item_id
+            )
+            return _Outcome(item_id, spec, error=_not_json(exc))
         else:
             latency_ms = int((time.perf_counter() - started) * 1000)
             outcome, retry = _read_answer(completion, item_id, spec, latency_ms, attempt)
@@ -439,6 +445,17 @@ def _read_answer(
         error = f"the answer has {len(text):,} characters; a response holds at most {MAX_TEXT:,}"
         return _Outcome(item_id, spec, info=info, error=error), False
     return _Outcome(item_id, spec, text=text, info=info), False
+
+
+def _not_json(exc: json.JSONDecodeError | UnicodeDecodeError) -> str:
+    """A 200 answer the client could not read as JSON, quoting where it fails and how the
+    body begins (a proxy's page, JSON cut short)."""
+    if isinstance(exc, json.JSONDecodeError):
+        where, body = f"{exc.msg.removesuffix(' at')} at character {exc.pos}", exc.doc
+    else:
+        where = f"not UTF-8 text at byte {exc.start}"
+        body = bytes(exc.object[:200]).decode("utf-8", "replace")
+    return f"the server's answer is not valid JSON ({where}): {_storable(body[:200])!r}"
 
 
 def _cut_off(finish_reason: str, spec: ModelSpec) -> str:

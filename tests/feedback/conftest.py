@@ -1,7 +1,7 @@
 """A local HTTP server that speaks the OpenAI chat completions API, for the generation tests.
 
 The real `openai` client sends real HTTP to it. It fails on purpose for some model names (429,
-500, 503, 400, 401, 408, an exhausted quota, a login page, an error in a 200 body, answers a
+500, 503, 400, 401, 408, an exhausted quota, a login page, malformed JSON, an error in a 200 body, answers a
 PostgreSQL text column cannot hold, answers without usage or without text, answers cut off at
 max_tokens or by a content filter), counts requests per model and prompt, and counts requests
 in flight.
@@ -106,6 +106,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(
                     408, {"error": {"message": "request timeout"}}, {"Retry-After": "-3"}
                 )
+            if model == "broken-json":  # JSON said, and cut short
+                return self._send(200, b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess')
+            if model == "latin-1-json":  # JSON in another encoding than UTF-8
+                return self._send(200, b'{"note": "caf\xe9"}')
             if model == "login-page":  # a proxy's sign-in page where the API should be
                 return self._send(200, b"<html>Sign in</html>", content_type="text/html")
             if model == "gateway-error":  # an error in a 200 body, as OpenRouter sends some

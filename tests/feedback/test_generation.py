@@ -582,3 +582,38 @@ def test_an_answer_cut_off_is_an_error_of_its_item_and_not_given_to_experts(
     assert status["completion_tokens"] == 2 * 7
     assert not item.responses.exists()
     assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        (
+            "broken-json",
+            """Unterminated string starting at character 46): '{"id": "chatcmpl-1","""
+            """ "choices": [{"index": 0, "mess'""",
+        ),
+        ("latin-1-json", """not UTF-8 text at byte 13): '{"note": "caf\ufffd"}'"""),
+    ],
+)
+def test_an_answer_that_is_not_valid_json_quotes_its_start_and_logs_one_line(
+    model_server, generate, caplog, model, said
+):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": [model]})
+
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": model,
+            "message": f"the server's answer is not valid JSON ({said}",
+        }
+    ]
+    assert model_server.calls[(model, item.prompt)] == 1
+    logged = [r for r in caplog.records if r.name == "feedback.generation"]
+    assert [r.getMessage() for r in logged] == [
+        f"generation: the answer of {model} for item {item.pk} is not valid JSON"
+    ]
+    assert not any(r.exc_info for r in logged)
+    assert "Traceback" not in caplog.text
