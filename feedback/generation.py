@@ -53,6 +53,15 @@ def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
+def _finite(value: float) -> bool:
+    """A finite number, and for an integer one a float can hold (a price of 400 digits would
+    fail every cost computed with it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 @dataclass
 class ModelSpec:
     name: str
@@ -89,7 +98,7 @@ class ModelSpec:
             if (
                 not isinstance(value, int | float)
                 or isinstance(value, bool)
-                or not math.isfinite(value)
+                or not _finite(value)
                 or value < 0
             ):
                 fields[f"{where}.{key}"] = ["must be a non-negative number"]

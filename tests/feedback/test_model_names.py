@@ -89,3 +89,21 @@ def test_a_campaign_changed_to_name_a_model_twice_is_refused_and_unchanged(
     pairwise_campaign.refresh_from_db()
     assert pairwise_campaign.generation_models == ["m-1", "m-2"]
     assert pairwise_campaign.name != "Renamed"
+
+
+def test_a_price_too_large_for_a_number_is_refused_naming_it(model_server, api_for, engineer):
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{campaign.pk}/generate/",
+        data='{"models": [{"name": "a", "input_usd_per_million": ' + "9" * 400 + '}, "b"]}',
+        content_type="application/json",
+    )
+
+    assert res.status_code == 400, res.content
+    assert res.json()["error"]["fields"] == {
+        "models[0].input_usd_per_million": ["must be a non-negative number"]
+    }
+    assert GenerationJob.objects.count() == 0
+    assert model_server.requests == 0
