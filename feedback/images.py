@@ -6,8 +6,8 @@ An item refers to images in three places (docs/intake.md):
   a response         {"model": "...", "text": "...", "images": [<ref>, ...]}
 where <ref> is "data:image/png;base64,...." or "upload:<file name>" (a file sent in the same
 multipart request). On intake each becomes {"id", "content_type", "width", "height"} of an
-ItemImage, stored once per campaign by its SHA-256 and served from our own origin with the
-content type Pillow found, never the one the client claimed.
+ItemImage, stored without its metadata (image_metadata), once per campaign by its SHA-256, and
+served from our own origin with the content type Pillow found, never the one the client claimed.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from feedback.errors import ValidationFailed
+from feedback.image_metadata import MetadataError, image_strip_metadata
 from feedback.item_input import ItemInput, in_storage_order
 from feedback.models import Campaign, ItemImage
 
@@ -127,14 +128,20 @@ def image_check(data: bytes) -> tuple[str, int, int]:
 
 
 def image_store(*, campaign: Campaign, data: bytes) -> tuple[ItemImage, bool]:
-    """Check and store an image once per campaign (by SHA-256): (the image, whether this call
-    stored it).
+    """Check an image, take its metadata out (image_metadata) and store it once per campaign
+    (by the SHA-256 of what is stored): (the image, whether this call stored it).
 
     Two requests may bring the same new image at once: the second one's row waits on the
     unique constraint for the first's transaction, then, in a savepoint, gives way to it (its
     file is deleted) and returns the stored image.
     """
     content_type, width, height = image_check(data)
+    try:
+        # Stored, de-duplicated and served without it: two copies of a picture that differ
+        # only in their metadata are one image.
+        data = image_strip_metadata(data, content_type)
+    except MetadataError as exc:
+        raise ImageRejected(f"is corrupt ({exc})") from None
     digest = hashlib.sha256(data).hexdigest()
     existing = ItemImage.objects.filter(campaign=campaign, sha256=digest).first()
     if existing is not None:

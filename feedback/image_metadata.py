@@ -1,0 +1,272 @@
+"""Metadata taken out of an image before it is stored: what an expert is served carries no text.
+
+Generators write their name and settings into the files they make (Stable Diffusion's PNG
+`parameters`, ComfyUI's workflow, C2PA provenance in a JUMBF box), cameras and phones write
+where and with what a photo was taken (EXIF GPS, make, model), editors add XMP and IPTC. An
+expert reviews blind (DESIGN.md, invariant 3), so none of it may reach them.
+
+Each format's container is rewritten, not its pixels: the chunks or segments that draw, colour
+or animate the picture are copied byte for byte and every other one goes. Pillow would have to
+decode and encode again, which loses quality for a lossy JPEG or WebP, and even a PNG loses its
+16-bit samples (Pillow reads RGB and RGBA at 8 bits a sample) and its gAMA and cHRM chunks.
+Kept everywhere: the ICC profile (colour) and the EXIF Orientation, rewritten as an EXIF that
+holds that one tag (browsers turn a photo by it; without it a phone's photo shows on its side).
+
+Called on an image Pillow has decoded in full (images.image_check); a structure that cannot be
+walked is refused as corrupt, as is a file that ends before its end (GIF trailer, PNG IEND,
+JPEG end-of-image), and what follows that end is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import warnings
+
+from PIL import ExifTags, Image
+
+
+class MetadataError(ValueError):
+    """The container cannot be walked: the image is refused as corrupt."""
+
+
+def image_strip_metadata(data: bytes, content_type: str) -> bytes:
+    """The image without metadata that can carry text (see the module's docstring)."""
+    strip = {
+        "image/png": _png,
+        "image/jpeg": _jpeg,
+        "image/webp": _webp,
+        "image/gif": _gif,
+    }[content_type]
+    try:
+        return strip(data)
+    except IndexError:  # a length or a flag byte read past the end
+        raise MetadataError("ends in the middle of a block") from None
+
+
+def _orientation_only(exif: bytes) -> bytes | None:
+    """The TIFF bytes of an EXIF that holds only `exif`'s Orientation, or None when it has
+    none other than 1 (as stored) or cannot be read."""
+    found = Image.Exif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of a corrupt EXIF and reads on
+            found.load(exif)
+            orientation = found.get(ExifTags.Base.Orientation)  # the tags are read here
+    except (SyntaxError, ValueError, OSError, EOFError, struct.error):
+        return None
+    if not isinstance(orientation, int) or not 2 <= orientation <= 8:
+        return None
+    minimal = Image.Exif()
+    minimal[ExifTags.Base.Orientation] = orientation
+    return minimal.tobytes()[len(b"Exif\0\0") :]  # the prefix a JPEG puts before it
+
+
+# --- PNG: chunks ------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What draws the picture (the critical chunks, transparency, APNG's frames) or sets its
+# colour, gamma and pixel size. tEXt, zTXt, iTXt, eXIf (replaced by one holding only
+# Orientation), tIME, sPLT (it has a name), caBX (C2PA) and any other chunk go.
+PNG_KEPT = frozenset(
+    {
+        *(b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS"),
+        *(b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP", b"mDCV", b"cLLI", b"sBIT"),
+        *(b"pHYs", b"bKGD", b"acTL", b"fcTL", b"fdAT"),
+    }
+)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import zlib
+
+    crc = zlib.crc32(kind + payload)
+    return len(payload).to_bytes(4, "big") + kind + payload + crc.to_bytes(4, "big")
+
+
+def _png(data: bytes) -> bytes:
+    if not data.startswith(PNG_SIGNATURE):
+        raise MetadataError("is not a PNG")
+    out, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while True:
+        if pos + 12 > len(data):
+            raise MetadataError("ends before its IEND chunk")
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        end = pos + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            raise MetadataError(f"ends inside its {kind!r} chunk")
+        if kind in PNG_KEPT:
+            out.append(data[pos:end])
+        elif kind == b"eXIf":
+            orientation = _orientation_only(data[pos + 8 : end - 4])
+            if orientation is not None:
+                out.append(_png_chunk(b"eXIf", orientation))
+        if kind == b"IEND":
+            return b"".join(out)
+        pos = end
+
+
+# --- JPEG: marker segments ----------------------------------------------------------------------
+
+# APPn segments kept, by the signature their data starts with: JFIF (APP0), the ICC profile
+# (APP2, in pieces) and Adobe's (APP14: says whether 4 channels are CMYK or YCCK). EXIF and
+# XMP (APP1), MPF (APP2: the index of an MPO's other pictures), IPTC (APP13), JUMBF/C2PA
+# (APP11), every other APPn and comments (COM) go.
+JPEG_KEPT_APP = {0xE0: b"JFIF\0", 0xE2: b"ICC_PROFILE\0", 0xEE: b"Adobe"}
+# In entropy-coded data a 0xFF byte is followed by 0 (a stuffed 0xFF) or a restart marker;
+# anything else ends the scan.
+JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _jpeg(data: bytes) -> bytes:
+    if not data.startswith(b"\xff\xd8"):
+        raise MetadataError("is not a JPEG")
+    out, pos = [b"\xff\xd8"], 2
+    while True:
+        # Bytes before a marker (fill bytes, or garbage that decoders skip) are dropped.
+        pos = data.find(b"\xff", pos)
+        while 0 <= pos < len(data) - 1 and data[pos + 1] == 0xFF:
+            pos += 1
+        if pos < 0 or pos + 1 >= len(data):
+            raise MetadataError("ends before its end-of-image marker")
+        marker = data[pos + 1]
+        if marker == 0xD9:  # end of image: an MPO's other pictures and anything else follow
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            out.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise MetadataError(f"ends inside its segment 0xFF{marker:02X}")
+        payload = data[pos + 4 : end]
+        if marker == 0xE1 and payload.startswith(b"Exif\0\0"):
+            orientation = _orientation_only(payload)
+            if orientation is not None:
+                out.append(_jpeg_segment(0xE1, b"Exif\0\0" + orientation))
+        elif marker == 0xFE or 0xE0 <= marker <= 0xEF:
+            signature = JPEG_KEPT_APP.get(marker)
+            if signature is not None and payload.startswith(signature):
+                out.append(data[pos:end])
+        else:
+            out.append(data[pos:end])
+        pos = end
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+            found = JPEG_SCAN_END.search(data, pos)
+            if found is None:
+                raise MetadataError("ends inside a scan")
+            out.append(data[pos : found.start()])
+            pos = found.start()
+
+
+# --- WebP: RIFF chunks --------------------------------------------------------------------------
+
+# The picture (VP8, VP8L, ALPH), the extended header, the ICC profile and animation. EXIF
+# (replaced by one holding only Orientation), XMP and unknown chunks go. A frame (ANMF) holds
+# chunks of its own, walked the same way.
+WEBP_KEPT = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ICCP", b"ANIM", b"ANMF"})
+WEBP_FRAME_KEPT = frozenset({b"VP8 ", b"VP8L", b"ALPH"})
+VP8X_EXIF, VP8X_XMP = 0x08, 0x04
+
+
+def _riff_chunks(data: bytes, pos: int, end: int) -> list[tuple[bytes, bytes]]:
+    chunks = []
+    while pos < end:
+        if pos + 8 > end:
+            raise MetadataError("ends inside a chunk header")
+        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if pos + 8 + size > end:
+            raise MetadataError(f"ends inside its {kind!r} chunk")
+        chunks.append((kind, data[pos + 8 : pos + 8 + size]))
+        pos += 8 + size + size % 2  # a chunk of odd size is padded to an even one
+    return chunks
+
+
+def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + len(payload).to_bytes(4, "little") + payload + b"\0" * (len(payload) % 2)
+
+
+def _webp(data: bytes) -> bytes:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise MetadataError("is not a WebP")
+    end = 8 + int.from_bytes(data[4:8], "little")
+    if end > len(data):
+        raise MetadataError("ends before its last chunk")
+    kept: list[tuple[bytes, bytes]] = []
+    for kind, payload in _riff_chunks(data, 12, end):
+        if kind == b"ANMF":  # 16 bytes of position, size and timing, then the frame's chunks
+            frame = _riff_chunks(payload, 16, len(payload))
+            payload = payload[:16] + b"".join(
+                _riff_chunk(k, p) for k, p in frame if k in WEBP_FRAME_KEPT
+            )
+        if kind in WEBP_KEPT:
+            kept.append((kind, payload))
+        elif kind == b"EXIF":
+            orientation = _orientation_only(payload)
+            if orientation is not None:
+                kept.append((b"EXIF", orientation))
+    # The extended header says which chunks follow: it must not announce the ones dropped.
+    has_exif = any(kind == b"EXIF" for kind, _ in kept)
+    for index, (kind, payload) in enumerate(kept):
+        if kind == b"VP8X" and payload:
+            flags = payload[0] & ~(VP8X_EXIF | VP8X_XMP) | (VP8X_EXIF if has_exif else 0)
+            kept[index] = (kind, bytes((flags,)) + payload[1:])
+    body = b"WEBP" + b"".join(_riff_chunk(kind, payload) for kind, payload in kept)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+# --- GIF: blocks --------------------------------------------------------------------------------
+
+# Application extensions kept, by their identifier: the loop count of an animation (Netscape's,
+# and the same one as some tools name it) and the ICC profile. XMP ("XMP DataXMP") and every
+# other one go, as do comments and plain-text extensions (text a decoder may draw; browsers
+# and Pillow draw none).
+GIF_KEPT_APPLICATIONS = frozenset({b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012"})
+GIF_GRAPHIC_CONTROL, GIF_APPLICATION = 0xF9, 0xFF
+
+
+def _gif_sub_blocks_end(data: bytes, pos: int) -> int:
+    while True:
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            return pos
+
+
+def _gif(data: bytes) -> bytes:
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        raise MetadataError("is not a GIF")
+    pos = 13  # header and logical screen descriptor, then the global colour table, if any
+    if data[10] & 0x80:
+        pos += 3 << ((data[10] & 0x07) + 1)
+    out = [data[:pos]]
+    while True:
+        if pos >= len(data):
+            raise MetadataError("ends before its trailer")
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            out.append(b";")
+            return b"".join(out)
+        if block == 0x21:  # extension: label, then sub-blocks
+            label = data[pos + 1]
+            end = _gif_sub_blocks_end(data, pos + 2)
+            if label == GIF_GRAPHIC_CONTROL or (
+                label == GIF_APPLICATION
+                and data[pos + 2] == 11
+                and data[pos + 3 : pos + 14] in GIF_KEPT_APPLICATIONS
+            ):
+                out.append(data[pos:end])
+        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, data
+            flags = data[pos + 9]
+            start = pos + 10 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+            end = _gif_sub_blocks_end(data, start + 1)
+            out.append(data[pos:end])
+        else:
+            raise MetadataError(f"has a block of unknown type 0x{block:02X}")
+        pos = end

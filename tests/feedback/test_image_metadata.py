@@ -1,0 +1,313 @@
+"""Images are stored and served without metadata that can carry text: no model name written by a
+generator, no place or camera from a photo's EXIF, no comment. The pixels, colour profile and
+animation stay as they were."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import ExifTags, Image, ImageCms, ImageSequence, PngImagePlugin
+
+from feedback.models import Item, ItemImage
+
+pytestmark = pytest.mark.django_db
+
+MODEL = b"sdxl-model-a"
+SECRETS = (MODEL, b"SpyCam", b"xmp-secret", b"a comment")
+
+
+def _icc() -> bytes:
+    # Not the same bytes at every call: the profile records when it was made.
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _exif() -> Image.Exif:
+    """Make, GPS and Orientation (6: turn 90° clockwise to show), as a phone writes them."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "SpyCam"
+    exif[ExifTags.Base.Orientation] = 6
+    exif.get_ifd(ExifTags.IFD.GPSInfo).update(
+        {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (48.0, 51.0, 29.0)}
+    )
+    return exif
+
+
+def _picture(mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> Image.Image:
+    """Not one colour: a gradient and noise, so that a change of pixels shows."""
+    noise = Image.effect_noise(size, 60)
+    gradient = Image.linear_gradient("L").resize(size)
+    return Image.merge("RGB", [noise, gradient, noise.transpose(0)]).convert(mode)
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def _data_url(data: bytes, kind: str) -> str:
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _store_and_serve(client, campaign, data: bytes, kind: str) -> tuple[dict, bytes]:
+    """Send the image in a response (as a model's output would carry it): (what the item
+    keeps of it, the bytes served)."""
+    body = {
+        "prompt": "Draw a cat",
+        "responses": [
+            {"model": "a", "text": "here", "images": [_data_url(data, kind)]},
+            {"model": "b", "text": "there"},
+        ],
+    }
+    res = client.post(f"/api/v1/campaigns/{campaign.pk}/items/", [body], format="json")
+    assert res.status_code == 201, res.json()
+    stored = next(r.images[0] for r in Item.objects.get().responses.all() if r.images)
+    served = client.get(f"/api/v1/images/{stored['id']}/")
+    assert served.status_code == 200
+    assert served["Content-Type"] == kind
+    return stored, b"".join(served.streaming_content)
+
+
+def _frames(data: bytes) -> list[bytes]:
+    with Image.open(io.BytesIO(data)) as image:
+        return [frame.convert("RGBA").tobytes() for frame in ImageSequence.Iterator(image)]
+
+
+def _assert_no_secrets(data: bytes) -> None:
+    found = [secret for secret in SECRETS if secret in data]
+    assert not found, f"served with {found}"
+
+
+def test_a_png_loses_its_text_chunks_and_keeps_its_pixels_palette_and_colour_profile(
+    api_for, engineer, pairwise_campaign
+):
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", "a cat, Steps: 30, Sampler: Euler, Model: sdxl-model-a")
+    text.add_text("workflow", '{"ckpt_name": "sdxl-model-a.safetensors"}', zip=True)
+    text.add_itxt("Comment", "a comment", lang="en")
+    picture = _picture("P")
+    png = _save(picture, "PNG", pnginfo=text, exif=_exif(), icc_profile=_icc(), transparency=3)
+    assert all(secret in png for secret in (MODEL, b"SpyCam", b"a comment"))
+
+    stored, served = _store_and_serve(api_for(engineer), pairwise_campaign, png, "image/png")
+
+    _assert_no_secrets(served)
+    assert (stored["width"], stored["height"]) == (40, 30)
+    with Image.open(io.BytesIO(png)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.mode == before.mode == "P"
+        assert after.tobytes() == before.tobytes()
+        assert after.getpalette() == before.getpalette()
+        assert after.info["transparency"] == 3
+        assert after.info["icc_profile"] == before.info["icc_profile"]
+        assert dict(after.getexif()) == {ExifTags.Base.Orientation: 6}
+        assert not {"parameters", "workflow", "Comment"} & set(after.info)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
+
+
+def test_a_16_bit_png_keeps_its_samples_and_gamma(api_for, engineer, pairwise_campaign):
+    # Pillow reads a 16-bit RGB PNG at 8 bits a sample and writes no gAMA: the chunks are
+    # copied, not the picture saved again.
+    samples = struct.pack(">6H", 1000, 2000, 3000, 65535, 1, 257)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 16, 2, 0, 0, 0))
+        + _png_chunk(b"gAMA", struct.pack(">I", 45455))
+        + _png_chunk(b"tEXt", b"parameters\0Model: sdxl-model-a")
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" + samples))
+        + _png_chunk(b"IEND", b"")
+    )
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, png, "image/png")
+
+    _assert_no_secrets(served)
+    assert served == png.replace(_png_chunk(b"tEXt", b"parameters\0Model: sdxl-model-a"), b"")
+
+
+def test_a_jpeg_loses_its_exif_xmp_and_comment_but_keeps_its_orientation_and_pixels(
+    api_for, engineer, pairwise_campaign
+):
+    jpeg = _save(
+        _picture(),
+        "JPEG",
+        quality=90,
+        exif=_exif(),
+        icc_profile=_icc(),
+        comment=b"a comment",
+        xmp=b"<x:xmpmeta>xmp-secret</x:xmpmeta>",
+    )
+    assert all(secret in jpeg for secret in (b"SpyCam", b"xmp-secret", b"a comment"))
+
+    stored, served = _store_and_serve(api_for(engineer), pairwise_campaign, jpeg, "image/jpeg")
+
+    _assert_no_secrets(served)
+    assert (stored["width"], stored["height"]) == (40, 30)
+    with Image.open(io.BytesIO(jpeg)) as before, Image.open(io.BytesIO(served)) as after:
+        # The scans are copied, not encoded again: the same pixels, not nearly the same.
+        assert after.tobytes() == before.tobytes()
+        assert after.info["icc_profile"] == before.info["icc_profile"]
+        assert "comment" not in after.info
+        assert "xmp" not in after.info
+        exif = after.getexif()
+        assert dict(exif) == {ExifTags.Base.Orientation: 6}
+        assert not exif.get_ifd(ExifTags.IFD.GPSInfo)
+    assert ItemImage.objects.get().size_bytes == len(served)
+
+
+def test_a_cmyk_jpeg_keeps_the_adobe_segment_that_says_how_to_read_its_colours(
+    api_for, engineer, pairwise_campaign
+):
+    jpeg = _save(_picture("CMYK"), "JPEG", comment=b"a comment")
+    assert b"Adobe" in jpeg
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, jpeg, "image/jpeg")
+
+    _assert_no_secrets(served)
+    assert b"Adobe" in served
+    with Image.open(io.BytesIO(jpeg)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.mode == "CMYK"
+        assert after.tobytes() == before.tobytes()
+
+
+def test_a_jpeg_with_a_multi_picture_segment_is_stored_as_its_first_picture(
+    api_for, engineer, pairwise_campaign
+):
+    first, second = _picture(size=(64, 48)), _picture(size=(32, 24))
+    mpo = _save(first, "MPO", save_all=True, append_images=[second], exif=_exif())
+
+    stored, served = _store_and_serve(api_for(engineer), pairwise_campaign, mpo, "image/jpeg")
+
+    _assert_no_secrets(served)
+    assert b"MPF\0" not in served
+    assert (stored["width"], stored["height"]) == (64, 48)
+    with Image.open(io.BytesIO(mpo)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.format == "JPEG"
+        assert after.tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize(
+    "options", [{"quality": 80}, {"lossless": True}], ids=["lossy", "lossless"]
+)
+def test_a_webp_loses_its_exif_and_xmp_chunks_without_being_encoded_again(
+    api_for, engineer, pairwise_campaign, options
+):
+    webp = _save(
+        _picture("RGBA"),
+        "WEBP",
+        exif=_exif(),
+        xmp=b"<x>xmp-secret</x>",
+        icc_profile=_icc(),
+        **options,
+    )
+    assert all(secret in webp for secret in (b"SpyCam", b"xmp-secret"))
+
+    stored, served = _store_and_serve(api_for(engineer), pairwise_campaign, webp, "image/webp")
+
+    _assert_no_secrets(served)
+    assert (stored["width"], stored["height"]) == (40, 30)
+    with Image.open(io.BytesIO(webp)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.tobytes() == before.tobytes()
+        assert after.info["icc_profile"] == before.info["icc_profile"]
+        assert "xmp" not in after.info
+        assert dict(after.getexif()) == {ExifTags.Base.Orientation: 6}
+    # The picture's own chunk is copied, not encoded again.
+    kind = b"VP8L" if options.get("lossless") else b"VP8 "
+    start = webp.index(kind)
+    assert webp[start : start + 8 + int.from_bytes(webp[start + 4 : start + 8], "little")] in served
+
+
+def test_an_animated_webp_keeps_every_frame(api_for, engineer, pairwise_campaign):
+    frames = [_picture("RGBA"), _picture("RGBA").rotate(180)]
+    webp = _save(frames[0], "WEBP", save_all=True, append_images=frames[1:], xmp=b"xmp-secret")
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, webp, "image/webp")
+
+    _assert_no_secrets(served)
+    assert _frames(served) == _frames(webp)
+    assert len(_frames(served)) == 2
+
+
+def _gif_with_xmp_and_comment() -> bytes:
+    frames = [_picture("P"), _picture("P").rotate(180)]
+    gif = _save(
+        frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0, comment=b"a comment"
+    )
+    # XMP lives in an application extension, after the logical screen and its colour table.
+    xmp = b"\x21\xff\x0bXMP DataXMP" + b"\x0axmp-secret" + b"\x00"
+    start = 13 + (3 << ((gif[10] & 7) + 1))
+    return gif[:start] + xmp + gif[start:]
+
+
+def test_a_gif_loses_its_comments_and_xmp_and_keeps_its_frames_and_loop(
+    api_for, engineer, pairwise_campaign
+):
+    gif = _gif_with_xmp_and_comment()
+    with Image.open(io.BytesIO(gif)) as before:
+        assert before.n_frames == 2
+        assert before.info["comment"] == b"a comment"
+
+    stored, served = _store_and_serve(api_for(engineer), pairwise_campaign, gif, "image/gif")
+
+    _assert_no_secrets(served)
+    assert (stored["width"], stored["height"]) == (40, 30)
+    assert _frames(served) == _frames(gif)
+    with Image.open(io.BytesIO(served)) as after:
+        assert after.n_frames == 2
+        assert after.info["loop"] == 0
+        assert "comment" not in after.info
+
+
+def test_a_gif_without_its_trailer_is_corrupt(api_for, engineer, pairwise_campaign):
+    gif = _gif_with_xmp_and_comment()
+    assert gif.endswith(b";")
+    body = {
+        "prompt": "Q",
+        "context": {"images": [_data_url(gif[:-1], "image/gif")]},
+        "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}],
+    }
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [body], format="json"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].context.images[0]": ["image is corrupt (ends before its trailer)"]
+    }
+    assert ItemImage.objects.count() == 0
+
+
+def test_copies_of_a_picture_with_other_metadata_are_stored_once(
+    api_for, engineer, pairwise_campaign
+):
+    picture = _picture()
+    copies = []
+    for model in ("sdxl-model-a", "sdxl-model-b"):
+        text = PngImagePlugin.PngInfo()
+        text.add_text("parameters", f"Model: {model}")
+        copies.append(_data_url(_save(picture, "PNG", pnginfo=text), "image/png"))
+    body = {
+        "prompt": "Q",
+        "context": {"images": copies},
+        "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}],
+    }
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [body], format="json"
+    )
+
+    assert res.status_code == 201, res.json()
+    images = Item.objects.get().context["images"]
+    assert images[0]["id"] == images[1]["id"]
+    assert ItemImage.objects.count() == 1
