@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import io
 import logging
+import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,14 @@ def image_max_pixels() -> int:
     return int(getattr(settings, "IMAGE_MAX_PIXELS", 25_000_000))
 
 
+def image_max_frames() -> int:
+    return int(getattr(settings, "IMAGE_MAX_FRAMES", 1000))
+
+
+def image_max_animation_pixels() -> int:
+    return int(getattr(settings, "IMAGE_MAX_ANIMATION_PIXELS", 100_000_000))
+
+
 class ImageRejected(ValueError):
     pass
 
@@ -82,14 +91,31 @@ def _check_pixels(width: int, height: int) -> None:
         )
 
 
+def _check_frames(frames: int, width: int, height: int) -> None:
+    """Before a frame is decoded: `frames` (this one included) are within the limits. Each
+    costs the whole picture's pixels: Pillow draws a frame onto the one before it."""
+    most, pixels = image_max_frames(), image_max_animation_pixels()
+    if frames > most:
+        raise ImageRejected(
+            f"has more than {most:,} frames; an animation may have at most {most:,}"
+        )
+    if frames * width * height > pixels:
+        raise ImageRejected(
+            f"has frames of {width}x{height} pixels, {frames * width * height:,} in its first "
+            f"{frames:,}; an animation may have at most {pixels:,} pixels over all its frames"
+        )
+
+
 def image_check(data: bytes) -> tuple[str, int, int]:
     """(content type, width, height) of a valid image; ImageRejected says what is wrong.
 
     The pixels are counted from the header before any is decoded: decoding costs memory by the
     pixel, up to 16 bytes each for a lossless WebP, and a few kilobytes of PNG or WebP can
-    describe a gigapixel.
+    describe a gigapixel. Every frame of an animation is decoded (a cut in the last one is
+    corruption as much as in the first), each counted before it is: a megabyte of GIF can hold
+    hundreds of frames of millions of pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageSequence, UnidentifiedImageError
 
     _check_size(len(data))
     if not data:
@@ -110,7 +136,11 @@ def image_check(data: bytes) -> tuple[str, int, int]:
                 # into a 64th of the memory for pixels (a progressive one still holds all its
                 # coefficients, 2 bytes a sample). Other formats ignore draft().
                 full.draft(full.mode, (1, 1))
-                full.load()
+                for number, frame in enumerate(ImageSequence.Iterator(full), start=1):
+                    _check_frames(number, width, height)
+                    frame.load()
+                    if kind == "MPO":  # only its first picture is stored (image_metadata)
+                        break
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -124,6 +154,9 @@ def image_check(data: bytes) -> tuple[str, int, int]:
         raise ImageRejected("is not a readable PNG, JPEG, GIF or WebP image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"is corrupt ({exc})") from None
+    except (IndexError, struct.error, EOFError):
+        # Pillow's GIF reader, given a frame cut short, reads past what is there.
+        raise ImageRejected("is corrupt (cut short or malformed)") from None
     return ALLOWED[kind][0], width, height
 
 

@@ -393,6 +393,11 @@ IMPORT_IMAGES_MAX_BYTES = env_int("IMPORT_IMAGES_MAX_BYTES", 1024**3)
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
 IMAGE_MAX_SIDE = env_int("IMAGE_MAX_SIDE", 8192)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 25_000_000)
+# An animation (GIF, APNG, WebP): its frames, and its pixels over all of them, each frame
+# counting the whole picture. Every frame is decoded to check it, so a megabyte of GIF can
+# otherwise cost a gigapixel of decoding.
+IMAGE_MAX_FRAMES = env_int("IMAGE_MAX_FRAMES", 1000)
+IMAGE_MAX_ANIMATION_PIXELS = env_int("IMAGE_MAX_ANIMATION_PIXELS", 100_000_000)
 # How long a web request writing items (a batch, an admin edit) waits for the campaign's
 # intake lock, held by an import for as long as it runs, before it is refused (409); well
 # under gunicorn's timeout (60 s), which would kill the worker with the request.

@@ -1,0 +1,133 @@
+"""Every frame of an animated image is decoded, within limits on frames and on pixels over all
+frames: a frame cut short is corruption, and a small file cannot cost a gigapixel."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+
+import pytest
+from PIL import Image
+
+from feedback.images import ImageRejected, image_check
+from feedback.models import Item, ItemImage
+
+pytestmark = pytest.mark.django_db
+
+
+def _frames(count: int, size: tuple[int, int] = (64, 48)) -> list[Image.Image]:
+    return [Image.effect_noise(size, 40 + 10 * n).convert("RGB") for n in range(count)]
+
+
+def _animation(fmt: str, count: int = 3) -> bytes:
+    first, *rest = _frames(count)
+    out = io.BytesIO()
+    first.save(out, format=fmt, save_all=True, append_images=rest, duration=100)
+    return out.getvalue()
+
+
+def _gif_of_one_pixel_frames(side: int, frames: int) -> bytes:
+    """A GIF of `side`x`side` pixels whose frames each draw one pixel: a few bytes a frame, a
+    whole picture of decoding each."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    frame = (
+        b"\x21\xf9\x04\x00\x01\x00\x00\x00"  # graphic control: 10 ms
+        + b"\x2c"
+        + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+        + b"\x02\x02\x44\x01\x00"  # one pixel of colour 0, LZW-coded
+    )
+    return screen + loop + frame * frames + b";"
+
+
+def _send(api_for, engineer, campaign, data: bytes, kind: str):
+    body = {
+        "prompt": "Q",
+        "context": {"images": [f"data:{kind};base64,{base64.b64encode(data).decode()}"]},
+        "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}],
+    }
+    return api_for(engineer).post(f"/api/v1/campaigns/{campaign.pk}/items/", [body], format="json")
+
+
+def _gif_frame_data(gif: bytes) -> list[int]:
+    """Where the image data of each frame of a GIF starts (its first sub-block)."""
+    with Image.open(io.BytesIO(gif)) as image:
+        starts = []
+        for number in range(image.n_frames):
+            image.seek(number)
+            starts.append(image.tile[0][2])
+    return starts
+
+
+def test_a_gif_cut_inside_a_later_frame_is_corrupt():
+    gif = _animation("GIF")
+    second = _gif_frame_data(gif)[1]
+    with Image.open(io.BytesIO(gif[: second + 200])) as first_frame:
+        first_frame.load()  # the first frame is whole
+
+    # In the second frame's descriptor, in its data, in the last frame.
+    for cut in (second - 8, second + 3, second + 200, len(gif) - 10):
+        with pytest.raises(ImageRejected, match=r"^is corrupt"):
+            image_check(gif[:cut])
+
+
+def test_a_later_frame_that_does_not_decode_is_a_per_item_error(
+    api_for, engineer, pairwise_campaign
+):
+    gif = bytearray(_animation("GIF"))
+    data = _gif_frame_data(bytes(gif))[2]
+    gif[data + 1 : data + 1 + gif[data]] = b"\xff" * gif[data]  # codes the LZW table lacks
+
+    res = _send(api_for, engineer, pairwise_campaign, bytes(gif), "image/gif")
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].context.images[0]": [
+            "image is corrupt (broken data stream when reading image file)"
+        ]
+    }
+    assert ItemImage.objects.count() == 0
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("GIF", "gif"), ("PNG", "png"), ("WEBP", "webp")])
+def test_an_animation_with_too_many_frames_is_refused(
+    api_for, engineer, pairwise_campaign, settings, fmt, kind
+):
+    settings.IMAGE_MAX_FRAMES = 2
+    res = _send(api_for, engineer, pairwise_campaign, _animation(fmt, 3), f"image/{kind}")
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].context.images[0]": [
+            "image has more than 2 frames; an animation may have at most 2"
+        ]
+    }
+
+    settings.IMAGE_MAX_FRAMES = 3
+    assert (
+        _send(api_for, engineer, pairwise_campaign, _animation(fmt, 3), f"image/{kind}").status_code
+        == 201
+    )
+
+
+def test_an_animation_over_its_pixels_over_all_frames_is_refused(
+    api_for, engineer, pairwise_campaign
+):
+    # 300 frames of 2000x2000 pixels: 1.2 gigapixels of decoding in 6 kB, under the default
+    # limits on frames (1000) and on one picture's pixels (25 million).
+    gif = _gif_of_one_pixel_frames(2000, 300)
+    assert len(gif) < 10_000
+
+    res = _send(api_for, engineer, pairwise_campaign, gif, "image/gif")
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].context.images[0]": [
+            "image has frames of 2000x2000 pixels, 104,000,000 in its first 26; an animation "
+            "may have at most 100,000,000 pixels over all its frames"
+        ]
+    }
+    assert Item.objects.count() == 0
+    within = _gif_of_one_pixel_frames(2000, 25)  # 100,000,000 pixels
+    assert _send(api_for, engineer, pairwise_campaign, within, "image/gif").status_code == 201
