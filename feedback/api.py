@@ -15,7 +15,13 @@ from rest_framework.views import APIView
 
 from feedback import generation, imports, services
 from feedback.errors import PermissionDenied, ValidationFailed
-from feedback.images import image_intake, images_by_name
+from feedback.images import (
+    PixelBudget,
+    image_intake,
+    images_batch_max_pixels,
+    images_by_name,
+    images_check_batch,
+)
 from feedback.item_input import MAX_NESTING
 from feedback.models import Campaign, GenerationJob, ImportJob, User
 from feedback.selectors import campaign_get_for_user, campaigns_for_user
@@ -238,7 +244,10 @@ class ItemsCreateView(APIView):
             "A JSON list of items in the documented item format. If any item is invalid "
             "nothing is stored and the 400 names every bad index and field "
             "(`items[3].responses[1].text`). Duplicates (same external_id or content) are "
-            "skipped and reported."
+            "skipped and reported. A batch is checked within the request, so its images are "
+            "held to IMAGES_BATCH_MAX in number (1000) and IMAGES_BATCH_MAX_PIXELS in pixels "
+            "over all their frames (400 million); more is a 413 (`too_many_images`, "
+            "`too_many_pixels`): send larger sets as an import."
         ),
     )
     def post(self, request: Request, campaign_id: int) -> ApiResponse:
@@ -279,9 +288,16 @@ class ItemsCreateView(APIView):
                 "Send several batches or upload a file to imports/.",
                 fields={"items": ["too many items"]},
             )
+        # Checking images takes time by the image and by the pixel: a batch is held to what a
+        # web request can check well within gunicorn's timeout; an import has a worker's time.
+        images_check_batch(raw)
+        budget = PixelBudget(images_batch_max_pixels())
         # Images stored for a batch that turns out invalid roll back with it, and those of
         # its duplicates are deleted; their files go once the transaction has ended.
-        with image_intake(campaign=campaign, uploads=uploads) as images, transaction.atomic():
+        with (
+            image_intake(campaign=campaign, uploads=uploads, budget=budget) as images,
+            transaction.atomic(),
+        ):
             parsed = services.items_parse_batch(campaign=campaign, raw_items=raw, images=images)
             added = services.items_add(actor=user, campaign=campaign, items=parsed, images=images)
         return ApiResponse(

@@ -31,7 +31,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from feedback.errors import ValidationFailed
+from feedback.errors import DomainError, ValidationFailed
 from feedback.image_metadata import MetadataError, image_strip_metadata
 from feedback.item_input import ItemInput, in_storage_order
 from feedback.models import Campaign, ItemImage
@@ -70,8 +70,53 @@ def image_max_animation_pixels() -> int:
     return int(getattr(settings, "IMAGE_MAX_ANIMATION_PIXELS", 100_000_000))
 
 
+def images_batch_max() -> int:
+    return int(getattr(settings, "IMAGES_BATCH_MAX", 1000))
+
+
+def images_batch_max_pixels() -> int:
+    return int(getattr(settings, "IMAGES_BATCH_MAX_PIXELS", 400_000_000))
+
+
 class ImageRejected(ValueError):
     pass
+
+
+class BatchImagesOverLimit(DomainError):
+    """A batch whose images would take longer to check than a web request may run."""
+
+    code = "too_many_images"
+    status = 413
+
+
+# What a refused batch should do instead: an import's images are checked by a worker.
+SEND_AN_IMPORT = (
+    "Send fewer items per batch, or upload them as a file to imports/, whose images are "
+    "checked by a worker."
+)
+
+
+class PixelBudget:
+    """The pixels one web request may decode to check its images (IMAGES_BATCH_MAX_PIXELS).
+
+    Checking an image costs its pixels, whatever its size in bytes (a 1-bit PNG of 25 million
+    pixels is 3 kB and takes 20 ms), so a request of images within every other limit could
+    still run past the web worker's timeout, which kills it mid-request.
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self.limit, self.spent = pixels, 0
+
+    def spend(self, pixels: int) -> None:
+        self.spent += pixels
+        if self.spent > self.limit:
+            raise BatchImagesOverLimit(
+                f"The images of the batch have more than {self.limit:,} pixels in all (every "
+                f"frame of an animation counted), more than one request may check. "
+                + SEND_AN_IMPORT,
+                fields={"items": [f"images of more than {self.limit:,} pixels in all"]},
+                code="too_many_pixels",
+            )
 
 
 def _check_size(size: int) -> None:
@@ -106,7 +151,7 @@ def _check_frames(frames: int, width: int, height: int) -> None:
         )
 
 
-def image_check(data: bytes) -> tuple[str, int, int]:
+def image_check(data: bytes, *, budget: PixelBudget | None = None) -> tuple[str, int, int]:
     """(content type, width, height) of a valid image; ImageRejected says what is wrong.
 
     The pixels are counted from the header before any is decoded: decoding costs memory by the
@@ -138,6 +183,8 @@ def image_check(data: bytes) -> tuple[str, int, int]:
                 full.draft(full.mode, (1, 1))
                 for number, frame in enumerate(ImageSequence.Iterator(full), start=1):
                     _check_frames(number, width, height)
+                    if budget is not None:
+                        budget.spend(width * height)
                     frame.load()
                     if kind == "MPO":  # only its first picture is stored (image_metadata)
                         break
@@ -160,7 +207,9 @@ def image_check(data: bytes) -> tuple[str, int, int]:
     return ALLOWED[kind][0], width, height
 
 
-def image_store(*, campaign: Campaign, data: bytes) -> tuple[ItemImage, bool]:
+def image_store(
+    *, campaign: Campaign, data: bytes, budget: PixelBudget | None = None
+) -> tuple[ItemImage, bool]:
     """Check an image, take its metadata out (image_metadata) and store it once per campaign
     (by the SHA-256 of what is stored): (the image, whether this call stored it).
 
@@ -168,7 +217,7 @@ def image_store(*, campaign: Campaign, data: bytes) -> tuple[ItemImage, bool]:
     unique constraint for the first's transaction, then, in a savepoint, gives way to it (its
     file is deleted) and returns the stored image.
     """
-    content_type, width, height = image_check(data)
+    content_type, width, height = image_check(data, budget=budget)
     try:
         # Stored, de-duplicated and served without it: two copies of a picture that differ
         # only in their metadata are one image.
@@ -283,9 +332,16 @@ class ImageResolver:
     them the stored items use: see image_intake.
     """
 
-    def __init__(self, *, campaign: Campaign, uploads: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        *,
+        campaign: Campaign,
+        uploads: dict[str, Any] | None = None,
+        budget: PixelBudget | None = None,
+    ):
         self.campaign = campaign
         self.uploads = uploads or {}
+        self.budget = budget
         self._stored: dict[str, dict[str, Any]] = {}
         # The images new to the campaign that this resolver stored (id -> file name), and
         # those of them that stored items use.
@@ -315,7 +371,9 @@ class ImageResolver:
         key = ref if isinstance(ref, str) and len(ref) < 300 else None
         if key is not None and key in self._stored:
             return self._stored[key]
-        image, created = image_store(campaign=self.campaign, data=self._bytes(ref))
+        image, created = image_store(
+            campaign=self.campaign, data=self._bytes(ref), budget=self.budget
+        )
         if created:
             self.created[image.pk] = image.file.name
         out = {
@@ -419,7 +477,10 @@ class ImageResolver:
 
 @contextmanager
 def image_intake(
-    *, campaign: Campaign, uploads: dict[str, Any] | None = None
+    *,
+    campaign: Campaign,
+    uploads: dict[str, Any] | None = None,
+    budget: PixelBudget | None = None,
 ) -> Iterator[ImageResolver]:
     """The resolver of one batch or import, around its transaction (outside its `atomic`).
 
@@ -435,7 +496,7 @@ def image_intake(
     are left, which images_sweep_orphans deletes. A failure to delete is logged and left to
     the sweep too: it must not hide the intake's own outcome or error.
     """
-    resolver = ImageResolver(campaign=campaign, uploads=uploads)
+    resolver = ImageResolver(campaign=campaign, uploads=uploads, budget=budget)
     try:
         yield resolver
     finally:
@@ -454,19 +515,59 @@ def stored_image_id(ref: Any) -> int | None:
     return None
 
 
-def item_image_ids(*, prompt: Any, context: Any, response_images: Iterable[Any] = ()) -> set[int]:
-    """The ids of the stored images an item shows: in its prompt's messages, its context and
-    its responses (each response's `images`), as ImageResolver left them."""
+def _image_lists(*, prompt: Any, context: Any, response_images: Iterable[Any]) -> Iterator[Any]:
+    """The images of an item, in its prompt's messages, its context and its responses."""
     lists: list[Any] = []
     if isinstance(prompt, list):
         lists += [m.get("images") for m in prompt if isinstance(m, dict)]
     if isinstance(context, dict):
         lists.append(context.get("images"))
     lists += list(response_images)
-    ids = {
-        stored_image_id(image) for images in lists if isinstance(images, list) for image in images
-    }
+    for images in lists:
+        if isinstance(images, list):
+            yield from images
+
+
+def item_image_ids(*, prompt: Any, context: Any, response_images: Iterable[Any] = ()) -> set[int]:
+    """The ids of the stored images an item shows: in its prompt's messages, its context and
+    its responses (each response's `images`), as ImageResolver left them."""
+    images = _image_lists(prompt=prompt, context=context, response_images=response_images)
+    ids = {stored_image_id(image) for image in images}
     return {pk for pk in ids if pk is not None}
+
+
+def image_refs(raw: Any) -> list[Any]:
+    """The image references of a raw item object, as ImageResolver.resolve finds them."""
+    if not isinstance(raw, dict):
+        return []
+    responses = raw.get("responses")
+    return list(
+        _image_lists(
+            prompt=raw.get("prompt"),
+            context=raw.get("context"),
+            response_images=(r.get("images") for r in responses if isinstance(r, dict))
+            if isinstance(responses, list)
+            else (),
+        )
+    )
+
+
+def images_check_batch(raw_items: Any) -> None:
+    """Before any image of a batch is decoded: it names at most IMAGES_BATCH_MAX images.
+
+    Each costs a few milliseconds to check and store however small it is, and a 20 MiB body
+    holds a hundred thousand tiny ones; their pixels are held to IMAGES_BATCH_MAX_PIXELS as
+    they are decoded (PixelBudget).
+    """
+    if not isinstance(raw_items, list):
+        return  # refused as it is parsed
+    count, limit = sum(len(image_refs(raw)) for raw in raw_items), images_batch_max()
+    if count > limit:
+        raise BatchImagesOverLimit(
+            f"The batch has {count:,} images; one batch may have at most {limit:,}. "
+            + SEND_AN_IMPORT,
+            fields={"items": [f"{count:,} images, more than {limit:,}"]},
+        )
 
 
 def has_images(raw: dict[str, Any]) -> bool:

@@ -398,6 +398,12 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 25_000_000)
 # otherwise cost a gigapixel of decoding.
 IMAGE_MAX_FRAMES = env_int("IMAGE_MAX_FRAMES", 1000)
 IMAGE_MAX_ANIMATION_PIXELS = env_int("IMAGE_MAX_ANIMATION_PIXELS", 100_000_000)
+# The images of one batch request (POST campaigns/{id}/items/): how many, and their pixels over
+# all frames, which checking them costs. Each costs about 3 ms however small, and up to about
+# 20 ns a pixel (a 25-million-pixel PNG or WebP of one colour, a few kB): at most about 3 s and
+# 8 s here, well within gunicorn's timeout (60 s). An import is checked by a worker instead.
+IMAGES_BATCH_MAX = env_int("IMAGES_BATCH_MAX", 1000)
+IMAGES_BATCH_MAX_PIXELS = env_int("IMAGES_BATCH_MAX_PIXELS", 400_000_000)
 # How long a web request writing items (a batch, an admin edit) waits for the campaign's
 # intake lock, held by an import for as long as it runs, before it is refused (409); well
 # under gunicorn's timeout (60 s), which would kill the worker with the request.
