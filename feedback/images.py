@@ -25,10 +25,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.http.multipartparser import MultiPartParser
 from django.utils import timezone
 
 from feedback.errors import DomainError, ValidationFailed
@@ -247,6 +249,35 @@ def image_store(
     return image, True
 
 
+# Django's multipart parser cleans the name of every file it receives; its cleaning needs no
+# request, so an instance made without one serves to clean a name an item gives.
+_NAME_CLEANER = MultiPartParser.__new__(MultiPartParser)
+
+
+def upload_file_name(name: str) -> str | None:
+    """The name a file sent as `name` arrives with, as Django cleans it: HTML entities
+    unescaped (`a&amp;b.png` is `a&b.png`), folders and characters that do not print (a tab)
+    dropped, over 255 characters shortened keeping the extension; None for a name no file
+    keeps (`..`)."""
+    cleaned = _NAME_CLEANER.sanitize_file_name(name)
+    if cleaned is None:
+        return None
+    try:
+        return UploadedFile(name=cleaned).name  # shortened to 255 characters as it is set
+    except SuspiciousFileOperation:
+        return None
+
+
+def _names_sent(names: Iterable[str]) -> str:
+    """What an error says of the files that came, to see a misspelt reference by."""
+    names = sorted(names)
+    if not names:
+        return "no file was sent"
+    shown = ", ".join(repr(name) for name in names[:10])
+    more = f" and {len(names) - 10:,} more" if len(names) > 10 else ""
+    return f"the files sent are {shown}{more}"
+
+
 def images_by_name(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
     """The images sent beside a batch or an import, by the file name items refer to.
 
@@ -354,8 +385,12 @@ class ImageResolver:
         if ref.startswith("upload:"):
             name = ref.removeprefix("upload:")
             source = self.uploads.get(name)
+            if source is None:  # named as sent, not as Django cleaned the file's name
+                source = self.uploads.get(upload_file_name(name) or "")
             if source is None:
-                raise ImageRejected(f"names the file {name!r}, which was not uploaded")
+                raise ImageRejected(
+                    f"names the file {name!r}, which was not uploaded; {_names_sent(self.uploads)}"
+                )
             if isinstance(source, bytes):
                 return source
             if isinstance(source, UploadedFile):

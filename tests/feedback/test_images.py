@@ -144,7 +144,9 @@ def test_images_uploaded_beside_a_batch_are_named_upload_colon_filename(
         format="multipart",
     )
     assert missing.json()["error"]["fields"] == {
-        "items[0].context.images[0]": ["image names the file 'nope.png', which was not uploaded"]
+        "items[0].context.images[0]": [
+            "image names the file 'nope.png', which was not uploaded; no file was sent"
+        ]
     }
 
 
