@@ -290,7 +290,7 @@ class ItemsCreateView(APIView):
             )
         # Checking images takes time by the image and by the pixel: a batch is held to what a
         # web request can check well within gunicorn's timeout; an import has a worker's time.
-        images_check_batch(raw)
+        images_check_batch(raw, uploads)
         budget = PixelBudget(images_batch_max_pixels())
         # Images stored for a batch that turns out invalid roll back with it, and those of
         # its duplicates are deleted; their files go once the transaction has ended.

@@ -268,14 +268,16 @@ def upload_file_name(name: str) -> str | None:
         return None
 
 
+def _some(names: list[str]) -> str:
+    """The first ten names, quoted, and how many more."""
+    more = f" and {len(names) - 10:,} more" if len(names) > 10 else ""
+    return ", ".join(map(repr, names[:10])) + more
+
+
 def _names_sent(names: Iterable[str]) -> str:
     """What an error says of the files that came, to see a misspelt reference by."""
-    names = sorted(names)
-    if not names:
-        return "no file was sent"
-    shown = ", ".join(repr(name) for name in names[:10])
-    more = f" and {len(names) - 10:,} more" if len(names) > 10 else ""
-    return f"the files sent are {shown}{more}"
+    sent = sorted(names)
+    return f"the files sent are {_some(sent)}" if sent else "no file was sent"
 
 
 def images_by_name(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
@@ -587,21 +589,43 @@ def image_refs(raw: Any) -> list[Any]:
     )
 
 
-def images_check_batch(raw_items: Any) -> None:
-    """Before any image of a batch is decoded: it names at most IMAGES_BATCH_MAX images.
+def images_check_batch(raw_items: Any, uploads: dict[str, Any] | None = None) -> None:
+    """Before any image of a batch is decoded: it names at most IMAGES_BATCH_MAX images, and
+    every file sent beside it (`uploads`, by name) is one an item names.
 
-    Each costs a few milliseconds to check and store however small it is, and a 20 MiB body
-    holds a hundred thousand tiny ones; their pixels are held to IMAGES_BATCH_MAX_PIXELS as
-    they are decoded (PixelBudget).
+    Each image costs a few milliseconds to check and store however small it is, and a 20 MiB
+    body holds a hundred thousand tiny ones; their pixels are held to IMAGES_BATCH_MAX_PIXELS
+    as they are decoded (PixelBudget). A file no item names would be dropped unseen, though
+    it is most often one a reference misspells.
     """
     if not isinstance(raw_items, list):
         return  # refused as it is parsed
-    count, limit = sum(len(image_refs(raw)) for raw in raw_items), images_batch_max()
+    refs = [ref for raw in raw_items for ref in image_refs(raw)]
+    count, limit = len(refs), images_batch_max()
     if count > limit:
         raise BatchImagesOverLimit(
             f"The batch has {count:,} images; one batch may have at most {limit:,}. "
             + SEND_AN_IMPORT,
             fields={"items": [f"{count:,} images, more than {limit:,}"]},
+        )
+    uploads = uploads or {}
+    named: set[str] = set()
+    missing: list[str] = []  # as the items wrote them, to show beside the files that came
+    for ref in refs:
+        if isinstance(ref, str) and ref.startswith("upload:"):
+            name = ref.removeprefix("upload:")
+            found = name if name in uploads else upload_file_name(name)  # as ImageResolver
+            if found in uploads:
+                named.add(found)
+            elif name not in missing:
+                missing.append(name)
+    unnamed = [name for name in uploads if name not in named]
+    if unnamed:
+        also = f" Items name {_some(missing)}, not sent." if missing else ""
+        raise ValidationFailed(
+            f"No item names {_some(unnamed)}: an item shows a file sent beside it as "
+            f'"upload:<file name>".{also}',
+            fields={f"images[{name}]": ["no item names this file"] for name in unnamed},
         )
 
 

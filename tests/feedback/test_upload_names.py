@@ -87,7 +87,8 @@ def test_a_reference_to_a_file_not_sent_names_the_files_that_were(
     client = api_for(engineer)
     files = {"chart.png": _png("red"), "diagram.png": _png("blue")}
 
-    res = _post(client, pairwise_campaign, [_item("upload:chart.png", "upload:chrat.png")], files)
+    items = [_item("upload:chart.png", "upload:chrat.png"), _item("upload:diagram.png")]
+    res = _post(client, pairwise_campaign, items, files)
 
     assert res.status_code == 400
     assert res.json()["error"]["fields"] == {
