@@ -161,6 +161,12 @@ class ImageView(APIView):
     """Served here, beside the claim, because who may see an item's image depends on the
     work: an expert sees the images of the item they hold (reviews.selectors)."""
 
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # The answer is the image itself, not something rendered: a client that accepts only
+        # images (`Accept: image/*`, as a browser's <img> asks) is answered, not refused 406;
+        # an error is JSON whatever it accepts, as everywhere in the API.
+        return super().perform_content_negotiation(request, force=True)
+
     @extend_schema(
         operation_id="images_retrieve",
         responses={(200, "image/*"): bytes},
@@ -170,12 +176,6 @@ class ImageView(APIView):
             "expert gets those of the item they hold a claim on. Anyone else: 404."
         ),
     )
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        # The answer is the image itself, not something rendered: a client that accepts only
-        # images (`Accept: image/*`, as a browser's <img> asks) is answered, not refused 406;
-        # an error is JSON whatever it accepts, as everywhere in the API.
-        return super().perform_content_negotiation(request, force=True)
-
     def get(self, request: Request, image_id: int) -> FileResponse:
         image = image_get_for_user(user=_user(request), image_id=image_id)
         response = FileResponse(image.file.open("rb"), content_type=image.content_type)
