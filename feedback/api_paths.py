@@ -24,19 +24,24 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
 
 
+# Methods whose body, if any, nothing reads.
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class RefuseChunkedBodies:
     """A body sent in chunks (no Content-Length) reaches Django as an empty one, so the request
     would run as if nothing had been sent: a generation without its `item_ids` is one over
     every item. Such a request is refused (411) before anything reads it. A proxy in front
     (deploy/nginx.example.conf) buffers bodies and sends their length, so only clients that
-    reach gunicorn directly meet this."""
+    reach gunicorn directly meet this. (Under an ASGI server Django reads a chunked body; the
+    deployment serves WSGI through gunicorn, where it does not.)"""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if not chunked or request.META.get("CONTENT_LENGTH"):
+        if not chunked or request.META.get("CONTENT_LENGTH") or request.method in _BODILESS:
             return self.get_response(request)
         message = (
             "A body sent in chunks (Transfer-Encoding: chunked) is not read here; send it"

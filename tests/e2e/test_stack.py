@@ -250,6 +250,15 @@ def test_odd_requests_get_the_apis_json_errors_never_a_500_page(
     assert answer.startswith(b"{"), (headers, answer)
     assert json.loads(answer)["error"]["code"] == "length_required"
 
+    # A GET whose client says chunked carries nothing anyone reads: answered as any GET.
+    status, _, answer = _raw(
+        stack,
+        f"GET /api/v1/campaigns/{campaign_id}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n0\r\n\r\n".encode(),
+    )
+    assert status == 200, answer
+
     # An Authorization header of whitespace alone (a no-break space): no credentials.
     status, headers, answer = _raw(
         stack,
