@@ -14,7 +14,11 @@ holds that one tag (browsers turn a photo by it; without it a phone's photo show
 
 Called on an image Pillow has decoded in full (images.image_check); a structure that cannot be
 walked is refused as corrupt, as is a file that ends before its end (GIF trailer, PNG IEND,
-JPEG end-of-image), and what follows that end is dropped.
+JPEG end-of-image), and what follows that end is dropped. So is a file of more than MAX_BLOCKS
+chunks, segments or blocks: real images have a few thousand at most, and each costs a step of
+Python, so 10 MiB of the smallest ones a decoder accepts would take seconds. What is kept is
+written into one buffer, as slices of the file, never as a Python object a block: the memory
+taken is that of the file and its copy, however many blocks it has.
 """
 
 from __future__ import annotations
@@ -22,12 +26,30 @@ from __future__ import annotations
 import re
 import struct
 import warnings
+from collections.abc import Iterator
 
 from PIL import ExifTags, Image
+
+# The most chunks (PNG, WebP), segments (JPEG) or blocks (GIF) a file may have, its sub-blocks
+# and stray bytes not counted. An APNG or a GIF of IMAGE_MAX_FRAMES (1,000) frames has a few
+# thousand; a PNG written a row an IDAT, 8,192 at most.
+MAX_BLOCKS = 100_000
 
 
 class MetadataError(ValueError):
     """The container cannot be walked: the image is refused as corrupt."""
+
+
+class _BlockCount:
+    """The blocks walked so far, refused past MAX_BLOCKS."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.count = what, 0
+
+    def add(self) -> None:
+        self.count += 1
+        if self.count > MAX_BLOCKS:
+            raise MetadataError(f"has more than {MAX_BLOCKS:,} {self.what}")
 
 
 def image_strip_metadata(data: bytes, content_type: str) -> bytes:
@@ -87,8 +109,10 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 def _png(data: bytes) -> bytes:
     if not data.startswith(PNG_SIGNATURE):
         raise MetadataError("is not a PNG")
-    out, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    view, out, pos = memoryview(data), bytearray(PNG_SIGNATURE), len(PNG_SIGNATURE)
+    chunks = _BlockCount("chunks")
     while True:
+        chunks.add()
         if pos + 12 > len(data):
             raise MetadataError("ends before its IEND chunk")
         length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
@@ -96,13 +120,13 @@ def _png(data: bytes) -> bytes:
         if end > len(data):
             raise MetadataError(f"ends inside its {kind!r} chunk")
         if kind in PNG_KEPT:
-            out.append(data[pos:end])
+            out += view[pos:end]
         elif kind == b"eXIf":
             orientation = _orientation_only(data[pos + 8 : end - 4])
             if orientation is not None:
-                out.append(_png_chunk(b"eXIf", orientation))
+                out += _png_chunk(b"eXIf", orientation)
         if kind == b"IEND":
-            return b"".join(out)
+            return bytes(out)
         pos = end
 
 
@@ -125,8 +149,10 @@ def _jpeg_segment(marker: int, payload: bytes) -> bytes:
 def _jpeg(data: bytes) -> bytes:
     if not data.startswith(b"\xff\xd8"):
         raise MetadataError("is not a JPEG")
-    out, pos = [b"\xff\xd8"], 2
+    view, out, pos = memoryview(data), bytearray(b"\xff\xd8"), 2
+    segments = _BlockCount("segments")
     while True:
+        segments.add()
         # Bytes before a marker (fill bytes, or garbage that decoders skip) are dropped.
         pos = data.find(b"\xff", pos)
         while 0 <= pos < len(data) - 1 and data[pos + 1] == 0xFF:
@@ -135,33 +161,32 @@ def _jpeg(data: bytes) -> bytes:
             raise MetadataError("ends before its end-of-image marker")
         marker = data[pos + 1]
         if marker == 0xD9:  # end of image: an MPO's other pictures and anything else follow
-            out.append(b"\xff\xd9")
-            return b"".join(out)
+            out += b"\xff\xd9"
+            return bytes(out)
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            out.append(data[pos : pos + 2])
+            out += view[pos : pos + 2]
             pos += 2
             continue
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         end = pos + 2 + length
         if length < 2 or end > len(data):
             raise MetadataError(f"ends inside its segment 0xFF{marker:02X}")
-        payload = data[pos + 4 : end]
-        if marker == 0xE1 and payload.startswith(b"Exif\0\0"):
-            orientation = _orientation_only(payload)
+        if marker == 0xE1 and data.startswith(b"Exif\0\0", pos + 4, end):
+            orientation = _orientation_only(data[pos + 4 : end])
             if orientation is not None:
-                out.append(_jpeg_segment(0xE1, b"Exif\0\0" + orientation))
+                out += _jpeg_segment(0xE1, b"Exif\0\0" + orientation)
         elif marker == 0xFE or 0xE0 <= marker <= 0xEF:
             signature = JPEG_KEPT_APP.get(marker)
-            if signature is not None and payload.startswith(signature):
-                out.append(data[pos:end])
+            if signature is not None and data.startswith(signature, pos + 4, end):
+                out += view[pos:end]
         else:
-            out.append(data[pos:end])
+            out += view[pos:end]
         pos = end
         if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
             found = JPEG_SCAN_END.search(data, pos)
             if found is None:
                 raise MetadataError("ends inside a scan")
-            out.append(data[pos : found.start()])
+            out += view[pos : found.start()]
             pos = found.start()
 
 
@@ -175,21 +200,25 @@ WEBP_FRAME_KEPT = frozenset({b"VP8 ", b"VP8L", b"ALPH"})
 VP8X_EXIF, VP8X_XMP = 0x08, 0x04
 
 
-def _riff_chunks(data: bytes, pos: int, end: int) -> list[tuple[bytes, bytes]]:
-    chunks = []
+def _riff_chunks(
+    data: bytes, pos: int, end: int, chunks: _BlockCount
+) -> Iterator[tuple[bytes, int, int]]:
+    """(kind, start, end) of the data of each chunk from `pos` to `end`."""
     while pos < end:
+        chunks.add()
         if pos + 8 > end:
             raise MetadataError("ends inside a chunk header")
         kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         if pos + 8 + size > end:
             raise MetadataError(f"ends inside its {kind!r} chunk")
-        chunks.append((kind, data[pos + 8 : pos + 8 + size]))
+        yield kind, pos + 8, pos + 8 + size
         pos += 8 + size + size % 2  # a chunk of odd size is padded to an even one
-    return chunks
 
 
-def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
-    return kind + len(payload).to_bytes(4, "little") + payload + b"\0" * (len(payload) % 2)
+def _riff_chunk(out: bytearray, kind: bytes, payload: memoryview | bytes) -> None:
+    out += kind + len(payload).to_bytes(4, "little")
+    out += payload
+    out += b"\0" * (len(payload) % 2)
 
 
 def _webp(data: bytes) -> bytes:
@@ -198,27 +227,32 @@ def _webp(data: bytes) -> bytes:
     end = 8 + int.from_bytes(data[4:8], "little")
     if end > len(data):
         raise MetadataError("ends before its last chunk")
-    kept: list[tuple[bytes, bytes]] = []
-    for kind, payload in _riff_chunks(data, 12, end):
+    view, out = memoryview(data), bytearray(b"RIFF\0\0\0\0WEBP")
+    chunks, vp8x_flags, has_exif = _BlockCount("chunks"), -1, False
+    for kind, start, stop in _riff_chunks(data, 12, end, chunks):
         if kind == b"ANMF":  # 16 bytes of position, size and timing, then the frame's chunks
-            frame = _riff_chunks(payload, 16, len(payload))
-            payload = payload[:16] + b"".join(
-                _riff_chunk(k, p) for k, p in frame if k in WEBP_FRAME_KEPT
-            )
-        if kind in WEBP_KEPT:
-            kept.append((kind, payload))
+            frame = len(out)
+            out += b"ANMF\0\0\0\0"
+            out += view[start : start + 16]
+            for sub, sub_start, sub_stop in _riff_chunks(data, start + 16, stop, chunks):
+                if sub in WEBP_FRAME_KEPT:
+                    _riff_chunk(out, sub, view[sub_start:sub_stop])
+            out[frame + 4 : frame + 8] = (len(out) - frame - 8).to_bytes(4, "little")
+        elif kind in WEBP_KEPT:
+            if kind == b"VP8X" and stop > start:
+                vp8x_flags = len(out) + 8
+            _riff_chunk(out, kind, view[start:stop])
         elif kind == b"EXIF":
-            orientation = _orientation_only(payload)
+            orientation = _orientation_only(data[start:stop])
             if orientation is not None:
-                kept.append((b"EXIF", orientation))
+                _riff_chunk(out, b"EXIF", orientation)
+                has_exif = True
     # The extended header says which chunks follow: it must not announce the ones dropped.
-    has_exif = any(kind == b"EXIF" for kind, _ in kept)
-    for index, (kind, payload) in enumerate(kept):
-        if kind == b"VP8X" and payload:
-            flags = payload[0] & ~(VP8X_EXIF | VP8X_XMP) | (VP8X_EXIF if has_exif else 0)
-            kept[index] = (kind, bytes((flags,)) + payload[1:])
-    body = b"WEBP" + b"".join(_riff_chunk(kind, payload) for kind, payload in kept)
-    return b"RIFF" + len(body).to_bytes(4, "little") + body
+    if vp8x_flags >= 0:
+        flags = out[vp8x_flags] & ~(VP8X_EXIF | VP8X_XMP)
+        out[vp8x_flags] = flags | (VP8X_EXIF if has_exif else 0)
+    out[4:8] = (len(out) - 8).to_bytes(4, "little")
+    return bytes(out)
 
 
 # --- GIF: blocks --------------------------------------------------------------------------------
@@ -245,14 +279,16 @@ def _gif(data: bytes) -> bytes:
     pos = 13  # header and logical screen descriptor, then the global colour table, if any
     if data[10] & 0x80:
         pos += 3 << ((data[10] & 0x07) + 1)
-    out = [data[:pos]]
+    view, blocks = memoryview(data), _BlockCount("blocks")
+    out = bytearray(view[:pos])
     while True:
+        blocks.add()
         if pos >= len(data):
             raise MetadataError("ends before its trailer")
         block = data[pos]
         if block == 0x3B:  # trailer
-            out.append(b";")
-            return b"".join(out)
+            out += b";"
+            return bytes(out)
         if block == 0x21:  # extension: label, then sub-blocks
             label = data[pos + 1]
             end = _gif_sub_blocks_end(data, pos + 2)
@@ -261,12 +297,12 @@ def _gif(data: bytes) -> bytes:
                 and data[pos + 2] == 11
                 and data[pos + 3 : pos + 14] in GIF_KEPT_APPLICATIONS
             ):
-                out.append(data[pos:end])
+                out += view[pos:end]
         elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, data
             flags = data[pos + 9]
             start = pos + 10 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
             end = _gif_sub_blocks_end(data, start + 1)
-            out.append(data[pos:end])
+            out += view[pos:end]
         else:
             raise MetadataError(f"has a block of unknown type 0x{block:02X}")
         pos = end

@@ -7,11 +7,14 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import tracemalloc
 import zlib
 
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageSequence, PngImagePlugin
 
+from feedback import image_metadata
+from feedback.images import image_check
 from feedback.models import Item, ItemImage
 
 pytestmark = pytest.mark.django_db
@@ -311,3 +314,91 @@ def test_copies_of_a_picture_with_other_metadata_are_stored_once(
     images = Item.objects.get().context["images"]
     assert images[0]["id"] == images[1]["id"]
     assert ItemImage.objects.count() == 1
+
+
+# --- files of many small blocks ---------------------------------------------------------------
+
+
+def _png_of_many_chunks(chunks: int) -> bytes:
+    """A PNG whose picture data is split into `chunks` IDAT chunks (the last takes the rest)."""
+    picture = _picture(size=(128, 128))
+    raw = b"".join(b"\0" + picture.tobytes()[row * 384 : (row + 1) * 384] for row in range(128))
+    stream = zlib.compress(raw)
+    assert len(stream) > chunks
+    pieces = [stream[n : n + 1] for n in range(chunks - 1)] + [stream[chunks - 1 :]]
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 128, 128, 8, 2, 0, 0, 0))
+        + b"".join(_png_chunk(b"IDAT", piece) for piece in pieces)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _jpeg_of_many_segments(segments: int) -> bytes:
+    """A JPEG with `segments` restart-interval segments (6 bytes each) before its frame."""
+    jpeg = _save(_picture(), "JPEG")
+    return jpeg[:2] + b"\xff\xdd\x00\x04\x00\x00" * segments + jpeg[2:]
+
+
+def _gif_of_many_blocks(blocks: int) -> bytes:
+    """A GIF with `blocks` graphic control extensions (8 bytes each) before its frame."""
+    gif = _save(_picture("P"), "GIF")
+    start = 13 + (3 << ((gif[10] & 7) + 1))
+    return gif[:start] + b"\x21\xf9\x04\x00\x00\x00\x00\x00" * blocks + gif[start:]
+
+
+def _webp_of_many_chunks(chunks: int) -> bytes:
+    """A WebP followed by `chunks` empty chunks of a kind no decoder knows (8 bytes each)."""
+    webp = _save(_picture(), "WEBP", quality=80)
+    body = webp[12:] + b"ZZZZ\0\0\0\0" * chunks
+    return b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WEBP" + body
+
+
+MANY_BLOCKS = {
+    "image/png": (_png_of_many_chunks, "chunks"),
+    "image/jpeg": (_jpeg_of_many_segments, "segments"),
+    "image/gif": (_gif_of_many_blocks, "blocks"),
+    "image/webp": (_webp_of_many_chunks, "chunks"),
+}
+
+
+@pytest.mark.parametrize("kind", MANY_BLOCKS)
+def test_an_image_of_more_blocks_than_the_limit_is_corrupt(
+    api_for, engineer, pairwise_campaign, monkeypatch, kind
+):
+    # Pillow decodes each of these; walking millions of such blocks would take seconds.
+    monkeypatch.setattr(image_metadata, "MAX_BLOCKS", 50)
+    make, blocks = MANY_BLOCKS[kind]
+    body = {
+        "prompt": "Q",
+        "context": {"images": [_data_url(make(60), kind)]},
+        "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}],
+    }
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [body], format="json"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].context.images[0]": [f"image is corrupt (has more than 50 {blocks})"]
+    }
+    assert ItemImage.objects.count() == 0
+
+
+@pytest.mark.parametrize("kind", MANY_BLOCKS)
+def test_taking_the_metadata_out_takes_memory_by_the_file_not_by_its_blocks(kind):
+    make, _ = MANY_BLOCKS[kind]
+    data = make(20_000)
+    assert image_check(data)[0] == kind
+
+    tracemalloc.start()
+    try:
+        stripped = image_metadata.image_strip_metadata(data, kind)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # The copy and what it is written into; a Python object a block would be several times it.
+    assert peak < 3 * len(data)
+    assert _frames(stripped) == _frames(data)
