@@ -263,6 +263,9 @@ def _webp(data: bytes) -> bytes:
 # and Pillow draw none).
 GIF_KEPT_APPLICATIONS = frozenset({b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012"})
 GIF_GRAPHIC_CONTROL, GIF_APPLICATION = 0xF9, 0xFF
+# Between blocks Pillow (GifImagePlugin) skips, a byte at a time, whatever starts none of an
+# extension (0x21), an image (0x2C) or the trailer (0x3B); browsers skip them too. They go.
+GIF_BLOCK_START = re.compile(rb"[\x21\x2c\x3b]")
 
 
 def _gif_sub_blocks_end(data: bytes, pos: int) -> int:
@@ -283,8 +286,10 @@ def _gif(data: bytes) -> bytes:
     out = bytearray(view[:pos])
     while True:
         blocks.add()
-        if pos >= len(data):
+        found = GIF_BLOCK_START.search(data, pos)
+        if found is None:
             raise MetadataError("ends before its trailer")
+        pos = found.start()
         block = data[pos]
         if block == 0x3B:  # trailer
             out += b";"
@@ -298,11 +303,9 @@ def _gif(data: bytes) -> bytes:
                 and data[pos + 3 : pos + 14] in GIF_KEPT_APPLICATIONS
             ):
                 out += view[pos:end]
-        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, data
+        else:  # image: descriptor, local colour table, LZW code size, data
             flags = data[pos + 9]
             start = pos + 10 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
             end = _gif_sub_blocks_end(data, start + 1)
             out += view[pos:end]
-        else:
-            raise MetadataError(f"has a block of unknown type 0x{block:02X}")
         pos = end

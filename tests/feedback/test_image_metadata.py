@@ -291,6 +291,23 @@ def test_a_gif_without_its_trailer_is_corrupt(api_for, engineer, pairwise_campai
     assert ItemImage.objects.count() == 0
 
 
+def test_a_gif_keeps_its_frames_and_loses_the_stray_bytes_between_its_blocks(
+    api_for, engineer, pairwise_campaign
+):
+    # Pillow and browsers skip a byte that starts no block; some writers leave a 0 before the
+    # trailer.
+    clean = _gif_with_xmp_and_comment()
+    second = clean.index(b"\x21\xf9", clean.index(b"\x2c"))  # the second frame's control
+    gif = clean[:second] + b"\x00\x00sdxl-model-a\x00" + clean[second:-1] + b"\x00;"
+    assert image_check(gif)[0] == "image/gif"
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, gif, "image/gif")
+
+    _assert_no_secrets(served)
+    assert _frames(served) == _frames(gif)
+    assert served == image_metadata.image_strip_metadata(clean, "image/gif")
+
+
 def test_copies_of_a_picture_with_other_metadata_are_stored_once(
     api_for, engineer, pairwise_campaign
 ):
