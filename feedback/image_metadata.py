@@ -135,11 +135,16 @@ def _png(data: bytes) -> bytes:
 # APPn segments kept, by the signature their data starts with: JFIF (APP0), the ICC profile
 # (APP2, in pieces) and Adobe's (APP14: says whether 4 channels are CMYK or YCCK). EXIF and
 # XMP (APP1), MPF (APP2: the index of an MPO's other pictures), IPTC (APP13), JUMBF/C2PA
-# (APP11), every other APPn and comments (COM) go.
+# (APP11), every other APPn, comments (COM) and the number of lines (DNL, which libjpeg skips)
+# go.
 JPEG_KEPT_APP = {0xE0: b"JFIF\0", 0xE2: b"ICC_PROFILE\0", 0xEE: b"Adobe"}
 # In entropy-coded data a 0xFF byte is followed by 0 (a stuffed 0xFF) or a restart marker;
 # anything else ends the scan.
 JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+# Outside a scan, a marker is 0xFF and a byte other than 0 or 0xFF. libjpeg skips whatever
+# comes before one (fill bytes, garbage, and 0xFF 0, which is no marker and has no length),
+# so any text there would be served and never seen: it goes.
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
 
 
 def _jpeg_segment(marker: int, payload: bytes) -> bytes:
@@ -153,18 +158,15 @@ def _jpeg(data: bytes) -> bytes:
     segments = _BlockCount("segments")
     while True:
         segments.add()
-        # Bytes before a marker (fill bytes, or garbage that decoders skip) are dropped.
-        pos = data.find(b"\xff", pos)
-        while 0 <= pos < len(data) - 1 and data[pos + 1] == 0xFF:
-            pos += 1
-        if pos < 0 or pos + 1 >= len(data):
+        found = JPEG_MARKER.search(data, pos)
+        if found is None:
             raise MetadataError("ends before its end-of-image marker")
+        pos = found.start()
         marker = data[pos + 1]
         if marker == 0xD9:  # end of image: an MPO's other pictures and anything else follow
             out += b"\xff\xd9"
             return bytes(out)
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            out += view[pos : pos + 2]
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length; outside a scan, ignored
             pos += 2
             continue
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
@@ -179,6 +181,8 @@ def _jpeg(data: bytes) -> bytes:
             signature = JPEG_KEPT_APP.get(marker)
             if signature is not None and data.startswith(signature, pos + 4, end):
                 out += view[pos:end]
+        elif marker == 0xDC:  # DNL: libjpeg skips it, whatever its length
+            pass
         else:
             out += view[pos:end]
         pos = end

@@ -168,6 +168,34 @@ def test_a_jpeg_loses_its_exif_xmp_and_comment_but_keeps_its_orientation_and_pix
     assert ItemImage.objects.get().size_bytes == len(served)
 
 
+@pytest.mark.parametrize(
+    "between",
+    [
+        # 0xFF 0 is no marker: libjpeg skips it and what follows up to the next 0xFF.
+        b"\xff\x00\x00\x15Model: sdxl-model-a",
+        b"\x00\x00sdxl-model-a",
+        # A DNL segment, which libjpeg skips whatever its length.
+        b"\xff\xdc\x00\x10\x00\x1esdxl-model-a",
+        b"\xff\xd0\xff\xd1",  # restart markers, which carry nothing outside a scan
+    ],
+    ids=["ff00-then-text", "text", "dnl", "restart"],
+)
+def test_a_jpeg_loses_what_decoders_skip_between_its_segments(
+    api_for, engineer, pairwise_campaign, between
+):
+    clean = _save(_picture(), "JPEG", quality=90)
+    frame = clean.index(b"\xff\xc0")
+    jpeg = clean[:frame] + between + clean[frame:]
+    assert image_check(jpeg)[0] == "image/jpeg"
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, jpeg, "image/jpeg")
+
+    _assert_no_secrets(served)
+    assert served == image_metadata.image_strip_metadata(clean, "image/jpeg")
+    with Image.open(io.BytesIO(jpeg)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.tobytes() == before.tobytes()
+
+
 def test_a_cmyk_jpeg_keeps_the_adobe_segment_that_says_how_to_read_its_colours(
     api_for, engineer, pairwise_campaign
 ):
