@@ -264,8 +264,11 @@ def _webp(data: bytes) -> bytes:
 # Application extensions kept, by their identifier: the loop count of an animation (Netscape's,
 # and the same one as some tools name it) and the ICC profile. XMP ("XMP DataXMP") and every
 # other one go, as do comments and plain-text extensions (text a decoder may draw; browsers
-# and Pillow draw none).
-GIF_KEPT_APPLICATIONS = frozenset({b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012"})
+# and Pillow draw none). The graphic control extension (timing, transparency, disposal) and
+# the loop count are written as the format fixes them: a decoder reads their first bytes and
+# skips what follows, which could be any text.
+GIF_LOOP_APPLICATIONS = frozenset({b"NETSCAPE2.0", b"ANIMEXTS1.0"})
+GIF_ICC_APPLICATION = b"ICCRGBG1012"
 GIF_GRAPHIC_CONTROL, GIF_APPLICATION = 0xF9, 0xFF
 # Between blocks Pillow (GifImagePlugin) skips, a byte at a time, whatever starts none of an
 # extension (0x21), an image (0x2C) or the trailer (0x3B); browsers skip them too. They go.
@@ -278,6 +281,26 @@ def _gif_sub_blocks_end(data: bytes, pos: int) -> int:
         pos += 1 + size
         if size == 0:
             return pos
+
+
+def _gif_graphic_control(data: bytes, pos: int) -> bytes:
+    """The graphic control extension whose first sub-block is at `pos`, as its 4 bytes of
+    flags, delay and transparent colour in one sub-block."""
+    size = data[pos]
+    if size == 0:
+        return b""  # nothing to read: Pillow reads none
+    if size < 4:
+        raise MetadataError(f"has a graphic control extension of {size} bytes, not 4")
+    return b"\x21\xf9\x04" + data[pos + 1 : pos + 5] + b"\0"
+
+
+def _gif_loop(data: bytes, pos: int) -> bytes:
+    """The loop count extension at `pos` as its identifier and one sub-block of 3 bytes (1,
+    then the count), as Pillow and browsers read it; without one, nothing."""
+    loop = pos + 14  # after the introducer, the label and the 11 bytes of the identifier
+    if data[loop] < 3 or data[loop + 1] != 1:
+        return b""
+    return data[pos:loop] + b"\x03" + data[loop + 1 : loop + 4] + b"\0"
 
 
 def _gif(data: bytes) -> bytes:
@@ -301,11 +324,12 @@ def _gif(data: bytes) -> bytes:
         if block == 0x21:  # extension: label, then sub-blocks
             label = data[pos + 1]
             end = _gif_sub_blocks_end(data, pos + 2)
-            if label == GIF_GRAPHIC_CONTROL or (
-                label == GIF_APPLICATION
-                and data[pos + 2] == 11
-                and data[pos + 3 : pos + 14] in GIF_KEPT_APPLICATIONS
-            ):
+            application = data[pos + 3 : pos + 14] if data[pos + 2] == 11 else b""
+            if label == GIF_GRAPHIC_CONTROL:
+                out += _gif_graphic_control(data, pos + 2)
+            elif label == GIF_APPLICATION and application in GIF_LOOP_APPLICATIONS:
+                out += _gif_loop(data, pos)
+            elif label == GIF_APPLICATION and application == GIF_ICC_APPLICATION:
                 out += view[pos:end]
         else:  # image: descriptor, local colour table, LZW code size, data
             flags = data[pos + 9]

@@ -299,6 +299,56 @@ def test_a_gif_loses_its_comments_and_xmp_and_keeps_its_frames_and_loop(
         assert "comment" not in after.info
 
 
+GIF_CONTROL = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # 100 ms a frame
+GIF_LOOP = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop for ever
+
+
+def _gif_of_two_pixels(control: bytes = GIF_CONTROL, loop: bytes = GIF_LOOP) -> bytes:
+    """A GIF of two frames of one pixel, black then white, each after `control`."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+    # The pixel, LZW-coded: clear, colour 0 or 1, end.
+    black, white = b"\x02\x02\x44\x01\x00", b"\x02\x02\x4c\x01\x00"
+    return screen + loop + control + frame + black + control + frame + white + b";"
+
+
+@pytest.mark.parametrize(
+    ("control", "loop"),
+    [
+        # The control's 4 bytes in a longer sub-block, or followed by another sub-block.
+        (b"\x21\xf9\x10\x00\x0a\x00\x00sdxl-model-a\x00", GIF_LOOP),
+        (b"\x21\xf9\x04\x00\x0a\x00\x00\x0csdxl-model-a\x00", GIF_LOOP),
+        # The loop count (1, then 0 for ever) likewise.
+        (GIF_CONTROL, b"\x21\xff\x0bNETSCAPE2.0\x0f\x01\x00\x00sdxl-model-a\x00"),
+        (GIF_CONTROL, b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x0csdxl-model-a\x00"),
+    ],
+    ids=["control-longer", "control-sub-block", "loop-longer", "loop-sub-block"],
+)
+def test_a_gif_keeps_only_the_bytes_its_timing_and_loop_count_are_read_from(
+    api_for, engineer, pairwise_campaign, control, loop
+):
+    gif = _gif_of_two_pixels(control, loop)
+    with Image.open(io.BytesIO(gif)) as before:
+        assert image_check(gif)[0] == "image/gif"
+        assert before.info["loop"] == 0
+        assert [frame.info["duration"] for frame in ImageSequence.Iterator(before)] == [100, 100]
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, gif, "image/gif")
+
+    _assert_no_secrets(served)
+    assert served == _gif_of_two_pixels()
+    assert _frames(served) == _frames(gif)
+
+
+def test_a_gif_whose_graphic_control_is_short_of_its_4_bytes_is_corrupt():
+    # Pillow reads a control of 3 bytes without a transparent colour; the format fixes 4.
+    gif = _gif_of_two_pixels(control=b"\x21\xf9\x03\x00\x0a\x00\x00")
+    assert image_check(gif)[0] == "image/gif"
+
+    with pytest.raises(image_metadata.MetadataError, match="graphic control extension of 3"):
+        image_metadata.image_strip_metadata(gif, "image/gif")
+
+
 def test_a_gif_without_its_trailer_is_corrupt(api_for, engineer, pairwise_campaign):
     gif = _gif_with_xmp_and_comment()
     assert gif.endswith(b";")
