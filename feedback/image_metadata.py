@@ -12,6 +12,10 @@ decode and encode again, which loses quality for a lossy JPEG or WebP, and even 
 Kept everywhere: the ICC profile (colour) and the EXIF Orientation, rewritten as an EXIF that
 holds that one tag (browsers turn a photo by it; without it a phone's photo shows on its side).
 
+Nor is a byte kept that decoders skip, where text would be served unseen: what lies between
+blocks, and what follows the numbers of a kept block whose size the format fixes (such a block
+of another size is written at its size, dropped or refused as corrupt, as decoders treat it).
+
 Called on an image Pillow has decoded in full (images.image_check); a structure that cannot be
 walked is refused as corrupt, as is a file that ends before its end (GIF trailer, PNG IEND,
 JPEG end-of-image), and what follows that end is dropped. So is a file of more than MAX_BLOCKS
@@ -97,6 +101,24 @@ PNG_KEPT = frozenset(
         *(b"pHYs", b"bKGD", b"acTL", b"fcTL", b"fdAT"),
     }
 )
+# Kept chunks hold numbers of sizes the format fixes, so that no text can follow them. Of
+# another size, the header and APNG's are corrupt (libpng refuses the file or its frames);
+# any other is dropped, as libpng ignores it (and so browsers do).
+PNG_SIZES = {
+    **{b"IHDR": 13, b"acTL": 8, b"fcTL": 26},
+    **{b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"cICP": 4, b"cLLI": 8, b"mDCV": 24},
+}
+PNG_SIZE_REQUIRED = frozenset({b"IHDR", b"acTL", b"fcTL"})
+# Sizes by colour type (0 grey, 2 RGB, 3 palette, 4 grey and alpha, 6 RGBA); a type not
+# listed has none of that chunk. A palette image's tRNS has an alpha for up to every colour.
+PNG_PALETTE = 3
+PNG_COLOUR_SIZES = {
+    b"sBIT": {0: 1, 2: 3, 3: 3, 4: 2, 6: 4},
+    b"bKGD": {0: 2, 2: 6, 3: 1, 4: 2, 6: 6},
+    b"tRNS": {0: 2, 2: 6},
+}
+# The name of an iCCP chunk is text of the writer's choosing; it is written as Pillow's.
+PNG_ICC_NAME = b"ICC Profile"
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -111,6 +133,8 @@ def _png(data: bytes) -> bytes:
         raise MetadataError("is not a PNG")
     view, out, pos = memoryview(data), bytearray(PNG_SIGNATURE), len(PNG_SIGNATURE)
     chunks = _BlockCount("chunks")
+    depth = colour = -1  # from the header
+    colours = 0  # in the palette
     while True:
         chunks.add()
         if pos + 12 > len(data):
@@ -119,14 +143,48 @@ def _png(data: bytes) -> bytes:
         end = pos + 12 + length  # length, type, data, CRC
         if end > len(data):
             raise MetadataError(f"ends inside its {kind!r} chunk")
-        if kind in PNG_KEPT:
+        if colour < 0 and kind != b"IHDR":
+            raise MetadataError("does not start with its IHDR chunk")
+        by_colour = PNG_COLOUR_SIZES.get(kind)
+        size = by_colour.get(colour) if by_colour is not None else PNG_SIZES.get(kind)
+        if kind == b"IHDR" and length == 13:
+            depth, colour = data[pos + 16], data[pos + 17]
+        if kind == b"PLTE":
+            if colour != PNG_PALETTE:
+                pass  # a suggested palette, or one a grey image ignores: nothing draws with it
+            elif length % 3 or not 3 <= length <= 768:
+                raise MetadataError(f"has a palette of {length:,} bytes")
+            elif length // 3 > 1 << depth:
+                # Colours past those the bit depth can index: no pixel has them, libpng drops them.
+                colours = 1 << depth
+                out += _png_chunk(b"PLTE", bytes(view[pos + 8 : pos + 8 + 3 * colours]))
+            else:
+                colours = length // 3
+                out += view[pos:end]
+        elif kind == b"tRNS" and colour == PNG_PALETTE:
+            if 0 < length <= colours:
+                out += view[pos:end]
+        elif kind == b"bKGD" and colour == PNG_PALETTE:
+            if length == 1 and data[pos + 8] < colours:  # the index of a colour
+                out += view[pos:end]
+        elif kind in PNG_SIZES or kind in PNG_COLOUR_SIZES:
+            if length == size:
+                out += view[pos:end]
+            elif kind in PNG_SIZE_REQUIRED:
+                raise MetadataError(f"has a {kind.decode()} chunk of {length:,} bytes, not {size}")
+        elif kind == b"iCCP":
+            name_end = data.find(b"\0", pos + 8, min(pos + 8 + 80, end - 4))
+            if name_end > pos + 8:  # a name, and its end
+                out += _png_chunk(b"iCCP", PNG_ICC_NAME + view[name_end : end - 4])
+        elif kind == b"IEND":  # its data, which should be none, is skipped by decoders
+            out += _png_chunk(b"IEND", b"")
+            return bytes(out)
+        elif kind in PNG_KEPT:
             out += view[pos:end]
         elif kind == b"eXIf":
             orientation = _orientation_only(data[pos + 8 : end - 4])
             if orientation is not None:
                 out += _png_chunk(b"eXIf", orientation)
-        if kind == b"IEND":
-            return bytes(out)
         pos = end
 
 

@@ -138,6 +138,92 @@ def test_a_16_bit_png_keeps_its_samples_and_gamma(api_for, engineer, pairwise_ca
     assert served == png.replace(_png_chunk(b"tEXt", b"parameters\0Model: sdxl-model-a"), b"")
 
 
+def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, pos = [], 8
+    while pos < len(png):
+        length = int.from_bytes(png[pos : pos + 4], "big")
+        chunks.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _png_with(png: bytes, kind: bytes, payload: bytes) -> bytes:
+    """`png` with its first `kind` chunk holding `payload`, or with such a chunk added before
+    its first IDAT."""
+    chunks = _png_chunks(png)
+    kinds = [k for k, _ in chunks]
+    if kind in kinds:
+        chunks[kinds.index(kind)] = (kind, payload)
+    else:
+        chunks.insert(kinds.index(b"IDAT"), (kind, payload))
+    return png[:8] + b"".join(_png_chunk(k, p) for k, p in chunks)
+
+
+def _two_colour_png() -> bytes:
+    picture = Image.new("P", (8, 2))
+    picture.putpalette([0, 0, 0, 255, 255, 255])
+    picture.putdata([0, 1] * 8)
+    return _save(picture, "PNG", transparency=0, dpi=(72, 72))
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "kept"),
+    [
+        # Of a size the format fixes, then text: libpng ignores it (browsers show no change).
+        (b"pHYs", struct.pack(">IIB", 2835, 2835, 1) + MODEL, None),
+        (b"gAMA", struct.pack(">I", 45455) + MODEL, None),
+        (b"sRGB", b"\x00" + MODEL, None),
+        (b"bKGD", b"\x01" + MODEL, None),
+        (b"tRNS", b"\x00\xff" + MODEL, None),  # an alpha for more colours than the palette's 2
+        # A 1-bit image indexes 2 colours: the palette's others are no pixel's.
+        (b"PLTE", b"\x00\x00\x00\xff\xff\xff" + MODEL, b"\x00\x00\x00\xff\xff\xff"),
+        (b"iCCP", MODEL + b"\x00\x00" + zlib.compress(b"profile"), None),
+        (b"IEND", MODEL, b""),
+    ],
+    ids=["pHYs", "gAMA", "sRGB", "bKGD", "tRNS", "PLTE", "iCCP", "IEND"],
+)
+def test_a_png_keeps_no_text_after_the_numbers_its_chunks_hold(
+    api_for, engineer, pairwise_campaign, kind, payload, kept
+):
+    png = _png_with(_two_colour_png(), kind, payload)
+    assert image_check(png)[0] == "image/png"
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, png, "image/png")
+
+    _assert_no_secrets(served)
+    chunks = dict(_png_chunks(served))
+    if kind == b"iCCP":  # the profile is kept, under a name of ours
+        assert chunks[kind] == b"ICC Profile\x00\x00" + zlib.compress(b"profile")
+    else:
+        assert chunks.get(kind) == kept
+    with Image.open(io.BytesIO(png)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.tobytes() == before.tobytes()
+
+
+def test_a_png_that_draws_with_no_palette_loses_the_one_it_suggests(
+    api_for, engineer, pairwise_campaign
+):
+    png = _png_with(_save(_picture(), "PNG"), b"PLTE", MODEL * 3)
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, png, "image/png")
+
+    _assert_no_secrets(served)
+    assert b"PLTE" not in dict(_png_chunks(served))
+    assert _frames(served) == _frames(png)
+
+
+@pytest.mark.parametrize("kind", [b"IHDR", b"acTL", b"fcTL"])
+def test_a_png_whose_header_or_animation_chunk_is_too_long_is_corrupt(kind):
+    frames = [_picture(), _picture().rotate(180)]
+    apng = _save(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    payload = next(p for k, p in _png_chunks(apng) if k == kind)
+    png = _png_with(apng, kind, payload + MODEL)
+    assert image_check(png)[0] == "image/png"
+
+    with pytest.raises(image_metadata.MetadataError, match=f"has a {kind.decode()} chunk of"):
+        image_metadata.image_strip_metadata(png, "image/png")
+
+
 def test_a_jpeg_loses_its_exif_xmp_and_comment_but_keeps_its_orientation_and_pixels(
     api_for, engineer, pairwise_campaign
 ):
