@@ -259,7 +259,13 @@ def _jpeg(data: bytes) -> bytes:
 # chunks of its own, walked the same way.
 WEBP_KEPT = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ICCP", b"ANIM", b"ANMF"})
 WEBP_FRAME_KEPT = frozenset({b"VP8 ", b"VP8L", b"ALPH"})
-VP8X_EXIF, VP8X_XMP = 0x08, 0x04
+# The extended header (VP8X) is 10 bytes: flags, 3 reserved bytes (kept as zeros: decoders
+# ignore them), the canvas's width and height. The animation's (ANIM) is 6: a background colour
+# and a loop count, and what follows them, which libwebp skips, goes. A frame's header is 16
+# bytes, its last one of flags, of which 6 bits are reserved.
+WEBP_HEADER_SIZES = {b"VP8X": 10, b"ANIM": 6, b"ANMF": 16}
+VP8X_ICC, VP8X_ALPHA, VP8X_EXIF, VP8X_XMP, VP8X_ANIMATION = 0x20, 0x10, 0x08, 0x04, 0x02
+ANMF_FLAGS = 0x03  # blending and disposal
 
 
 def _riff_chunks(
@@ -290,19 +296,29 @@ def _webp(data: bytes) -> bytes:
     if end > len(data):
         raise MetadataError("ends before its last chunk")
     view, out = memoryview(data), bytearray(b"RIFF\0\0\0\0WEBP")
-    chunks, vp8x_flags, has_exif = _BlockCount("chunks"), -1, False
+    chunks, has_exif = _BlockCount("chunks"), False
+    vp8x_at = vp8x_flags = -1  # where the extended header's flags are written, and what they were
     for kind, start, stop in _riff_chunks(data, 12, end, chunks):
-        if kind == b"ANMF":  # 16 bytes of position, size and timing, then the frame's chunks
+        header = WEBP_HEADER_SIZES.get(kind, 0)
+        if stop - start < header or (kind == b"VP8X" and stop - start > header):
+            raise MetadataError(
+                f"has a {kind.decode()} chunk of {stop - start:,} bytes; its header is {header}"
+            )
+        if kind == b"ANMF":  # position, size, timing and flags, then the frame's chunks
             frame = len(out)
             out += b"ANMF\0\0\0\0"
-            out += view[start : start + 16]
-            for sub, sub_start, sub_stop in _riff_chunks(data, start + 16, stop, chunks):
+            out += view[start : start + header - 1]
+            out.append(data[start + header - 1] & ANMF_FLAGS)
+            for sub, sub_start, sub_stop in _riff_chunks(data, start + header, stop, chunks):
                 if sub in WEBP_FRAME_KEPT:
                     _riff_chunk(out, sub, view[sub_start:sub_stop])
             out[frame + 4 : frame + 8] = (len(out) - frame - 8).to_bytes(4, "little")
+        elif kind == b"VP8X":  # its flags are written once the chunks it announces are known
+            vp8x_at, vp8x_flags = len(out) + 8, data[start]
+            _riff_chunk(out, kind, b"\0\0\0\0" + view[start + 4 : stop])
+        elif kind == b"ANIM":
+            _riff_chunk(out, kind, view[start : start + header])
         elif kind in WEBP_KEPT:
-            if kind == b"VP8X" and stop > start:
-                vp8x_flags = len(out) + 8
             _riff_chunk(out, kind, view[start:stop])
         elif kind == b"EXIF":
             orientation = _orientation_only(data[start:stop])
@@ -310,9 +326,9 @@ def _webp(data: bytes) -> bytes:
                 _riff_chunk(out, b"EXIF", orientation)
                 has_exif = True
     # The extended header says which chunks follow: it must not announce the ones dropped.
-    if vp8x_flags >= 0:
-        flags = out[vp8x_flags] & ~(VP8X_EXIF | VP8X_XMP)
-        out[vp8x_flags] = flags | (VP8X_EXIF if has_exif else 0)
+    if vp8x_at >= 0:
+        flags = vp8x_flags & (VP8X_ICC | VP8X_ALPHA | VP8X_ANIMATION)
+        out[vp8x_at] = flags | (VP8X_EXIF if has_exif else 0)
     out[4:8] = (len(out) - 8).to_bytes(4, "little")
     return bytes(out)
 

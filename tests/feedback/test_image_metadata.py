@@ -355,6 +355,57 @@ def test_an_animated_webp_keeps_every_frame(api_for, engineer, pairwise_campaign
     assert len(_frames(served)) == 2
 
 
+def _webp_chunks(webp: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, pos = [], 12
+    while pos < len(webp):
+        size = int.from_bytes(webp[pos + 4 : pos + 8], "little")
+        chunks.append((webp[pos : pos + 4], webp[pos + 8 : pos + 8 + size]))
+        pos += 8 + size + size % 2
+    return chunks
+
+
+def _webp_of(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"WEBP" + b"".join(
+        kind + len(data).to_bytes(4, "little") + data + b"\0" * (len(data) % 2)
+        for kind, data in chunks
+    )
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def test_an_animated_webp_keeps_no_text_in_its_headers(api_for, engineer, pairwise_campaign):
+    frames = [_picture("RGBA"), _picture("RGBA").rotate(180)]
+    clean = _webp_of(
+        _webp_chunks(_save(frames[0], "WEBP", save_all=True, append_images=frames[1:]))
+    )
+    altered = []
+    for kind, data in _webp_chunks(clean):
+        if kind == b"VP8X":  # 3 reserved bytes after the flags, which decoders ignore
+            data = data[:1] + b"gpt" + data[4:]
+        elif kind == b"ANIM":  # a background colour and a loop count, then text
+            data += MODEL
+        elif kind == b"ANMF":  # 6 reserved bits in the frame's flags
+            data = data[:15] + bytes((data[15] | 0xFC,)) + data[16:]
+        altered.append((kind, data))
+    webp = _webp_of(altered)
+    assert image_check(webp)[0] == "image/webp"
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, webp, "image/webp")
+
+    _assert_no_secrets(served)
+    assert served == clean
+    assert _frames(served) == _frames(webp)
+
+
+@pytest.mark.parametrize(("kind", "size"), [(b"VP8X", 12), (b"VP8X", 9), (b"ANIM", 5)])
+def test_a_webp_whose_header_is_not_of_its_size_is_corrupt(kind, size):
+    frames = [_picture("RGBA"), _picture("RGBA").rotate(180)]
+    chunks = _webp_chunks(_save(frames[0], "WEBP", save_all=True, append_images=frames[1:]))
+    webp = _webp_of([(k, (d + MODEL)[:size] if k == kind else d) for k, d in chunks])
+
+    with pytest.raises(image_metadata.MetadataError, match=f"has a {kind.decode()} chunk of"):
+        image_metadata.image_strip_metadata(webp, "image/webp")
+
+
 def _gif_with_xmp_and_comment() -> bytes:
     frames = [_picture("P"), _picture("P").rotate(180)]
     gif = _save(
