@@ -196,6 +196,12 @@ def _png(data: bytes) -> bytes:
 # (APP11), every other APPn, comments (COM) and the number of lines (DNL, which libjpeg skips)
 # go.
 JPEG_KEPT_APP = {0xE0: b"JFIF\0", 0xE2: b"ICC_PROFILE\0", 0xEE: b"Adobe"}
+# JFIF and Adobe segments are kept as the bytes libjpeg reads of them: JFIF's 14 (version, pixel
+# density, the size of a thumbnail), without the thumbnail (a picture no browser shows, of any
+# pixels), and Adobe's 12 (version, flags, colour transform). What follows goes; one shorter,
+# which libjpeg ignores, goes whole.
+JPEG_APP_SIZES = {0xE0: 14, 0xEE: 12}
+JFIF_NO_THUMBNAIL = b"\0\0"
 # In entropy-coded data a 0xFF byte is followed by 0 (a stuffed 0xFF) or a restart marker;
 # anything else ends the scan.
 JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
@@ -236,9 +242,16 @@ def _jpeg(data: bytes) -> bytes:
             if orientation is not None:
                 out += _jpeg_segment(0xE1, b"Exif\0\0" + orientation)
         elif marker == 0xFE or 0xE0 <= marker <= 0xEF:
-            signature = JPEG_KEPT_APP.get(marker)
-            if signature is not None and data.startswith(signature, pos + 4, end):
+            signature, size = JPEG_KEPT_APP.get(marker), JPEG_APP_SIZES.get(marker)
+            if signature is None or not data.startswith(signature, pos + 4, end):
+                pass
+            elif size is None:
                 out += view[pos:end]
+            elif end - pos - 4 >= size:
+                kept = data[pos + 4 : pos + 4 + size]
+                if marker == 0xE0:
+                    kept = kept[:-2] + JFIF_NO_THUMBNAIL
+                out += _jpeg_segment(marker, kept)
         elif marker == 0xDC:  # DNL: libjpeg skips it, whatever its length
             pass
         else:

@@ -110,6 +110,10 @@ def test_a_png_loses_its_text_chunks_and_keeps_its_pixels_palette_and_colour_pro
         assert not {"parameters", "workflow", "Comment"} & set(after.info)
 
 
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return (
         struct.pack(">I", len(payload))
@@ -295,6 +299,43 @@ def test_a_cmyk_jpeg_keeps_the_adobe_segment_that_says_how_to_read_its_colours(
     with Image.open(io.BytesIO(jpeg)) as before, Image.open(io.BytesIO(served)) as after:
         assert after.mode == "CMYK"
         assert after.tobytes() == before.tobytes()
+
+
+def _jpeg_segments(jpeg: bytes) -> dict[int, bytes]:
+    """The data of each marker segment before the first scan, by marker (the last of each)."""
+    segments, pos = {}, 2
+    while jpeg[pos + 1] != 0xDA:
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        segments[jpeg[pos + 1]] = jpeg[pos + 4 : pos + 2 + length]
+        pos += 2 + length
+    return segments
+
+
+def test_a_jpeg_keeps_no_thumbnail_or_text_in_its_jfif_and_adobe_segments(
+    api_for, engineer, pairwise_campaign
+):
+    clean = _save(_picture("CMYK"), "JPEG", quality=90)
+    jfif = b"JFIF\0\x01\x01\x01\x00\x48\x00\x48"
+    adobe = _jpeg_segments(clean)[0xEE]
+    assert len(adobe) == 12
+    # A thumbnail of 4x1 pixels (its 12 bytes any text), and text after Adobe's 12 bytes.
+    jpeg = (
+        clean[:2]
+        + _jpeg_segment(0xE0, jfif + b"\x04\x01" + MODEL)
+        + clean[2:].replace(_jpeg_segment(0xEE, adobe), _jpeg_segment(0xEE, adobe + MODEL))
+    )
+    assert image_check(jpeg)[0] == "image/jpeg"
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, jpeg, "image/jpeg")
+
+    _assert_no_secrets(served)
+    segments = _jpeg_segments(served)
+    assert segments[0xE0] == jfif + b"\x00\x00"
+    assert segments[0xEE] == adobe
+    with Image.open(io.BytesIO(jpeg)) as before, Image.open(io.BytesIO(served)) as after:
+        assert after.mode == "CMYK"
+        assert after.tobytes() == before.tobytes()
+        assert after.info["dpi"] == (72, 72)
 
 
 def test_a_jpeg_with_a_multi_picture_segment_is_stored_as_its_first_picture(
