@@ -286,6 +286,22 @@ def test_a_jpeg_loses_what_decoders_skip_between_its_segments(
         assert after.tobytes() == before.tobytes()
 
 
+def test_a_jpeg_keeps_the_orientation_of_its_first_exif_only(api_for, engineer, pairwise_campaign):
+    # Browsers turn a photo by its first EXIF; the others are read by nothing.
+    jpeg = _save(_picture(), "JPEG")
+    upside_down = Image.Exif()
+    upside_down[ExifTags.Base.Orientation] = 3
+    second = _jpeg_segment(0xE1, upside_down.tobytes())
+    jpeg = jpeg[:2] + _jpeg_segment(0xE1, _exif().tobytes()) + second * 3 + jpeg[2:]
+
+    _, served = _store_and_serve(api_for(engineer), pairwise_campaign, jpeg, "image/jpeg")
+
+    _assert_no_secrets(served)
+    assert served.count(b"Exif\0\0") == 1
+    with Image.open(io.BytesIO(served)) as after:
+        assert dict(after.getexif()) == {ExifTags.Base.Orientation: 6}
+
+
 def test_a_cmyk_jpeg_keeps_the_adobe_segment_that_says_how_to_read_its_colours(
     api_for, engineer, pairwise_campaign
 ):
