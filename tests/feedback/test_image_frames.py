@@ -131,3 +131,21 @@ def test_an_animation_over_its_pixels_over_all_frames_is_refused(
     assert Item.objects.count() == 0
     within = _gif_of_one_pixel_frames(2000, 25)  # 100,000,000 pixels
     assert _send(api_for, engineer, pairwise_campaign, within, "image/gif").status_code == 201
+
+
+def test_a_jpeg_of_many_exif_segments_is_refused_before_it_is_read():
+    """Pillow joins a JPEG's EXIF segments one to the last: tens of thousands of them took it
+    seconds; such a file is refused first, naming the count."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    exif = b"Exif\x00\x00" + b"II*\x00\x08\x00\x00\x00" + b"\x00\x00" + b"\x00\x00\x00\x00"
+    segment = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    many = jpeg[:2] + segment * 5_000 + jpeg[2:]
+
+    with pytest.raises(ImageRejected) as refused:
+        image_check(many)
+
+    assert str(refused.value) == "has 5,000 EXIF segments; a JPEG may have at most 100"
+    # A camera's single segment is taken.
+    assert image_check(jpeg[:2] + segment + jpeg[2:])[0] == "image/jpeg"
