@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -14,7 +13,7 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from feedback import generation, imports, services
-from feedback.errors import PermissionDenied, ValidationFailed
+from feedback.errors import PermissionDenied, ValidationFailed, unknown_fields
 from feedback.images import (
     PixelBudget,
     image_intake,
@@ -102,16 +101,6 @@ class KnownFieldsOnly(serializers.Serializer[Any]):
         if unknown:
             raise serializers.ValidationError(unknown)
         return attrs
-
-
-def unknown_fields(sent: dict[Any, Any], known: Iterable[str], what: str) -> dict[str, list[str]]:
-    """Each key of `sent` that is not `known`, with its error: "is not a field of a `what`"."""
-    known = set(known)
-    return {
-        str(key): [f"is not a field of a {what}"]
-        for key in sorted(map(str, sent))
-        if key not in known
-    }
 
 
 class CampaignInputSerializer(KnownFieldsOnly):

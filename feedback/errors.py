@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -10,6 +11,20 @@ def error_body(
 ) -> dict[str, Any]:
     """The one error format of the API and of the pages' script endpoints."""
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def unknown_fields(
+    sent: dict[Any, Any], known: Iterable[str], what: str, *, at: str = ""
+) -> dict[str, list[str]]:
+    """Each key of `sent` that is not `known`, with its error: "is not a field of a `what`";
+    named under `at` (`preference.strenght`) for a part of a body."""
+    known = set(known)
+    prefix = f"{at}." if at else ""
+    return {
+        f"{prefix}{key}": [f"is not a field of a {what}"]
+        for key in sorted(map(str, sent))
+        if key not in known
+    }
 
 
 class DomainError(Exception):

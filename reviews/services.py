@@ -16,7 +16,13 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from feedback.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from feedback.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+    unknown_fields,
+)
 from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign, Item, QueueEntry, Response, User
 from feedback.rows import run_statement
@@ -688,16 +694,6 @@ def _as_response_id(
     return rid
 
 
-def _refuse_unknown(
-    part: dict[Any, Any], known: set[str], where: str, fields: dict[str, list[str]]
-) -> None:
-    """A key of a part of the body that the part does not have is an error of it, as at the
-    top level: a misspelt `strenght` would otherwise be dropped without a word."""
-    for key in part:
-        if key not in known:
-            fields[f"{where}.{key}"] = [f"is not a field of a {where}"]
-
-
 def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> ReviewInput:
     """Check a submit body against the campaign kind, its rubric and the item's responses."""
     if not isinstance(body, dict):
@@ -754,7 +750,10 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
         if not isinstance(preference, dict):
             fields["preference"] = ['is required: {"chosen": <response id>, "strength": 1-3}']
         else:
-            _refuse_unknown(preference, {"chosen", "strength"}, "preference", fields)
+            # A misspelt `strenght` would otherwise be dropped without a word.
+            fields |= unknown_fields(
+                preference, {"chosen", "strength"}, "preference", at="preference"
+            )
             chosen = _as_response_id(preference.get("chosen"), valid, "preference.chosen", fields)
             strength = preference.get("strength", 1)
             if (
@@ -792,7 +791,9 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
         if not isinstance(correction, dict):
             fields["correction"] = ['is required: {"response": <response id>, "text": "..."}']
         else:
-            _refuse_unknown(correction, {"response", "text"}, "correction", fields)
+            fields |= unknown_fields(
+                correction, {"response", "text"}, "correction", at="correction"
+            )
             correction_response = _as_response_id(
                 correction.get("response", response_ids[0] if len(response_ids) == 1 else None),
                 valid,
@@ -851,9 +852,7 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
         "active_seconds",
         "pasted_chars",
     }
-    for key in body:
-        if key not in known:
-            fields[str(key)] = ["is not a field of a review"]
+    fields |= unknown_fields(body, known, "review")
     for name, value in (
         ("rationale", rationale),
         ("correction.text", correction_text),

@@ -195,6 +195,13 @@ def test_a_misspelt_key_inside_a_preference_or_correction_is_named_not_dropped(
         "preference.strenght": ["is not a field of a preference"]
     }
     assert Review.objects.count() == 0
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"preference": {"chosen": chosen}, "rationalle": "A is right."},
+        format="json",
+    )
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"rationalle": ["is not a field of a review"]}
 
     correction = CampaignFactory(kind="correction")
     ItemFactory(campaign=correction)
