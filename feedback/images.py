@@ -287,6 +287,15 @@ def upload_file_name(name: str) -> str | None:
         return None
 
 
+def uploaded_as(name: str, uploads: dict[str, Any]) -> str | None:
+    """The key in `uploads` of the file an `upload:<name>` reference means: the name as sent,
+    or as Django cleaned the file's name; None when no such file came."""
+    if name in uploads:
+        return name
+    cleaned = upload_file_name(name)
+    return cleaned if cleaned in uploads else None
+
+
 def _some(names: list[str]) -> str:
     """The first ten names, quoted, and how many more."""
     more = f" and {len(names) - 10:,} more" if len(names) > 10 else ""
@@ -405,9 +414,8 @@ class ImageResolver:
             raise ImageRejected('must be a "data:..." URL or "upload:<file name>"')
         if ref.startswith("upload:"):
             name = ref.removeprefix("upload:")
-            source = self.uploads.get(name)
-            if source is None:  # named as sent, not as Django cleaned the file's name
-                source = self.uploads.get(upload_file_name(name) or "")
+            key = uploaded_as(name, self.uploads)
+            source = None if key is None else self.uploads[key]
             if source is None:
                 raise ImageRejected(
                     f"names the file {name!r}, which was not uploaded; {_names_sent(self.uploads)}"
@@ -633,8 +641,8 @@ def images_check_batch(raw_items: Any, uploads: dict[str, Any] | None = None) ->
     for ref in refs:
         if isinstance(ref, str) and ref.startswith("upload:"):
             name = ref.removeprefix("upload:")
-            found = name if name in uploads else upload_file_name(name)  # as ImageResolver
-            if found in uploads:
+            found = uploaded_as(name, uploads)
+            if found is not None:
                 named.add(found)
             elif name not in missing:
                 missing.append(name)
