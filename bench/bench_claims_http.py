@@ -79,6 +79,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_settings() -> dict[str, str]:
+    """The web server's settings taken from this environment (deploy/gunicorn.conf.py reads
+    them), to measure another shape of it: WEB_CONCURRENCY, GUNICORN_THREADS and the like.
+    The address is the benchmark's own."""
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if (name.startswith("GUNICORN_") and name != "GUNICORN_BIND") or name == "WEB_CONCURRENCY"
+    }
+
+
 class Web:
     """gunicorn with deploy/gunicorn.conf.py, on loopback, pointed at the bench database."""
 
@@ -99,6 +110,7 @@ class Web:
             "MEDIA_ROOT": str(ROOT / "var" / "bench-media"),
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
         }
+        env |= server_settings()
         self.log = log
         self._log_file = log.open("wb")
         self.popen = subprocess.Popen(
@@ -438,7 +450,8 @@ def main() -> dict[str, Any]:
         "seconds_per_run": SECONDS,
         "warmup_seconds": WARMUP,
         "threads_per_client_process": THREADS,
-        "web": "gunicorn -c deploy/gunicorn.conf.py (its defaults)",
+        "web": "gunicorn -c deploy/gunicorn.conf.py"
+        + (f" with {settings}" if (settings := server_settings()) else " (its defaults)"),
         "sizes": {},
     }
     rates: list[float] = []  # the paced rates, set from the first size's closed loops
