@@ -47,7 +47,9 @@ def mfa_required(user: Any) -> bool:
 
 
 def _bearer(request: HttpRequest) -> bool:
-    return str(request.META.get("HTTP_AUTHORIZATION", "")).startswith("Bearer ")
+    # As the API reads the scheme (feedback/api_keys.py): case-insensitive (RFC 9110).
+    parts = str(request.META.get("HTTP_AUTHORIZATION", "")).split(None, 1)
+    return bool(parts) and parts[0].lower() == "bearer"
 
 
 class MfaPolicyMiddleware:

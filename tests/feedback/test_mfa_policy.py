@@ -149,6 +149,15 @@ def test_api_keys_are_not_governed_by_the_policy(client, signed_in_admin, api_fo
     assert keyed.get("/api/v1/campaigns/").status_code == 200
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_a_key_passes_the_policy_whatever_the_case_of_its_scheme(client, signed_in_admin, scheme):
+    # The browser's admin session rides along; the key is what the API authenticates (its
+    # scheme is case-insensitive there too), so the session's missing MFA does not refuse it.
+    _, raw = services.api_key_create(user=signed_in_admin, name="script")
+    res = client.get("/api/v1/campaigns/", HTTP_AUTHORIZATION=f"{scheme} {raw}")
+    assert res.status_code == 200, res.content
+
+
 def test_an_admin_session_without_mfa_cannot_use_the_api(client, signed_in_admin):
     res = client.get("/api/v1/campaigns/")
     assert res.status_code == 403
