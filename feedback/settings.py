@@ -377,6 +377,12 @@ GENERATION_BACKOFF_SECONDS = float(env_str("GENERATION_BACKOFF_SECONDS", "1.0"))
 GENERATION_TIMEOUT_SECONDS = env_int("GENERATION_TIMEOUT_SECONDS", 120)
 GENERATION_STOP_AFTER_FAILURES = env_int("GENERATION_STOP_AFTER_FAILURES", 20)
 
+# --- Pages ----------------------------------------------------------------
+# A campaign's progress (reviews done of reviews wanted, on the home and review pages) that took
+# this long to count is kept this long in the cache (reviews.selectors.campaigns_progress).
+PROGRESS_CACHE_AFTER_MS = env_int("PROGRESS_CACHE_AFTER_MS", 5)
+PROGRESS_CACHE_SECONDS = env_int("PROGRESS_CACHE_SECONDS", 30)
+
 # --- Payouts ---------------------------------------------------------------
 PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")
 

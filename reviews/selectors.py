@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -193,37 +194,68 @@ def reviews_for_expert(*, expert: User) -> QuerySet[Review]:
     )
 
 
+def _progress_key(campaign_id: int) -> str:
+    return f"reviews:progress:{campaign_id}"
+
+
 def campaigns_progress(
     *, campaigns: list[Campaign], expert: User | None = None
 ) -> dict[int, dict[str, int]]:
-    """Reviews done against reviews wanted per campaign, in three grouped queries for all."""
+    """Reviews done against reviews wanted per campaign, and the expert's own, for the home
+    page and every review page.
+
+    The campaign's counts read every item and every submitted assignment of the campaign: 0.25 s
+    at a million items with three million reviews. Where reading them took at least
+    PROGRESS_CACHE_AFTER_MS they are kept (in Django's cache) for PROGRESS_CACHE_SECONDS, so on
+    a large campaign a page shows them up to that old; on a small one they are always exact.
+    The expert's own count is always read afresh, from the index of their assignments."""
+    from django.conf import settings
+    from django.core.cache import cache
+
     ids = [c.pk for c in campaigns]
-    items = dict(
-        Item.objects.filter(campaign_id__in=ids, is_gold=False)
-        .values("campaign_id")
-        .annotate(n=Count("id"))
-        .values_list("campaign_id", "n")
-    )
-    done = dict(
-        Review.objects.filter(
-            campaign_id__in=ids, supersedes__isnull=True, assignment__is_gold=False
+    cached: dict[str, tuple[int, int]] = cache.get_many([_progress_key(pk) for pk in ids])
+    counts = {pk: cached[_progress_key(pk)] for pk in ids if _progress_key(pk) in cached}
+    missing = [pk for pk in ids if pk not in counts]
+    if missing:
+        started = time.monotonic()
+        items = dict(
+            Item.objects.filter(campaign_id__in=missing, is_gold=False)
+            .values("campaign_id")
+            .annotate(n=Count("*"))
+            .values_list("campaign_id", "n")
         )
-        .values("campaign_id")
-        .annotate(n=Count("id"))
-        .values_list("campaign_id", "n")
-    )
+        # A submitted assignment has exactly one original review, written with it.
+        done = dict(
+            Assignment.objects.filter(
+                campaign_id__in=missing, status=Assignment.Status.SUBMITTED, is_gold=False
+            )
+            .values("campaign_id")
+            .annotate(n=Count("*"))
+            .values_list("campaign_id", "n")
+        )
+        fresh = {pk: (items.get(pk, 0), done.get(pk, 0)) for pk in missing}
+        if 1000 * (time.monotonic() - started) >= settings.PROGRESS_CACHE_AFTER_MS:
+            cache.set_many(
+                {_progress_key(pk): value for pk, value in fresh.items()},
+                timeout=settings.PROGRESS_CACHE_SECONDS,
+            )
+        counts |= fresh
     mine: dict[int, int] = {}
     if expert is not None:
+        # Their reviews, gold answers included: one per submitted assignment. Counted in the
+        # index of (expert, campaign, status) alone.
         mine = dict(
-            Review.objects.filter(campaign_id__in=ids, expert=expert)
+            Assignment.objects.filter(
+                expert=expert, campaign_id__in=ids, status=Assignment.Status.SUBMITTED
+            )
             .values("campaign_id")
-            .annotate(n=Count("id"))
+            .annotate(n=Count("*"))
             .values_list("campaign_id", "n")
         )
     out: dict[int, dict[str, int]] = {}
     for campaign in campaigns:
-        wanted = items.get(campaign.pk, 0) * campaign.overlap
-        finished = done.get(campaign.pk, 0)
+        items_count, finished = counts[campaign.pk]
+        wanted = items_count * campaign.overlap
         row = {
             "wanted": wanted,
             "done": finished,
