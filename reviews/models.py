@@ -112,10 +112,13 @@ class Review(models.Model):
     item = models.ForeignKey(
         Item, on_delete=models.PROTECT, related_name="reviews", db_constraint=False
     )
+    # Indexed with the time of the review (review_expert_recent_idx), which serves lookups by
+    # expert as well.
     expert = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
         related_name="reviews",
+        db_index=False,
         db_constraint=False,
     )
     # Mostly empty: supersedes, correction_response and verdict_by are indexed only where
@@ -168,6 +171,9 @@ class Review(models.Model):
         ]
         indexes = [
             models.Index(fields=["campaign", "verdict", "id"], name="review_campaign_verdict_idx"),
+            # An expert's reviews newest first (their history page), a page at a time, and
+            # counted, without reading every review they ever made.
+            models.Index(fields=["expert", "-created_at", "-id"], name="review_expert_recent_idx"),
             models.Index(
                 fields=["supersedes"],
                 condition=Q(supersedes__isnull=False),
