@@ -16,6 +16,12 @@ The items are the demo data's own brief and pull requests, repeated (with renumb
 and files) until the context is 50 KB. Data lives in a dedicated database
 (`<DATABASE_URL's name>_bench_review_page`, dropped and re-created).
 
+Then the same page on a large campaign (LARGE_ITEMS items, a million by default, 0 skips it,
+each reviewed three times by six experts, loaded with COPY as in `claims`, and a few items left
+open for the expert to claim): the page, the home page and the history page of one of the six
+(warm), and the campaign's progress counted afresh (what the first page after its cache ran out pays: reviews.selectors.campaigns_progress).
+A page's cost must not grow with the campaign.
+
 Target (issue): p95 <= 50 ms for the 50 KB brief.
 """
 
@@ -36,6 +42,7 @@ DEMO = ROOT / "feedback" / "demo_data"
 WARM = int(os.environ.get("BENCH_REVIEW_PAGE_WARM", "300"))
 COLD = int(os.environ.get("BENCH_REVIEW_PAGE_COLD", "60"))
 TARGET_BYTES = 50 * 1024
+LARGE_ITEMS = int(os.environ.get("BENCH_REVIEW_PAGE_LARGE_ITEMS", "1000000"))
 
 
 def _database_url() -> str:
@@ -193,6 +200,95 @@ def _measure(client: Any, url: str, *, count: int, cold: bool) -> tuple[dict[str
     return stats, size, len(queries)
 
 
+def _seed_large(expert: Any) -> int:
+    """A pairwise campaign of LARGE_ITEMS items reviewed three times each by other experts,
+    plus ten open items, the first of them claimed by `expert`: the claim's id."""
+    from django.db import connection
+
+    from bench.bench_claims import OVERLAP, _copy_items, _review_all
+    from feedback.models import Campaign, Item, User
+    from reviews import services
+
+    owner = User.objects.get(email="bench-admin@bench.test")
+    reviewers = [
+        User.objects.create(email=f"bench-reviewer-{n}@bench.test", role=User.Role.EXPERT).pk
+        for n in range(OVERLAP * 2)
+    ]
+    campaign = Campaign.objects.create(
+        name="Large pairwise",
+        slug="large-pairwise",
+        kind=Campaign.Kind.PAIRWISE,
+        status=Campaign.Status.ACTIVE,
+        overlap=OVERLAP,
+        created_by=owner,
+    )
+    base = Item.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    connection.ensure_connection()
+    with connection.connection.cursor() as copying:  # psycopg's own, for COPY
+        _copy_items(copying, campaign.pk, base, LARGE_ITEMS, open_slots=0)
+        _review_all(copying, campaign.pk, reviewers)
+        _copy_items(copying, campaign.pk, base + LARGE_ITEMS, 10, open_slots=OVERLAP)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [base + LARGE_ITEMS + 10])
+        cursor.execute(
+            "SELECT setval('feedback_response_id_seq', (SELECT max(id) FROM feedback_response))"
+        )
+        for table in (
+            "feedback_item",
+            "feedback_queueentry",
+            "reviews_assignment",
+            "reviews_review",
+        ):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    assert assignment is not None
+    return assignment.pk
+
+
+def _large(client: Any, expert: Any) -> dict[str, Any]:
+    from django.core.cache import cache
+
+    from feedback.models import Campaign
+    from reviews.models import Review
+    from reviews.selectors import campaigns_progress
+
+    started = time.perf_counter()
+    assignment_id = _seed_large(expert)
+    out: dict[str, Any] = {
+        "items": LARGE_ITEMS,
+        "reviews": Review.objects.filter(campaign__slug="large-pairwise").count(),
+        "load_seconds": round(time.perf_counter() - started, 1),
+    }
+    campaign = Campaign.objects.get(slug="large-pairwise")
+    recount = []
+    for _ in range(5):
+        cache.clear()
+        start = time.perf_counter()
+        campaigns_progress(campaigns=[campaign], expert=expert)
+        recount.append(time.perf_counter() - start)
+    out["progress_recount"] = _stats(recount)
+    # The history page of one of the campaign's reviewers, who made a sixth of its reviews.
+    from django.test import Client
+
+    from feedback.models import User
+
+    reviewer = Client()
+    reviewer.force_login(User.objects.get(email="bench-reviewer-0@bench.test"))
+    for name, path, who in [
+        ("page", f"/review/a/{assignment_id}/", client),
+        ("home", "/", client),
+        ("history", "/review/history/", reviewer),
+    ]:
+        for _ in range(10):
+            who.get(path)
+        warm, size, queries = _measure(who, path, count=WARM, cold=False)
+        out[name] = {"html_kb": round(size / 1024, 1), "queries": queries, "warm": warm}
+    out["history"]["reviews_of_its_expert"] = Review.objects.filter(
+        expert__email="bench-reviewer-0@bench.test"
+    ).count()
+    return out
+
+
 def main() -> dict[str, Any]:
     url = _database_url()
     _fresh_database(url)
@@ -223,6 +319,8 @@ def main() -> dict[str, Any]:
             "warm": warm,
             "cold": cold,
         }
+    if LARGE_ITEMS:
+        result["large_campaign"] = _large(client, seeded["expert"])
     # The machine may be shared; the load says how much the wall times can be trusted.
     result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     result["cores"] = os.cpu_count()
