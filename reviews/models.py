@@ -172,8 +172,17 @@ class Review(models.Model):
         indexes = [
             models.Index(fields=["campaign", "verdict", "id"], name="review_campaign_verdict_idx"),
             # An expert's reviews newest first (their history page), a page at a time, and
-            # counted, without reading every review they ever made.
-            models.Index(fields=["expert", "-created_at", "-id"], name="review_expert_recent_idx"),
+            # counted, without reading every review they ever made; with what their earnings
+            # are worked out from, so those are summed from the index alone.
+            models.Index(
+                fields=["expert", "-created_at", "-id"],
+                include=["campaign", "verdict", "active_seconds", "supersedes"],
+                name="review_expert_recent_idx",
+            ),
+            # A campaign's reviews newest first (the lead's reading of them), a page at a time.
+            models.Index(
+                fields=["campaign", "-created_at", "-id"], name="review_campaign_recent_idx"
+            ),
             models.Index(
                 fields=["supersedes"],
                 condition=Q(supersedes__isnull=False),

@@ -54,3 +54,32 @@ def test_it_sums_accepted_and_pending_reviews_per_currency_and_counts_rejected(e
     assert summary["USD"].rejected_count == 1
     assert (summary["EUR"].pending_count, summary["EUR"].pending_minor) == (1, 100)
     assert summary["EUR"].accepted_minor == 0
+
+
+@pytest.mark.django_db
+def test_reviews_alike_are_paid_each_as_one_review_is(expert, other_expert):
+    # Half a minor unit a review: rounded per review (0 each), never on the group's sum.
+    pay = {"currency": "USD", "per_review": 10, "per_hour": 1}
+    campaign = CampaignFactory(kind="pairwise", pay=pay, overlap=1)
+    other = CampaignFactory(kind="pairwise", pay=PAY, overlap=1)
+    ItemFactory.create_batch(3, campaign=campaign)
+    ItemFactory(campaign=other)
+    for target, reviewer in [(campaign, expert)] * 3 + [(other, expert), (other, other_expert)]:
+        assignment = services.assignment_claim(campaign=target, expert=reviewer)
+        if assignment is None:
+            continue
+        services.review_submit(
+            assignment_id=assignment.pk,
+            expert=reviewer,
+            body={"preference": {"chosen": assignment.response_order[0]}, "active_seconds": 0},
+        )
+    Review.objects.filter(campaign=campaign).update(active_seconds=1800)
+    Review.objects.filter(campaign=other).update(active_seconds=600)
+
+    (usd,) = earnings_summary(expert=expert)
+
+    assert usd.accepted_count == 4
+    assert (
+        usd.accepted_minor == 3 * review_pay(pay=pay, active_seconds=1800) + 1250 == 3 * 10 + 1250
+    )
+    assert usd.active_seconds == 3 * 1800 + 600
