@@ -417,6 +417,9 @@ class ItemAdmin(admin.ModelAdmin):
     inlines = [ResponseInline]
     readonly_fields = ["content_hash", "open_slots"]
     list_select_related = ["campaign", "queue"]
+    # Filtered lists count what they show and no more: the table's own total is a count of
+    # every item (a million rows, ~0.1 s) on every page.
+    show_full_result_count = False
 
     @admin.display(description="open slots", ordering="queue__open_slots")
     def open_slots(self, item: Item) -> int | None:

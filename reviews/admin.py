@@ -15,6 +15,9 @@ class AssignmentAdmin(admin.ModelAdmin):
     list_filter = ["status", "campaign"]
     list_select_related = ["campaign", "item", "expert"]
     raw_id_fields = ["item", "expert"]
+    # Filtered lists count what they show and no more: the table's own total would count
+    # every assignment (millions) on every page.
+    show_full_result_count = False
     actions = ["release_claims"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -44,6 +47,7 @@ class ReviewAdmin(admin.ModelAdmin):
     list_filter = ["verdict", "campaign"]
     list_select_related = ["campaign", "item", "expert"]
     raw_id_fields = ["assignment", "item", "expert", "supersedes", "chosen", "correction_response"]
+    show_full_result_count = False  # as for assignments
 
     def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
         # A submitted review is never edited; a lead's change is a new, superseding row.
