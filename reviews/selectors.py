@@ -204,10 +204,12 @@ def campaigns_progress(
     """Reviews done against reviews wanted per campaign, and the expert's own, for the home
     page and every review page.
 
-    The campaign's counts read every item and every submitted assignment of the campaign: 0.25 s
-    at a million items with three million reviews. Where reading them took at least
-    PROGRESS_CACHE_AFTER_MS they are kept (in Django's cache) for PROGRESS_CACHE_SECONDS, so on
-    a large campaign a page shows them up to that old; on a small one they are always exact.
+    The campaign's counts read every item and every submitted assignment of the campaign:
+    0.25 s at a million items with three million reviews on an idle 2-core host, more under
+    load. Where reading them took at least PROGRESS_CACHE_AFTER_MS they are kept (in Django's
+    cache, each web process's own) for PROGRESS_CACHE_SECONDS, so on a large campaign a page
+    shows them up to that old, and a page in each process pays for the count once in that
+    time; on a small campaign they are always exact.
     The expert's own count is always read afresh, from the index of their assignments."""
     from django.conf import settings
     from django.core.cache import cache
