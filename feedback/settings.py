@@ -301,6 +301,14 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Pages ----------------------------------------------------------------
+# A campaign's progress (reviews done of reviews wanted, on the home and review pages) that took
+# this long to count is kept (reviews.CampaignProgress), counted again by beat every
+# PROGRESS_REFRESH_SECONDS, and used by pages while no older than PROGRESS_MAX_AGE_SECONDS.
+PROGRESS_KEEP_AFTER_MS = env_int("PROGRESS_KEEP_AFTER_MS", 5)
+PROGRESS_MAX_AGE_SECONDS = env_int("PROGRESS_MAX_AGE_SECONDS", 90)
+PROGRESS_REFRESH_SECONDS = env_int("PROGRESS_REFRESH_SECONDS", 30)
+
 # --- Celery ---------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 # No broker (the demo, most tests): run tasks in-process, right away.
@@ -356,6 +364,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "feedback.tasks.jobs_rescue",
         "schedule": float(JOB_RESCUE_SECONDS),
     },
+    # Large campaigns' progress counted again, so no page waits for the count (below).
+    "refresh-progress": {
+        "task": "reviews.tasks.refresh_progress",
+        "schedule": float(PROGRESS_REFRESH_SECONDS),
+    },
     # Image files left behind by refused batches and imports, and finished imports' staged images.
     "sweep-images": {
         "task": "feedback.tasks.images_sweep",
@@ -376,12 +389,6 @@ GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 5)
 GENERATION_BACKOFF_SECONDS = float(env_str("GENERATION_BACKOFF_SECONDS", "1.0"))
 GENERATION_TIMEOUT_SECONDS = env_int("GENERATION_TIMEOUT_SECONDS", 120)
 GENERATION_STOP_AFTER_FAILURES = env_int("GENERATION_STOP_AFTER_FAILURES", 20)
-
-# --- Pages ----------------------------------------------------------------
-# A campaign's progress (reviews done of reviews wanted, on the home and review pages) that took
-# this long to count is kept this long in the cache (reviews.selectors.campaigns_progress).
-PROGRESS_CACHE_AFTER_MS = env_int("PROGRESS_CACHE_AFTER_MS", 5)
-PROGRESS_CACHE_SECONDS = env_int("PROGRESS_CACHE_SECONDS", 30)
 
 # --- Payouts ---------------------------------------------------------------
 PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")

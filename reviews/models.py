@@ -202,3 +202,19 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.pk} ({self.verdict})"
+
+
+class CampaignProgress(models.Model):
+    """A large campaign's counts behind its progress line (reviews done of reviews wanted), kept
+    so that pages do not count millions of rows each time: written when counting them was slow,
+    and counted again by beat (reviews.selectors.campaigns_progress, reviews.tasks)."""
+
+    campaign = models.OneToOneField(
+        Campaign, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    items = models.PositiveIntegerField()  # items that are not gold
+    done = models.PositiveBigIntegerField()  # submitted assignments of those
+    counted_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"campaign {self.campaign_id}: {self.done} reviews of {self.items} items"

@@ -28,7 +28,7 @@ from feedback.models import Campaign, Item, QueueEntry, Response, User
 from feedback.rows import run_statement
 from feedback.selectors import unmet_requirements
 from reviews import signals
-from reviews.models import Assignment, Review
+from reviews.models import Assignment, CampaignProgress, Review
 
 _shuffle = random.SystemRandom()
 
@@ -1188,3 +1188,33 @@ def assignment_save_draft(*, assignment_id: int, expert: User, draft: Any) -> As
         assignment.draft = draft
         assignment.save(update_fields=["draft"])
     return assignment
+
+
+def progress_keep(*, counts: dict[int, tuple[int, int]], at: datetime) -> None:
+    """Keep campaigns' progress counts (items that are not gold, their submitted assignments)
+    as counted at `at` (see reviews.selectors.campaigns_progress). A count made before the kept
+    one does not replace it."""
+    for campaign_id, (items, done) in counts.items():
+        kept = CampaignProgress.objects.filter(campaign_id=campaign_id, counted_at__lt=at).update(
+            items=items, done=done, counted_at=at
+        )
+        if not kept:
+            CampaignProgress.objects.get_or_create(
+                campaign_id=campaign_id, defaults={"items": items, "done": done, "counted_at": at}
+            )
+
+
+def progress_refresh() -> int:
+    """Count again the kept progress of the campaigns being worked on (active or paused): beat
+    runs it, so pages read large campaigns' progress without counting. How many were counted."""
+    from reviews.selectors import progress_counts  # which imports this module
+
+    ids = list(
+        CampaignProgress.objects.filter(
+            campaign__status__in=[Campaign.Status.ACTIVE, Campaign.Status.PAUSED]
+        ).values_list("campaign_id", flat=True)
+    )
+    for campaign_id in ids:  # one at a time: each count is short, and so is what it holds
+        at = timezone.now()
+        progress_keep(counts=progress_counts(campaign_ids=[campaign_id]), at=at)
+    return len(ids)

@@ -3,24 +3,19 @@ expert's own (reviews.selectors.campaigns_progress)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from reviews import services
-from reviews.models import Assignment
+from reviews import services, tasks
+from reviews.models import Assignment, CampaignProgress
 from reviews.selectors import campaign_progress, campaigns_progress
 from tests.feedback.factories import CampaignFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def _review(campaign, expert) -> Assignment:
@@ -68,44 +63,70 @@ def test_a_small_campaign_is_counted_afresh_on_every_read(expert, other_expert):
     assert campaign_progress(campaign=campaign, expert=expert)["done"] == 1
 
 
-def test_counts_slow_to_read_are_kept_for_a_while_the_experts_own_never(
+def test_counts_slow_to_make_are_kept_and_read_while_fresh_the_experts_own_never(
     settings, expert, other_expert
 ):
-    # Every count "slow": kept in the cache after the first read.
-    settings.PROGRESS_CACHE_AFTER_MS = 0
+    # Every count "slow": kept after the first read.
+    settings.PROGRESS_KEEP_AFTER_MS = 0
     campaign = CampaignFactory(kind="pairwise", overlap=2)
     other = CampaignFactory(kind="pairwise", overlap=1)
     ItemFactory.create_batch(2, campaign=campaign)
     ItemFactory(campaign=other)
     assert campaigns_progress(campaigns=[campaign, other], expert=expert)[campaign.pk]["done"] == 0
+    assert CampaignProgress.objects.filter(campaign__in=[campaign, other]).count() == 2
 
     _review(campaign, expert)
     _review(campaign, other_expert)
     with CaptureQueriesContext(connection) as queries:
         rows = campaigns_progress(campaigns=[campaign, other], expert=expert)
 
-    # Only the expert's own count was read.
-    assert len(queries) == 1
+    # The kept counts and the expert's own, nothing counted over the campaign.
+    assert len(queries) == 2
     assert rows[campaign.pk] == {"wanted": 4, "done": 0, "percent": 0, "mine": 1}
     assert rows[other.pk] == {"wanted": 1, "done": 0, "percent": 0, "mine": 0}
     # The wanted count follows the campaign's overlap as it is now.
     campaign.overlap = 3
     assert campaign_progress(campaign=campaign)["wanted"] == 6
 
-    cache.clear()
+    # Older than PROGRESS_MAX_AGE_SECONDS: counted again, and kept again.
+    CampaignProgress.objects.filter(campaign=campaign).update(
+        counted_at=timezone.now() - timedelta(seconds=settings.PROGRESS_MAX_AGE_SECONDS + 1)
+    )
     assert campaign_progress(campaign=campaign, expert=expert)["done"] == 2
+    assert CampaignProgress.objects.get(campaign=campaign).done == 2
 
 
-def test_a_campaign_missing_from_the_cache_is_read_beside_those_in_it(settings, expert):
-    settings.PROGRESS_CACHE_AFTER_MS = 0
-    kept = CampaignFactory(kind="pairwise", overlap=1)
-    ItemFactory(campaign=kept)
-    campaign_progress(campaign=kept)
-    new = CampaignFactory(kind="pairwise", overlap=1)
-    ItemFactory.create_batch(2, campaign=new)
-    _review(new, expert)
+def test_beat_counts_again_the_kept_progress_of_campaigns_being_worked_on(
+    settings, expert, other_expert
+):
+    settings.PROGRESS_KEEP_AFTER_MS = 0
+    active = CampaignFactory(kind="pairwise", overlap=2)
+    closed = CampaignFactory(kind="pairwise", overlap=2)
+    small = CampaignFactory(kind="pairwise", overlap=2)
+    for campaign in (active, closed, small):
+        ItemFactory.create_batch(2, campaign=campaign)
+    campaigns_progress(campaigns=[active, closed])  # kept: both were "slow"
+    for campaign in (active, closed, small):
+        _review(campaign, expert)
+    closed.status = "closed"
+    closed.save(update_fields=["status"])
 
-    rows = campaigns_progress(campaigns=[kept, new])
+    assert tasks.refresh_progress() == 1
 
-    assert rows[kept.pk]["wanted"] == 1
-    assert rows[new.pk] == {"wanted": 2, "done": 1, "percent": 50}
+    assert CampaignProgress.objects.get(campaign=active).done == 1
+    assert CampaignProgress.objects.get(campaign=closed).done == 0
+    assert not CampaignProgress.objects.filter(campaign=small).exists()
+    with CaptureQueriesContext(connection) as queries:
+        assert campaign_progress(campaign=active)["done"] == 1
+    assert len(queries) == 1
+
+
+def test_a_count_made_before_the_kept_one_does_not_replace_it(settings, expert):
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    now = timezone.now()
+    services.progress_keep(counts={campaign.pk: (5, 4)}, at=now)
+    services.progress_keep(counts={campaign.pk: (5, 1)}, at=now - timedelta(seconds=5))
+    services.progress_keep(counts={campaign.pk: (6, 5)}, at=now + timedelta(seconds=5))
+
+    kept = CampaignProgress.objects.get(campaign=campaign)
+    assert (kept.items, kept.done) == (6, 5)
