@@ -302,10 +302,10 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Pages ----------------------------------------------------------------
-# A campaign's progress (reviews done of reviews wanted, on the home and review pages) that took
-# this long to count is kept (reviews.CampaignProgress), counted again by beat every
+# The progress (reviews done of reviews wanted, on the home and review pages) of a campaign of
+# at least this many items is kept (reviews.CampaignProgress), counted again by beat every
 # PROGRESS_REFRESH_SECONDS, and used by pages while no older than PROGRESS_MAX_AGE_SECONDS.
-PROGRESS_KEEP_AFTER_MS = env_int("PROGRESS_KEEP_AFTER_MS", 5)
+PROGRESS_KEEP_FROM_ITEMS = env_int("PROGRESS_KEEP_FROM_ITEMS", 10_000)
 PROGRESS_MAX_AGE_SECONDS = env_int("PROGRESS_MAX_AGE_SECONDS", 90)
 PROGRESS_REFRESH_SECONDS = env_int("PROGRESS_REFRESH_SECONDS", 30)
 
@@ -368,6 +368,8 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-progress": {
         "task": "reviews.tasks.refresh_progress",
         "schedule": float(PROGRESS_REFRESH_SECONDS),
+        # A run still queued when the next is due is dropped, so runs cannot pile up.
+        "options": {"expires": float(PROGRESS_REFRESH_SECONDS)},
     },
     # Image files left behind by refused batches and imports, and finished imports' staged images.
     "sweep-images": {
@@ -440,6 +442,9 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS: list[str] = []
+if IS_SQLITE:
+    # The demo's SQLite makes covering indexes (INCLUDE) plain ones, which is all it needs.
+    SILENCED_SYSTEM_CHECKS += ["models.W040"]
 if not SECURE_SSL_REDIRECT:
     # Plain http on loopback (the e2e stack, a local gunicorn) is a deliberate choice.
     SILENCED_SYSTEM_CHECKS += ["security.W008", "security.W012", "security.W016", "security.W004"]

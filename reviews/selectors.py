@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -225,26 +224,37 @@ def campaigns_progress(
     """Reviews done against reviews wanted per campaign, and the expert's own, for the home
     page and every review page.
 
-    A campaign whose counts took at least PROGRESS_KEEP_AFTER_MS to make has them kept
-    (CampaignProgress), and beat counts them again every PROGRESS_REFRESH_SECONDS: pages read
-    the kept row while it is no older than PROGRESS_MAX_AGE_SECONDS, so no page counts a large
-    campaign's rows while beat runs, and its figures are up to that old. A small campaign's are
-    counted on every page, exact. The expert's own count is always read afresh, from the index
-    of their assignments."""
+    The progress of a campaign of PROGRESS_KEEP_FROM_ITEMS items or more is kept
+    (CampaignProgress) and counted again by beat every PROGRESS_REFRESH_SECONDS; pages read the
+    kept counts while they are no older than PROGRESS_MAX_AGE_SECONDS, or, for a closed
+    campaign, while they were counted after its last change. So while beat runs no page counts
+    a large campaign's rows, and its figures are up to PROGRESS_REFRESH_SECONDS old. A smaller
+    campaign's are counted on every page, exact. The expert's own count is always read afresh,
+    from the index of their assignments."""
     ids = [c.pk for c in campaigns]
     kept = {row.campaign_id: row for row in CampaignProgress.objects.filter(campaign_id__in=ids)}
     oldest = timezone.now() - timedelta(seconds=settings.PROGRESS_MAX_AGE_SECONDS)
-    counts = {pk: (row.items, row.done) for pk, row in kept.items() if row.counted_at >= oldest}
+    counts = {
+        c.pk: (kept[c.pk].items, kept[c.pk].done)
+        for c in campaigns
+        if c.pk in kept
+        and (
+            kept[c.pk].counted_at >= oldest
+            or (c.status == Campaign.Status.CLOSED and kept[c.pk].counted_at >= c.updated_at)
+        )
+    }
     missing = [pk for pk in ids if pk not in counts]
     if missing:
-        started, at = time.monotonic(), timezone.now()
+        at = timezone.now()
         fresh = progress_counts(campaign_ids=missing)
-        slow = 1000 * (time.monotonic() - started) >= settings.PROGRESS_KEEP_AFTER_MS
-        # Kept once slow to count, and kept up to date from then on.
-        progress_keep(
-            counts={pk: value for pk, value in fresh.items() if slow or pk in kept}, at=at
-        )
         counts |= fresh
+        large = {
+            pk: value
+            for pk, value in fresh.items()
+            if value[0] >= settings.PROGRESS_KEEP_FROM_ITEMS or pk in kept
+        }
+        if large:
+            progress_keep(counts=large, at=at)
     mine: dict[int, int] = {}
     if expert is not None:
         # Their reviews, gold answers included: one per submitted assignment. Counted in the

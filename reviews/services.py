@@ -1192,27 +1192,36 @@ def assignment_save_draft(*, assignment_id: int, expert: User, draft: Any) -> As
 
 def progress_keep(*, counts: dict[int, tuple[int, int]], at: datetime) -> None:
     """Keep campaigns' progress counts (items that are not gold, their submitted assignments)
-    as counted at `at` (see reviews.selectors.campaigns_progress). A count made before the kept
-    one does not replace it."""
+    as counted at `at` (see reviews.selectors.campaigns_progress): one statement per campaign,
+    which a count made before the kept one does not overwrite (a page and beat may count at
+    once). A campaign deleted meanwhile is passed over."""
+    table = CampaignProgress._meta.db_table
+    sql = f"""
+        INSERT INTO {table} (campaign_id, items, done, counted_at)
+        SELECT id, %s, %s, %s FROM {Campaign._meta.db_table} WHERE id = %s
+        ON CONFLICT (campaign_id) DO UPDATE
+        SET items = excluded.items, done = excluded.done, counted_at = excluded.counted_at
+        WHERE {table}.counted_at < excluded.counted_at
+    """  # noqa: S608 - the table names are the models'
     for campaign_id, (items, done) in counts.items():
-        kept = CampaignProgress.objects.filter(campaign_id=campaign_id, counted_at__lt=at).update(
-            items=items, done=done, counted_at=at
-        )
-        if not kept:
-            CampaignProgress.objects.get_or_create(
-                campaign_id=campaign_id, defaults={"items": items, "done": done, "counted_at": at}
-            )
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, [items, done, at, campaign_id])
+        except IntegrityError:
+            continue  # the campaign was deleted while this was written
 
 
 def progress_refresh() -> int:
-    """Count again the kept progress of the campaigns being worked on (active or paused): beat
-    runs it, so pages read large campaigns' progress without counting. How many were counted."""
+    """Count again the kept progress of every campaign that is not closed (being worked on, or
+    being filled): beat runs it, so pages read large campaigns' progress without counting. A
+    closed campaign's is counted once more by the first page after it closed. How many were
+    counted."""
     from reviews.selectors import progress_counts  # which imports this module
 
     ids = list(
-        CampaignProgress.objects.filter(
-            campaign__status__in=[Campaign.Status.ACTIVE, Campaign.Status.PAUSED]
-        ).values_list("campaign_id", flat=True)
+        CampaignProgress.objects.exclude(campaign__status=Campaign.Status.CLOSED).values_list(
+            "campaign_id", flat=True
+        )
     )
     for campaign_id in ids:  # one at a time: each count is short, and so is what it holds
         at = timezone.now()
