@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('feedback', '0013_import_progress'),
-        ('reviews', '0011_review_indexes_for_earnings_and_leads'),
+        ('reviews', '0010_review_recent_indexes'),
     ]
 
     operations = [
