@@ -230,8 +230,9 @@ class Stack:
             "HF_DATASETS_OFFLINE": "1",
             "HF_HOME": str(self.workdir / "hf"),
             "LOG_LEVEL": "INFO",
-            # A short sweep so the test sees beat at work within seconds.
+            # A short sweep and progress refresh so the test sees beat at work within seconds.
             "LEASE_SWEEP_SECONDS": "2",
+            "PROGRESS_REFRESH_SECONDS": "2",
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             "WEB_CONCURRENCY": "2",
             "CELERY_CONCURRENCY": "2",

@@ -188,6 +188,40 @@ def test_beat_sends_the_lease_sweep_and_the_worker_frees_a_lapsed_claim(
     assert after.post(f"/api/v1/campaigns/{campaign_id}/next/").status_code == 200, "slot is back"
 
 
+def test_beat_has_the_worker_count_a_kept_campaign_progress_again(
+    stack: Stack, people: dict[str, Http]
+):
+    engineer, expert = people["engineer"], people["ana"]
+    campaign_id = _campaign(engineer, "E2E progress", overlap=1)
+    pushed = engineer.post(f"/api/v1/campaigns/{campaign_id}/items/", json=_items("progress", 2))
+    assert pushed.status_code == 201, pushed.text
+    # Kept as a large campaign's would be, counted an hour ago with nothing done.
+    stack.sql(
+        "INSERT INTO reviews_campaignprogress (campaign_id, items, done, counted_at)"
+        " VALUES (%s, 2, 0, now() - interval '1 hour')",
+        campaign_id,
+    )
+    payload = expert.post(f"/api/v1/campaigns/{campaign_id}/next/").json()
+    done = expert.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        json={"preference": {"chosen": _pick(payload, True), "strength": 1}, "active_seconds": 5},
+    )
+    assert done.status_code == 201, done.text
+
+    def counted_again() -> bool:
+        row = stack.sql(
+            "SELECT done, counted_at > now() - interval '1 minute'"
+            " FROM reviews_campaignprogress WHERE campaign_id = %s",
+            campaign_id,
+        )
+        return row[0] == (1, True)
+
+    wait_until("beat and the worker to count the progress again", counted_again, timeout=30)
+    assert "Sending due task refresh-progress (reviews.tasks.refresh_progress)" in (
+        stack.process("beat").text()
+    )
+
+
 def test_it_serves_health_hashed_static_files_and_security_headers(stack: Stack):
     health = stack.http().get("/healthz")
     assert health.status_code == 200
