@@ -101,7 +101,7 @@ class Review(models.Model):
     # assignment row it closes, in the same statement, so they hold whenever that link does,
     # and their own checks would lock the campaign, item and user rows on every submit (the
     # campaign row by every submit at once). PROTECT still guards deletes made through Django.
-    # review_campaign_verdict_idx leads with the campaign, so it serves campaign lookups.
+    # review_campaign_recent_idx leads with the campaign, so it serves campaign lookups.
     campaign = models.ForeignKey(
         Campaign,
         on_delete=models.PROTECT,
@@ -170,7 +170,6 @@ class Review(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["campaign", "verdict", "id"], name="review_campaign_verdict_idx"),
             # An expert's reviews newest first (their history page), a page at a time, and
             # counted, without reading every review they ever made; with what their earnings
             # are worked out from, so those are summed from the index alone.
@@ -179,7 +178,9 @@ class Review(models.Model):
                 include=["campaign", "verdict", "active_seconds", "supersedes"],
                 name="review_expert_recent_idx",
             ),
-            # A campaign's reviews newest first (the lead's reading of them), a page at a time.
+            # A campaign's reviews newest first (the lead's reading of them), a page at a time;
+            # and any lookup by campaign (it replaced one by campaign, verdict and id, which no
+            # query read by verdict).
             models.Index(
                 fields=["campaign", "-created_at", "-id"], name="review_campaign_recent_idx"
             ),

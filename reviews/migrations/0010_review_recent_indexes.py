@@ -1,5 +1,7 @@
 """Reviews indexed by expert and time (carrying what earnings are summed from) in place of the
-index on the expert alone, and by campaign and time.
+index on the expert alone, and by campaign and time in place of the one by campaign, verdict and
+id (no query reads reviews by verdict within a campaign), so a review still writes as many index
+entries as before.
 
 On PostgreSQL the new indexes are built, and the old one dropped, concurrently: a plain build
 would hold every read and write of the reviews table (submits, history pages) for as long as it
@@ -9,7 +11,7 @@ demo) they are made plainly.
 
 import django.db.models.deletion
 from django.conf import settings
-from django.contrib.postgres.operations import AddIndexConcurrently
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
 OLD_INDEX = "reviews_review_expert_id_d6d6d1e4"  # Django's name for the expert link's index
@@ -27,6 +29,22 @@ class AddIndexConcurrentlyOnPostgres(AddIndexConcurrently):
         if schema_editor.connection.vendor == "postgresql":
             return super().database_backwards(app_label, schema_editor, from_state, to_state)
         return migrations.AddIndex.database_backwards(
+            self, app_label, schema_editor, from_state, to_state
+        )
+
+
+class RemoveIndexConcurrentlyOnPostgres(RemoveIndexConcurrently):
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+        return migrations.RemoveIndex.database_forwards(
+            self, app_label, schema_editor, from_state, to_state
+        )
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)
+        return migrations.RemoveIndex.database_backwards(
             self, app_label, schema_editor, from_state, to_state
         )
 
@@ -55,7 +73,7 @@ class Migration(migrations.Migration):
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
-    # The new indexes first, then the old one dropped, so lookups by expert stay indexed.
+    # The new indexes first, then the old ones dropped, so lookups stay indexed.
     operations = [
         AddIndexConcurrentlyOnPostgres(
             model_name="review",
@@ -71,6 +89,7 @@ class Migration(migrations.Migration):
                 fields=["campaign", "-created_at", "-id"], name="review_campaign_recent_idx"
             ),
         ),
+        RemoveIndexConcurrentlyOnPostgres(model_name="review", name="review_campaign_verdict_idx"),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AlterField(
