@@ -223,16 +223,16 @@ def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
     raw = connection.connection
     with raw.cursor() as cursor:
         if not keep and HISTORY_ITEMS:
-            history = Campaign.objects.create(
+            reviewed_campaign(
+                cursor,
                 name="bench history",
                 slug="bench-history",
-                kind=Campaign.Kind.PAIRWISE,
                 status=Campaign.Status.CLOSED,
-                overlap=OVERLAP,
-                created_by=owner,
+                owner=owner,
+                base=base,
+                items=HISTORY_ITEMS,
+                experts=experts,
             )
-            _copy_items(cursor, history.pk, base, HISTORY_ITEMS, open_slots=0)
-            _review_all(cursor, history.pk, experts)
             base += HISTORY_ITEMS
         campaign = Campaign.objects.create(
             name=f"bench {items}",
@@ -243,19 +243,58 @@ def load_campaign(items: int, *, keep: bool = False) -> tuple[int, list[int]]:
             created_by=owner,
         )
         _copy_items(cursor, campaign.pk, base, items, open_slots=OVERLAP)
-        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [base + items])
-        cursor.execute("SELECT setval('feedback_response_id_seq', %s)", [2 * (base + items)])
     raw.commit() if not raw.autocommit else None
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE feedback_item")
-        cursor.execute("VACUUM ANALYZE feedback_queueentry")
-        cursor.execute("VACUUM ANALYZE feedback_response")
-        cursor.execute("VACUUM ANALYZE reviews_assignment")
-        cursor.execute("VACUUM ANALYZE reviews_review")
-        # The load's pages are written out now, not by a checkpoint in the middle of the
-        # measured runs (a million items are ~500 MB of fresh pages).
-        cursor.execute("CHECKPOINT")
+    settle_after_copy(top_item=base + items)
     return campaign.pk, experts
+
+
+def reviewed_campaign(
+    cursor: Any,
+    *,
+    name: str,
+    slug: str,
+    status: str,
+    owner: Any,
+    base: int,
+    items: int,
+    experts: list[int],
+) -> Any:
+    """A pairwise campaign of items base+1 .. base+items, each reviewed OVERLAP times by as
+    many of `experts` (a finished campaign's assignments and reviews), its queue rows full."""
+    from feedback.models import Campaign
+
+    campaign = Campaign.objects.create(
+        name=name,
+        slug=slug,
+        kind=Campaign.Kind.PAIRWISE,
+        status=status,
+        overlap=OVERLAP,
+        created_by=owner,
+    )
+    _copy_items(cursor, campaign.pk, base, items, open_slots=0)
+    _review_all(cursor, campaign.pk, experts)
+    return campaign
+
+
+def settle_after_copy(*, top_item: int) -> None:
+    """After items up to `top_item` were copied in (_copy_items): the sequences past them, the
+    tables analysed, and the load's pages written out now, not by a checkpoint in the middle of
+    the measured runs (a million items are ~500 MB of fresh pages)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [top_item])
+        # _copy_items numbers item n's responses 2n-1 and 2n.
+        cursor.execute("SELECT setval('feedback_response_id_seq', %s)", [2 * top_item])
+        for table in (
+            "feedback_item",
+            "feedback_queueentry",
+            "feedback_response",
+            "reviews_assignment",
+            "reviews_review",
+        ):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+        cursor.execute("CHECKPOINT")
 
 
 def _copy_items(cursor: Any, campaign_id: int, base: int, items: int, *, open_slots: int) -> None:

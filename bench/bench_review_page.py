@@ -201,64 +201,63 @@ def _measure(client: Any, url: str, *, count: int, cold: bool) -> tuple[dict[str
     return stats, size, len(queries)
 
 
-def _seed_large(expert: Any) -> int:
-    """A pairwise campaign of LARGE_ITEMS items reviewed three times each by other experts,
-    plus ten open items, the first of them claimed by `expert`: the claim's id."""
+LARGE_SLUG = "large-pairwise"
+HISTORY_EXPERT = "bench-reviewer-0@bench.test"
+
+
+def _seed_large(expert: Any) -> tuple[Any, int]:
+    """A pairwise campaign of LARGE_ITEMS items reviewed three times each by six other experts,
+    plus ten open items, the first of them claimed by `expert`: the campaign and the claim's
+    id."""
     from django.db import connection
 
-    from bench.bench_claims import OVERLAP, _copy_items, _review_all
+    from bench.bench_claims import (
+        OVERLAP,
+        _copy_items,
+        reviewed_campaign,
+        settle_after_copy,
+    )
     from feedback.models import Campaign, Item, User
     from reviews import services
 
-    owner = User.objects.get(email="bench-admin@bench.test")
     reviewers = [
         User.objects.create(email=f"bench-reviewer-{n}@bench.test", role=User.Role.EXPERT).pk
         for n in range(OVERLAP * 2)
     ]
-    campaign = Campaign.objects.create(
-        name="Large pairwise",
-        slug="large-pairwise",
-        kind=Campaign.Kind.PAIRWISE,
-        status=Campaign.Status.ACTIVE,
-        overlap=OVERLAP,
-        created_by=owner,
-    )
     base = Item.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     connection.ensure_connection()
     with connection.connection.cursor() as copying:  # psycopg's own, for COPY
-        _copy_items(copying, campaign.pk, base, LARGE_ITEMS, open_slots=0)
-        _review_all(copying, campaign.pk, reviewers)
-        _copy_items(copying, campaign.pk, base + LARGE_ITEMS, 10, open_slots=OVERLAP)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT setval('feedback_item_id_seq', %s)", [base + LARGE_ITEMS + 10])
-        cursor.execute(
-            "SELECT setval('feedback_response_id_seq', (SELECT max(id) FROM feedback_response))"
+        campaign = reviewed_campaign(
+            copying,
+            name="Large pairwise",
+            slug=LARGE_SLUG,
+            status=Campaign.Status.ACTIVE,
+            owner=User.objects.get(email="bench-admin@bench.test"),
+            base=base,
+            items=LARGE_ITEMS,
+            experts=reviewers,
         )
-        for table in (
-            "feedback_item",
-            "feedback_queueentry",
-            "reviews_assignment",
-            "reviews_review",
-        ):
-            cursor.execute(f"VACUUM ANALYZE {table}")
+        _copy_items(copying, campaign.pk, base + LARGE_ITEMS, 10, open_slots=OVERLAP)
+    settle_after_copy(top_item=base + LARGE_ITEMS + 10)
     assignment = services.assignment_claim(campaign=campaign, expert=expert)
     assert assignment is not None
-    return assignment.pk
+    return campaign, assignment.pk
 
 
 def _large(client: Any, expert: Any) -> dict[str, Any]:
-    from feedback.models import Campaign
+    from django.test import Client
+
+    from feedback.models import User
     from reviews.models import Review
     from reviews.selectors import campaigns_progress, progress_counts
 
     started = time.perf_counter()
-    assignment_id = _seed_large(expert)
+    campaign, assignment_id = _seed_large(expert)
     out: dict[str, Any] = {
         "items": LARGE_ITEMS,
-        "reviews": Review.objects.filter(campaign__slug="large-pairwise").count(),
+        "reviews": Review.objects.filter(campaign=campaign).count(),
         "load_seconds": round(time.perf_counter() - started, 1),
     }
-    campaign = Campaign.objects.get(slug="large-pairwise")
     # What counting the campaign's progress costs: what beat pays every
     # PROGRESS_REFRESH_SECONDS (and a page, without beat, once the kept counts are too old).
     recount = []
@@ -268,14 +267,10 @@ def _large(client: Any, expert: Any) -> dict[str, Any]:
         recount.append(time.perf_counter() - start)
     out["progress_recount"] = _stats(recount)
     campaigns_progress(campaigns=[campaign], expert=expert)  # kept, as beat would keep them
-    # The history page of one of the campaign's reviewers, who made a sixth of its reviews.
-    from django.test import Client
-
-    from feedback.models import User
-
+    # The history page of one of the campaign's reviewers, who made a sixth of its reviews,
+    # and a lead's reading of the campaign's reviews, newest first.
     reviewer = Client()
-    reviewer.force_login(User.objects.get(email="bench-reviewer-0@bench.test"))
-    # And a lead's reading of the campaign's reviews, newest first.
+    reviewer.force_login(User.objects.get(email=HISTORY_EXPERT))
     lead = Client()
     lead.force_login(User.objects.create(email="bench-lead@bench.test", role=User.Role.LEAD))
     for name, path, who in [
@@ -289,7 +284,7 @@ def _large(client: Any, expert: Any) -> dict[str, Any]:
         warm, size, queries = _measure(who, path, count=WARM, cold=False)
         out[name] = {"html_kb": round(size / 1024, 1), "queries": queries, "warm": warm}
     out["history"]["reviews_of_its_expert"] = Review.objects.filter(
-        expert__email="bench-reviewer-0@bench.test"
+        expert__email=HISTORY_EXPERT
     ).count()
     return out
 
