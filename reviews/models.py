@@ -207,8 +207,9 @@ class Review(models.Model):
 
 class CampaignProgress(models.Model):
     """A large campaign's counts behind its progress line (reviews done of reviews wanted), kept
-    so that pages do not count millions of rows each time: written when counting them was slow,
-    and counted again by beat (reviews.selectors.campaigns_progress, reviews.tasks)."""
+    so that pages do not count millions of rows each time: written by the first page that
+    counts a campaign of PROGRESS_KEEP_FROM_ITEMS items or more, and counted again by beat
+    (reviews.selectors.campaigns_progress, reviews.tasks)."""
 
     campaign = models.OneToOneField(
         Campaign, on_delete=models.CASCADE, primary_key=True, related_name="+"

@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from reviews import services
 from tests.feedback.factories import CampaignFactory, ItemFactory
 from tests.mfa_fixtures import admin_mfa_client_fixture, admin_with_mfa_fixture  # noqa: F401
+from tests.reviews.work import review_first_response
 
 pytestmark = pytest.mark.django_db
 
@@ -28,12 +28,7 @@ def test_a_filtered_list_does_not_count_the_whole_table(admin_mfa_client, expert
     campaign = CampaignFactory(kind="pairwise", overlap=1)
     CampaignFactory(kind="pairwise")
     ItemFactory.create_batch(2, campaign=campaign)
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    services.review_submit(
-        assignment_id=assignment.pk,
-        expert=expert,
-        body={"preference": {"chosen": assignment.response_order[0]}},
-    )
+    review_first_response(campaign, expert)
 
     with CaptureQueriesContext(connection) as queries:
         res = admin_mfa_client.get(f"{path}?campaign__id__exact={campaign.pk}")

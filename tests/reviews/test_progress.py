@@ -14,19 +14,9 @@ from reviews import services, tasks
 from reviews.models import Assignment, CampaignProgress
 from reviews.selectors import campaign_progress, campaigns_progress
 from tests.feedback.factories import CampaignFactory, ItemFactory
+from tests.reviews.work import review_first_response
 
 pytestmark = pytest.mark.django_db
-
-
-def _review(campaign, expert) -> Assignment:
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    assert assignment is not None
-    services.review_submit(
-        assignment_id=assignment.pk,
-        expert=expert,
-        body={"preference": {"chosen": assignment.response_order[0], "strength": 1}},
-    )
-    return assignment
 
 
 def test_it_counts_reviews_done_of_those_wanted_and_the_experts_own_gold_included(
@@ -37,8 +27,8 @@ def test_it_counts_reviews_done_of_those_wanted_and_the_experts_own_gold_include
     ItemFactory(campaign=campaign, is_gold=True, gold_answer={"chosen_position": 0})
     # At this rate each expert's first claim is the gold item, then queue work.
     for reviewer in (expert, other_expert):
-        _review(campaign, reviewer)
-        _review(campaign, reviewer)
+        review_first_response(campaign, reviewer)
+        review_first_response(campaign, reviewer)
     services.assignment_claim(campaign=campaign, expert=other_expert)  # claimed, not done
     assert Assignment.objects.filter(is_gold=True, status="submitted").count() == 2
 
@@ -59,7 +49,7 @@ def test_a_small_campaign_is_counted_afresh_on_every_read(settings, expert, othe
     ItemFactory.create_batch(2, campaign=campaign)
     assert campaign_progress(campaign=campaign, expert=expert)["done"] == 0
 
-    _review(campaign, other_expert)
+    review_first_response(campaign, other_expert)
 
     assert campaign_progress(campaign=campaign, expert=expert)["done"] == 1
     assert not CampaignProgress.objects.exists()
@@ -77,9 +67,9 @@ def test_a_large_campaigns_counts_are_kept_and_read_while_fresh_the_experts_own_
     # Only the large one's, whatever else the page showed.
     assert list(CampaignProgress.objects.values_list("campaign_id", flat=True)) == [campaign.pk]
 
-    _review(campaign, expert)
-    _review(campaign, other_expert)
-    _review(small, expert)
+    review_first_response(campaign, expert)
+    review_first_response(campaign, other_expert)
+    review_first_response(small, expert)
     with CaptureQueriesContext(connection) as queries:
         rows = campaigns_progress(campaigns=[campaign], expert=expert)
 
@@ -108,7 +98,7 @@ def test_beat_counts_again_the_kept_progress_of_every_campaign_not_closed(settin
     ItemFactory(campaign=small)
     campaigns_progress(campaigns=[active, draft, closed, small])
     for campaign in (active, closed, small):
-        _review(campaign, expert)
+        review_first_response(campaign, expert)
     ItemFactory(campaign=draft)  # a draft being filled
     draft.status, closed.status = "draft", "closed"
     draft.save(update_fields=["status"])
@@ -130,7 +120,7 @@ def test_a_closed_campaigns_counts_made_after_it_closed_are_read_at_any_age(sett
     campaign = CampaignFactory(kind="pairwise", overlap=2)
     ItemFactory.create_batch(2, campaign=campaign)
     campaign_progress(campaign=campaign)  # kept while it ran
-    _review(campaign, expert)
+    review_first_response(campaign, expert)
     campaign.status = "closed"
     campaign.save(update_fields=["status", "updated_at"])
     long_ago = timezone.now() - timedelta(days=30)
@@ -184,7 +174,7 @@ def test_a_campaign_with_no_kept_counts_is_counted_beside_those_kept(settings, e
     campaign_progress(campaign=kept)
     new = CampaignFactory(kind="pairwise", overlap=1)
     ItemFactory.create_batch(2, campaign=new)
-    _review(new, expert)
+    review_first_response(new, expert)
 
     rows = campaigns_progress(campaigns=[kept, new])
 
