@@ -26,6 +26,14 @@ def new_raw_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def bearer_parts(header: str) -> list[str] | None:
+    """The parts of an Authorization header that names the Bearer scheme, which is
+    case-insensitive (RFC 9110); None for another scheme, or a header of whitespace alone (a
+    no-break space counts as such), which carries no credentials."""
+    parts = header.split()
+    return parts if parts and parts[0].lower() == "bearer" else None
+
+
 # Every API request reads its key and the key's owner: one statement on the hot path
 # (feedback/rows.py), the owner's columns and the key's two side by side.
 _OWNER = Columns(User)
@@ -55,10 +63,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
-        parts = header.split()
-        # The scheme is case-insensitive (RFC 9110); a header of whitespace alone (a
-        # no-break space counts as such) carries no credentials.
-        if not parts or parts[0].lower() != self.keyword.lower():
+        parts = bearer_parts(header)
+        if parts is None:
             return None
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed(

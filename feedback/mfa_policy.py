@@ -31,6 +31,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django_htmx.http import HttpResponseClientRedirect
 
+from feedback.api_keys import bearer_parts
 from feedback.errors import error_body
 from feedback.models import User
 
@@ -47,9 +48,8 @@ def mfa_required(user: Any) -> bool:
 
 
 def _bearer(request: HttpRequest) -> bool:
-    # As the API reads the scheme (feedback/api_keys.py): case-insensitive (RFC 9110).
-    parts = str(request.META.get("HTTP_AUTHORIZATION", "")).split(None, 1)
-    return bool(parts) and parts[0].lower() == "bearer"
+    # As the API reads the scheme.
+    return bearer_parts(str(request.META.get("HTTP_AUTHORIZATION", ""))) is not None
 
 
 class MfaPolicyMiddleware:
