@@ -86,6 +86,22 @@ class TextField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class BoolField(serializers.BooleanField):
+    """true or false, and only that: DRF's BooleanField also takes "yes", "on", 1 and "t", where
+    a client sending those has sent the wrong thing (an item's `is_gold` is refused the same
+    way). A form-encoded body has no booleans, so there the words "true" and "false" stand for
+    them."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        if data in ("true", "false"):
+            return data == "true"
+        self.fail("invalid")
+
+
 class KnownFieldsOnly(serializers.Serializer[Any]):
     """Refuses a field it does not know with a 400 naming it: a misspelt field read as its
     default (`activ` on a heartbeat, `overlaps` on a campaign) would change something other
@@ -116,7 +132,7 @@ class CampaignInputSerializer(KnownFieldsOnly):
     overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
     required_skills = serializers.ListField(child=TextField(max_length=64), default=list)
     gold_rate = serializers.FloatField(min_value=0, max_value=0.5, default=0.0)
-    requires_qualification = serializers.BooleanField(default=False)
+    requires_qualification = BoolField(default=False)
     pay = serializers.DictField(required=False, default=dict)
     acceptance = serializers.ChoiceField(choices=Campaign.Acceptance.choices, default="auto")
     lease_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=30)

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
-from feedback.api import KnownFieldsOnly, TextField, _user
+from feedback.api import BoolField, KnownFieldsOnly, TextField, _user
 from feedback.selectors import campaign_get_for_user
 from reviews import services
 from reviews.models import Assignment, Review
@@ -89,7 +89,7 @@ class SkipInput(KnownFieldsOnly):
 
 class HeartbeatInput(KnownFieldsOnly):
     what = "heartbeat"
-    active = serializers.BooleanField(default=True)
+    active = BoolField(default=True)
 
 
 class NextView(APIView):

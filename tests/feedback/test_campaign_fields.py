@@ -47,3 +47,22 @@ def test_a_campaign_sent_back_as_get_gave_it_is_taken(api_for, engineer, pairwis
 
     assert patched.status_code == 200, patched.json()
     assert patched.json()["overlap"] == 2
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "on"])
+def test_requires_qualification_is_true_or_false_only(api_for, engineer, pairwise_campaign, value):
+    client = api_for(engineer)
+
+    patched = client.patch(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/",
+        {"requires_qualification": value, "name": "Renamed"},
+        format="json",
+    )
+
+    assert patched.status_code == 400
+    assert patched.json()["error"]["fields"] == {
+        "requires_qualification": ["Must be true or false."]
+    }
+    pairwise_campaign.refresh_from_db()
+    assert pairwise_campaign.requires_qualification is False
+    assert pairwise_campaign.name != "Renamed"

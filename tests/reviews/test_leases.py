@@ -242,6 +242,49 @@ def test_a_heartbeat_or_skip_with_a_field_it_does_not_know_is_a_400_naming_it(
     assert after.last_seen_at == before.last_seen_at
 
 
+@pytest.mark.parametrize("active", ["yes", "on", 1, 0, "1", "t", "False", []])
+def test_a_heartbeat_whose_active_is_not_true_or_false_is_a_400_and_changes_nothing(
+    api_for, expert, active
+):
+    """DRF's boolean took "yes", "on" and 1 as true: a client sending those has sent the wrong
+    thing, and an item's `is_gold` is refused the same way."""
+    campaign = CampaignFactory(overlap=1, lease_minutes=10)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    ends = timezone.now() + timedelta(seconds=5)
+    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    before = Assignment.objects.get(pk=assignment.pk)
+
+    res = api_for(expert).post(
+        f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": active}, "json"
+    )
+
+    assert res.status_code == 400, res.json()
+    assert res.json()["error"]["fields"] == {"active": ["Must be true or false."]}
+    after = Assignment.objects.get(pk=assignment.pk)
+    assert (after.lease_expires_at, after.last_seen_at, after.observed_seconds) == (
+        ends,
+        before.last_seen_at,
+        before.observed_seconds,
+    )
+
+
+@pytest.mark.parametrize(("active", "extended"), [("false", False), ("true", True)])
+def test_a_form_encoded_heartbeat_says_true_or_false_in_words(api_for, expert, active, extended):
+    campaign = CampaignFactory(overlap=1, lease_minutes=10)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    ends = timezone.now() + timedelta(seconds=5)
+    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+
+    res = api_for(expert).post(
+        f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": active}
+    )
+
+    assert res.status_code == 200, res.json()
+    assert (Assignment.objects.get(pk=assignment.pk).lease_expires_at > ends) is extended
+
+
 def test_a_heartbeat_on_an_expired_lease_is_409(api_for, expert):
     campaign = CampaignFactory(overlap=1)
     ItemFactory(campaign=campaign)
