@@ -305,6 +305,19 @@ def _check_content(upload: UploadedFile, fmt: str) -> None:
                 "The file is not Parquet (it does not start with PAR1).",
                 fields={"file": ["not a Parquet file"]},
             )
+        # A Parquet file ends with its footer and PAR1 again; a file cut short (a download or
+        # copy that stopped) does not, and not a row of it could be read.
+        size = upload.size or 0
+        upload.seek(max(0, size - 4))
+        tail = upload.read(4)
+        upload.seek(0)
+        if size < 12 or tail != b"PAR1":
+            raise UnsupportedMediaType(
+                "The file is not a whole Parquet file: it does not end with PAR1, as one does"
+                " after its footer (most often a download or copy that stopped). Send the whole"
+                " file.",
+                fields={"file": ["not a whole Parquet file (no PAR1 at its end)"]},
+            )
         return
     # A byte-order mark of UTF-16 (as Excel's "Unicode text" saves a file) or UTF-32.
     wide = next((name for bom, name in _WIDE_BOMS if head.startswith(bom)), None)

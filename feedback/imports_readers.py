@@ -792,11 +792,20 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
 
 def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[SourceRow]:
     """Parquet, one record batch at a time (a Hugging Face dataset saved with to_parquet)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     # Without pre_buffer, which pyarrow turns on by default: with it, iterating the batches
     # reads ahead the column chunks of every row group, the whole file in memory.
-    parquet = pq.ParquetFile(path_or_file, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER_BYTES)
+    try:
+        parquet = pq.ParquetFile(
+            path_or_file, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER_BYTES
+        )
+    except (pa.ArrowException, OSError) as exc:
+        # A file cut short (a download that stopped) has no footer: nothing of it can be read.
+        raise UnreadableFile(
+            {}, f"is not a readable Parquet file ({_arrow_problem(exc)})"
+        ) from None
     schema = parquet.schema_arrow
     columns = list(schema.names)
     mapping = mapping or ColumnMapping.detect(columns)
@@ -843,16 +852,35 @@ def _parquet_records(parquet: Any, columns: list[str]) -> Iterator[dict[str, Any
     """The rows of a Parquet file as Python, a record batch at a time. A batch never spans
     row groups (pyarrow's would: one of 2048 rows held 21 row groups of 100 images), and its
     rows are as many as PARQUET_BATCH_BYTES of its row group hold, by the file's metadata."""
+    import pyarrow as pa
+
+    done = 0  # rows read so far
     for index in range(parquet.num_row_groups):
         group = parquet.metadata.row_group(index)
         if not group.num_rows:
             continue
         rows = PARQUET_BATCH_BYTES * group.num_rows // max(group.total_byte_size, 1)
         batch_size = max(1, min(PARQUET_BATCH_ROWS, rows))
-        for batch in parquet.iter_batches(
-            batch_size=batch_size, row_groups=[index], columns=columns
-        ):
-            yield from batch.to_pylist()
+        batches = parquet.iter_batches(batch_size=batch_size, row_groups=[index], columns=columns)
+        while True:
+            try:
+                batch = next(batches, None)
+                records = batch.to_pylist() if batch is not None else []
+            except (pa.ArrowException, OSError) as exc:
+                # A damaged page: the rows from this batch on cannot be read.
+                raise UnreadableFile(
+                    {"row": done + 1, "row_group": index},
+                    f"is damaged there ({_arrow_problem(exc)})",
+                ) from None
+            if batch is None:
+                break
+            done += len(records)
+            yield from records
+
+
+def _arrow_problem(exc: BaseException) -> str:
+    """pyarrow's message on one line (some span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _BinaryValue(Exception):

@@ -556,6 +556,53 @@ def test_a_hugging_face_preference_dataset_saved_as_parquet(upload, pairwise_cam
     assert item.metadata == {"source": "math"}
 
 
+def _preference_table(rows: int) -> pa.Table:
+    return pa.table(
+        {
+            "prompt": [f"Question {n}? " + "x" * 200 for n in range(rows)],
+            "chosen": [f"A{n} " * 50 for n in range(rows)],
+            "rejected": [f"B{n} " * 50 for n in range(rows)],
+        }
+    )
+
+
+def test_a_parquet_file_cut_short_is_refused_at_once(upload):
+    """A download that stopped keeps the leading PAR1 but not the footer: the worker could not
+    read a row of it, and failed with pyarrow's words and no place."""
+    whole = parquet(_preference_table(40))
+
+    res, _ = upload("train-00000-of-00002.parquet", whole[: len(whole) // 2])
+
+    assert res.status_code == 415, res.json()
+    assert res.json()["error"]["fields"] == {
+        "file": ["not a whole Parquet file (no PAR1 at its end)"]
+    }
+    assert ImportJob.objects.count() == 0
+
+
+def test_a_damaged_page_of_a_parquet_file_names_the_row_and_imports_nothing(upload):
+    """A page whose compressed data is damaged: the rows of its row group from there on cannot
+    be read, so the import fails, whatever on_error says, naming the first of them."""
+    buffer = io.BytesIO()
+    pq.write_table(_preference_table(40), buffer, row_group_size=20, compression="snappy")
+    data = bytearray(buffer.getvalue())
+    column = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    # Past the page header, before the next column's: the compressed values themselves.
+    data[start + 30 : start + column.total_compressed_size - 8] = b"\xab" * (
+        column.total_compressed_size - 38
+    )
+
+    _res, status = upload("data.parquet", bytes(data), on_error="skip")
+
+    assert status["status"] == "failed", status
+    [error] = status["errors"]
+    assert (error["row"], error["row_group"], error["field"]) == (21, 1, "")
+    assert error["message"] == "is damaged there (Corrupt snappy compressed data.)"
+    assert status["message"].startswith("The file cannot be read at row 21, row_group 1:")
+    assert Item.objects.count() == 0
+
+
 def test_a_parquet_file_with_an_explicit_mapping(upload):
     table = pa.table(
         {
