@@ -238,6 +238,23 @@ def _refuse_unknown_parts(request: Request, known: frozenset[str], what: str) ->
             f" {', '.join(f'`{name}`' for name in sorted(known))}.",
             fields={name: [f"is not a part of {what}"] for name in unknown},
         )
+    # Each part but `images` once: of two `file` parts (two shards of a dataset) all but the
+    # last would be dropped without a word, as would a second `mapping` or `format`.
+    repeated = sorted(
+        name
+        for name in known - {"images"}
+        if len(request.POST.getlist(name)) + len(request.FILES.getlist(name)) > 1
+    )
+    if repeated:
+        raise ValidationFailed(
+            f"Parts sent more than once: {', '.join(repeated)}; {what} takes each once"
+            + (
+                " (one file per import: send each file in an import of its own)."
+                if "file" in repeated
+                else "."
+            ),
+            fields={name: [f"is sent more than once; {what} takes one"] for name in repeated},
+        )
 
 
 class ItemsCreateView(APIView):

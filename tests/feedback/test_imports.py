@@ -390,6 +390,38 @@ def test_a_misspelt_part_is_refused_not_ignored(upload, api_for, engineer, pairw
     assert Item.objects.count() == 0
 
 
+def test_two_files_or_two_mappings_in_one_import_are_refused(api_for, engineer, pairwise_campaign):
+    """Two `file` parts (a dataset's two shards) were taken as the last alone, the first
+    dropped without a word, and the import said it succeeded."""
+    client = api_for(engineer)
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/"
+
+    def shard(n: int) -> SimpleUploadedFile:
+        return SimpleUploadedFile(f"train-0000{n}-of-00002.jsonl", jsonl(item_object(n)))
+
+    two_files = client.post(url, {"file": [shard(0), shard(1)]}, format="multipart")
+    two_mappings = client.post(
+        url,
+        {
+            "file": SimpleUploadedFile("items.csv", b"q,a,b\nQ?,A,B\n"),
+            "mapping": ['{"prompt": "q"}', '{"prompt": "a"}'],
+        },
+        format="multipart",
+    )
+
+    assert two_files.status_code == 400
+    assert two_files.json()["error"]["fields"] == {
+        "file": ["is sent more than once; an import takes one"]
+    }
+    assert "one file per import" in two_files.json()["error"]["message"]
+    assert two_mappings.status_code == 400
+    assert two_mappings.json()["error"]["fields"] == {
+        "mapping": ["is sent more than once; an import takes one"]
+    }
+    assert ImportJob.objects.count() == 0
+    assert Item.objects.count() == 0
+
+
 @pytest.mark.parametrize("name", ["items.csv", "items.jsonl"])
 def test_a_file_whose_lines_end_with_cr_alone_is_refused_saying_so(upload, name):
     rows = (
