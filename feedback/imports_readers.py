@@ -645,9 +645,15 @@ def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield SourceRow(
-                {"line": line_no}, error=("", f"is not valid JSON: {_json_problem(exc)}")
-            )
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                # orjson says "str is not valid UTF-8: surrogates not allowed at column 1",
+                # wherever the byte is; the column here is the byte's, as for CSV.
+                problem = f"is not UTF-8 text ({bad.reason}) at column {bad.start + 1}"
+            else:
+                problem = f"is not valid JSON: {_json_problem(exc)}"
+            yield SourceRow({"line": line_no}, error=("", problem))
             continue
         if not isinstance(raw, dict):
             yield SourceRow({"line": line_no}, error=("", "must be a JSON object (one item)"))

@@ -99,6 +99,22 @@ def test_malformed_json_on_line_3_names_the_line_and_imports_nothing(upload):
     assert Response.objects.count() == 0
 
 
+def test_a_byte_that_is_not_utf8_in_a_jsonl_line_is_named_at_its_column(upload):
+    """orjson called it "str is not valid UTF-8: surrogates not allowed at column 1"; the byte
+    (Latin-1 é) is the 16th of its line."""
+    _res, status = upload("items.jsonl", jsonl(item_object(1), b'{"prompt": "caf\xe9"}'))
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "line": 2,
+            "field": "",
+            "message": "is not UTF-8 text (invalid continuation byte) at column 16",
+        }
+    ]
+    assert Item.objects.count() == 0
+
+
 def test_a_missing_prompt_and_a_response_that_is_not_a_string_name_line_and_field(upload):
     missing_prompt = {"external_id": "x", "responses": []}
     bad_text = item_object(3, responses=[{"model": "m", "text": 42}, {"model": "n", "text": "ok"}])
