@@ -654,7 +654,6 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             f"{' (stopped at the first ' + str(MAX_ERRORS_KEPT) + ')' if tally.stopped_early else ''}"
             "; nothing was imported. Fix them, or send on_error=skip to import the valid rows."
         )
-        tally.created = 0
     except UnreadableFile as exc:
         tally.refused(exc.location, "", exc.message)
         where = ", ".join(f"{key} {value}" for key, value in exc.location.items())
@@ -672,7 +671,6 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
         # Anything else (the database refusing a value, a file that cannot be read) fails
         # the job with the reason instead of leaving it running; the traceback is logged.
         logger.exception("import %s failed", job.pk)
-        tally.created = 0
         message = f"The import failed: {failure_reason(exc)}; nothing was imported."
     if not message and not tally.rows:
         # Only blank lines, a CSV header, an empty array: most likely not the file meant.
@@ -682,7 +680,10 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             " nothing was imported."
         )
     failed = bool(message)
-    if not failed:
+    if failed:
+        # Whatever was written rolled back.
+        tally.created = tally.without_responses = 0
+    else:
         message = (
             f"Imported {tally.created} item{'s' if tally.created != 1 else ''}"
             f"{f', skipped {tally.duplicates} duplicates' if tally.duplicates else ''}"
@@ -703,6 +704,9 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             )
     if progress is not None:
         progress.close()
+    # In the order of the file: a row's own errors are found as it is read, its clash with an
+    # earlier row's external_id once the rows before it are written.
+    tally.errors.sort(key=_file_order)
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.FAILED if failed else ImportJob.Status.SUCCEEDED,
         rows_read=tally.rows,
@@ -718,6 +722,16 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     )
     job.refresh_from_db()
     return job
+
+
+def _file_order(error: dict[str, Any]) -> int:
+    """Where an error is in its file: its line (JSONL), row (CSV, Parquet) or task (Label
+    Studio); 0, first, for an error of the whole file."""
+    for key in ("row", "line", "task"):
+        place = error.get(key)
+        if type(place) is int:
+            return place
+    return 0
 
 
 # Where a reader is when it gives up on a row: the row after the last it yielded.
@@ -880,7 +894,7 @@ def _prepare_chunks(
                     seen.note_external_id((raw or {}).get("external_id"))
             else:
                 ready = _check_row(raw, row.location, campaign, tally, plain, row.empty_responses)
-                if ready is not None and not (abort_on_error and tally.invalid):
+                if ready is not None:
                     chunk.append(ready)
                     chunk_bytes += len(ready.line) + sum(map(len, ready.response_lines))
         if abort_on_error and tally.invalid >= MAX_ERRORS_KEPT:
@@ -1088,7 +1102,11 @@ def _load_chunks(
                 with_images.append(checked)
         if seen is not None and with_images:
             seen.mark(with_images)
-        if ready and not (abort_on_error and tally.invalid):
+        if ready:
+            # Written even once a row was invalid and the import is to fail: its transaction
+            # rolls back all the same, and the rows after the first invalid one are checked
+            # against the ones before (an external_id given twice with other content) only
+            # once those are written, so the errors are all named in one pass.
             images = resolver if with_images else None
             _write_chunk(campaign, ready, tally, before_id, seen, writer_busy, copier, images)
         progress.report(tally.rows)
@@ -1445,7 +1463,7 @@ def _write_chunk(
     """Store the chunk's rows that are not duplicates. `images`, which stored the images of
     the chunk's rows, is told which rows are stored: the images they use stay."""
     keep = _dedupe(campaign, chunk, tally, before_id, seen, copier, writer_busy)
-    if not keep or (tally.invalid and tally.abort_on_error):
+    if not keep:
         return
     if images is not None:
         images.keep(r.item for r in keep)

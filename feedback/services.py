@@ -376,6 +376,7 @@ def items_parse_batch(
             "The body must be a JSON list of items.", fields={base: ["must be a list"]}
         )
     parsed: list[ItemInput] = []
+    valid: list[tuple[int, ItemInput]] = []
     fields: dict[str, list[str]] = {}
     for index, raw in enumerate(raw_items):
         errors: dict[str, list[str]] = {}
@@ -391,7 +392,11 @@ def items_parse_batch(
             fields.setdefault(key, []).extend(messages)
         if item is not None:
             parsed.append(item)
+            valid.append((index, item))
     if fields:
+        # The valid items' external_id conflicts too, so that one answer names every bad
+        # index, not the conflicts only once the rest is mended.
+        fields |= _external_id_conflicts(valid, base=base)
         bad = sorted({int(k.split("[", 1)[1].split("]", 1)[0]) for k in fields})
         raise ValidationFailed(
             f"{len(bad)} of {len(raw_items)} items are invalid (index {', '.join(map(str, bad[:20]))}"
@@ -399,6 +404,24 @@ def items_parse_batch(
             fields=fields,
         )
     return parsed
+
+
+def _external_id_conflicts(
+    items: list[tuple[int, ItemInput]], *, base: str = "items"
+) -> dict[str, list[str]]:
+    """Items (with their indexes in the batch) whose external_id an earlier one has with
+    other content: which of the two is right cannot be guessed."""
+    first: dict[str, tuple[int, str]] = {}  # external_id -> its first index and content
+    conflicts: dict[str, list[str]] = {}
+    for index, item in items:
+        if not item.external_id:
+            continue
+        earlier = first.setdefault(item.external_id, (index, item.content_hash))
+        if earlier[1] != item.content_hash:
+            conflicts[f"{base}[{index}].external_id"] = [
+                f"{item.external_id!r} is also the id of {base}[{earlier[0]}], with other content"
+            ]
+    return conflicts
 
 
 def items_add(
@@ -419,6 +442,11 @@ def items_add(
     """
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers add items.")
+    conflicts = _external_id_conflicts(list(enumerate(items)))
+    if conflicts:
+        raise ValidationFailed(
+            "Some external_ids name two different items; nothing was saved.", fields=conflicts
+        )
     duplicates: list[dict[str, Any]] = []
     hashes = {i.content_hash for i in items}
     ext_ids = {i.external_id for i in items if i.external_id}
@@ -438,27 +466,20 @@ def items_add(
         )
         keep: list[ItemInput] = []
         seen_hashes: dict[str, int] = {}  # content hash -> the first index with it
-        # external_id -> the first index with it and its content, whether that one was kept
-        # or skipped as a duplicate: a later item with that id and other content is an error.
-        seen_ext: dict[str, tuple[int, str]] = {}
-        conflicts: dict[str, list[str]] = {}
+        # external_id -> the first index with it (an item repeating it has the same content:
+        # conflicts were refused above)
+        seen_ext: dict[str, int] = {}
         for index, item in enumerate(items):
             reason = None
             first = seen_ext.get(item.external_id) if item.external_id else None
-            if first is not None and first[1] != item.content_hash:
-                # Which of two different items with one id is right cannot be guessed.
-                conflicts[f"items[{index}].external_id"] = [
-                    f"{item.external_id!r} is also the id of items[{first[0]}], with other content"
-                ]
-                continue
             if item.external_id and first is None:
-                seen_ext[item.external_id] = (index, item.content_hash)
+                seen_ext[item.external_id] = index
             if item.external_id and item.external_id in stored_ext:
                 reason = f"external_id {item.external_id!r} is already in the campaign"
             elif first is not None:
                 reason = (
                     f"external_id {item.external_id!r} appears earlier in this batch"
-                    f" (items[{first[0]}])"
+                    f" (items[{first}])"
                 )
             elif item.content_hash in stored_hashes:
                 reason = "the same prompt, context and responses are already in the campaign"
@@ -474,11 +495,6 @@ def items_add(
                 continue
             seen_hashes[item.content_hash] = index
             keep.append(item)
-        if conflicts:
-            raise ValidationFailed(
-                "Some external_ids name two different items; nothing was saved.",
-                fields=conflicts,
-            )
         created = items_store_orm(campaign, keep)
         if images is not None:
             images.keep(keep)

@@ -230,6 +230,35 @@ def test_an_external_id_repeated_with_other_content_names_the_line_and_imports_n
     assert Item.objects.count() == 0
 
 
+@pytest.mark.parametrize("chunk_items", [1, 1000])
+def test_an_invalid_row_does_not_hide_the_id_conflicts_after_it(upload, monkeypatch, chunk_items):
+    """All or nothing: rows after the first invalid one were no longer checked against each
+    other, so a conflict was named only once that row was mended and the file sent again."""
+    monkeypatch.setattr("feedback.imports.CHUNK_ITEMS", chunk_items)
+    no_prompt = {k: v for k, v in item_object(4).items() if k != "prompt"}
+    rows = [
+        {"prompt": ""},
+        item_object(2),
+        item_object(2, prompt="Same id, other text"),
+        no_prompt,
+    ]
+
+    _res, status = upload("items.jsonl", jsonl(*rows))
+
+    assert status["status"] == "failed"
+    assert [(e["line"], e["field"]) for e in status["errors"]] == [
+        (1, "prompt"),
+        (3, "external_id"),
+        (4, "prompt"),
+    ]
+    assert status["invalid"] == 3
+    assert status["created"] == 0
+    assert status["message"].startswith("3 invalid rows; nothing was imported.")
+    assert Item.objects.count() == 0
+    assert QueueEntry.objects.count() == 0
+    assert Response.objects.count() == 0
+
+
 def test_an_external_id_repeated_with_other_content_after_a_duplicate_row_is_an_error(upload):
     # Row 1 is skipped as a copy of a stored item's content, so it is not stored under its
     # id; row 2 has that id and other content, which of the two is meant cannot be guessed.

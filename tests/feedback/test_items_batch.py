@@ -166,6 +166,27 @@ def test_one_external_id_on_two_different_items_is_refused_when_the_first_is_a_d
     assert Item.objects.count() == 1
 
 
+def test_a_batch_with_an_invalid_item_names_the_id_conflicts_too(
+    api_for, engineer, pairwise_campaign
+):
+    """The conflict was found only once the invalid item was mended: two answers for one
+    batch's mistakes."""
+    other = {**GOOD, "prompt": "A different question"}
+    no_prompt = {k: v for k, v in GOOD.items() if k != "prompt"} | {"external_id": "pr-3"}
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [GOOD, other, no_prompt], format="json"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[1].external_id": ["'pr-1' is also the id of items[0], with other content"],
+        "items[2].prompt": ["is required"],
+    }
+    assert "2 of 3 items are invalid (index 1, 2)" in res.json()["error"]["message"]
+    assert Item.objects.count() == 0
+
+
 def test_repeats_within_a_batch_name_the_item_they_repeat(api_for, engineer, pairwise_campaign):
     no_id = {k: v for k, v in GOOD.items() if k != "external_id"}
     res = api_for(engineer).post(
