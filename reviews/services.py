@@ -694,6 +694,18 @@ def _as_response_id(
     return rid
 
 
+def _given(body: dict[str, Any], name: str, absent: Any) -> Any:
+    """The body's value for `name`, or `absent` when it is left out or null."""
+    value = body.get(name)
+    return absent if value is None else value
+
+
+def _holds_something(value: Any, kind: type) -> bool:
+    """Whether a field the campaign's kind does not take says anything: left out, null or an
+    empty value of its type (a client sending every field of a review) says nothing."""
+    return value is not None and not (isinstance(value, kind) and not value)
+
+
 def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> ReviewInput:
     """Check a submit body against the campaign kind, its rubric and the item's responses."""
     if not isinstance(body, dict):
@@ -706,7 +718,9 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
     rubric = {c["key"]: c for c in campaign.rubric}
 
     ratings: dict[str, dict[str, int]] = {}
-    raw_ratings = body.get("ratings") or {}
+    # Only a field left out or null is absent: `0`, `false` or `[]` where an object is asked
+    # for is the wrong thing sent, named as `5` would be.
+    raw_ratings = _given(body, "ratings", {})
     if not isinstance(raw_ratings, dict):
         fields["ratings"] = ["must map response ids to scores"]
         raw_ratings = {}
@@ -762,7 +776,7 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
                 or not 1 <= strength <= 3
             ):
                 fields["preference.strength"] = [f"must be 1, 2 or 3, got {strength!r}"]
-    elif preference:
+    elif _holds_something(preference, dict):
         fields["preference"] = [f"a {kind} campaign takes no preference"]
 
     ranking: list[int] = []
@@ -781,7 +795,7 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
                 and not any(k.startswith("ranking[") for k in fields)
             ):
                 fields["ranking"] = ["must list every response of the item exactly once"]
-    elif raw_ranking:
+    elif _holds_something(raw_ranking, list):
         fields["ranking"] = [f"a {kind} campaign takes no ranking"]
 
     correction_response = None
@@ -807,17 +821,17 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
                 fields["correction.text"] = [f"is longer than {MAX_CORRECTION} characters"]
             else:
                 correction_text = text
-    elif correction:
+    elif _holds_something(correction, dict):
         fields["correction"] = [f"a {kind} campaign takes no correction"]
 
-    rationale = body.get("rationale", "") or ""
+    rationale = _given(body, "rationale", "")
     if not isinstance(rationale, str):
         fields["rationale"] = ["must be a string"]
         rationale = ""
     elif len(rationale) > MAX_RATIONALE:
         fields["rationale"] = [f"is longer than {MAX_RATIONALE} characters"]
 
-    flags = body.get("flags", []) or []
+    flags = _given(body, "flags", [])
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
         fields["flags"] = ["must be a list of strings"]
         flags = []
@@ -835,7 +849,7 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
         fields["active_seconds"] = ["must be a non-negative integer"]
         active_seconds = None
 
-    pasted = body.get("pasted_chars") or {}
+    pasted = _given(body, "pasted_chars", {})
     if not isinstance(pasted, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pasted.values()
     ):

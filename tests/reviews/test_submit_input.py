@@ -93,6 +93,70 @@ def test_a_response_id_is_an_integer_or_its_digits_never_a_float_or_boolean(
     assert not Review.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra", "field"),
+    [
+        ("pairwise", {"rationale": 0}, "rationale"),
+        ("pairwise", {"rationale": False}, "rationale"),
+        ("pairwise", {"rationale": []}, "rationale"),
+        ("pairwise", {"flags": ""}, "flags"),
+        ("pairwise", {"flags": 0}, "flags"),
+        ("pairwise", {"flags": {}}, "flags"),
+        ("pairwise", {"ratings": []}, "ratings"),
+        ("pairwise", {"ratings": 0}, "ratings"),
+        ("pairwise", {"ratings": False}, "ratings"),
+        ("pairwise", {"pasted_chars": []}, "pasted_chars"),
+        ("pairwise", {"pasted_chars": 0}, "pasted_chars"),
+        ("pairwise", {"ranking": 0}, "ranking"),
+        ("pairwise", {"correction": 0}, "correction"),
+        ("pairwise", {"correction": ""}, "correction"),
+        ("rating", {"preference": 0}, "preference"),
+        ("rating", {"preference": False}, "preference"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_even_when_empty(claimed, kind, extra, field):
+    """`"rationale": 5` was a 400 naming it, `"rationale": 0` stored as no rationale: a value
+    read as absent for being falsy skipped the check of its type."""
+    client, payload = claimed(kind)
+    ids = [r["id"] for r in payload["item"]["responses"]]
+    base = {"preference": {"chosen": ids[0]}} if kind == "pairwise" else {}
+
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {**base, **extra},
+        format="json",
+    )
+
+    assert res.status_code == 400, res.json()
+    assert list(res.json()["error"]["fields"]) == [field]
+    assert not Review.objects.exists()
+    assert Assignment.objects.get(pk=payload["assignment"]["id"]).status == "claimed"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"rationale": None, "flags": None, "ratings": None, "pasted_chars": None},
+        {"ranking": None, "correction": None, "active_seconds": None},
+        {"ranking": [], "correction": {}, "ratings": {}, "flags": [], "pasted_chars": {}},
+    ],
+)
+def test_fields_left_null_or_empty_say_nothing(claimed, extra):
+    """A client that sends every field of a review, the ones its campaign does not use as null
+    or empty, is taken."""
+    client, payload = claimed("pairwise")
+    ids = [r["id"] for r in payload["item"]["responses"]]
+
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"preference": {"chosen": ids[0]}, **extra},
+        format="json",
+    )
+
+    assert res.status_code == 201, res.json()
+    assert (res.json()["rationale"], res.json()["flags"], res.json()["ranking"]) == ("", [], [])
+
+
 def test_response_ids_as_digit_strings_are_taken(claimed):
     client, payload = claimed("ranking")
     ids = [str(r["id"]) for r in payload["item"]["responses"]]
