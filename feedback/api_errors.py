@@ -12,7 +12,7 @@ from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from feedback.errors import DomainError, error_body
+from feedback.errors import Busy, DomainError, error_body
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -60,7 +60,10 @@ def django_limit_error(exc: Exception) -> tuple[dict[str, Any], int] | None:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
+        refusal = Response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
+        if isinstance(exc, Busy):
+            refusal["Retry-After"] = str(exc.retry_after_seconds)
+        return refusal
     refused = django_limit_error(exc)
     if refused is not None:
         return Response(refused[0], status=refused[1])

@@ -61,3 +61,12 @@ class PermissionDenied(DomainError):
 class Conflict(DomainError):
     code = "conflict"
     status = 409
+
+
+class Busy(DomainError):
+    """Not now: what was asked for is held by work still running. Answered 503 with
+    Retry-After, since asking again in a moment is the remedy."""
+
+    code = "busy"
+    status = 503
+    retry_after_seconds = 1

@@ -17,6 +17,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from feedback.errors import (
+    Busy,
     Conflict,
     NotFound,
     PermissionDenied,
@@ -417,12 +418,25 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
         # claims held them when looked at, so they were skipped. One may be this expert's own
         # (a double click, a second tab) on the last slot, not committed when this claim's
         # statements ran: it is this one's answer, found by the next attempt. Others' may be
-        # let go. "Nothing left" is said only once no such slot is left, or after the waits.
-        wait_ms = next(waits, None)
-        if wait_ms is None or not _held_slot_left(campaign_id=campaign.pk, expert_id=expert.pk):
+        # let go. "Nothing left" is said only once no such slot is left.
+        if not _held_slot_left(campaign_id=campaign.pk, expert_id=expert.pk):
             break
+        wait_ms = next(waits, None)
+        if wait_ms is None:
+            # Still held after the waits: a longer write holds them (an admin's change of
+            # the campaign's overlap, say, until it commits). Not "nothing left": try again.
+            live = _live_claim(campaign=campaign, expert=expert)
+            if live is not None:
+                return live
+            raise Busy(QUEUE_BUSY_MESSAGE, code="queue_busy")
         time.sleep(wait_ms / 1000)
     return _live_claim(campaign=campaign, expert=expert)
+
+
+QUEUE_BUSY_MESSAGE = (
+    "The items left for you are held for a moment by a change still being saved (an admin's"
+    " change to the campaign, say); ask again in a few seconds."
+)
 
 
 def _held_slot_left(*, campaign_id: int, expert_id: int) -> bool:
