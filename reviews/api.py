@@ -81,10 +81,15 @@ class SkipInput(KnownFieldsOnly):
         error_messages={
             "invalid_choice": '"{input}" is not a skip reason; one of: '
             + ", ".join(sorted(services.SKIP_REASONS))
-            + ' (with "other", say why in `note`).'
+            + ' (with "other", say why in `note`).',
+            "required": "is required: one of "
+            + ", ".join(sorted(services.SKIP_REASONS))
+            + ' (with "other", say why in `note`).',
         },
     )
-    note = TextField(required=False, allow_blank=True, default="", max_length=2000)
+    note = TextField(
+        required=False, allow_blank=True, default="", max_length=services.MAX_SKIP_NOTE
+    )
 
 
 class HeartbeatInput(KnownFieldsOnly):

@@ -43,6 +43,7 @@ SKIP_REASONS = {
 }
 FLAGS = {"unsafe", "pii", "off_topic", "all_wrong", "both_bad", "needs_expert"}
 MAX_RATIONALE = 20_000
+MAX_SKIP_NOTE = 2000
 HEARTBEAT_GAP_SECONDS = 120
 MAX_CORRECTION = 1_000_000
 
@@ -637,6 +638,13 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
         )
     if problem := unstorable(note):
         raise ValidationFailed(f"The note {problem}.", fields={"note": [problem]})
+    if len(note) > MAX_SKIP_NOTE:
+        # Refused, not cut: the page's form holds the note to this length, so a longer one
+        # was not typed there, and the API refuses it the same way.
+        raise ValidationFailed(
+            f"The note is longer than {MAX_SKIP_NOTE:,} characters.",
+            fields={"note": [f"Ensure this field has no more than {MAX_SKIP_NOTE} characters."]},
+        )
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         if assignment.status == Assignment.Status.SKIPPED:
@@ -646,7 +654,7 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
                 name
                 for name, stored, sent in (
                     ("reason", assignment.skip_reason, reason),
-                    ("note", assignment.skip_note, note[:2000]),
+                    ("note", assignment.skip_note, note),
                 )
                 if stored != sent
             ]
@@ -661,7 +669,7 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
         _ensure_live(assignment)
         assignment.status = Assignment.Status.SKIPPED
         assignment.skip_reason = reason
-        assignment.skip_note = note[:2000]
+        assignment.skip_note = note
         assignment.finished_at = timezone.now()
         assignment.save(update_fields=["status", "skip_reason", "skip_note", "finished_at"])
         if not assignment.is_gold:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -12,6 +13,7 @@ from feedback.models import QueueEntry, User
 from reviews import services, tasks
 from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
+from tests.reviews.pages import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -373,6 +375,42 @@ def test_an_unknown_skip_reason_is_told_the_reasons_there_are(api_for, expert):
     assert message.startswith('"nope" is not a skip reason; one of: ')
     assert all(reason in message for reason in services.SKIP_REASONS)
     assert Assignment.objects.get(pk=assignment.pk).status == "claimed"
+
+
+def test_a_skip_without_a_reason_is_told_the_reasons_there_are(api_for, expert):
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+
+    res = api_for(expert).post(f"/api/v1/assignments/{assignment.pk}/skip/", {}, "json")
+
+    assert res.status_code == 400
+    (message,) = res.json()["error"]["fields"]["reason"]
+    assert message.startswith("is required: one of ")
+    assert all(reason in message for reason in services.SKIP_REASONS)
+    assert Assignment.objects.get(pk=assignment.pk).status == "claimed"
+
+
+def test_a_skip_note_over_2000_characters_is_refused_on_the_page_too(expert):
+    """The page's skip cut the note to 2,000 characters without a word, where the API
+    refuses it."""
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+
+    page = client_for(expert).post(
+        reverse("review-skip", args=[assignment.pk]),
+        {"reason": "other", "note": "x" * 2001},
+        follow=True,
+    )
+
+    assert "The note is longer than 2,000 characters." in page.content.decode()
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert (stored.status, stored.skip_note) == ("claimed", "")
+    ok = services.assignment_skip(
+        assignment_id=assignment.pk, expert=expert, reason="other", note="y" * 2000
+    )
+    assert ok.skip_note == "y" * 2000
 
 
 def test_a_preference_without_its_choice_is_told_it_is_required(api_for, expert):
