@@ -231,6 +231,22 @@ class ColumnMapping:
         # Every column not used above goes into metadata, a `metadata` column's object merged.
         return cls(fields, responses, None, messages)
 
+    def filled_in(self, columns: list[str]) -> ColumnMapping:
+        """This mapping, with what it leaves out found among the columns it does not name, as
+        for a file without a mapping: `{"metadata": []}` still reads the prompt and the
+        responses by their names, `{"prompt": "q"}` still finds `chosen` and `rejected`."""
+        named = self.named_columns()
+        found = ColumnMapping.detect([c for c in columns if c not in named])
+        fields = {**found.fields, **self.fields}
+        messages = self.messages_column
+        if "prompt" not in self.fields:
+            if messages is not None:
+                fields.pop("prompt", None)  # the chat it names holds the prompt
+            else:
+                messages = found.messages_column
+        responses = self.responses if self.responses is not None else found.responses
+        return ColumnMapping(fields, responses, self.metadata_columns, messages)
+
     def used_columns(self) -> set[str]:
         """The columns that fill item fields other than metadata."""
         used = set(self.fields.values())
@@ -757,7 +773,7 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise MappingError("file", f"the header repeats the columns {dupes}")
-    mapping = mapping or ColumnMapping.detect(columns)
+    mapping = mapping.filled_in(columns) if mapping else ColumnMapping.detect(columns)
     mapping.check_columns(columns)
     row_no = 0
     while True:
@@ -814,7 +830,7 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
         ) from None
     schema = parquet.schema_arrow
     columns = list(schema.names)
-    mapping = mapping or ColumnMapping.detect(columns)
+    mapping = mapping.filled_in(columns) if mapping else ColumnMapping.detect(columns)
     named = mapping.named_columns()
     mapping.images_column = next(
         (

@@ -709,6 +709,57 @@ def test_a_parquet_file_with_an_explicit_mapping(upload):
     ]
 
 
+@pytest.mark.parametrize(
+    ("mapping", "kept"),
+    [
+        # Only the metadata was to be left out: the prompt column was then reported missing.
+        ({"metadata": []}, "nothing"),
+        # Only the prompt named: chosen and rejected went to metadata, no responses stored.
+        ({"prompt": "prompt"}, "metadata"),
+        ({"external_id": "src"}, "external_id"),
+    ],
+)
+def test_what_a_mapping_leaves_out_is_found_by_name_as_without_one(
+    upload, pairwise_campaign, mapping, kept
+):
+    table = pa.table({"prompt": ["Which?"], "chosen": ["Good"], "rejected": ["Bad"], "src": ["hh"]})
+
+    _res, status = upload("data.parquet", parquet(table), mapping=json.dumps(mapping))
+    _res, csv_status = upload(
+        "data.csv",
+        b"prompt,chosen,rejected,src\nOther?,Good,Bad,oa\n",
+        "text/csv",
+        mapping=json.dumps(mapping),
+    )
+
+    assert status["status"] == csv_status["status"] == "succeeded", (status, csv_status)
+    for prompt, src in (("Which?", "hh"), ("Other?", "oa")):
+        item = Item.objects.get(campaign=pairwise_campaign, prompt=prompt)
+        assert list(item.responses.order_by("position").values_list("model_name", "text")) == [
+            ("chosen", "Good"),
+            ("rejected", "Bad"),
+        ]
+        assert item.metadata == ({"src": src} if kept == "metadata" else {})
+        assert item.external_id == (src if kept == "external_id" else None)
+
+
+def test_a_mapping_naming_the_chat_column_leaves_the_prompt_to_it(upload, pairwise_campaign):
+    chat = [{"role": "user", "content": "Hi?"}]
+    table = pa.table(
+        {"question": ["Not this"], "dialog": [chat], "chosen": ["A"], "rejected": ["B"]}
+    )
+
+    _res, status = upload(
+        "data.parquet", parquet(table), mapping=json.dumps({"messages": "dialog"})
+    )
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(campaign=pairwise_campaign)
+    assert item.prompt == chat
+    assert item.metadata == {"question": "Not this"}
+    assert item.responses.count() == 2
+
+
 def test_a_mapping_that_names_a_missing_column_fails_clearly(upload):
     table = pa.table({"question": ["Q?"], "a": ["1"], "b": ["2"]})
     _res, status = upload(
