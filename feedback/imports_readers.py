@@ -289,29 +289,32 @@ class ColumnMapping:
         named = self.named_columns()
         return [c for c in columns if c in named]
 
-    def check_columns(self, columns: list[str]) -> None:
+    def check_columns(self, columns: list[str], *, within: str = "the file") -> None:
+        """Every column the mapping names is among `columns` (`within` says what they are)."""
         present = set(columns)
         for key, column in self.fields.items():
             if column not in present:
-                raise MappingError(f"mapping.{key}", f"column {column!r} is not in the file")
+                raise MappingError(f"mapping.{key}", f"column {column!r} is not in {within}")
         if isinstance(self.responses, str) and self.responses not in present:
-            raise MappingError("mapping.responses", f"column {self.responses!r} is not in the file")
+            raise MappingError("mapping.responses", f"column {self.responses!r} is not in {within}")
         if isinstance(self.responses, list):
             for index, r in enumerate(self.responses):
                 if r.column not in present:
                     raise MappingError(
-                        f"mapping.responses[{index}]", f"column {r.column!r} is not in the file"
+                        f"mapping.responses[{index}]", f"column {r.column!r} is not in {within}"
                     )
                 if r.model_column and r.model_column not in present:
                     raise MappingError(
                         f"mapping.responses[{index}].model_column",
-                        f"column {r.model_column!r} is not in the file",
+                        f"column {r.model_column!r} is not in {within}",
                     )
         for column in self.metadata_columns or ():
             if column not in present:
-                raise MappingError("mapping.metadata", f"column {column!r} is not in the file")
+                raise MappingError("mapping.metadata", f"column {column!r} is not in {within}")
         if self.messages_column and self.messages_column not in present:
-            raise MappingError("mapping.messages", f"column {self.messages_column!r} is missing")
+            raise MappingError(
+                "mapping.messages", f"column {self.messages_column!r} is not in {within}"
+            )
         if "prompt" not in self.fields and not self.messages_column:
             raise MappingError(
                 "mapping.prompt",
@@ -994,7 +997,11 @@ class _JsonArray:
                 # wherever the window ends, so it is reported without reading on.
                 cut_off = exc.pos >= len(self.buffer) - 16 or exc.msg.startswith("Unterminated")
                 if self.eof or not cut_off:
-                    raise UnreadableFile({"task": index}, f"is not valid JSON: {exc.msg}") from None
+                    # exc.msg alone ends "… starting at" for some errors: say where.
+                    where = f"character {exc.pos - self.pos + 1} of the task"
+                    raise UnreadableFile(
+                        {"task": index}, f"is not valid JSON: {exc.msg} ({where})"
+                    ) from None
             except ValueError as exc:
                 # An integer of more digits than Python converts (4,300 by default): the
                 # decoder cannot go past it, so the file cannot be read on.
@@ -1158,7 +1165,7 @@ def _label_studio_columns_missing(
     data: dict[str, Any], mapping: ColumnMapping
 ) -> tuple[str, str] | None:
     try:
-        mapping.check_columns(list(data))
+        mapping.check_columns(list(data), within="this task's data")
     except MappingError as exc:
-        return exc.key, exc.message
+        return exc.key, f"{exc.message} (its keys are {_keys_of(data)})"
     return None

@@ -535,6 +535,29 @@ def _task(n: int, **data: str) -> dict[str, Any]:
     return {"id": n, "data": {"prompt": f"Q{n}", "chosen": f"A{n}", "rejected": f"B{n}", **data}}
 
 
+def test_a_task_lacking_a_key_the_mapping_names_is_told_it_is_this_task(import_status):
+    """It said "column 'ans2' is not in the file", of a key the other tasks have."""
+    tasks = [
+        {"id": 1, "data": {"q": "Q1", "ans1": "A", "ans2": "B"}},
+        {"id": 2, "data": {"q": "Q2", "ans1": "A"}},
+    ]
+    mapping = {"prompt": "q", "responses": ["ans1", "ans2"]}
+
+    status = import_status(
+        "export.json", json.dumps(tasks).encode(), mapping=json.dumps(mapping), on_error="skip"
+    )
+
+    assert status["errors"] == [
+        {
+            "task": 2,
+            "task_id": "2",
+            "field": "mapping.responses[1]",
+            "message": "column 'ans2' is not in this task's data (its keys are q, ans1)",
+        }
+    ]
+    assert Item.objects.count() == 1
+
+
 def test_content_after_the_array_of_tasks_fails_the_import_naming_its_byte(import_status):
     first = json.dumps([_task(1), _task(2)]) + "\n"
     content = (first + json.dumps([_task(3)]) + "\n").encode()
@@ -568,8 +591,19 @@ def test_whitespace_after_the_array_of_tasks_is_fine(import_status):
         ("[" + json.dumps(_task(1)) + " " + json.dumps(_task(2)) + "]", 2, "expected ',' or ']'"),
         ("[" + json.dumps(_task(1)) + ",]", 2, "is not valid JSON: Expecting value"),
         ("[" + json.dumps(_task(1)), 2, "the JSON array is not closed"),
+        # An export cut short: Python's message alone ends "Unterminated string starting at".
+        (
+            '[{"id": 1, "data": {"text": "Wh',
+            1,
+            "is not valid JSON: Unterminated string starting at (character 28 of the task)",
+        ),
+        (
+            '[{"id": 1, "data": {"text": "a\tb"}}]',
+            1,
+            "is not valid JSON: Invalid control character at (character 30 of the task)",
+        ),
     ],
-    ids=["no comma", "trailing comma", "not closed"],
+    ids=["no comma", "trailing comma", "not closed", "cut short", "control character"],
 )
 def test_a_label_studio_array_that_is_not_json_names_the_task(content, task, message):
     rows = read_label_studio(io.BytesIO(content.encode()), None)
@@ -609,8 +643,10 @@ def test_a_malformed_label_studio_task_is_reported_without_reading_the_rest():
         list(read_label_studio(source, None))
 
     assert caught.value.location == {"task": 3}
+    # Where in the task: just after the comma that follows its last value.
     assert caught.value.message == (
         "is not valid JSON: Expecting property name enclosed in double quotes"
+        f" (character {len(tasks[2]) + 2} of the task)"
     )
     assert len(content) > 20_000_000
     assert source.bytes_read <= 1 << 20
