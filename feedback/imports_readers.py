@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from feedback.item_input import unstorable
+from feedback.item_input import FORMATS, MAX_MODEL, unstorable
 
 ITEM_FIELDS = ("external_id", "prompt", "context", "metadata", "priority", "is_gold", "gold_answer")
 # Source columns that hold JSON text in CSV (Parquet and JSON carry real values).
@@ -179,6 +179,22 @@ class ColumnMapping:
                 unknown = set(spec) - {"column", "model", "model_column", "format"}
                 if unknown:
                     raise MappingError(where, f"unknown keys {sorted(unknown)}")
+                # Checked here, before the file is stored: wrong, they would fail every row.
+                model = spec.get("model")
+                if model is not None and (not isinstance(model, str) or not model.strip()):
+                    raise MappingError(f"{where}.model", "must be a non-empty string")
+                if model is not None and len(model.strip()) > MAX_MODEL:
+                    raise MappingError(f"{where}.model", f"is longer than {MAX_MODEL} characters")
+                if spec.get("model_column") is not None and not isinstance(
+                    spec["model_column"], str
+                ):
+                    raise MappingError(f"{where}.model_column", "must be a column name")
+                fmt = spec.get("format")
+                if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
+                    raise MappingError(
+                        f"{where}.format",
+                        f"must be one of {', '.join(sorted(FORMATS))}, got {fmt!r}",
+                    )
                 out.append(
                     ResponseColumn(
                         column=spec["column"],

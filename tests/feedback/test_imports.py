@@ -760,6 +760,34 @@ def test_a_mapping_naming_the_chat_column_leaves_the_prompt_to_it(upload, pairwi
     assert item.responses.count() == 2
 
 
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        ({"column": "a", "model": 5}, "mapping.responses[0].model", "must be a non-empty string"),
+        ({"column": "a", "model": " "}, "mapping.responses[0].model", "must be a non-empty string"),
+        (
+            {"column": "a", "format": "html"},
+            "mapping.responses[0].format",
+            "must be one of code, diff, markdown, text, got 'html'",
+        ),
+        (
+            {"column": "a", "model_column": 3},
+            "mapping.responses[0].model_column",
+            "must be a column name",
+        ),
+    ],
+)
+def test_a_response_spec_of_a_mapping_is_checked_at_upload(upload, spec, field, message):
+    """Each such spec was taken, and then failed every row of the file in the worker."""
+    mapping = {"prompt": "q", "responses": [spec, "b"]}
+
+    res, _ = upload("data.csv", b"q,a,b\nQ?,A,B\n", "text/csv", mapping=json.dumps(mapping))
+
+    assert res.status_code == 400, res.json()
+    assert res.json()["error"]["fields"] == {field: [message]}
+    assert ImportJob.objects.count() == 0
+
+
 def test_a_mapping_that_names_a_missing_column_fails_clearly(upload):
     table = pa.table({"question": ["Q?"], "a": ["1"], "b": ["2"]})
     _res, status = upload(
