@@ -138,17 +138,18 @@ def _check_pixels(width: int, height: int) -> None:
         )
 
 
-def _check_frames(frames: int, width: int, height: int) -> None:
-    """Before a frame is decoded: `frames` (this one included) are within the limits. Each
-    costs the whole picture's pixels: Pillow draws a frame onto the one before it."""
+def _check_frames(frames: int, spent: int, width: int, height: int) -> None:
+    """Before a frame is decoded: `frames` (this one included), `spent` pixels in all, are
+    within the limits. Each costs the whole picture's pixels (`width` x `height` for this one):
+    Pillow draws a frame onto the one before it."""
     most, pixels = image_max_frames(), image_max_animation_pixels()
     if frames > most:
         raise ImageRejected(
             f"has more than {most:,} frames; an animation may have at most {most:,}"
         )
-    if frames * width * height > pixels:
+    if spent > pixels:
         raise ImageRejected(
-            f"has frames of {width}x{height} pixels, {frames * width * height:,} in its first "
+            f"has frames of {width}x{height} pixels, {spent:,} in its first "
             f"{frames:,}; an animation may have at most {pixels:,} pixels over all its frames"
         )
 
@@ -202,10 +203,19 @@ def image_check(data: bytes, *, budget: PixelBudget | None = None) -> tuple[str,
                 # into a 64th of the memory for pixels (a progressive one still holds all its
                 # coefficients, 2 bytes a sample). Other formats ignore draft().
                 full.draft(full.mode, (1, 1))
+                spent = 0
                 for number, frame in enumerate(ImageSequence.Iterator(full), start=1):
-                    _check_frames(number, width, height)
+                    # A GIF frame may reach past the size the file declares: Pillow then grows
+                    # the picture as it seeks to the frame, before decoding it, and draws that
+                    # frame and the later ones at the new size (a 1x1 GIF with a 9000x9000
+                    # frame is decoded as 81 million pixels). So the size is checked again.
+                    frame_width, frame_height = frame.size
+                    if (frame_width, frame_height) != (width, height):
+                        _check_pixels(frame_width, frame_height)
+                    spent += frame_width * frame_height
+                    _check_frames(number, spent, frame_width, frame_height)
                     if budget is not None:
-                        budget.spend(width * height)
+                        budget.spend(frame_width * frame_height)
                     frame.load()
                     if kind == "MPO":  # only its first picture is stored (image_metadata)
                         break

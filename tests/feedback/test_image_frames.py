@@ -149,3 +149,55 @@ def test_a_jpeg_of_many_exif_segments_is_refused_before_it_is_read():
     assert str(refused.value) == "has 5,000 EXIF segments; a JPEG may have at most 100"
     # A camera's single segment is taken.
     assert image_check(jpeg[:2] + segment + jpeg[2:])[0] == "image/jpeg"
+
+
+def _gif_growing_at_frame_two(side: int, frames: int) -> bytes:
+    """A GIF that says it is 1x1, whose first frame is 1x1 and whose later frames are
+    `side`x`side` at the corner, each of one colour: Pillow grows the picture to such a frame
+    as it reaches it, and decodes it at that size."""
+
+    def gif_of(size: int) -> bytes:
+        picture = Image.new("P", (size, size), 0)
+        picture.putpalette([0, 0, 0, 255, 255, 255])
+        out = io.BytesIO()
+        picture.save(out, format="GIF")
+        return out.getvalue()
+
+    big = gif_of(side)
+    start = big.index(b"\x2c", 13 + 6)  # the frame's descriptor, past the colour table
+    return gif_of(1)[:-1] + big[start:-1] * frames + b";"
+
+
+@pytest.mark.parametrize(
+    ("side", "frames", "message"),
+    [
+        (9000, 1, "is 9000x9000 pixels; at most 8192 pixels a side"),
+        (6000, 1, "is 6000x6000 pixels, 36,000,000 in all; an image may have at most 25,000,000"),
+        (
+            300,
+            20,
+            "has frames of 300x300 pixels, 1,080,001 in its first 13; an animation may have"
+            " at most 1,000,000 pixels over all its frames",
+        ),
+    ],
+)
+def test_a_gif_whose_later_frames_reach_past_its_size_is_held_to_the_limits(
+    api_for, engineer, pairwise_campaign, settings, side, frames, message
+):
+    """Declared 1x1, such a GIF passed every limit, counted as 1 pixel a frame, while each
+    frame was decoded at its own size (81 million pixels, about 1 GB and a second, for a
+    9000x9000 one of 60 KB)."""
+    settings.IMAGE_MAX_ANIMATION_PIXELS = 1_000_000
+    gif = _gif_growing_at_frame_two(side, frames)
+    with Image.open(io.BytesIO(gif)) as declared:
+        assert declared.size == (1, 1)
+
+    with pytest.raises(ImageRejected) as refused:
+        image_check(gif)
+    res = _send(api_for, engineer, pairwise_campaign, gif, "image/gif")
+
+    assert refused.value.args[0] == message
+    assert res.status_code == 400, res.json()
+    assert res.json()["error"]["fields"] == {"items[0].context.images[0]": [f"image {message}"]}
+    assert not Item.objects.exists()
+    assert not ItemImage.objects.exists()
