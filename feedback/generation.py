@@ -438,7 +438,9 @@ def _read_answer(
         "attempts": attempt,
         "finish_reason": _storable(finish_reason),
     }
-    if not isinstance(text, str) or not text:
+    # Whitespace alone is no text either: experts would be asked to judge a blank answer (a
+    # response pushed so is refused as empty).
+    if not isinstance(text, str) or not text.strip():
         said = f" (finish_reason: {_storable(finish_reason)})" if finish_reason else ""
         refusal = getattr(message, "refusal", None)
         if isinstance(refusal, str) and refusal:

@@ -122,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "nul": f"{model} answers:\u0000 {prompt}",
                 "surrogate": f"{model} answers:\ud800 {prompt}",
                 "rambles": "and so on " * 100_001,  # over a response's 1,000,000 characters
+                "blank": "  \n\n ",  # whitespace and nothing else
             }.get(model)
             answered_by = {
                 "nul-name": "nul\u0000name",

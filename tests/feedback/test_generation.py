@@ -530,6 +530,25 @@ def test_what_was_spent_on_answers_not_stored_is_counted(model_server, generate)
     assert status["cost_usd_micros"] == status["prompt_tokens"] * 1 + 2 * 7 * 2 > 0
 
 
+def test_an_answer_of_whitespace_alone_fails_its_item_and_opens_no_slot(model_server, generate):
+    """It was stored, and the item queued for experts to rate a blank answer."""
+    campaign = CampaignFactory(kind="rating", overlap=2)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["blank"]})
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "blank",
+            "message": "the model returned no text (finish_reason: stop)",
+        }
+    ]
+    assert not item.responses.exists()
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
+
+
 def test_a_job_that_fails_counts_the_answers_in_flight_when_it_failed(
     model_server, generate, responses_refused
 ):
