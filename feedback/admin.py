@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Count
 from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.urls import reverse
@@ -22,6 +23,7 @@ from feedback.item_input import (
     check_gold_answer,
     content_hash,
     in_storage_order,
+    responses_count_problem,
     stored_images,
     unstorable,
 )
@@ -173,6 +175,37 @@ def _settle_content_hash(item: Item, responses: list[Response]) -> None:
         )
 
 
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _refuse_changing_work(item: Item) -> None:
+    """An item experts hold or have judged keeps what they were given: its campaign, prompt,
+    context and responses (a review's ratings and choice name its responses, and a claim's
+    page shows them). Raise, naming that work, when it has any. An item with only skipped or
+    expired assignments may change, but not move: those stay in its campaign."""
+    if item._state.adding:
+        return
+    counts = dict(
+        item.assignments.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    live, submitted = counts.get("claimed", 0), counts.get("submitted", 0)
+    if live or submitted:
+        raise ValidationError(
+            f"Item {item.pk} has {_n(live, 'live claim')} and {_n(submitted, 'submitted review')}:"
+            " its campaign, prompt, context and responses are what experts were given and"
+            " judged, so they stay as they are. Add a new item instead (a live claim can be"
+            ' released: Assignments, "Release the selected claims").'
+        )
+    stored_campaign = Item.objects.filter(pk=item.pk).values_list("campaign_id", flat=True).first()
+    if counts and stored_campaign != item.campaign_id:
+        raise ValidationError(
+            f"Item {item.pk} has {_n(sum(counts.values()), 'skipped or expired assignment')} in"
+            " its campaign, which stay there: it cannot move to another campaign. Add it to"
+            " that one as a new item instead."
+        )
+
+
 def _item_content_changed(item: Item) -> bool:
     """Whether the item form changed what the content hash covers or where it must be unique."""
     if item._state.adding:
@@ -266,6 +299,11 @@ class ResponseFormSet(forms.BaseInlineFormSet):
         now = {f.instance.pk: tuple(getattr(f.instance, n) for n in hashed) for f in kept}
         if now == stored and not _item_content_changed(item):
             return
+        _refuse_changing_work(item)
+        campaign = Campaign.objects.filter(pk=item.campaign_id).first()
+        if campaign is not None and (problem := responses_count_problem(campaign, len(kept))):
+            # As the API refuses it: experts would be served a pair of one, or of three.
+            raise ValidationError(f"{problem[0].upper()}{problem[1:]}.")
         # Stored order: by position, then id (new ones after, in the form's order).
         ordered = sorted(
             (f.instance for f in kept),
@@ -402,6 +440,7 @@ class ItemForm(forms.ModelForm):
             if name in cleaned:
                 setattr(item, name, cleaned[name])
         if _item_content_changed(item):
+            _refuse_changing_work(item)
             stored = list(item.responses.order_by("position", "id")) if item.pk else []
             _settle_content_hash(item, stored)
         return cleaned

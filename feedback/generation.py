@@ -760,7 +760,12 @@ def _store(
             for position, o in in_storage_order(list(enumerate(outcomes)))
         )
         if not item.is_gold:
-            QueueEntry.objects.filter(pk=item_id).update(open_slots=overlap)
+            # Overlap less live work, as everywhere (none is expected: an item without
+            # responses cannot be claimed, and one with work keeps its responses).
+            live = item.assignments.filter(
+                status__in=["claimed", "submitted"], is_gold=False
+            ).count()
+            QueueEntry.objects.filter(pk=item_id).update(open_slots=overlap - live)
         GenerationJob.objects.filter(pk=job.pk).update(
             responses_created=F("responses_created") + len(outcomes)
         )

@@ -345,6 +345,18 @@ def _shown(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
+def responses_count_problem(campaign: Campaign, count: int) -> str | None:
+    """Why an item of the campaign cannot have `count` responses (none: it waits for them)."""
+    low, high = campaign.responses_wanted
+    if count == 0 or (low <= count and (high is None or count <= high)):
+        return None
+    wanted = f"exactly {low}" if low == high else f"at least {low}"
+    return (
+        f"a {campaign.kind} campaign needs {wanted} responses per item (or none, to generate"
+        f" them), got {count}"
+    )
+
+
 def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[str, list[str]]]:
     """Validate one item object. Returns (item, {}) or (None, {field path: [messages]})."""
     errors: dict[str, list[str]] = {}
@@ -449,14 +461,9 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         gold_answer = _integral_positions(gold_answer)
 
     if raw_responses and not errors:
-        low, high = campaign.responses_wanted
-        count = len(raw_responses)
-        if count < low or (high is not None and count > high):
-            wanted = f"exactly {low}" if low == high else f"at least {low}"
-            errors.setdefault("responses", []).append(
-                f"a {campaign.kind} campaign needs {wanted} responses per item (or none, "
-                f"to generate them), got {count}"
-            )
+        problem = responses_count_problem(campaign, len(raw_responses))
+        if problem:
+            errors.setdefault("responses", []).append(problem)
 
     if not errors:
         _check_storable(raw, errors)

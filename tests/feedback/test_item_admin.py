@@ -55,7 +55,7 @@ def _response(n: int, *, model_name: str, text: str, position: int) -> dict:
     }
 
 
-def edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes) -> None:
+def _post_edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes):
     """Post the change form of a stored item as a browser does: its responses as they are
     (line breaks sent as CRLF, as browsers send a textarea's), `new_responses` added (at the
     positions after them), and `changes` to any field of the form."""
@@ -82,7 +82,12 @@ def edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes) 
         "external_id": item.external_id or "",
         **changes,
     }
-    page = client.post(f"/admin/feedback/item/{item.pk}/change/", data)
+    return client.post(f"/admin/feedback/item/{item.pk}/change/", data)
+
+
+def edit(client, item: Item, *, new_responses: tuple[str, ...] = (), **changes) -> None:
+    """The change form posted (see _post_edit), and saved."""
+    page = _post_edit(client, item, new_responses=new_responses, **changes)
     assert page.status_code == 302, page.content.decode()[:3000]
     item.refresh_from_db()
 
@@ -264,7 +269,7 @@ def test_responses_typed_in_the_admin_get_ids_in_a_random_order_and_keep_their_p
 
 
 def test_new_responses_left_at_one_position_are_numbered_in_the_form_order(admin_mfa_client):
-    campaign = CampaignFactory(overlap=1)
+    campaign = CampaignFactory(kind="ranking", overlap=1)
     data = form(campaign.pk, prompt="Tied", priority=0, responses=["A", "B", "C"])
     data |= {f"responses-{n}-position": 0 for n in range(3)}
     page = admin_mfa_client.post(ADD, data)
@@ -340,7 +345,7 @@ def _hash_of(item: Item) -> str:
 
 
 def test_a_response_added_in_the_admin_is_hashed_with_the_others_by_position(admin_mfa_client):
-    campaign = CampaignFactory(overlap=1)
+    campaign = CampaignFactory(kind="ranking", overlap=1)
     data = form(campaign.pk, prompt="Which?", priority=0, responses=["A", "B"])
     assert admin_mfa_client.post(ADD, data).status_code == 302
     item = Item.objects.get(campaign=campaign)
@@ -437,7 +442,7 @@ def test_response_images_that_are_not_stored_images_are_a_form_error(admin_mfa_c
 def test_context_and_metadata_left_blank_are_empty_objects_and_others_are_errors(
     admin_mfa_client,
 ):
-    campaign = CampaignFactory(overlap=1)
+    campaign = CampaignFactory(kind="rating", overlap=1)
     data = form(campaign.pk, prompt="Blank", priority=0, responses=["A"])
     data |= {"context": "", "metadata": ""}
     page = admin_mfa_client.post(ADD, data)
@@ -525,3 +530,77 @@ def test_an_item_added_while_an_import_writes_into_its_campaign_is_a_form_error(
     assert page.status_code == 200
     assert f"Import {running.pk} is writing items into this campaign" in page.content.decode()
     assert not Item.objects.filter(campaign=campaign).exists()
+
+
+@pytest.mark.parametrize(("kind", "texts"), [("pairwise", ["A"]), ("pairwise", ["A", "B", "C"])])
+def test_responses_too_few_or_too_many_for_the_campaign_kind_are_a_form_error(
+    admin_mfa_client, kind, texts
+):
+    """The API refuses them; the admin stored them, and the next claim served a pair of one."""
+    campaign = CampaignFactory(kind=kind, overlap=1)
+
+    page = admin_mfa_client.post(
+        ADD, form(campaign.pk, prompt="Which?", priority=0, responses=texts)
+    )
+
+    assert page.status_code == 200
+    assert (
+        f"A pairwise campaign needs exactly 2 responses per item (or none, to generate them),"
+        f" got {len(texts)}." in page.content.decode()
+    )
+    assert not Item.objects.filter(campaign=campaign).exists()
+
+
+@pytest.mark.parametrize("work", ["claimed", "submitted"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": '"Another question"'},
+        {"responses-0-text": "Another answer"},
+        {"responses-0-DELETE": "on"},
+        "campaign",
+    ],
+    ids=["prompt", "response text", "response deleted", "campaign"],
+)
+def test_an_item_with_a_claim_or_a_review_keeps_its_content_and_campaign(
+    admin_mfa_client, work, change
+):
+    """Its responses deleted under a review, the item went back to the queue through
+    generation or an expiry and was over-filled; moved, its claim was submitted into the old
+    campaign."""
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    other = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=1)
+    expert = UserFactory(role=User.Role.EXPERT)
+    assignment = reviews.assignment_claim(campaign=campaign, expert=expert)
+    if work == "submitted":
+        reviews.review_submit(
+            assignment_id=assignment.pk,
+            expert=expert,
+            body={"ratings": {str(assignment.response_order[0]): {}}},
+        )
+    before = (item.prompt, list(item.responses.values_list("pk", "text")), item.campaign_id)
+    changes = {"campaign": other.pk} if change == "campaign" else change
+
+    page = _post_edit(admin_mfa_client, item, **changes)
+
+    assert page.status_code == 200
+    said = page.content.decode()
+    assert f"Item {item.pk} has {1 if work == 'claimed' else 0} live claim" in said
+    item.refresh_from_db()
+    assert (item.prompt, list(item.responses.values_list("pk", "text")), item.campaign_id) == before
+    assert QueueEntry.objects.get(pk=item.pk).open_slots == 0
+
+
+def test_an_item_whose_claim_was_released_may_change_but_not_move(admin_mfa_client):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    other = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=1)
+    stuck = reviews.assignment_claim(campaign=campaign, expert=UserFactory(role=User.Role.EXPERT))
+    assert reviews.assignments_release(assignment_ids=[stuck.pk]) == 1
+
+    moved = _post_edit(admin_mfa_client, item, campaign=other.pk)
+    assert moved.status_code == 200
+    assert "1 skipped or expired assignment in its campaign" in moved.content.decode()
+    edit(admin_mfa_client, item, prompt='"A clearer question"')
+    assert (item.prompt, item.campaign_id) == ("A clearer question", campaign.pk)
