@@ -31,24 +31,35 @@ class AssignmentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Release the selected claims (their slots go back to the queue)")
     def release_claims(self, request: HttpRequest, queryset: QuerySet[Assignment]) -> None:
-        released = services.assignments_release(
-            assignment_ids=list(queryset.values_list("pk", flat=True))
-        )
-        self.message_user(
-            request,
-            f"Released {released} of the {len(queryset)} selected; only live claims are released.",
-            messages.SUCCESS,
-        )
+        selected = list(queryset.values_list("pk", "status"))
+        released = services.assignments_release(assignment_ids=[pk for pk, _ in selected])
+        message = f"Released {released} of the {len(selected)} selected."
+        # The others, by what they were when selected: submitted, skipped or expired already.
+        left = [(pk, status) for pk, status in selected if status != Assignment.Status.CLAIMED]
+        if left:
+            shown = ", ".join(f"{pk} ({status})" for pk, status in left[:20])
+            more = f" and {len(left) - 20} more" if len(left) > 20 else ""
+            message += f" Not live claims, left as they are: {shown}{more}."
+        self.message_user(request, message, messages.SUCCESS if released else messages.WARNING)
 
 
 @admin.register(Review)
 class ReviewAdmin(admin.ModelAdmin):
+    """Reviews are read here, never written (DESIGN.md invariant 4): one made by hand would
+    not be its assignment's, and one deleted would leave its assignment submitted, holding
+    its slot. A lead's change of a verdict is a new, superseding row, made on the lead's page."""
+
     list_display = ["id", "campaign", "item", "expert", "verdict", "created_at"]
     list_filter = ["verdict", "campaign"]
     list_select_related = ["campaign", "item", "expert"]
     raw_id_fields = ["assignment", "item", "expert", "supersedes", "chosen", "correction_response"]
     show_full_result_count = False  # as for assignments
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
     def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
-        # A submitted review is never edited; a lead's change is a new, superseding row.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
         return False

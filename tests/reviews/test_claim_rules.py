@@ -7,7 +7,7 @@ import pytest
 
 from feedback.models import Campaign, QueueEntry
 from reviews import services
-from reviews.models import Assignment
+from reviews.models import Assignment, Review
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.mfa_fixtures import (  # noqa: F401
     admin_mfa_client_fixture,
@@ -85,6 +85,47 @@ def test_an_admin_releases_a_stuck_claim_and_cannot_edit_or_delete_assignments(
     assert change.status_code == 200
     assert 'name="status"' not in change.content.decode()
     assert admin_mfa_client.get(f"/admin/reviews/assignment/{stuck.pk}/delete/").status_code == 403
+
+
+def test_an_admin_reads_reviews_and_cannot_add_or_delete_them(admin_mfa_client, expert):
+    """A review added by hand was saved against another assignment's campaign and expert; one
+    deleted left its assignment submitted, holding its slot."""
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    review, _ = services.review_submit(
+        assignment_id=assignment.pk,
+        expert=expert,
+        body={"preference": {"chosen": assignment.response_order[0]}},
+    )
+
+    assert admin_mfa_client.get("/admin/reviews/review/").status_code == 200
+    assert admin_mfa_client.get(f"/admin/reviews/review/{review.pk}/change/").status_code == 200
+    assert admin_mfa_client.get("/admin/reviews/review/add/").status_code == 403
+    assert admin_mfa_client.get(f"/admin/reviews/review/{review.pk}/delete/").status_code == 403
+    deleted = admin_mfa_client.post(f"/admin/reviews/review/{review.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 403
+    assert Review.objects.filter(pk=review.pk).exists()
+
+
+def test_the_release_action_names_what_it_left_alone(admin_mfa_client, expert, other_expert):
+    campaign = CampaignFactory(overlap=2)
+    ItemFactory(campaign=campaign)
+    done = services.assignment_claim(campaign=campaign, expert=expert)
+    _answer(done, expert)
+    stuck = services.assignment_claim(campaign=campaign, expert=other_expert)
+
+    page = admin_mfa_client.post(
+        "/admin/reviews/assignment/",
+        {"action": "release_claims", "_selected_action": [done.pk, stuck.pk]},
+        follow=True,
+    )
+
+    assert (
+        f"Released 1 of the 2 selected. Not live claims, left as they are: {done.pk} (submitted)."
+        in page.content.decode()
+    )
+    assert Assignment.objects.get(pk=stuck.pk).status == "expired"
 
 
 def test_releasing_leaves_what_is_not_a_live_claim_alone(expert):
