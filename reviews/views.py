@@ -392,4 +392,7 @@ def campaign_reviews(request: HttpRequest, campaign_id: int) -> HttpResponse:
         .order_by("-created_at", "-id")
     )
     page = Paginator(reviews, 25).get_page(request.GET.get("page"))
-    return render(request, "reviews/campaign_reviews.html", {"campaign": campaign, "page": page})
+    # A lead reviews items too, blind: an item's external_id may name the models compared or
+    # say "gold", so leads see items by number, as on the history page; admins by both.
+    context = {"campaign": campaign, "page": page, "show_external_ids": user.manages_campaigns}
+    return render(request, "reviews/campaign_reviews.html", context)

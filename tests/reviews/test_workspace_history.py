@@ -83,6 +83,24 @@ def test_leads_and_admins_read_a_campaigns_reviews_with_rationales(expert, role)
     assert expert.email in html
 
 
+@pytest.mark.parametrize(("role", "shown"), [("lead", False), ("admin", True)])
+def test_the_lead_page_names_items_by_number_and_only_admins_by_external_id(expert, role, shown):
+    """A lead reviews items too, blind: the external_id an engineer gave may name the models
+    compared, or say "gold"."""
+    campaign = CampaignFactory(kind="pairwise")
+    review = _review(campaign, expert, "Reasons")
+    review.item.external_id = "gold-gpt-vs-claude-17"
+    review.item.save(update_fields=["external_id"])
+    reader = UserFactory(role=role)
+    if role == "admin":
+        TOTP.activate(reader, generate_totp_secret())
+
+    html = client_for(reader).get(reverse("campaign-reviews", args=[campaign.pk])).content.decode()
+
+    assert f"#{review.item_id}" in html
+    assert ("gold-gpt-vs-claude-17" in html) is shown
+
+
 @pytest.mark.parametrize("role", [User.Role.EXPERT, User.Role.ENGINEER])
 def test_an_outsider_to_adjudication_gets_403_on_the_lead_page(expert, role):
     campaign = CampaignFactory(kind="pairwise")
