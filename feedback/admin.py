@@ -57,8 +57,26 @@ class UserAdmin(BaseUserAdmin):
     )
 
 
+class ExpertProfileForm(forms.ModelForm):
+    class Meta:
+        model = ExpertProfile
+        fields = "__all__"  # noqa: DJ007 (ExpertProfileAdmin decides which it shows)
+
+    def clean_skills(self) -> list[str]:
+        """A list of skill names, kept as add_user keeps them (stripped, each once, sorted):
+        claims compare them with a campaign's required skills, and anything else (a number,
+        one string, null) broke every claim and page of the expert."""
+        skills = self.cleaned_data.get("skills")
+        if skills is None:
+            return []
+        if not isinstance(skills, list) or not all(isinstance(s, str) for s in skills):
+            raise ValidationError('Must be a JSON list of skill names, as ["law", "python"].')
+        return sorted({s.strip() for s in skills if s.strip()})
+
+
 @admin.register(ExpertProfile)
 class ExpertProfileAdmin(admin.ModelAdmin):
+    form = ExpertProfileForm
     list_display = ["user", "trust_score"]
     search_fields = ["user__email"]
     exclude = ["payout_details"]
