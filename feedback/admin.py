@@ -377,13 +377,47 @@ class CampaignForm(forms.ModelForm):
         return cleaned
 
 
+class KeepsWork:
+    """Deleting in the admin an item or campaign experts were given work in would delete
+    that work (assignments, and with them reviews), which the admin never deletes (each holds
+    a queue slot; a review is what an expert was paid for). Django then says only that the
+    account lacks the permission to delete "assignment"; the delete page says instead how
+    much work there is and that it is kept."""
+
+    work_of = ""  # the assignments' link to the object deleted: "item" or "campaign"
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        from reviews.models import Assignment
+
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(  # type: ignore[misc]
+            objs, request
+        )
+        pks = [obj.pk for obj in objs]
+        statuses = dict(
+            Assignment.objects.filter(**{f"{self.work_of}__in": pks})
+            .values("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
+        if statuses:
+            said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
+            protected = [
+                *protected,
+                f"{_n(sum(statuses.values()), 'assignment')} ({said}): the work experts were"
+                f" given here is kept, so this {self.work_of} cannot be deleted",
+            ]
+            perms_needed = set()
+        return deleted, counts, perms_needed, protected
+
+
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(KeepsWork, admin.ModelAdmin):
     """A change goes through campaign_update, as the API's does: a new overlap moves the queue
     slots of the campaign's items. What the API does not change (the kind, the slug, who made
     it and when) is read-only once the campaign is made."""
 
     form = CampaignForm
+    work_of = "campaign"
     list_display = ["name", "kind", "status", "overlap", "acceptance", "created_at"]
     list_filter = ["kind", "status"]
     search_fields = ["name", "slug"]
@@ -465,8 +499,9 @@ class ItemForm(forms.ModelForm):
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(KeepsWork, admin.ModelAdmin):
     form = ItemForm
+    work_of = "item"
     formfield_overrides = JSON_FIELDS
     list_display = ["id", "campaign", "external_id", "priority", "is_gold", "open_slots"]
     list_filter = ["campaign", "is_gold"]

@@ -604,3 +604,35 @@ def test_an_item_whose_claim_was_released_may_change_but_not_move(admin_mfa_clie
     assert "1 skipped or expired assignment in its campaign" in moved.content.decode()
     edit(admin_mfa_client, item, prompt='"A clearer question"')
     assert (item.prompt, item.campaign_id) == ("A clearer question", campaign.pk)
+
+
+def test_deleting_an_item_or_campaign_with_work_says_what_work_is_kept(admin_mfa_client):
+    """Django said only that the account lacks the permission to delete "assignment"."""
+    campaign = CampaignFactory(overlap=2)
+    item = ItemFactory(campaign=campaign)
+    spare = ItemFactory(campaign=campaign)
+    done = reviews.assignment_claim(campaign=campaign, expert=UserFactory())
+    _answer(done, done.expert)
+    reviews.assignment_claim(campaign=campaign, expert=UserFactory())
+
+    for url in (
+        f"/admin/feedback/item/{item.pk}/delete/",
+        f"/admin/feedback/campaign/{campaign.pk}/delete/",
+    ):
+        page = admin_mfa_client.post(url, {"post": "yes"})
+        said = page.content.decode()
+        assert page.status_code == 200
+        assert (
+            "2 assignments (1 claimed, 1 submitted): the work experts were given here is kept"
+            in said
+        )
+        assert "permission" not in said
+    assert Item.objects.filter(pk=item.pk).exists()
+
+    assert (
+        admin_mfa_client.post(
+            f"/admin/feedback/item/{spare.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 302
+    )
+    assert not Item.objects.filter(pk=spare.pk).exists()
