@@ -120,6 +120,16 @@ def _ago(seconds: int) -> datetime:
     return timezone.now() - timedelta(seconds=seconds)
 
 
+def _claimed_ending_soon(expert: User) -> tuple[Assignment, datetime]:
+    """The expert's claim on a campaign of 10-minute leases, its lease ending in 5 s."""
+    campaign = CampaignFactory(overlap=1, lease_minutes=10)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    ends = timezone.now() + timedelta(seconds=5)
+    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    return assignment, ends
+
+
 def _beat(api: APIClient, assignment: Assignment, *, active: bool) -> None:
     res = api.post(f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": active}, "json")
     assert res.status_code == 200
@@ -195,11 +205,7 @@ def test_a_claim_whose_beats_a_server_before_last_beat_active_counted_keeps_that
 
 
 def test_an_idle_heartbeat_does_not_extend_the_lease(api_for, expert):
-    campaign = CampaignFactory(overlap=1, lease_minutes=10)
-    ItemFactory(campaign=campaign)
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    ends = timezone.now() + timedelta(seconds=5)
-    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    assignment, ends = _claimed_ending_soon(expert)
 
     res = api_for(expert).post(
         f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": False}, "json"
@@ -223,11 +229,7 @@ def test_a_heartbeat_or_skip_with_a_field_it_does_not_know_is_a_400_naming_it(
 ):
     """A misspelt `active` was read as the default, an active beat: the lease grew and the
     time was counted as work while the client meant idle."""
-    campaign = CampaignFactory(overlap=1, lease_minutes=10)
-    ItemFactory(campaign=campaign)
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    ends = timezone.now() + timedelta(seconds=5)
-    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    assignment, ends = _claimed_ending_soon(expert)
     before = Assignment.objects.get(pk=assignment.pk)
 
     res = api_for(expert).post(f"/api/v1/assignments/{assignment.pk}/{action}/", body, "json")
@@ -250,11 +252,7 @@ def test_a_heartbeat_whose_active_is_not_true_or_false_is_a_400_and_changes_noth
 ):
     """DRF's boolean took "yes", "on" and 1 as true: a client sending those has sent the wrong
     thing, and an item's `is_gold` is refused the same way."""
-    campaign = CampaignFactory(overlap=1, lease_minutes=10)
-    ItemFactory(campaign=campaign)
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    ends = timezone.now() + timedelta(seconds=5)
-    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    assignment, ends = _claimed_ending_soon(expert)
     before = Assignment.objects.get(pk=assignment.pk)
 
     res = api_for(expert).post(
@@ -273,11 +271,7 @@ def test_a_heartbeat_whose_active_is_not_true_or_false_is_a_400_and_changes_noth
 
 @pytest.mark.parametrize(("active", "extended"), [("false", False), ("true", True)])
 def test_a_form_encoded_heartbeat_says_true_or_false_in_words(api_for, expert, active, extended):
-    campaign = CampaignFactory(overlap=1, lease_minutes=10)
-    ItemFactory(campaign=campaign)
-    assignment = services.assignment_claim(campaign=campaign, expert=expert)
-    ends = timezone.now() + timedelta(seconds=5)
-    Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=ends)
+    assignment, ends = _claimed_ending_soon(expert)
 
     res = api_for(expert).post(
         f"/api/v1/assignments/{assignment.pk}/heartbeat/", {"active": active}
