@@ -124,7 +124,13 @@ def draft_from_post(post: QueryDict) -> dict[str, Any]:
     if problems:
         named = "; ".join(f"{name} {found[0]}" for name, found in sorted(problems.items()))
         raise ValidationFailed(f"The draft was not saved: {named}.", fields=problems)
-    return {"fields": fields, "saved_at": timezone.now().isoformat()}
+    draft: dict[str, Any] = {"fields": fields, "saved_at": timezone.now().isoformat()}
+    # The page's mark of a draft sent as it was left (static/js/app.js): the next page shown
+    # compares it with its own to tell whether it was made before that draft was stored.
+    token = post.get("draft_token", "")
+    if token and len(token) <= 64 and not unstorable(token):
+        draft["token"] = token
+    return draft
 
 
 # --- the item -----------------------------------------------------------------

@@ -234,6 +234,7 @@
         setStatus("Draft not saved (the server answered with another page); retrying");
       } else if (response.ok) {
         state.savedEdits = edits;
+        remember(SENT_KEY + id, null);  // what is stored now is newer than any draft sent before
         signedInAgain();
         setStatus("Draft saved at " + clock(new Date()));
       } else if (response.status === 409 || response.status === 404) {
@@ -256,14 +257,50 @@
   }
   setInterval(saveDraft, DRAFT_EVERY_MS);
 
+  // A draft sent as the page is left (a reload, a link) may reach the server after the next
+  // page was made from the draft before it: that page would show the older answer, and its
+  // autosave would store it over the newer one. So the draft sent carries a token, kept in
+  // this tab's sessionStorage too; the next page compares it with the token of the draft it
+  // was made from (data-draft-token) and, while they differ, loads itself again a moment
+  // later (a few times at most).
+  var SENT_KEY = "draft-sent:";
+  function remember(key, value) {
+    try {
+      if (value === null) { sessionStorage.removeItem(key); } else { sessionStorage.setItem(key, value); }
+    } catch (e) { /* storage off: the check is skipped */ }
+  }
+  function recalled(key) {
+    try { return sessionStorage.getItem(key); } catch (e) { return null; }
+  }
   function saveDraftOnLeave() {
     var w = live(), form = reviewForm();
     if (!w || !form || state.closed || state.submitting || state.edits === state.savedEdits) { return; }
-    if (navigator.sendBeacon && navigator.sendBeacon(w.dataset.draftUrl, formBody(form))) {
+    var body = formBody(form);
+    var token = Date.now() + "-" + Math.random().toString(36).slice(2, 10);
+    body.set("draft_token", token);
+    if (navigator.sendBeacon && navigator.sendBeacon(w.dataset.draftUrl, body)) {
       state.savedEdits = state.edits;
+      remember(SENT_KEY + w.dataset.assignment, JSON.stringify({ token: token, tries: 0 }));
     }
   }
+  // beforeunload comes before a reload's or a link's request is sent, so the draft is most
+  // often stored before the next page is made; pagehide sends what beforeunload did not get
+  // to (a tab closed on a phone, bfcache).
+  window.addEventListener("beforeunload", saveDraftOnLeave);
   window.addEventListener("pagehide", saveDraftOnLeave);
+
+  function draftSentStillComing(w) {
+    var key = SENT_KEY + w.dataset.assignment, sent = null;
+    try { sent = JSON.parse(recalled(key) || "null"); } catch (e) { sent = null; }
+    if (!sent || sent.token === w.dataset.draftToken || sent.tries >= 5) {
+      remember(key, null);
+      return false;
+    }
+    remember(key, JSON.stringify({ token: sent.token, tries: sent.tries + 1 }));
+    setStatus("Fetching your last edits…");
+    setTimeout(function () { window.location.reload(); }, 150 * (sent.tries + 1));
+    return true;
+  }
 
   document.addEventListener("input", function (event) {
     if (event.target.closest && event.target.closest("#review-form")) { markEdited(); }
@@ -619,6 +656,7 @@
     }
     state.assignment = id;
     state.submitting = false;
+    if (draftSentStillComing(w)) { state.closed = true; return; }
     var field = w.querySelector("[data-active-seconds]");
     state.active = field ? (parseInt(field.value, 10) || 0) : 0;
     setupCorrection(w);

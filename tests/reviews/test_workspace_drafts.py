@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.http import QueryDict
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from reviews import services
 from reviews.models import Assignment, Review
+from reviews.workspace import draft_from_post
 from tests.feedback.factories import CampaignFactory, ItemFactory
 from tests.reviews.pages import client_for, correction_claim
 
@@ -137,3 +139,19 @@ def test_a_draft_keeps_the_ranking_order_and_the_rubric_scores(expert):
     html = client.get(reverse("review-page", args=[assignment.pk])).content.decode()
     positions = [html.index(f'name="ranking" value="{rid}"') for rid in order]
     assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    ("token", "stored"),
+    [("1764000000000-ab12cd34", "1764000000000-ab12cd34"), ("x" * 65, None), ("", None)],
+)
+def test_a_draft_sent_on_leaving_keeps_its_token_for_the_next_page(token, stored):
+    """The page compares it with the token it sent (static/js/app.js), to tell whether it was
+    made before that draft was stored."""
+    post = QueryDict(mutable=True)
+    post.update({"rationale": "Why", "draft_token": token})
+
+    draft = draft_from_post(post)
+
+    assert draft.get("token") == stored
+    assert "draft_token" not in draft["fields"]
