@@ -305,6 +305,15 @@
   document.addEventListener("input", function (event) {
     if (event.target.closest && event.target.closest("#review-form")) { markEdited(); }
   });
+  // "Other" needs a note: asked in the skip box itself, before anything is sent (refused by
+  // the server, the skip came back as a new page, and the answer behind it with it).
+  function noteNeededFor(select) {
+    var note = select.form && select.form.elements.namedItem("note");
+    if (note) { note.required = select.value === "other"; }
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "skip-reason") { noteNeededFor(event.target); }
+  });
   document.addEventListener("change", function (event) {
     if (event.target.closest && event.target.closest("#review-form")) { markEdited(); }
   });
@@ -660,6 +669,8 @@
     var field = w.querySelector("[data-active-seconds]");
     state.active = field ? (parseInt(field.value, 10) || 0) : 0;
     setupCorrection(w);
+    var reason = document.getElementById("skip-reason");
+    if (reason) { noteNeededFor(reason); }
   }
 
   // Opening the page (a reload, "Resume your item") is activity: a heartbeat at once, so a

@@ -145,3 +145,48 @@ def test_ctrl_enter_in_the_skip_form_skips_and_never_submits_the_review_behind_i
     )
     assert not Review.objects.filter(assignment=first).exists()
     session.watch.assert_clean()
+
+
+def test_other_without_a_note_is_asked_for_in_the_skip_box_and_the_answer_stays(open_session):
+    """Sent without a note, the skip came back as a new page saying "Say why in a note.",
+    the skip box closed, and the choice and rationale typed since the last draft gone."""
+    expert = UserFactory(role=User.Role.EXPERT, email="no-note@example.test")
+    campaign = CampaignFactory(kind="pairwise")
+    ItemFactory.create_batch(2, campaign=campaign)
+    session = open_session(expert)
+    page = session.page
+    start_reviewing(page)
+    first = Assignment.objects.get(expert=expert)
+    page.keyboard.press("2")
+    page.fill("#rationale", "B is closer to the statute.")
+    skips: list[str] = []
+    page.on("request", lambda r: skips.append(r.url) if r.url.endswith("/skip/") else None)
+
+    page.keyboard.press("Escape")  # out of the rationale, where `s` is a letter
+    page.keyboard.press("s")
+    page.select_option("#skip-reason", "other")
+    page.locator("#skip-note").click()
+    page.keyboard.press("Control+Enter")
+
+    assert page.locator("[data-skip]").get_attribute("open") is not None
+    assert page.evaluate("() => document.activeElement.id") == "skip-note"
+    assert page.evaluate("() => document.getElementById('skip-note').validity.valueMissing")
+    assert page.locator("#skip-reason").input_value() == "other"
+    assert page.locator("#rationale").input_value() == "B is closer to the statute."
+    assert page.locator(f"input[name=chosen][value='{first.response_order[1]}']").is_checked()
+    assert skips == []
+    first.refresh_from_db()
+    assert first.status == "claimed"
+
+    # A note, and the skip goes.
+    page.keyboard.type("Conflict of interest.")
+    with page.expect_response(re.compile(r"/skip/$")) as skipped:
+        page.keyboard.press("Control+Enter")
+    assert skipped.value.ok
+    page.wait_for_function(
+        "(id) => document.querySelector('#workspace').dataset.assignment !== String(id)",
+        arg=first.pk,
+    )
+    first.refresh_from_db()
+    assert (first.status, first.skip_reason) == ("skipped", "other")
+    session.watch.assert_clean()
