@@ -112,8 +112,10 @@
   // A heartbeat or autosave refused with 409 or 404 means the item left this page's hands;
   // the error code says how, and the expert is told that, not a guess.
   var KEEP_AND_GO_ON = " Copy anything you want to keep from this page, then take the next item.";
-  var EXPIRED_TEXT = "Your time on this item ran out and it went back to the queue, so nothing more can be " +
-    "saved for it." + KEEP_AND_GO_ON;
+  // The server cannot tell a lease that ran out from a claim an admin released (both end
+  // expired), so the text names both rather than blame the expert for the second.
+  var EXPIRED_TEXT = "Your time on this item ran out, or an admin released it, and it went back to the queue, " +
+    "so nothing more can be saved for it." + KEEP_AND_GO_ON;
   var EXPIRED = { text: EXPIRED_TEXT, status: "Not saved: this item is no longer yours" };
   var GONE = {
     lease_expired: EXPIRED,

@@ -20,6 +20,7 @@ from playwright.sync_api import Page
 from playwright.sync_api import Response as PageResponse
 
 from feedback.models import Item
+from reviews import services
 from reviews.models import Assignment, Review
 from tests.browser.conftest import Session, Watch, open_claimed_review
 from tests.feedback.factories import ItemFactory
@@ -90,6 +91,10 @@ def _lease_ran_out(tabs: Tabs) -> None:
     )
 
 
+def _released_by_an_admin(tabs: Tabs) -> None:
+    assert services.assignments_release(assignment_ids=[tabs.assignment.pk]) == 1
+
+
 def _item_deleted(tabs: Tabs) -> None:
     Item.objects.filter(pk=tabs.assignment.item_id).delete()
 
@@ -124,7 +129,14 @@ GONE = {
         _lease_ran_out,
         409,
         "lease_expired",
-        "Your time on this item ran out and it went back to the queue",
+        "Your time on this item ran out, or an admin released it, and it went back to the queue",
+        "Not saved: this item is no longer yours",
+    ),
+    "released-by-an-admin": Gone(
+        _released_by_an_admin,
+        409,
+        "assignment_expired",
+        "Your time on this item ran out, or an admin released it, and it went back to the queue",
         "Not saved: this item is no longer yours",
     ),
     "item-deleted": Gone(
@@ -176,7 +188,7 @@ def test_a_stale_tab_says_what_became_of_the_item_and_keeps_the_text(
     banner = stale.locator("[data-lease-banner]")
     banner.wait_for(state="visible")
     assert gone.says in banner.inner_text()
-    if how != "lease-ran-out":
+    if how not in {"lease-ran-out", "released-by-an-admin"}:
         assert RAN_OUT not in stale.locator("body").inner_text()
     assert stale.locator("[data-draft-status]").inner_text() == gone.draft_status
     assert banner.get_by_role("button", name="Take the next item").is_visible()
