@@ -706,7 +706,8 @@
     window.scrollTo(0, errors ? errors.getBoundingClientRect().top + window.scrollY - 16 : 0);
   });
   document.addEventListener("htmx:sendError", function () {
-    flash("Could not reach the server. Your answer is still here and in your draft; try again with Ctrl+Enter.", "error");
+    flash("Could not reach the server. Your answer is still here (the draft saves again once the server can be " +
+      "reached); try again with Ctrl+Enter.", "error");
   });
   document.addEventListener("htmx:responseError", function (event) {
     if (event.detail.xhr.status === 401) { showSignedOut(); return; }
