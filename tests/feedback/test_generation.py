@@ -31,6 +31,22 @@ def generate(api_for, engineer, django_capture_on_commit_callbacks):
     return run
 
 
+@pytest.mark.parametrize("role", ["expert", "lead"])
+def test_an_engineer_made_expert_or_lead_no_longer_reads_their_generation(
+    model_server, generate, api_for, engineer, role
+):
+    """A generation names the models compared, which experts and leads never see; its maker
+    read it whatever their role now was."""
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+    res, status = generate(campaign, {"models": ["secret-a", "secret-b"]})
+    assert status["status"] == "succeeded", status
+    engineer.role = role
+    engineer.save(update_fields=["role"])
+
+    assert api_for(engineer).get(f"/api/v1/generations/{res.json()['id']}/").status_code == 404
+
+
 def test_it_fills_missing_responses_with_retries_usage_and_cost(model_server, generate):
     campaign = CampaignFactory(kind="pairwise", overlap=2)
     waiting = ItemFactory.create_batch(4, campaign=campaign, responses=0, open_slots=0)

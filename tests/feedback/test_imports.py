@@ -1064,6 +1064,19 @@ def test_an_expert_cannot_import_or_read_an_import(upload, api_for, expert, pair
     assert client.get("/api/v1/imports/999999/").status_code == 404
 
 
+@pytest.mark.parametrize("role", ["expert", "lead"])
+def test_an_engineer_made_expert_or_lead_no_longer_reads_their_import(
+    upload, api_for, engineer, role
+):
+    """The job's maker read it whatever their role now was, where the campaign's list of
+    imports answers them 403."""
+    res, _status = upload("items.jsonl", jsonl(item_object(1)))
+    engineer.role = role
+    engineer.save(update_fields=["role"])
+
+    assert api_for(engineer).get(f"/api/v1/imports/{res.json()['id']}/").status_code == 404
+
+
 def test_an_import_runs_once_even_if_its_task_is_delivered_twice(upload):
     from feedback.imports import import_run
 
