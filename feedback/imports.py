@@ -688,9 +688,10 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
         tally.created = tally.without_responses = 0
     else:
         message = (
-            f"Imported {tally.created} item{'s' if tally.created != 1 else ''}"
-            f"{f', skipped {tally.duplicates} duplicates' if tally.duplicates else ''}"
-            f"{f', skipped {tally.invalid} invalid rows' if tally.invalid else ''}."
+            f"Imported {_count(tally.created, 'item')}"
+            + (f", skipped {_count(tally.duplicates, 'duplicate')}" if tally.duplicates else "")
+            + (f", skipped {_count(tally.invalid, 'invalid row')}" if tally.invalid else "")
+            + "."
         )
         if tally.without_responses:
             # Said, since a file whose response columns were not recognised looks like this.
@@ -725,6 +726,10 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     )
     job.refresh_from_db()
     return job
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def _file_order(error: dict[str, Any]) -> int:

@@ -417,6 +417,17 @@ def test_items_stored_without_responses_are_told_in_the_message(upload, pairwise
     assert status["message"].startswith("Imported 2 items. 1 has no responses and waits")
 
 
+def test_the_message_writes_its_counts_alike(upload):
+    """It said "Imported 1200 items. 1,200 have no responses …"."""
+    rows = [{"prompt": f"Q{n}?", "external_id": f"w-{n}"} for n in range(1200)]
+
+    _res, status = upload("items.jsonl", jsonl(*rows, rows[0]))
+
+    assert status["message"].startswith(
+        "Imported 1,200 items, skipped 1 duplicate. 1,200 have no responses and wait"
+    )
+
+
 def test_a_misspelt_part_is_refused_not_ignored(upload, api_for, engineer, pairwise_campaign):
     # `maping` ignored would import the file with its columns guessed instead of as mapped.
     res, _ = upload("items.jsonl", jsonl(item_object(1)), maping='{"prompt": "question"}')

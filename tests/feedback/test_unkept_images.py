@@ -125,7 +125,7 @@ def test_an_image_a_stored_item_uses_stays(
         on_error="skip",
     )
 
-    assert status["message"] == "Imported 1 item, skipped 1 invalid rows.", status
+    assert status["message"] == "Imported 1 item, skipped 1 invalid row.", status
     red = Item.objects.get(external_id="q-3")
     assert _image_ids(red) | {green.pk} == set(ItemImage.objects.values_list("pk", flat=True))
     assert _image_ids(Item.objects.get(external_id="q-1")) == {green.pk}
