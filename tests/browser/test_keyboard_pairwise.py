@@ -8,7 +8,7 @@ import pytest
 
 from feedback.models import User
 from reviews.models import Assignment, Review
-from tests.browser.conftest import PASSWORD, start_reviewing, tab_to
+from tests.browser.conftest import PASSWORD, Session, start_reviewing, tab_to
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -82,14 +82,18 @@ def test_it_reviews_a_pair_with_the_keyboard_alone_and_the_back_button_still_wor
     session.watch.assert_clean()
 
 
-def test_s_opens_the_skip_form_and_a_keyboard_skip_brings_the_next_item(open_session):
-    expert = UserFactory(role=User.Role.EXPERT, email="skipper@example.test")
-    campaign = CampaignFactory(kind="pairwise")
-    ItemFactory.create_batch(2, campaign=campaign)
+def _on_the_first_of_two_items(open_session, email: str) -> tuple[Session, Assignment]:
+    """An expert on the review page of the first item of a pairwise campaign of two."""
+    expert = UserFactory(role=User.Role.EXPERT, email=email)
+    ItemFactory.create_batch(2, campaign=CampaignFactory(kind="pairwise"))
     session = open_session(expert)
+    start_reviewing(session.page)
+    return session, Assignment.objects.get(expert=expert)
+
+
+def test_s_opens_the_skip_form_and_a_keyboard_skip_brings_the_next_item(open_session):
+    session, first = _on_the_first_of_two_items(open_session, "skipper@example.test")
     page = session.page
-    start_reviewing(page)
-    first = Assignment.objects.get(expert=expert)
 
     page.keyboard.press("s")
     assert page.locator("[data-skip]").get_attribute("open") is not None
@@ -114,13 +118,8 @@ def test_s_opens_the_skip_form_and_a_keyboard_skip_brings_the_next_item(open_ses
 
 
 def test_ctrl_enter_in_the_skip_form_skips_and_never_submits_the_review_behind_it(open_session):
-    expert = UserFactory(role=User.Role.EXPERT, email="changed-mind@example.test")
-    campaign = CampaignFactory(kind="pairwise")
-    ItemFactory.create_batch(2, campaign=campaign)
-    session = open_session(expert)
+    session, first = _on_the_first_of_two_items(open_session, "changed-mind@example.test")
     page = session.page
-    start_reviewing(page)
-    first = Assignment.objects.get(expert=expert)
 
     # A chosen, then a change of mind: `s`, a reason, a note, Ctrl+Enter in the note.
     page.keyboard.press("1")
@@ -150,13 +149,8 @@ def test_ctrl_enter_in_the_skip_form_skips_and_never_submits_the_review_behind_i
 def test_other_without_a_note_is_asked_for_in_the_skip_box_and_the_answer_stays(open_session):
     """Sent without a note, the skip came back as a new page saying "Say why in a note.",
     the skip box closed, and the choice and rationale typed since the last draft gone."""
-    expert = UserFactory(role=User.Role.EXPERT, email="no-note@example.test")
-    campaign = CampaignFactory(kind="pairwise")
-    ItemFactory.create_batch(2, campaign=campaign)
-    session = open_session(expert)
+    session, first = _on_the_first_of_two_items(open_session, "no-note@example.test")
     page = session.page
-    start_reviewing(page)
-    first = Assignment.objects.get(expert=expert)
     page.keyboard.press("2")
     page.fill("#rationale", "B is closer to the statute.")
     skips: list[str] = []
