@@ -89,16 +89,16 @@ class TextField(serializers.CharField):
 class BoolField(serializers.BooleanField):
     """true or false, and only that: DRF's BooleanField also takes "yes", "on", 1 and "t", where
     a client sending those has sent the wrong thing (an item's `is_gold` is refused the same
-    way). A form-encoded body has no booleans, so there the words "true" and "false" stand for
-    them."""
+    way). A form-encoded body has no booleans, so there the words "true" and "false" (in any
+    case: Python's requests writes False as "False") stand for them."""
 
     default_error_messages = {"invalid": "Must be true or false."}
 
     def to_internal_value(self, data: Any) -> bool:
         if isinstance(data, bool):
             return data
-        if data in ("true", "false"):
-            return data == "true"
+        if isinstance(data, str) and data.lower() in ("true", "false"):
+            return data.lower() == "true"
         self.fail("invalid")
 
 

@@ -209,7 +209,9 @@ def image_check(data: bytes, *, budget: PixelBudget | None = None) -> tuple[str,
                     # the picture as it seeks to the frame, before decoding it, and draws that
                     # frame and the later ones at the new size (a 1x1 GIF with a 9000x9000
                     # frame is decoded as 81 million pixels). So the size is checked again.
-                    frame_width, frame_height = frame.size
+                    # Never below the declared size: draft() shrinks a JPEG's (it decodes at an
+                    # eighth a side, but counts as the picture it is).
+                    frame_width, frame_height = max(frame.width, width), max(frame.height, height)
                     if (frame_width, frame_height) != (width, height):
                         _check_pixels(frame_width, frame_height)
                     spent += frame_width * frame_height

@@ -732,14 +732,16 @@ def _count(n: int, what: str) -> str:
     return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
-def _file_order(error: dict[str, Any]) -> int:
+def _file_order(error: dict[str, Any]) -> tuple[int, int]:
     """Where an error is in its file: its line (JSONL), row (CSV, Parquet) or task (Label
-    Studio); 0, first, for an error of the whole file."""
+    Studio); first an error of the whole file, last one at a byte offset (reading stopped
+    there, after every task before it)."""
     for key in ("row", "line", "task"):
         place = error.get(key)
         if type(place) is int:
-            return place
-    return 0
+            return 0, place
+    byte = error.get("byte")
+    return (1, byte) if type(byte) is int else (-1, 0)
 
 
 # Where a reader is when it gives up on a row: the row after the last it yielded.

@@ -248,20 +248,29 @@ class ColumnMapping:
         return cls(fields, responses, None, messages)
 
     def filled_in(self, columns: list[str]) -> ColumnMapping:
-        """This mapping, with what it leaves out found among the columns it does not name, as
-        for a file without a mapping: `{"metadata": []}` still reads the prompt and the
-        responses by their names, `{"prompt": "q"}` still finds `chosen` and `rejected`."""
+        """This mapping, completed from the columns it does not name. One that names none of
+        the content (prompt, messages, responses) is completed as a file without a mapping is
+        read (`{"metadata": []}` or `{"external_id": "id"}` still read `prompt`, `chosen` and
+        `rejected`); one that names some of it is taken as it is, but for a prompt it leaves
+        out, found by name (`{"responses": [...]}` beside a `prompt` column): what else such a
+        mapping leaves out goes to metadata, as a column named `context` or `output` the user
+        did not mean as the item's."""
         named = self.named_columns()
         found = ColumnMapping.detect([c for c in columns if c not in named])
-        fields = {**found.fields, **self.fields}
+        if "prompt" not in self.fields and self.messages_column is None and self.responses is None:
+            return ColumnMapping(
+                {**found.fields, **self.fields},
+                found.responses,
+                self.metadata_columns,
+                found.messages_column,
+            )
+        fields = dict(self.fields)
         messages = self.messages_column
-        if "prompt" not in self.fields:
-            if messages is not None:
-                fields.pop("prompt", None)  # the chat it names holds the prompt
-            else:
-                messages = found.messages_column
-        responses = self.responses if self.responses is not None else found.responses
-        return ColumnMapping(fields, responses, self.metadata_columns, messages)
+        if "prompt" not in fields and messages is None:
+            messages = found.messages_column
+            if "prompt" in found.fields:
+                fields["prompt"] = found.fields["prompt"]
+        return ColumnMapping(fields, self.responses, self.metadata_columns, messages)
 
     def used_columns(self) -> set[str]:
         """The columns that fill item fields other than metadata."""

@@ -201,3 +201,20 @@ def test_a_gif_whose_later_frames_reach_past_its_size_is_held_to_the_limits(
     assert res.json()["error"]["fields"] == {"items[0].context.images[0]": [f"image {message}"]}
     assert not Item.objects.exists()
     assert not ItemImage.objects.exists()
+
+
+def test_a_jpeg_is_counted_at_its_size_though_decoded_at_an_eighth(settings):
+    """Decoded at an eighth a side (draft), a 2000x2000 JPEG was charged a 64th of its pixels
+    against a batch's budget, which then let 64 times as many through."""
+    from feedback.images import BatchImagesOverLimit, PixelBudget
+
+    out = io.BytesIO()
+    Image.effect_noise((2000, 2000), 40).convert("RGB").save(out, format="JPEG")
+    budget = PixelBudget(10_000_000)
+
+    image_check(out.getvalue(), budget=budget)
+    image_check(out.getvalue(), budget=budget)
+
+    assert budget.spent == 8_000_000
+    with pytest.raises(BatchImagesOverLimit):
+        image_check(out.getvalue(), budget=budget)  # 12 million of 10

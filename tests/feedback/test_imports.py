@@ -725,9 +725,9 @@ def test_a_parquet_file_with_an_explicit_mapping(upload):
     [
         # Only the metadata was to be left out: the prompt column was then reported missing.
         ({"metadata": []}, "nothing"),
-        # Only the prompt named: chosen and rejected went to metadata, no responses stored.
-        ({"prompt": "prompt"}, "metadata"),
         ({"external_id": "src"}, "external_id"),
+        # The responses named and not the prompt: the prompt column is found by its name.
+        ({"responses": ["chosen", "rejected"]}, "metadata"),
     ],
 )
 def test_what_a_mapping_leaves_out_is_found_by_name_as_without_one(
@@ -754,6 +754,40 @@ def test_what_a_mapping_leaves_out_is_found_by_name_as_without_one(
         assert item.external_id == (src if kept == "external_id" else None)
 
 
+def test_a_mapping_that_names_the_content_leaves_other_columns_to_metadata(
+    upload, pairwise_campaign
+):
+    """Columns named like item fields (`context`, `priority`) or responses (`output`) are the
+    user's metadata once the mapping says where the prompt and responses are: read as the
+    item's, a text `context` failed every row, and an `output` made a pair of three."""
+    csv_bytes = (
+        b"question,answer_a,answer_b,context,priority,output\n"
+        b"Which?,A,B,From the SQuAD passage,high,unused\n"
+    )
+    mapping = {"prompt": "question", "responses": ["answer_a", "answer_b"]}
+
+    _res, status = upload("data.csv", csv_bytes, "text/csv", mapping=json.dumps(mapping))
+    _res, waiting = upload(
+        "later.csv",
+        b"instruction,output\nSay hi,hi\n",
+        "text/csv",
+        mapping=json.dumps({"prompt": "instruction"}),
+    )
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(campaign=pairwise_campaign, prompt="Which?")
+    assert item.metadata == {
+        "context": "From the SQuAD passage",
+        "priority": "high",
+        "output": "unused",
+    }
+    assert (item.context, item.priority, item.responses.count()) == ({}, 0, 2)
+    assert waiting["status"] == "succeeded", waiting
+    assert Item.objects.get(campaign=pairwise_campaign, prompt="Say hi").metadata == {
+        "output": "hi"
+    }
+
+
 def test_a_mapping_naming_the_chat_column_leaves_the_prompt_to_it(upload, pairwise_campaign):
     chat = [{"role": "user", "content": "Hi?"}]
     table = pa.table(
@@ -767,8 +801,9 @@ def test_a_mapping_naming_the_chat_column_leaves_the_prompt_to_it(upload, pairwi
     assert status["status"] == "succeeded", status
     item = Item.objects.get(campaign=pairwise_campaign)
     assert item.prompt == chat
-    assert item.metadata == {"question": "Not this"}
-    assert item.responses.count() == 2
+    # A mapping that names content is taken as it is: what it leaves out is metadata.
+    assert item.metadata == {"question": "Not this", "chosen": "A", "rejected": "B"}
+    assert item.responses.count() == 0
 
 
 @pytest.mark.parametrize(

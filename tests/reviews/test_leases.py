@@ -246,7 +246,7 @@ def test_a_heartbeat_or_skip_with_a_field_it_does_not_know_is_a_400_naming_it(
     assert after.last_seen_at == before.last_seen_at
 
 
-@pytest.mark.parametrize("active", ["yes", "on", 1, 0, "1", "t", "False", []])
+@pytest.mark.parametrize("active", ["yes", "on", 1, 0, "1", "t", "F", []])
 def test_a_heartbeat_whose_active_is_not_true_or_false_is_a_400_and_changes_nothing(
     api_for, expert, active
 ):
@@ -269,7 +269,10 @@ def test_a_heartbeat_whose_active_is_not_true_or_false_is_a_400_and_changes_noth
     )
 
 
-@pytest.mark.parametrize(("active", "extended"), [("false", False), ("true", True)])
+# Python's requests writes False as "False" in a form.
+@pytest.mark.parametrize(
+    ("active", "extended"), [("false", False), ("true", True), ("False", False), ("True", True)]
+)
 def test_a_form_encoded_heartbeat_says_true_or_false_in_words(api_for, expert, active, extended):
     assignment, ends = _claimed_ending_soon(expert)
 
