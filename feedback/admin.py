@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from feedback import services
 from feedback.errors import ValidationFailed
-from feedback.imports import IntakeBusy, lock_campaign_intake
+from feedback.imports import IntakeBusy, counted, lock_campaign_intake
 from feedback.item_input import (
     ResponseInput,
     check_gold_answer,
@@ -193,10 +193,6 @@ def _settle_content_hash(item: Item, responses: list[Response]) -> None:
         )
 
 
-def _n(count: int, what: str) -> str:
-    return f"{count} {what}{'' if count == 1 else 's'}"
-
-
 def _refuse_changing_work(item: Item) -> None:
     """An item experts hold or have judged keeps what they were given: its campaign, prompt,
     context and responses (a review's ratings and choice name its responses, and a claim's
@@ -210,7 +206,7 @@ def _refuse_changing_work(item: Item) -> None:
     live, submitted = counts.get("claimed", 0), counts.get("submitted", 0)
     if live or submitted:
         raise ValidationError(
-            f"Item {item.pk} has {_n(live, 'live claim')} and {_n(submitted, 'submitted review')}:"
+            f"Item {item.pk} has {counted(live, 'live claim')} and {counted(submitted, 'submitted review')}:"
             " its campaign, prompt, context and responses are what experts were given and"
             " judged, so they stay as they are. Add a new item instead (a live claim can be"
             ' released: Assignments, "Release the selected claims").'
@@ -218,7 +214,7 @@ def _refuse_changing_work(item: Item) -> None:
     stored_campaign = Item.objects.filter(pk=item.pk).values_list("campaign_id", flat=True).first()
     if counts and stored_campaign != item.campaign_id:
         raise ValidationError(
-            f"Item {item.pk} has {_n(sum(counts.values()), 'skipped or expired assignment')} in"
+            f"Item {item.pk} has {counted(sum(counts.values()), 'skipped or expired assignment')} in"
             " its campaign, which stay there: it cannot move to another campaign. Add it to"
             " that one as a new item instead."
         )
@@ -403,7 +399,7 @@ class KeepsWork:
             said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
             protected = [
                 *protected,
-                f"{_n(sum(statuses.values()), 'assignment')} ({said}): the work experts were"
+                f"{counted(sum(statuses.values()), 'assignment')} ({said}): the work experts were"
                 f" given here is kept, so this {self.work_of} cannot be deleted",
             ]
             perms_needed = set()

@@ -688,9 +688,9 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
         tally.created = tally.without_responses = 0
     else:
         message = (
-            f"Imported {_count(tally.created, 'item')}"
-            + (f", skipped {_count(tally.duplicates, 'duplicate')}" if tally.duplicates else "")
-            + (f", skipped {_count(tally.invalid, 'invalid row')}" if tally.invalid else "")
+            f"Imported {counted(tally.created, 'item')}"
+            + (f", skipped {counted(tally.duplicates, 'duplicate')}" if tally.duplicates else "")
+            + (f", skipped {counted(tally.invalid, 'invalid row')}" if tally.invalid else "")
             + "."
         )
         if tally.without_responses:
@@ -728,7 +728,8 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     return job
 
 
-def _count(n: int, what: str) -> str:
+def counted(n: int, what: str) -> str:
+    """`n` of `what`, for a message: "1 duplicate", "1,200 items"."""
     return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
