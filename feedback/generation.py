@@ -30,7 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
-from feedback.imports import campaign_overlap_now
+from feedback.imports import campaign_overlap_now, item_slots_left
 from feedback.item_input import (
     MAX_MODEL,
     MAX_TEXT,
@@ -763,12 +763,9 @@ def _store(
             for position, o in in_storage_order(list(enumerate(outcomes)))
         )
         if not item.is_gold:
-            # Overlap less live work, as everywhere (none is expected: an item without
-            # responses cannot be claimed, and one with work keeps its responses).
-            live = item.assignments.filter(
-                status__in=["claimed", "submitted"], is_gold=False
-            ).count()
-            QueueEntry.objects.filter(pk=item_id).update(open_slots=overlap - live)
+            # Less live work, as everywhere (none is expected: an item without responses
+            # cannot be claimed, and one with work keeps its responses).
+            QueueEntry.objects.filter(pk=item_id).update(open_slots=item_slots_left(item, overlap))
         GenerationJob.objects.filter(pk=job.pk).update(
             responses_created=F("responses_created") + len(outcomes)
         )

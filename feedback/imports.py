@@ -827,6 +827,15 @@ def campaign_overlap_now(campaign_id: int) -> int:
     )
 
 
+def item_slots_left(item: Item, overlap: int) -> int:
+    """An item's open slots: the overlap less its live (claimed or submitted) assignments,
+    gold answers aside; below zero when over-filled (QueueEntry)."""
+    return (
+        overlap
+        - item.assignments.filter(status__in=["claimed", "submitted"], is_gold=False).count()
+    )
+
+
 def _check_row(
     raw: Any,
     location: dict[str, Any],

@@ -17,7 +17,12 @@ from django.utils.text import slugify
 from feedback.api_keys import key_hash, new_raw_key
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
 from feedback.images import ImageResolver
-from feedback.imports import campaign_overlap_now, items_store_orm, lock_campaign_intake
+from feedback.imports import (
+    campaign_overlap_now,
+    item_slots_left,
+    items_store_orm,
+    lock_campaign_intake,
+)
 from feedback.item_input import ItemInput, item_parse, storable_text
 from feedback.models import (
     ApiKey,
@@ -340,10 +345,7 @@ def item_queue_sync(*, item: Item) -> QueueEntry:
             entry = QueueEntry(item=item)
         slots = 0
         if not item.is_gold and Response.objects.filter(item=item).exists():
-            live = item.assignments.filter(
-                status__in=["claimed", "submitted"], is_gold=False
-            ).count()
-            slots = overlap - live  # below zero when over-filled (QueueEntry)
+            slots = item_slots_left(item, overlap)
         entry.campaign_id = item.campaign_id
         entry.priority = item.priority
         entry.open_slots = slots
