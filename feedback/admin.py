@@ -193,6 +193,14 @@ def _settle_content_hash(item: Item, responses: list[Response]) -> None:
         )
 
 
+def _work_by_status(**where: Any) -> dict[str, int]:
+    """How many assignments match `where`, by status."""
+    from reviews.models import Assignment
+
+    rows = Assignment.objects.filter(**where).values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
 def _refuse_changing_work(item: Item) -> None:
     """An item experts hold or have judged keeps what they were given: its campaign, prompt,
     context and responses (a review's ratings and choice name its responses, and a claim's
@@ -200,9 +208,7 @@ def _refuse_changing_work(item: Item) -> None:
     expired assignments may change, but not move: those stay in its campaign."""
     if item._state.adding:
         return
-    counts = dict(
-        item.assignments.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-    )
+    counts = _work_by_status(item_id__in=[item.pk])
     live, submitted = counts.get("claimed", 0), counts.get("submitted", 0)
     if live or submitted:
         raise ValidationError(
@@ -383,18 +389,10 @@ class KeepsWork:
     work_of = ""  # the assignments' link to the object deleted: "item" or "campaign"
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
-        from reviews.models import Assignment
-
         deleted, counts, perms_needed, protected = super().get_deleted_objects(  # type: ignore[misc]
             objs, request
         )
-        pks = [obj.pk for obj in objs]
-        statuses = dict(
-            Assignment.objects.filter(**{f"{self.work_of}__in": pks})
-            .values("status")
-            .annotate(n=Count("id"))
-            .values_list("status", "n")
-        )
+        statuses = _work_by_status(**{f"{self.work_of}_id__in": [obj.pk for obj in objs]})
         if statuses:
             said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
             protected = [
