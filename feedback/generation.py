@@ -8,12 +8,14 @@ refused key, no quota, no such model) stops the job at once, and so do
 GENERATION_STOP_AFTER_FAILURES items failing in a row; any other error, or running out of
 attempts, fails that item for good with a message saying why; so does an answer cut off
 (finish_reason `length` or `content_filter`), which is not stored. Token usage, latency and cost
-are stored on every response, and the job counts what every answer cost, stored or not. See
-docs/intake.md.
+are stored on every response, and the job counts what every answer cost, stored or not. The
+prompt's and context's images are sent as `image_url` parts, read from storage as each request
+is sent. See docs/intake.md.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -41,7 +43,15 @@ from feedback.item_input import (
     unstorable,
 )
 from feedback.jobs import failure_reason, job_claim, job_send
-from feedback.models import Campaign, GenerationJob, Item, QueueEntry, Response, User
+from feedback.models import (
+    Campaign,
+    GenerationJob,
+    Item,
+    ItemImage,
+    QueueEntry,
+    Response,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -282,10 +292,63 @@ def generation_get_for_user(*, user: User, generation_id: int | str) -> Generati
 # --- the job ---------------------------------------------------------------------------------
 
 
-def _messages(item: Item) -> list[dict[str, str]]:
-    """The chat a model sees: the context (if any) as a system message, then the prompt.
-    Images are not sent; generation is text only."""
-    messages: list[dict[str, str]] = []
+@dataclass(frozen=True)
+class _StoredImage:
+    """An image part of a message, read from storage only when its request is sent, so a
+    job holds the bytes of the requests in flight only, not of every item of its chunk."""
+
+    image_id: int
+    content_type: str  # as intake found it
+    where: str  # its place in the item, as intake names it: "prompt[0].images[1]"
+    name: str | None  # its file in storage; None when its row is gone
+
+
+class _ImageUnreadable(Exception):
+    """An image of the item could not be read: an error of that item."""
+
+
+def _stored_image_names(items: list[Item]) -> dict[int, str]:
+    """The storage names of the images the items' prompts and contexts show, in one query."""
+    ids = {
+        image["id"]
+        for item in items
+        for images in _message_images(item)
+        for image in images
+        if isinstance(image, dict) and isinstance(image.get("id"), int)
+    }
+    if not ids:
+        return {}
+    return dict(ItemImage.objects.filter(pk__in=ids).values_list("pk", "file"))
+
+
+def _message_images(item: Item) -> list[list[Any]]:
+    context = item.context if isinstance(item.context, dict) else {}
+    lists = [context.get("images") or []]
+    if isinstance(item.prompt, list):
+        lists += [m.get("images") or [] for m in item.prompt if isinstance(m, dict)]
+    return lists
+
+
+def _image_parts(images: list[Any], where: str, names: dict[int, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "image_url",
+            "image_url": {
+                "url": _StoredImage(
+                    image["id"], image["content_type"], f"{where}[{index}]", names.get(image["id"])
+                )
+            },
+        }
+        for index, image in enumerate(images)
+    ]
+
+
+def _messages(item: Item, names: dict[int, str]) -> list[dict[str, Any]]:
+    """The chat a model sees: the context's text (if any) as a system message, then the
+    prompt. Images go as `image_url` parts (read when the request is sent), each message's in
+    that message after its text; the context's images with the first user message, before
+    that message's own."""
+    messages: list[dict[str, Any]] = []
     context = {k: v for k, v in (item.context or {}).items() if k != "images"}
     if context:
         messages.append(
@@ -294,11 +357,54 @@ def _messages(item: Item) -> list[dict[str, str]]:
                 "content": "Context:\n" + json.dumps(context, ensure_ascii=False, indent=1),
             }
         )
-    if isinstance(item.prompt, str):
-        messages.append({"role": "user", "content": item.prompt})
-    else:
-        messages += [{"role": m["role"], "content": m["content"]} for m in item.prompt]
+    waiting = _image_parts((item.context or {}).get("images") or [], "context.images", names)
+    prompt = (
+        [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
+    )
+    for index, message in enumerate(prompt):
+        images = _image_parts(message.get("images") or [], f"prompt[{index}].images", names)
+        if message["role"] == "user" and waiting:
+            images, waiting = waiting + images, []
+        content: Any = message["content"]
+        if images:
+            content = ([{"type": "text", "text": content}] if content else []) + images
+        messages.append({"role": message["role"], "content": content})
+    if waiting:  # a prompt without a user message: the context's images in one of their own
+        messages.append({"role": "user", "content": waiting})
     return messages
+
+
+def _image_data(image: _StoredImage) -> str:
+    """A stored image as a data URL, with the content type intake found."""
+    if image.name is None:
+        raise _ImageUnreadable(f"image {image.image_id} ({image.where}) is no longer stored")
+    field = ItemImage._meta.get_field("file")
+    try:
+        with field.storage.open(image.name, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise _ImageUnreadable(
+            f"image {image.image_id} ({image.where}) cannot be read from storage: {exc}"
+        ) from exc
+    return f"data:{image.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _with_image_data(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as sent: each stored image's part holding its data URL."""
+    if not any(isinstance(m["content"], list) for m in messages):
+        return messages
+    sent = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": _image_data(part["image_url"]["url"])}}
+                if part["type"] == "image_url"
+                else part
+                for part in content
+            ]
+        sent.append({**message, "content": content})
+    return sent
 
 
 @dataclass
@@ -351,10 +457,16 @@ _STOPS_THE_JOB = {401, 402, 403, 404}
 
 
 def _ask(
-    client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelSpec, stop: Event
+    client: Any, item_id: int, messages: list[dict[str, Any]], spec: ModelSpec, stop: Event
 ) -> _Outcome:
-    """One model, one item, with retries; never raises: an answer this code does not expect
-    is an error of its item, not the end of the job."""
+    """One model, one item, with retries; never raises: an image that cannot be read, or an
+    answer this code does not expect, is an error of its item, not the end of the job."""
+    if stop.is_set():
+        return _Outcome(item_id, spec, error="not asked: the job stopped", stopped=True)
+    try:
+        messages = _with_image_data(messages)
+    except _ImageUnreadable as exc:
+        return _Outcome(item_id, spec, error=str(exc))
     try:
         return _ask_with_retries(client, item_id, messages, spec, stop)
     except Exception as exc:
@@ -363,7 +475,7 @@ def _ask(
 
 
 def _ask_with_retries(
-    client: Any, item_id: int, messages: list[dict[str, str]], spec: ModelSpec, stop: Event
+    client: Any, item_id: int, messages: list[dict[str, Any]], spec: ModelSpec, stop: Event
 ) -> _Outcome:
     import openai
 
@@ -618,8 +730,9 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 break
             last_id = chunk[-1].pk
             pending: dict[int, list[_Outcome]] = {item.pk: [] for item in chunk}
+            names = _stored_image_names(chunk)
             asked = [
-                pool.submit(_ask, client, item.pk, _messages(item), spec, stop)
+                pool.submit(_ask, client, item.pk, _messages(item, names), spec, stop)
                 for item in chunk
                 for spec in specs
             ]

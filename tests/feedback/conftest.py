@@ -3,8 +3,8 @@
 The real `openai` client sends real HTTP to it. It fails on purpose for some model names (429,
 500, 503, 400, 401, 408, an exhausted quota, a login page, malformed JSON, an error in a 200 body, answers a
 PostgreSQL text column cannot hold, answers without usage or without text, answers cut off at
-max_tokens or by a content filter), counts requests per model and prompt, and counts requests
-in flight.
+max_tokens or by a content filter), counts requests per model and prompt, keeps the images each carried, and
+counts requests in flight.
 """
 
 from __future__ import annotations
@@ -34,10 +34,19 @@ class FakeModelServer(ThreadingHTTPServer):
         self.hold_after: int | None = None
         self.released = threading.Event()
         self.requests = 0
+        # The image parts each request carried, by model and prompt: (role, data URL) each.
+        self.images: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+def _text(content: str | list[dict[str, Any]]) -> str:
+    """A message's text: its content, or the text parts of a content of parts."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part["text"] for part in content if part["type"] == "text")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,9 +75,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         request = json.loads(self.rfile.read(length))
         model = request["model"]
-        prompt = request["messages"][-1]["content"]
+        prompt = _text(request["messages"][-1]["content"])
         server = self.server
         with server.lock:
+            server.images[(model, prompt)] = [
+                (m["role"], part["image_url"]["url"])
+                for m in request["messages"]
+                if isinstance(m["content"], list)
+                for part in m["content"]
+                if part["type"] == "image_url"
+            ]
             server.calls[(model, prompt)] += 1
             attempt = server.calls[(model, prompt)]
             server.in_flight += 1
@@ -128,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "nul-name": "nul\u0000name",
                 "surrogate-name": "surrogate\udfffname",
             }.get(model, model)
-            words = len(" ".join(m["content"] for m in request["messages"]).split())
+            words = len(" ".join(_text(m["content"]) for m in request["messages"]).split())
             usage: dict[str, Any] | None = {
                 "prompt_tokens": words,
                 "completion_tokens": 7,
