@@ -494,6 +494,7 @@ class GenerationOutput(serializers.ModelSerializer[GenerationJob]):
             "completion_tokens",
             "cost_usd_micros",
             "answers_without_usage",
+            "answers_without_price",
             "message",
             "created_at",
             "started_at",

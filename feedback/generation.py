@@ -75,8 +75,10 @@ def _finite(value: float) -> bool:
 @dataclass
 class ModelSpec:
     name: str
-    input_usd_per_million: float = 0.0
-    output_usd_per_million: float = 0.0
+    # USD per million tokens. A model given neither price has no known cost (a name alone);
+    # a model given one of them costs nothing for the other.
+    input_usd_per_million: float | None = None
+    output_usd_per_million: float | None = None
     temperature: float | None = None
     max_tokens: int | None = None
 
@@ -133,6 +135,10 @@ class ModelSpec:
             fields[where] = [problem]
             return None
         return cls(name=name)
+
+    @property
+    def priced(self) -> bool:
+        return self.input_usd_per_million is not None or self.output_usd_per_million is not None
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -603,7 +609,8 @@ def _cut_off(finish_reason: str, spec: ModelSpec) -> str:
 
 def _usage(usage: Any, spec: ModelSpec) -> dict[str, int | None]:
     """Tokens and cost of one answer; all None when the server did not report its usage
-    (some OpenAI-compatible servers send none, or null counts): unknown, not zero."""
+    (some OpenAI-compatible servers send none, or null counts), and the cost None for a model
+    given no price: unknown, not zero."""
     prompt = getattr(usage, "prompt_tokens", None)
     completion = getattr(usage, "completion_tokens", None)
     if not (_is_count(prompt) and _is_count(completion)):
@@ -612,8 +619,13 @@ def _usage(usage: Any, spec: ModelSpec) -> dict[str, int | None]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         # Per-token prices are USD per million tokens, so tokens times price is micro-USD.
-        "cost_usd_micros": round(
-            prompt * spec.input_usd_per_million + completion * spec.output_usd_per_million
+        "cost_usd_micros": (
+            round(
+                prompt * (spec.input_usd_per_million or 0)
+                + completion * (spec.output_usd_per_million or 0)
+            )
+            if spec.priced
+            else None
         ),
     }
 
@@ -670,16 +682,20 @@ class _Spent:
     completion_tokens: int = 0
     cost_usd_micros: int = 0
     without_usage: int = 0
+    without_price: int = 0
 
     def add(self, info: dict[str, Any] | None) -> None:
         if info is None:
             return
-        if info["cost_usd_micros"] is None:
+        if info["prompt_tokens"] is None:
             self.without_usage += 1
             return
         self.prompt_tokens += info["prompt_tokens"]
         self.completion_tokens += info["completion_tokens"]
-        self.cost_usd_micros += info["cost_usd_micros"]
+        if info["cost_usd_micros"] is None:
+            self.without_price += 1
+        else:
+            self.cost_usd_micros += info["cost_usd_micros"]
 
     def updates(self) -> dict[str, Any]:
         """The job's counters with these added; they are then counted as added."""
@@ -688,9 +704,10 @@ class _Spent:
             "completion_tokens": F("completion_tokens") + self.completion_tokens,
             "cost_usd_micros": F("cost_usd_micros") + self.cost_usd_micros,
             "answers_without_usage": F("answers_without_usage") + self.without_usage,
+            "answers_without_price": F("answers_without_price") + self.without_price,
         }
         self.prompt_tokens = self.completion_tokens = self.cost_usd_micros = 0
-        self.without_usage = 0
+        self.without_usage = self.without_price = 0
         return added
 
 

@@ -417,6 +417,8 @@ class GenerationJob(models.Model):
     cost_usd_micros = models.PositiveBigIntegerField(default=0)
     # Answers whose server reported no token usage: their tokens and cost are not in the totals.
     answers_without_usage = models.PositiveIntegerField(default=0)
+    # Answers of a model given no price: their tokens are in the totals, their cost is not.
+    answers_without_price = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

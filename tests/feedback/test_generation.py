@@ -82,10 +82,14 @@ def test_it_fills_missing_responses_with_retries_usage_and_cost(model_server, ge
         assert first.generation["latency_ms"] >= 0
         tokens = first.generation["prompt_tokens"]
         assert first.generation["cost_usd_micros"] == round(tokens * 2.5 + 7 * 10)
-        assert second.generation["cost_usd_micros"] == 0
+        # "flaky" was given no price: its cost is unknown, not free.
+        assert second.generation["cost_usd_micros"] is None
+        assert second.generation["completion_tokens"] == 7
     assert status["cost_usd_micros"] == sum(
-        r.generation["cost_usd_micros"] for r in Response.objects.filter(item__in=waiting)
+        r.generation["cost_usd_micros"]
+        for r in Response.objects.filter(item__in=waiting, model_name="rate-limited")
     )
+    assert (status["answers_without_price"], status["answers_without_usage"]) == (4, 0)
     assert done.responses.count() == 2
     assert model_server.max_in_flight <= 3, "bounded concurrency"
 
@@ -519,6 +523,30 @@ def test_an_answer_without_usage_is_counted_as_unknown_not_free(model_server, ge
         assert generation["prompt_tokens"] is None
         assert generation["cost_usd_micros"] is None
     assert (status["answers_without_usage"], status["cost_usd_micros"]) == (2, 0)
+    assert status["answers_without_price"] == 0, "its price is known; its usage is not"
+
+
+def test_a_price_of_zero_is_free_and_one_price_prices_the_model(model_server, generate):
+    """A model given a price of 0 (a model served on one's own machines) costs nothing; a
+    model given only its output price costs nothing for its input."""
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(
+        campaign,
+        {
+            "models": [
+                {"name": "local", "input_usd_per_million": 0, "output_usd_per_million": 0},
+                {"name": "hosted", "output_usd_per_million": 4},
+            ]
+        },
+    )
+
+    assert status["status"] == "succeeded", status
+    local, hosted = item.responses.order_by("position")
+    assert local.generation["cost_usd_micros"] == 0
+    assert hosted.generation["cost_usd_micros"] == 7 * 4
+    assert (status["cost_usd_micros"], status["answers_without_price"]) == (7 * 4, 0)
 
 
 def test_what_was_spent_on_answers_not_stored_is_counted(model_server, generate):

@@ -59,6 +59,7 @@ def test_a_queued_generation_is_run_by_the_worker(
     assert (job.items_done, job.responses_created, job.failed_count) == (3, 6, 0)
     assert job.completion_tokens == 6 * 7
     assert job.cost_usd_micros == 3 * 7 * 10
+    assert job.answers_without_price == 3, "flaky was given no price"
     for item in waiting:
         item.refresh_from_db()
         assert item.queue.open_slots == 2, "generated items join the queue"
