@@ -19,8 +19,10 @@ from feedback import services
 from feedback.errors import ValidationFailed
 from feedback.imports import IntakeBusy, counted, lock_campaign_intake
 from feedback.item_input import (
+    STORED_IMAGES_MESSAGE,
     ResponseInput,
     check_gold_answer,
+    check_prompt,
     content_hash,
     in_storage_order,
     responses_count_problem,
@@ -463,8 +465,21 @@ class ItemForm(forms.ModelForm):
             raise ValidationError("Must be a JSON object.")
         return value
 
+    def clean_prompt(self) -> Any:
+        """A prompt as the API takes it: text, or chat messages whose images are stored ones
+        (the admin stores none), so the review page and generation can show and send it."""
+        value = self.cleaned_data.get("prompt")
+        errors: dict[str, list[str]] = {}
+        check_prompt(value, errors, images_message=STORED_IMAGES_MESSAGE)
+        if errors:
+            raise ValidationError([f"{where}: {m}" for where, ms in errors.items() for m in ms])
+        return value
+
     def clean_context(self) -> dict[str, Any]:
-        return self._object("context")
+        context = self._object("context")
+        if "images" in context and not stored_images(context["images"]):
+            raise ValidationError(f"images: {STORED_IMAGES_MESSAGE}")
+        return context
 
     def clean_metadata(self) -> dict[str, Any]:
         return self._object("metadata")

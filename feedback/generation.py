@@ -40,6 +40,7 @@ from feedback.item_input import (
     SURROGATE_MESSAGE,
     in_storage_order,
     storable_text,
+    stored_images,
     unstorable,
 )
 from feedback.jobs import failure_reason, job_claim, job_send
@@ -303,57 +304,72 @@ class _StoredImage:
     """An image part of a message, read from storage only when its request is sent, so a
     job holds the bytes of the requests in flight only, not of every item of its chunk."""
 
-    image_id: int
-    content_type: str  # as intake found it
     where: str  # its place in the item, as intake names it: "prompt[0].images[1]"
-    name: str | None  # its file in storage; None when its row is gone
+    image_id: int | None = None
+    name: str | None = None  # its file in storage
+    content_type: str = ""  # as intake found it
+    problem: str | None = None  # why it cannot be sent
 
 
 class _ImageUnreadable(Exception):
-    """An image of the item could not be read: an error of that item."""
+    """An image of the item could not be sent: an error of that item."""
 
 
-def _stored_image_names(items: list[Item]) -> dict[int, str]:
-    """The storage names of the images the items' prompts and contexts show, in one query."""
+def _campaign_images(items: list[Item], campaign: Campaign) -> dict[int, tuple[str, str]]:
+    """The file and content type of each of the campaign's images that the items' prompts
+    and contexts show, in one query."""
     ids = {
         image["id"]
         for item in items
-        for images in _message_images(item)
+        for _where, images in _image_lists(item)
         for image in images
-        if isinstance(image, dict) and isinstance(image.get("id"), int)
+        if stored_images([image])
     }
     if not ids:
         return {}
-    return dict(ItemImage.objects.filter(pk__in=ids).values_list("pk", "file"))
+    rows = ItemImage.objects.filter(pk__in=ids, campaign=campaign)
+    return {pk: (name, kind) for pk, name, kind in rows.values_list("pk", "file", "content_type")}
 
 
-def _message_images(item: Item) -> list[list[Any]]:
+def _image_lists(item: Item) -> list[tuple[str, list[Any]]]:
+    """Where each list of images the model is sent sits in the item, and the list."""
     context = item.context if isinstance(item.context, dict) else {}
-    lists = [context.get("images") or []]
+    lists = [("context.images", context.get("images") or [])]
     if isinstance(item.prompt, list):
-        lists += [m.get("images") or [] for m in item.prompt if isinstance(m, dict)]
+        lists += [
+            (f"prompt[{index}].images", message.get("images") or [])
+            for index, message in enumerate(item.prompt)
+            if isinstance(message, dict)
+        ]
     return lists
 
 
-def _image_parts(images: list[Any], where: str, names: dict[int, str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "image_url",
-            "image_url": {
-                "url": _StoredImage(
-                    image["id"], image["content_type"], f"{where}[{index}]", names.get(image["id"])
-                )
-            },
-        }
-        for index, image in enumerate(images)
-    ]
+def _image_parts(
+    images: Any, where: str, stored: dict[int, tuple[str, str]]
+) -> list[dict[str, Any]]:
+    if not isinstance(images, list):
+        images = [images]
+    parts = []
+    for index, image in enumerate(images):
+        place = f"{where}[{index}]"
+        if not stored_images([image]):
+            found = _StoredImage(
+                place, problem=f'is not a stored image ({{"id": <image id>}}): {str(image)[:60]!r}'
+            )
+        elif image["id"] not in stored:
+            found = _StoredImage(place, image["id"], problem="is no longer stored")
+        else:
+            name, kind = stored[image["id"]]
+            found = _StoredImage(place, image["id"], name, kind)
+        parts.append({"type": "image_url", "image_url": {"url": found}})
+    return parts
 
 
-def _messages(item: Item, names: dict[int, str]) -> list[dict[str, Any]]:
+def _messages(item: Item, stored: dict[int, tuple[str, str]]) -> list[dict[str, Any]]:
     """The chat a model sees: the context's text (if any) as a system message, then the
     prompt. Images go as `image_url` parts (read when the request is sent), each message's in
     that message after its text; the context's images with the first user message, before
-    that message's own."""
+    that message's own, or in a user message of their own at the end when there is none."""
     messages: list[dict[str, Any]] = []
     context = {k: v for k, v in (item.context or {}).items() if k != "images"}
     if context:
@@ -363,34 +379,44 @@ def _messages(item: Item, names: dict[int, str]) -> list[dict[str, Any]]:
                 "content": "Context:\n" + json.dumps(context, ensure_ascii=False, indent=1),
             }
         )
-    waiting = _image_parts((item.context or {}).get("images") or [], "context.images", names)
+    waiting = _image_parts((item.context or {}).get("images") or [], "context.images", stored)
     prompt = (
         [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
     )
     for index, message in enumerate(prompt):
-        images = _image_parts(message.get("images") or [], f"prompt[{index}].images", names)
+        images = _image_parts(message.get("images") or [], f"prompt[{index}].images", stored)
         if message["role"] == "user" and waiting:
             images, waiting = waiting + images, []
         content: Any = message["content"]
         if images:
             content = ([{"type": "text", "text": content}] if content else []) + images
         messages.append({"role": message["role"], "content": content})
-    if waiting:  # a prompt without a user message: the context's images in one of their own
+    if waiting:
         messages.append({"role": "user", "content": waiting})
     return messages
 
 
 def _image_data(image: _StoredImage) -> str:
     """A stored image as a data URL, with the content type intake found."""
-    if image.name is None:
-        raise _ImageUnreadable(f"image {image.image_id} ({image.where}) is no longer stored")
+    if image.problem is not None or image.name is None:
+        named = f"image {image.image_id} ({image.where})" if image.image_id else image.where
+        raise _ImageUnreadable(f"{named} {image.problem}")
     field = ItemImage._meta.get_field("file")
     try:
         with field.storage.open(image.name, "rb") as file:
             data = file.read()
-    except OSError as exc:
+    except Exception as exc:
+        # Said without the file's path on the server; any storage's error (S3's are not
+        # OSError) is the item's, not the job's.
+        if isinstance(exc, FileNotFoundError):
+            why = "its file is missing"
+        elif isinstance(exc, OSError):
+            why = exc.strerror or type(exc).__name__
+        else:
+            logger.warning("generation: reading %s", image, exc_info=True)
+            why = f"{type(exc).__name__} (the worker's log has more)"
         raise _ImageUnreadable(
-            f"image {image.image_id} ({image.where}) cannot be read from storage: {exc}"
+            f"image {image.image_id} ({image.where}) cannot be read from storage: {why}"
         ) from exc
     return f"data:{image.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -473,6 +499,9 @@ def _ask(
         messages = _with_image_data(messages)
     except _ImageUnreadable as exc:
         return _Outcome(item_id, spec, error=str(exc))
+    except Exception as exc:
+        logger.exception("generation: the images of item %s", item_id)
+        return _Outcome(item_id, spec, error=f"its images cannot be sent: {failure_reason(exc)}")
     try:
         return _ask_with_retries(client, item_id, messages, spec, stop)
     except Exception as exc:
@@ -747,12 +776,22 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 break
             last_id = chunk[-1].pk
             pending: dict[int, list[_Outcome]] = {item.pk: [] for item in chunk}
-            names = _stored_image_names(chunk)
-            asked = [
-                pool.submit(_ask, client, item.pk, _messages(item, names), spec, stop)
-                for item in chunk
-                for spec in specs
-            ]
+            stored = _campaign_images(chunk, campaign)
+            asked = []
+            for item in chunk:
+                try:
+                    messages = _messages(item, stored)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    # A prompt not in intake's shape (JSON typed in the admin): its item's
+                    # error; no model is asked.
+                    unsent = f"its prompt cannot be sent: {failure_reason(exc)}"
+                    for spec in specs:
+                        asked.append(Future())
+                        asked[-1].set_result(_Outcome(item.pk, spec, error=unsent))
+                    continue
+                asked += [
+                    pool.submit(_ask, client, item.pk, messages, spec, stop) for spec in specs
+                ]
             futures = set(asked)
             while futures:
                 step = "waiting for the models' answers"

@@ -102,16 +102,26 @@ def stored_images(value: Any) -> bool:
     )
 
 
-def _check_images(value: Any, where: str, errors: dict[str, list[str]]) -> None:
+# What an image list that is not one is told: from the API, whose references are stored before
+# validation; typed in the admin, which stores none.
+IMAGE_REFERENCES_MESSAGE = (
+    'must be a list of images ("data:image/...;base64,..." or "upload:<file name>")'
+)
+STORED_IMAGES_MESSAGE = 'must be a list of stored images ({"id": <image id>})'
+
+
+def _check_images(
+    value: Any, where: str, errors: dict[str, list[str]], message: str = IMAGE_REFERENCES_MESSAGE
+) -> None:
     """Images arrive as references and are stored by feedback.images before validation; what
     is left here must be stored images."""
     if not stored_images(value):
-        errors.setdefault(where, []).append(
-            'must be a list of images ("data:image/...;base64,..." or "upload:<file name>")'
-        )
+        errors.setdefault(where, []).append(message)
 
 
-def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
+def check_prompt(
+    value: Any, errors: dict[str, list[str]], images_message: str = IMAGE_REFERENCES_MESSAGE
+) -> None:
     if isinstance(value, str):
         if not value.strip():
             errors.setdefault("prompt", []).append("must not be empty")
@@ -132,7 +142,7 @@ def _check_prompt(value: Any, errors: dict[str, list[str]]) -> None:
                     f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
                 )
             if "images" in message:
-                _check_images(message["images"], f"{where}.images", errors)
+                _check_images(message["images"], f"{where}.images", errors, images_message)
             content = message.get("content")
             if not isinstance(content, str):
                 errors.setdefault(f"{where}.content", []).append("must be a string")
@@ -368,7 +378,7 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
             errors.setdefault(str(key), []).append("is not a field of an item")
 
     prompt = raw.get("prompt")
-    _check_prompt(prompt, errors)
+    check_prompt(prompt, errors)
 
     context = raw.get("context", {})
     if context is None:

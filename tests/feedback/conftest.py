@@ -36,6 +36,8 @@ class FakeModelServer(ThreadingHTTPServer):
         self.requests = 0
         # The image parts each request carried, by model and prompt: (role, data URL) each.
         self.images: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        # The messages of each model's last request, as sent.
+        self.last_messages: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def base_url(self) -> str:
@@ -78,6 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = _text(request["messages"][-1]["content"])
         server = self.server
         with server.lock:
+            server.last_messages[model] = request["messages"]
             server.images[(model, prompt)] = [
                 (m["role"], part["image_url"]["url"])
                 for m in request["messages"]

@@ -439,6 +439,36 @@ def test_response_images_that_are_not_stored_images_are_a_form_error(admin_mfa_c
     assert not Item.objects.filter(campaign=campaign).exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        (
+            "prompt",
+            '[{"role": "user", "content": "Look", "images": ["data:image/png;base64,AAAA"]}]',
+            "prompt[0].images: must be a list of stored images ({&quot;id&quot;: &lt;image id&gt;})",
+        ),
+        ("prompt", '[{"content": "Who speaks?"}]', "prompt[0].role: must be one of"),
+        ("prompt", '"   "', "prompt: must not be empty"),
+        (
+            "context",
+            '{"images": ["upload:chart.png"]}',
+            "images: must be a list of stored images",
+        ),
+    ],
+)
+def test_a_prompt_or_context_the_api_would_refuse_is_a_form_error(
+    admin_mfa_client, field, value, said
+):
+    """The review page and generation read what the admin saves as they read the API's."""
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    data = form(campaign.pk, prompt="Fine", priority=0, responses=["A"])
+    data[field] = value
+    page = admin_mfa_client.post(ADD, data)
+    assert page.status_code == 200
+    assert said in page.content.decode()
+    assert not Item.objects.filter(campaign=campaign).exists()
+
+
 def test_context_and_metadata_left_blank_are_empty_objects_and_others_are_errors(
     admin_mfa_client,
 ):
