@@ -139,7 +139,16 @@ class SubmitView(APIView):
 
 
 class SkipView(APIView):
-    @extend_schema(request=SkipInput, responses={200: dict}, summary="Skip an item with a reason")
+    @extend_schema(
+        request=SkipInput,
+        responses={200: dict},
+        summary="Skip an item with a reason",
+        description=(
+            "409 when the claim is no longer live; 503 `queue_busy` with Retry-After while a"
+            " longer write (an admin's change of the campaign's overlap) holds the item's queue"
+            " row: nothing was saved, skip again."
+        ),
+    )
     def post(self, request: Request, assignment_id: int) -> ApiResponse:
         serializer = SkipInput(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -6,13 +6,14 @@ import functools
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -167,6 +168,46 @@ def _give_slots_back(item_ids: Iterable[int]) -> None:
             QueueEntry.objects.filter(pk=item_id).update(open_slots=F("open_slots") + n)
 
 
+# How long an expert's request waits for a queue row another write holds before it gives up.
+# Claims hold a row for a millisecond or so; an admin's change of the overlap moves every
+# item's slots in one transaction (seconds at a million items), and five web workers waiting
+# on it would be a site that answers nobody. So the claim's own expiry of due leases leaves
+# them to a later run or the beat job, and a skip (which gives its slot back) is a 503
+# queue_busy, asked again in a moment. The beat job and an admin's release wait.
+QUEUE_LOCK_WAIT_MS = 200
+
+
+class _QueueHeld(Exception):
+    """A queue row stayed held longer than QUEUE_LOCK_WAIT_MS."""
+
+
+@contextmanager
+def _queue_lock_wait_bounded() -> Iterator[None]:
+    """Run the block in a transaction (a savepoint within one) whose lock waits end after
+    QUEUE_LOCK_WAIT_MS with _QueueHeld, nothing of the block kept."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            yield
+        return
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('lock_timeout')")
+                before = cursor.fetchone()[0]
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", [f"{QUEUE_LOCK_WAIT_MS}ms"]
+                )
+            yield
+            with connection.cursor() as cursor:
+                # As it was for the rest of an enclosing transaction (a savepoint released
+                # keeps a SET LOCAL; one rolled back undoes it).
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [before])
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+            raise _QueueHeld from exc
+        raise
+
+
 # Lazy expiry runs at most this often per process and campaign (and always when the queue
 # looks dry), so a claim costs one statement in the common case; the beat job does the rest.
 LAZY_EXPIRY_SECONDS = 1.0
@@ -178,7 +219,11 @@ def _expire_lazily(campaign_id: int, *, force: bool = False) -> int:
     if not force and clock - _last_lazy_expiry.get(campaign_id, -1e9) < LAZY_EXPIRY_SECONDS:
         return 0
     _last_lazy_expiry[campaign_id] = clock
-    return assignments_expire_due(campaign_id=campaign_id, limit=100)
+    try:
+        with _queue_lock_wait_bounded():
+            return assignments_expire_due(campaign_id=campaign_id, limit=100)
+    except _QueueHeld:
+        return 0  # a longer write holds the queue: left to a later run or the beat job
 
 
 # The claim is one statement, so in autocommit it is one round trip and one short transaction:
@@ -360,8 +405,9 @@ SELECT (
                       WHERE a.item_id = q.item_id AND a.expert_id = %(expert)s))
 """
 # How often, and after how many milliseconds each, a claim that found only held slots looks
-# again: a claim holds its row for a millisecond or so, a new connection's first for ~10.
-HELD_WAITS_MS = (2, 4, 8, 16, 32)
+# again: a claim holds its row for a millisecond or so, a new connection's first for ~10, and
+# on a loaded host (dozens of claimers on 2 cores) a statement can take tens of milliseconds.
+HELD_WAITS_MS = (2, 4, 8, 16, 32, 64, 128)
 
 
 def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
@@ -401,7 +447,11 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
             return assignment
         if kind == "stale" and assignment is not None:
             # Their own claim ran out: free it first, then claim afresh.
-            assignments_expire_due(campaign_id=campaign.pk, assignment_id=assignment.pk)
+            try:
+                with _queue_lock_wait_bounded():
+                    assignments_expire_due(campaign_id=campaign.pk, assignment_id=assignment.pk)
+            except _QueueHeld:
+                raise Busy(QUEUE_BUSY_MESSAGE, code="queue_busy") from None
             continue
         if want_gold:
             want_gold = False  # no gold left for this expert: serve the queue
@@ -645,7 +695,20 @@ def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str 
             f"The note is longer than {MAX_SKIP_NOTE:,} characters.",
             fields={"note": [f"Ensure this field has no more than {MAX_SKIP_NOTE} characters."]},
         )
-    with transaction.atomic():
+    try:
+        return _skip(assignment_id=assignment_id, expert=expert, reason=reason, note=note)
+    except _QueueHeld:
+        raise Busy(SKIP_BUSY_MESSAGE, code="queue_busy") from None
+
+
+SKIP_BUSY_MESSAGE = (
+    "Your skip waits for a change still being saved (an admin's change to the campaign, say);"
+    " nothing was saved. Skip again in a few seconds."
+)
+
+
+def _skip(*, assignment_id: int, expert: User, reason: str, note: str) -> Assignment:
+    with _queue_lock_wait_bounded():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         if assignment.status == Assignment.Status.SKIPPED:
             # A repeat (a double click, a retried request) answers the same; one that says

@@ -4,12 +4,17 @@ campaign's overlap, until it commits) is told to ask again, not that nothing is 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from feedback import services as feedback_services
+from feedback.models import QueueEntry
 from reviews.models import Assignment
 from tests.feedback.factories import CampaignFactory, ItemFactory
 from tests.reviews.pages import client_for
@@ -63,3 +68,99 @@ def test_a_claim_while_an_overlap_change_holds_the_queue_is_a_503_to_retry(
     assert not Assignment.objects.exists()
     after = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
     assert after.status_code == 200, after.content
+
+
+@contextmanager
+def overlap_change_held(engineer, campaign) -> Iterator[Callable[[], bool]]:
+    """The campaign's overlap change (every queue row of it updated) held uncommitted in
+    another thread until the block ends, or 30 s should the code under test wait for it.
+    Yields whether that change is still held: after a call, True means the call answered
+    without waiting for it."""
+    holding = threading.Event()
+    release = threading.Event()
+    failures: list[BaseException] = []
+
+    def change_overlap() -> None:
+        try:
+            with transaction.atomic():
+                feedback_services.campaign_update(
+                    actor=engineer, campaign=campaign, changes={"overlap": campaign.overlap + 1}
+                )
+                holding.set()
+                release.wait(30)
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+            holding.set()
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=change_overlap)
+    writer.start()
+    try:
+        assert holding.wait(30)
+        yield lambda: writer.is_alive() and not release.is_set()
+    finally:
+        release.set()
+        writer.join(30)
+    assert not failures, failures
+
+
+def _lease_runs_out(assignment_id: int) -> None:
+    Assignment.objects.filter(pk=assignment_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_due_leases_do_not_make_a_claim_wait_for_an_overlap_change(
+    api_for, expert, engineer, django_user_model
+):
+    """The claim's own expiry of due leases (another expert's, or the claimer's own) gives
+    up on queue rows the change holds: 503 to ask again, at once, not after the change."""
+    campaign = CampaignFactory(kind="pairwise", overlap=1, created_by=engineer)
+    ItemFactory.create_batch(5, campaign=campaign)
+    other = django_user_model.objects.create_user(email="other@example.test", role="expert")
+    theirs = api_for(other).post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    mine = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    _lease_runs_out(theirs["assignment"]["id"])
+    _lease_runs_out(mine["assignment"]["id"])
+
+    with overlap_change_held(engineer, campaign) as still_held:
+        during = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/")
+        answered_while_held = still_held()
+
+    assert answered_while_held, "the claim waited for the change to commit"
+    assert during.status_code == 503, during.content
+    assert during.json()["error"]["code"] == "queue_busy"
+    assert set(Assignment.objects.values_list("status", flat=True)) == {"claimed"}
+    after = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    assert after.status_code == 200, after.content
+    assert Assignment.objects.get(pk=mine["assignment"]["id"]).status == "expired"
+
+
+def test_a_skip_while_an_overlap_change_holds_its_queue_row_is_a_503_and_saves_nothing(
+    api_for, expert, engineer
+):
+    campaign = CampaignFactory(kind="pairwise", overlap=1, created_by=engineer)
+    ItemFactory.create_batch(3, campaign=campaign)
+    client = api_for(expert)
+    claimed = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    skip = f"/api/v1/assignments/{claimed['assignment']['id']}/skip/"
+
+    with overlap_change_held(engineer, campaign) as still_held:
+        during = client.post(skip, {"reason": "too_long"}, format="json")
+        answered_while_held = still_held()
+        page = client_for(expert).post(
+            reverse("review-skip", args=[claimed["assignment"]["id"]]),
+            {"reason": "too_long"},
+            follow=True,
+        )
+
+    assert answered_while_held, "the skip waited for the change to commit"
+    assert during.status_code == 503, during.content
+    assert during.json()["error"]["code"] == "queue_busy"
+    assert during["Retry-After"] == "1"
+    assert "Skip again in a few seconds" in page.content.decode()
+    assert Assignment.objects.get().status == "claimed", "nothing saved"
+    assert client.post(skip, {"reason": "too_long"}, format="json").status_code == 200
+    # Its slot went back once, on top of the overlap the change raised to 2.
+    assert QueueEntry.objects.get(item_id=claimed["item"]["id"]).open_slots == 2
