@@ -1386,7 +1386,8 @@ def _dedupe(
         ext_ids = [
             r.item.external_id for r in chunk if r.item.external_id and r.maybe_stored_external_id
         ]
-    stored_hashes: set[str] = set()
+    # content hash -> stored by this import
+    stored_hashes: dict[str, bool] = {}
     # external_id -> (content hash, stored by this import)
     stored_ext: dict[str, tuple[str, bool]] = {}
     if copier is not None and (hashes or ext_ids):
@@ -1397,11 +1398,11 @@ def _dedupe(
         with connection.cursor() as cursor:
             if hashes:
                 cursor.execute(
-                    "SELECT content_hash FROM feedback_item WHERE campaign_id = %s AND "
+                    "SELECT content_hash, id FROM feedback_item WHERE campaign_id = %s AND "
                     "content_hash = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
                     [campaign.pk, _dumps(hashes)],
                 )
-                stored_hashes = {row[0] for row in cursor.fetchall()}
+                stored_hashes = {h: pk > before_id for h, pk in cursor.fetchall()}
             if ext_ids:
                 cursor.execute(
                     "SELECT external_id, content_hash, id FROM feedback_item "
@@ -1413,9 +1414,10 @@ def _dedupe(
     else:
         items = Item.objects.filter(campaign=campaign)
         if hashes:
-            stored_hashes = set(
-                items.filter(content_hash__in=hashes).values_list("content_hash", flat=True)
-            )
+            stored_hashes = {
+                h: pk > before_id
+                for h, pk in items.filter(content_hash__in=hashes).values_list("content_hash", "pk")
+            }
         if ext_ids:
             stored_ext = {
                 e: (h, pk > before_id)
@@ -1459,12 +1461,14 @@ def _dedupe(
                 tally.duplicate(
                     ready.location,
                     item.external_id,
-                    "the same prompt, context and responses are already in the campaign",
+                    "the same prompt, context and responses appear earlier in this file"
+                    if stored_hashes[item.content_hash]
+                    else "the same prompt, context and responses are already in the campaign",
                 )
                 tally.skipped_under(item.external_id, item.content_hash)
             else:
                 keep.append(ready)
-                stored_hashes.add(item.content_hash)
+                stored_hashes[item.content_hash] = True
                 if item.external_id:
                     stored_ext[item.external_id] = (item.content_hash, True)
     return keep

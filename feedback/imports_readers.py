@@ -696,13 +696,23 @@ def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
                 # wherever the byte is; the column here is the byte's, as for CSV.
                 problem = f"is not UTF-8 text ({bad.reason}) at column {bad.start + 1}"
             else:
-                problem = f"is not valid JSON: {_json_problem(exc)}"
+                problem = f"is not valid JSON: {_json_problem(_error_within_line(line, exc))}"
             yield SourceRow({"line": line_no}, error=("", problem))
             continue
         if not isinstance(raw, dict):
             yield SourceRow({"line": line_no}, error=("", "must be a JSON object (one item)"))
             continue
         yield SourceRow({"line": line_no}, raw=raw)
+
+
+def _error_within_line(line: bytes, exc: orjson.JSONDecodeError) -> orjson.JSONDecodeError:
+    """The error as parsing the line without its line end says it: a line cut short ends where
+    its text does ("unexpected end of data at column 16"), not at column 1 of the line after."""
+    try:
+        orjson.loads(line.rstrip(b"\r\n"))
+    except orjson.JSONDecodeError as within:
+        return within
+    return exc
 
 
 def _json_problem(exc: json.JSONDecodeError) -> str:

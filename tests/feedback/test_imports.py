@@ -93,7 +93,8 @@ def test_malformed_json_on_line_3_names_the_line_and_imports_nothing(upload):
     [error] = status["errors"]
     assert error["line"] == 3
     assert error["field"] == ""
-    assert error["message"].startswith("is not valid JSON")
+    # Where the line stops, not column 1 of the line after its line end.
+    assert error["message"] == "is not valid JSON: unexpected end of data at column 16"
     assert "nothing was imported" in status["message"]
     assert Item.objects.count() == 0
     assert Response.objects.count() == 0
@@ -1220,7 +1221,7 @@ def test_duplicates_in_the_file_and_in_the_campaign_are_found_in_every_mode(uplo
         (2, "external_id 'q-2' is already in the campaign"),
         (3, "the same prompt, context and responses are already in the campaign"),
         (5, "external_id 'q-4' appears earlier in this file"),
-        (8, "the same prompt, context and responses are already in the campaign"),
+        (8, "the same prompt, context and responses appear earlier in this file"),
     ]
     assert sorted(Item.objects.values_list("external_id", flat=True)) == [
         "q-1",
@@ -1329,7 +1330,7 @@ def test_rows_with_images_and_plain_rows_are_de_duplicated_together(upload, dedu
     assert status["status"] == "succeeded", status
     assert [(e["line"], e["field"]) for e in status["errors"]] == [(4, "external_id")]
     assert [(d["line"], d["reason"]) for d in status["duplicate_rows"]] == [
-        (6, "the same prompt, context and responses are already in the campaign"),
+        (6, "the same prompt, context and responses appear earlier in this file"),
         (7, "external_id 'q-5' appears earlier in this file"),
     ]
     assert sorted(Item.objects.values_list("external_id", flat=True)) == [
