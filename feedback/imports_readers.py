@@ -463,6 +463,13 @@ class ColumnMapping:
             cell = row.get(spec.column)
             if json_text and isinstance(cell, str):
                 cell = _csv_response_cell(cell)
+            if isinstance(cell, dict) and not cell.keys() & {"text", "content"}:
+                # Not an empty cell: an object (a struct column) with no text in it.
+                keys = ", ".join(sorted(map(str, cell))) or "none"
+                return (
+                    f'{spec.column}: is an object without "text" (its keys: {keys}); a response'
+                    ' cell is text, a chat, or {"text": ...}'
+                )
             text = _response_text(cell)
             if text is None or text == "":
                 empty.append((spec.column, "is empty"))

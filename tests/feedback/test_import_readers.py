@@ -290,6 +290,25 @@ def test_a_null_field_of_a_parquet_struct_is_absent(import_status):
     assert Item.objects.get(prompt__0__content="Q2").metadata == {"difficulty": 3}
 
 
+def test_a_parquet_response_cell_of_an_object_without_text_is_named_not_called_empty(
+    import_status,
+):
+    rows = [
+        {"prompt": "Q1", "chosen": {"answer": 4}, "rejected": {"answer": 5}},
+        {"prompt": "Q2", "chosen": {"answer": 6}, "rejected": {"answer": 7}},
+    ]
+    status = import_status("prefs.parquet", parquet(pa.Table.from_pylist(rows)))
+
+    assert status["status"] == "failed", status
+    assert status["errors"][0] == {
+        "row": 1,
+        "field": "chosen",
+        "message": 'is an object without "text" (its keys: answer); a response cell is text,'
+        ' a chat, or {"text": ...}',
+    }
+    assert Item.objects.count() == 0
+
+
 # --- empty response cells ----------------------------------------------------------------
 
 PAIR_COUNT = (
