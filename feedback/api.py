@@ -111,12 +111,19 @@ class KnownFieldsOnly(serializers.Serializer[Any]):
     what = ""
     also_taken: frozenset[str] = frozenset()
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        sent = self.initial_data if isinstance(self.initial_data, dict) else {}
+    def to_internal_value(self, data: Any) -> Any:
+        # Named beside the known fields' own errors, so one answer lists every problem.
+        sent = data if isinstance(data, dict) else {}
         unknown = unknown_fields(sent, {*self.fields, *self.also_taken}, self.what)
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**unknown, **exc.detail}) from None
+            raise
         if unknown:
             raise serializers.ValidationError(unknown)
-        return attrs
+        return value
 
 
 class CampaignInputSerializer(KnownFieldsOnly):

@@ -246,6 +246,30 @@ def test_a_heartbeat_or_skip_with_a_field_it_does_not_know_is_a_400_naming_it(
     assert after.last_seen_at == before.last_seen_at
 
 
+@pytest.mark.parametrize(
+    ("action", "body", "bad_value"),
+    [
+        ("heartbeat", {"activ": False, "active": "yes"}, "active"),
+        ("skip", {"reason": "bogus", "notes": "conflict"}, "reason"),
+    ],
+)
+def test_a_field_it_does_not_know_is_named_beside_the_bad_values(
+    api_for, expert, action, body, bad_value
+):
+    """One answer names every problem, as a submit's does, not the bad value first and the
+    misspelt field only once that is mended."""
+    assignment, _ends = _claimed_ending_soon(expert)
+
+    res = api_for(expert).post(f"/api/v1/assignments/{assignment.pk}/{action}/", body, "json")
+
+    assert res.status_code == 400, res.json()
+    fields = res.json()["error"]["fields"]
+    unknown = next(name for name in body if name not in {"active", "reason"})
+    assert fields[unknown] == [f"is not a field of a {action}"]
+    assert set(fields) == {unknown, bad_value}
+    assert Assignment.objects.get(pk=assignment.pk).status == "claimed"
+
+
 @pytest.mark.parametrize("active", ["yes", "on", 1, 0, "1", "t", "F", []])
 def test_a_heartbeat_whose_active_is_not_true_or_false_is_a_400_and_changes_nothing(
     api_for, expert, active
