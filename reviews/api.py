@@ -87,8 +87,14 @@ class SkipInput(KnownFieldsOnly):
             + ' (with "other", say why in `note`).',
         },
     )
+    # Kept as typed, as the review page keeps it, so a repeat of a skip made there compares
+    # equal (a note differing from the stored one is a 409).
     note = TextField(
-        required=False, allow_blank=True, default="", max_length=services.MAX_SKIP_NOTE
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=services.MAX_SKIP_NOTE,
+        trim_whitespace=False,
     )
 
 

@@ -255,6 +255,20 @@ def test_a_skipped_item_is_not_offered_again_and_its_slot_returns(
     assert other.json()["item"]["id"] == item.pk
 
 
+def test_a_skip_note_is_kept_as_typed_through_the_api_as_on_the_page(
+    api_for, expert, pairwise_campaign
+):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    skip = f"/api/v1/assignments/{payload['assignment']['id']}/skip/"
+    body = {"reason": "other", "note": "  too close to my own work\n"}
+
+    assert client.post(skip, body, format="json").status_code == 200
+    assert Assignment.objects.get().skip_note == "  too close to my own work\n"
+    assert client.post(skip, body, format="json").status_code == 200, "the same skip again"
+
+
 def test_the_client_reported_active_time_is_capped_by_what_the_server_saw(
     api_for, expert, pairwise_campaign
 ):
