@@ -638,7 +638,8 @@ def _ensure_live(assignment: Assignment) -> None:
         and assignment.lease_expires_at <= timezone.now()
     ):
         raise Conflict(
-            "Your lease on this item expired and its slot went back to the queue; nothing was saved.",
+            "Your lease on this item ran out, so it is no longer yours (its slot goes back to the"
+            " queue); nothing was saved.",
             code="lease_expired",
         )
     if assignment.status != Assignment.Status.CLAIMED:

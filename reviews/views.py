@@ -211,11 +211,15 @@ def _render_closed(
     return render(request, template + ("#closed" if partial else ""), context, status=status)
 
 
-def _claim_next(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+def _claim_next(
+    request: HtmxHttpRequest, campaign: Campaign, *, handed_in: bool = False
+) -> HttpResponse:
     try:
         assignment = services.assignment_claim(campaign=campaign, expert=_user(request))
     except DomainError as exc:
-        messages.error(request, exc.message)
+        # After a submit or skip, which were saved, that no more work comes is news, not an
+        # error of what the expert just did.
+        (messages.info if handed_in else messages.error)(request, exc.message)
         return _to_home(request)
     if assignment is None:
         messages.info(request, f"Nothing left for you in “{campaign.name}” right now. Thank you!")
@@ -223,6 +227,18 @@ def _claim_next(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
     if request.htmx:
         return _render_workspace(request, assignment)
     return redirect("review-page", assignment_id=assignment.pk)
+
+
+def _claim_after(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+    """The next item after a submit or a skip. A campaign the expert may no longer see (closed
+    since the claim, a skill they no longer have) is not described, not what it requires: as
+    `start` would answer 404, it is said that no more work comes."""
+    try:
+        campaign = campaign_get_for_user(user=_user(request), campaign_id=campaign.pk)
+    except NotFound:
+        messages.info(request, f"No more work for you in “{campaign.name}” for now.")
+        return _to_home(request)
+    return _claim_next(request, campaign, handed_in=True)
 
 
 def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
@@ -321,7 +337,7 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
         messages.error(request, exc.message)
         return _to_home(request)
     messages.success(request, "Review saved.")
-    return _claim_next(request, assignment.campaign)
+    return _claim_after(request, assignment.campaign)
 
 
 @signed_in()
@@ -344,7 +360,7 @@ def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
         messages.error(request, exc.message)
         return _to_home(request)
     messages.info(request, "Skipped; you will not be offered that item again.")
-    return _claim_next(request, assignment.campaign)
+    return _claim_after(request, assignment.campaign)
 
 
 @signed_in(script_only=True)

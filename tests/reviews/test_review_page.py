@@ -287,3 +287,44 @@ def test_an_expert_cannot_start_a_campaign_they_cannot_see(expert):
     assert not Assignment.objects.exists()
     assert QueueEntry.objects.get().open_slots == 1
     assert Campaign.objects.count() == 1
+
+
+@pytest.mark.parametrize("change", ["skill_removed", "paused", "closed"])
+@pytest.mark.parametrize("action", ["submit", "skip"])
+def test_work_handed_in_after_the_campaign_changed_is_saved_and_said_so_without_an_error(
+    expert, change, action
+):
+    """The claim was taken while the expert could claim; what they hand in is saved. That no
+    more work follows is news, not an error, and a campaign they can no longer see is not
+    described (its required skills were named)."""
+    from django.contrib.messages import get_messages
+
+    campaign = CampaignFactory(kind="pairwise", required_skills=["rust"])
+    expert.profile.skills = ["rust"]
+    expert.profile.save()
+    ItemFactory.create_batch(2, campaign=campaign)
+    assignment = _claim(campaign, expert)
+    if change == "skill_removed":
+        expert.profile.skills = []
+        expert.profile.save()
+    else:
+        Campaign.objects.filter(pk=campaign.pk).update(status=change)
+    if action == "submit":
+        res = client_for(expert).post(
+            reverse("review-submit", args=[assignment.pk]),
+            {"chosen": assignment.response_order[0], "strength": "1", "active_seconds": "5"},
+        )
+    else:
+        res = client_for(expert).post(
+            reverse("review-skip", args=[assignment.pk]), {"reason": "too_long"}
+        )
+
+    assert res.status_code == 302
+    assert Assignment.objects.get(pk=assignment.pk).status == (
+        "submitted" if action == "submit" else "skipped"
+    )
+    said = [(m.level_tag, m.message) for m in get_messages(res.wsgi_request)]
+    assert not [text for level, text in said if level == "error"], said
+    assert not any("rust" in text for _, text in said), said
+    assert any("more work" in text or "paused" in text for _, text in said), said
+    assert Assignment.objects.filter(expert=expert).count() == 1, "no new claim"
