@@ -696,6 +696,12 @@ def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
+            raw = _with_lone_surrogates(line, exc)
+            if raw is not None:
+                # Valid JSON that orjson refuses: an escaped lone surrogate ("\ud800"). Read,
+                # it is an error of the field holding it, as in a batch or a CSV.
+                yield SourceRow({"line": line_no}, raw=raw)
+                continue
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
@@ -710,6 +716,18 @@ def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
             yield SourceRow({"line": line_no}, error=("", "must be a JSON object (one item)"))
             continue
         yield SourceRow({"line": line_no}, raw=raw)
+
+
+def _with_lone_surrogates(line: bytes, exc: orjson.JSONDecodeError) -> Any:
+    """The line's object when orjson refused it only for an escaped lone surrogate, which JSON
+    allows and Python's parser reads; else None."""
+    if "surrogate" not in str(exc.msg):
+        return None
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def _error_within_line(line: bytes, exc: orjson.JSONDecodeError) -> orjson.JSONDecodeError:

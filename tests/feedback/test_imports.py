@@ -1017,6 +1017,22 @@ def test_a_lone_surrogate_in_a_label_studio_task_is_an_error_of_its_task_and_fie
     assert Item.objects.get().prompt == "fine"
 
 
+def test_a_lone_surrogate_in_a_jsonl_line_is_an_error_of_its_field(upload):
+    """orjson refuses the whole line ("no low surrogate in string at column 14"); it is valid
+    JSON, so the line is read and the field holding the escape is named, as in a batch."""
+    message = (
+        "contains a lone UTF-16 surrogate (an unpaired \\ud800 escape), which is not a"
+        " character and cannot be stored"
+    )
+    _res, status = upload(
+        "items.jsonl",
+        jsonl(item_object(1), b'{"prompt": "lone \\ud800 half"}', item_object(3)),
+    )
+    assert status["status"] == "failed", status
+    assert status["errors"] == [{"line": 2, "field": "prompt", "message": message}]
+    assert Item.objects.count() == 0
+
+
 def test_errors_that_quote_a_nul_or_a_lone_surrogate_are_stored_with_u_fffd(upload):
     """A task id, an unknown key or a column name can hold what the job's JSON record cannot
     store: the errors keep them as U+FFFD, and the import ends failed as it should."""
