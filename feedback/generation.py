@@ -727,17 +727,19 @@ class _Spent:
             self.cost_usd_micros += info["cost_usd_micros"]
 
     def updates(self) -> dict[str, Any]:
-        """The job's counters with these added; they are then counted as added."""
-        added = {
+        """The job's counters with these added; call `recorded` once they are written (an
+        update that fails leaves them to the next, the job's failure record)."""
+        return {
             "prompt_tokens": F("prompt_tokens") + self.prompt_tokens,
             "completion_tokens": F("completion_tokens") + self.completion_tokens,
             "cost_usd_micros": F("cost_usd_micros") + self.cost_usd_micros,
             "answers_without_usage": F("answers_without_usage") + self.without_usage,
             "answers_without_price": F("answers_without_price") + self.without_price,
         }
+
+    def recorded(self) -> None:
         self.prompt_tokens = self.completion_tokens = self.cost_usd_micros = 0
         self.without_usage = self.without_price = 0
-        return added
 
 
 def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
@@ -838,6 +840,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                         errors=errors,
                         **spent.updates(),
                     )
+                    spent.recorded()
                 if stop.is_set():
                     # Requests not yet sent are dropped; the ones in flight end at their next
                     # attempt, and what they were answered is still counted.
@@ -862,6 +865,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
             finished_at=timezone.now(),
             **spent.updates(),
         )
+        spent.recorded()
     except Exception as exc:
         # Anything else (the database refusing a response, a bug) fails the job with the
         # reason instead of leaving it running; the traceback is logged.

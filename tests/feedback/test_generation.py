@@ -7,6 +7,7 @@ flight.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -189,6 +190,46 @@ def responses_refused() -> None:
             "CREATE TRIGGER test_refuse_response BEFORE INSERT ON feedback_response"
             " FOR EACH ROW EXECUTE FUNCTION test_refuse_response()"
         )
+
+
+@pytest.fixture
+def progress_refused(transactional_db) -> Iterator[None]:
+    """PostgreSQL refuses a generation job's progress: a trigger raising when items_done grows.
+    With the test's writes committed (as the worker's are), so the refused statement ends only
+    itself; the trigger is dropped afterwards (a flush leaves it)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_progress() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'progress refused by the test'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse_progress BEFORE UPDATE ON feedback_generationjob"
+            " FOR EACH ROW WHEN (NEW.items_done > OLD.items_done)"
+            " EXECUTE FUNCTION test_refuse_progress()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_refuse_progress ON feedback_generationjob")
+            cursor.execute("DROP FUNCTION test_refuse_progress()")
+
+
+def test_what_was_spent_is_counted_when_recording_the_progress_fails(
+    model_server, generate, progress_refused
+):
+    """The job fails saying so, and the answer's tokens and cost, which the refused update
+    was to add, are in its failure record, not lost with it."""
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": [{"name": "plain", "output_usd_per_million": 3}]})
+
+    assert status["status"] == "failed", status
+    assert status["message"].startswith("The generation failed while recording its progress")
+    assert (status["completion_tokens"], status["cost_usd_micros"]) == (7, 7 * 3)
 
 
 def test_a_response_the_database_refuses_fails_the_job_saying_where_and_why(
