@@ -8,26 +8,16 @@ local server of tests/feedback/conftest.py, which keeps the image parts each req
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from feedback.models import Item, ItemImage, Response
 from tests.feedback.factories import CampaignFactory
+from tests.feedback.pictures import data_url as _data_url
+from tests.feedback.pictures import png
 
 pytestmark = pytest.mark.django_db
-
-
-def _png(color: str) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (5, 4), color).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _data_url(data: bytes) -> str:
-    return f"data:image/png;base64,{base64.b64encode(data).decode()}"
 
 
 def _stored_as_data_url(image_id: int) -> str:
@@ -57,7 +47,7 @@ def test_the_prompts_and_contexts_images_are_sent_with_the_user_message(
     model_server, push_and_generate
 ):
     campaign = CampaignFactory(kind="pairwise", overlap=1)
-    chart, photo, scan = _png("red"), _png("blue"), _png("green")
+    chart, photo, scan = png(color="red"), png(color="blue"), png(color="green")
     status = push_and_generate(
         campaign,
         [
@@ -117,7 +107,7 @@ def test_each_prompt_shape_sends_its_images_where_the_docs_say(
     model_server, push_and_generate, prompt, context, expected
 ):
     campaign = CampaignFactory(kind="rating", overlap=1)
-    pictures = {"ctx": _png("red"), "own": _png("blue")}
+    pictures = {"ctx": png(color="red"), "own": png(color="blue")}
 
     def with_images(value: Any) -> Any:
         if isinstance(value, dict):
@@ -201,7 +191,11 @@ def test_an_image_or_prompt_that_cannot_be_sent_fails_its_item_only_saying_which
         [
             {
                 "prompt": [
-                    {"role": "user", "content": "Describe it.", "images": [_data_url(_png("red"))]}
+                    {
+                        "role": "user",
+                        "content": "Describe it.",
+                        "images": [_data_url(png(color="red"))],
+                    }
                 ]
             }
         ],

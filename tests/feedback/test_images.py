@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -14,18 +13,10 @@ from PIL import Image
 
 from feedback.models import Item, ItemImage, Response
 from tests.feedback.factories import CampaignFactory
+from tests.feedback.pictures import data_url as _data_url
+from tests.feedback.pictures import png as _png
 
 pytestmark = pytest.mark.django_db
-
-
-def _png(width: int = 4, height: int = 3, color: str = "red") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _data_url(data: bytes, kind: str = "image/png") -> str:
-    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
 def _item(**extra):

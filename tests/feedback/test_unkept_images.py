@@ -3,29 +3,25 @@ refused whole) are not kept: no row, no file, nothing served. An image a stored 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image
 
 from feedback.models import Item, ItemImage
 from tests.feedback.import_files import item_object, jsonl
+from tests.feedback.pictures import data_url, png
 
 pytestmark = pytest.mark.django_db
 
 
 def _png(color: str) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (4, 3), color).save(out, format="PNG")
-    return out.getvalue()
+    return png(color=color)
 
 
 def _data_url(color: str) -> str:
-    return f"data:image/png;base64,{base64.b64encode(_png(color)).decode()}"
+    return data_url(png(color=color))
 
 
 def _asking(n: int, *colors: str) -> list[dict]:

@@ -27,36 +27,12 @@ def test_a_claim_while_an_overlap_change_holds_the_queue_is_a_503_to_retry(
 ):
     campaign = CampaignFactory(kind="pairwise", overlap=1, created_by=engineer)
     ItemFactory.create_batch(20, campaign=campaign)
-    holding = threading.Event()
-    release = threading.Event()
-    failures: list[BaseException] = []
+    client = api_for(expert)
 
-    def change_overlap() -> None:
-        # The real change, its transaction held open as a large campaign's would be.
-        try:
-            with transaction.atomic():
-                feedback_services.campaign_update(
-                    actor=engineer, campaign=campaign, changes={"overlap": 2}
-                )
-                holding.set()
-                release.wait(30)
-        except BaseException as exc:  # handed to the test's thread
-            failures.append(exc)
-            holding.set()
-        finally:
-            connection.close()
-
-    writer = threading.Thread(target=change_overlap)
-    writer.start()
-    try:
-        assert holding.wait(30)
-        client = api_for(expert)
+    # The real change, its transaction held open as a large campaign's would be.
+    with overlap_change_held(engineer, campaign):
         during = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
         page = client_for(expert).post(reverse("review-start", args=[campaign.pk]), follow=True)
-    finally:
-        release.set()
-        writer.join(30)
-    assert not failures, failures
 
     assert during.status_code == 503, during.content
     assert during.json()["error"]["code"] == "queue_busy"
