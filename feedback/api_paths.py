@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.common import CommonMiddleware
 from django.urls import get_urlconf, is_valid_path
@@ -55,6 +57,36 @@ class RefuseChunkedBodies:
         # Answered before CommonMiddleware, which would set the length.
         refused["Content-Length"] = str(len(refused.content))
         return refused
+
+
+class ApiErrorsWithDebug:
+    """With DEBUG on (the `make run` demo, development), Django answers a path no view matches,
+    a request it refuses before the view and a server error with its HTML debug pages, never
+    calling the handlers below. Under /api/ such a page is replaced by the API's error body, as
+    with DEBUG off, so a script reads the demo's answers as it will a server's. Not loaded with
+    DEBUG off, where the handlers answer. (A body over Django's limits, refused before the view,
+    is then a plain `bad_request`: the limit it broke is not known here.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        if not settings.DEBUG:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or not _is_api(request)
+            or not response.get("Content-Type", "").startswith("text/html")
+        ):
+            return response
+        if response.status_code == 404:
+            return not_found(request, Exception())
+        if response.status_code >= 500:
+            return server_error(request)
+        if response.status_code == 400:
+            return bad_request(request, Exception())
+        return response
 
 
 class ApiCommonMiddleware(CommonMiddleware):

@@ -143,6 +143,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # With DEBUG on only: JSON, not Django's debug pages, for errors under /api/.
+    "feedback.api_paths.ApiErrorsWithDebug",
     "django.middleware.security.SecurityMiddleware",
     # A chunked body without its length is refused before anything reads it as empty.
     "feedback.api_paths.RefuseChunkedBodies",

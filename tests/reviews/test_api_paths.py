@@ -74,3 +74,23 @@ def test_a_host_the_server_does_not_serve_is_a_json_400_on_the_api(api_for, expe
     page = client.get("/", HTTP_HOST="evil.example")
     assert page.status_code == 400
     assert page["Content-Type"].startswith("text/html")
+
+
+def test_with_debug_on_as_in_the_demo_api_errors_are_json_not_debug_pages(
+    settings, api_for, expert, pairwise_campaign
+):
+    """`make run` runs with DEBUG on, where Django answers with its HTML debug pages and never
+    calls the API's handlers. Pages outside the API keep them."""
+    settings.DEBUG = True
+    client = api_for(expert)  # a new client loads the middleware with DEBUG on
+
+    unknown = client.post("/api/v1/nope/", {}, format="json")
+    no_slash = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next", format="json")
+    bad_host = client.get("/api/v1/campaigns/", headers={"host": "evil.example"})
+    page = client.get("/no-such-page/")
+
+    assert (unknown.status_code, _error(unknown)["code"]) == (404, "not_found")
+    assert f"/api/v1/campaigns/{pairwise_campaign.pk}/next/" in _error(no_slash)["message"]
+    assert (bad_host.status_code, _error(bad_host)["code"]) == (400, "bad_request")
+    assert page.status_code == 404
+    assert page["Content-Type"].startswith("text/html"), "Django's page outside the API"
