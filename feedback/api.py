@@ -199,11 +199,14 @@ class CampaignDetailView(APIView):
         serializer = CampaignPatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         changes = {k: v for k, v in serializer.validated_data.items() if k in request.data}
-        if "slug" in changes or "kind" in changes:
+        # Fixed once the campaign exists; sent back as GET gave them, they change nothing.
+        fixed = [k for k in ("slug", "kind") if k in changes and changes[k] != getattr(campaign, k)]
+        if fixed:
             raise ValidationFailed(
                 "slug and kind are fixed once a campaign exists.",
-                fields={k: ["cannot be changed"] for k in ("slug", "kind") if k in changes},
+                fields={k: ["cannot be changed"] for k in fixed},
             )
+        changes = {k: v for k, v in changes.items() if k not in {"slug", "kind"}}
         campaign = services.campaign_update(
             actor=_user(request), campaign=campaign, changes=changes
         )

@@ -38,8 +38,6 @@ def test_a_misspelt_field_is_refused_and_changes_nothing(api_for, engineer, pair
 def test_a_campaign_sent_back_as_get_gave_it_is_taken(api_for, engineer, pairwise_campaign):
     client = api_for(engineer)
     got = client.get(f"/api/v1/campaigns/{pairwise_campaign.pk}/").json()
-    got.pop("slug")
-    got.pop("kind")
 
     patched = client.patch(
         f"/api/v1/campaigns/{pairwise_campaign.pk}/", {**got, "overlap": 2}, format="json"
@@ -47,6 +45,17 @@ def test_a_campaign_sent_back_as_get_gave_it_is_taken(api_for, engineer, pairwis
 
     assert patched.status_code == 200, patched.json()
     assert patched.json()["overlap"] == 2
+    # Its slug and kind as they are change nothing; another one is refused.
+    moved = client.patch(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/",
+        {**got, "kind": "rating", "name": "Renamed"},
+        format="json",
+    )
+    assert moved.status_code == 400
+    assert moved.json()["error"]["fields"] == {"kind": ["cannot be changed"]}
+    pairwise_campaign.refresh_from_db()
+    assert (pairwise_campaign.kind, pairwise_campaign.overlap) == ("pairwise", 2)
+    assert pairwise_campaign.name != "Renamed"
 
 
 @pytest.mark.parametrize("value", ["yes", 1, "on"])
