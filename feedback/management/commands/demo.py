@@ -170,5 +170,6 @@ class Command(BaseCommand):
             "The admin sets up an authenticator app (TOTP) at first sign-in: admins need MFA."
         )
         self.stdout.write(
-            "API key for the engineer: .venv/bin/python manage.py create_api_key engineer@demo.test"
+            "API key for the engineer:"
+            " DEBUG=1 .venv/bin/python manage.py create_api_key engineer@demo.test"
         )
