@@ -334,21 +334,28 @@ def _campaign_images(items: list[Item], campaign: Campaign) -> dict[int, tuple[s
 def _image_lists(item: Item) -> list[tuple[str, list[Any]]]:
     """Where each list of images the model is sent sits in the item, and the list."""
     context = item.context if isinstance(item.context, dict) else {}
-    lists = [("context.images", context.get("images") or [])]
+    lists = [("context.images", _listed(context.get("images")))]
     if isinstance(item.prompt, list):
         lists += [
-            (f"prompt[{index}].images", message.get("images") or [])
+            (f"prompt[{index}].images", _listed(message.get("images")))
             for index, message in enumerate(item.prompt)
             if isinstance(message, dict)
         ]
     return lists
 
 
+def _listed(images: Any) -> list[Any]:
+    """An item's images as a list: stored ones are one, but JSON saved in the admin before it
+    checked them may hold anything; each entry is then checked (_image_parts)."""
+    if images is None:
+        return []
+    return images if isinstance(images, list) else [images]
+
+
 def _image_parts(
     images: Any, where: str, stored: dict[int, tuple[str, str]]
 ) -> list[dict[str, Any]]:
-    if not isinstance(images, list):
-        images = [images]
+    images = _listed(images)
     parts = []
     for index, image in enumerate(images):
         place = f"{where}[{index}]"
@@ -379,12 +386,12 @@ def _messages(item: Item, stored: dict[int, tuple[str, str]]) -> list[dict[str, 
                 "content": "Context:\n" + json.dumps(context, ensure_ascii=False, indent=1),
             }
         )
-    waiting = _image_parts((item.context or {}).get("images") or [], "context.images", stored)
+    waiting = _image_parts((item.context or {}).get("images"), "context.images", stored)
     prompt = (
         [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
     )
     for index, message in enumerate(prompt):
-        images = _image_parts(message.get("images") or [], f"prompt[{index}].images", stored)
+        images = _image_parts(message.get("images"), f"prompt[{index}].images", stored)
         if message["role"] == "user" and waiting:
             images, waiting = waiting + images, []
         content: Any = message["content"]

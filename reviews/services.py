@@ -182,30 +182,44 @@ class _QueueHeld(Exception):
 
 
 @contextmanager
-def _queue_lock_wait_bounded() -> Iterator[None]:
-    """Run the block in a transaction (a savepoint within one) whose lock waits end after
-    QUEUE_LOCK_WAIT_MS with _QueueHeld, nothing of the block kept."""
+def _queue_lock_wait_bounded(*, atomic: bool = True) -> Iterator[None]:
+    """Run the block with its lock waits ending after QUEUE_LOCK_WAIT_MS with _QueueHeld,
+    nothing of the block kept: in a transaction of its own (a savepoint within a caller's),
+    or, with atomic=False outside any transaction, as the block's statements run (one
+    statement: three round trips, not a transaction's six)."""
     if connection.vendor != "postgresql":
         with transaction.atomic():
             yield
         return
     try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("SELECT current_setting('lock_timeout')")
                 before = cursor.fetchone()[0]
-                cursor.execute(
-                    "SELECT set_config('lock_timeout', %s, true)", [f"{QUEUE_LOCK_WAIT_MS}ms"]
-                )
-            yield
-            with connection.cursor() as cursor:
-                # As it was for the rest of an enclosing transaction (a savepoint released
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_WAIT])
+                yield
+                # As it was for the rest of the caller's transaction (a savepoint released
                 # keeps a SET LOCAL; one rolled back undoes it).
                 cursor.execute("SELECT set_config('lock_timeout', %s, true)", [before])
+        elif atomic:
+            with transaction.atomic(), connection.cursor() as cursor:
+                # Ends with the transaction.
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [_LOCK_WAIT])
+                yield
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', %s, false)", [_LOCK_WAIT])
+                try:
+                    yield
+                finally:
+                    cursor.execute("RESET lock_timeout")  # to the connection's own
     except OperationalError as exc:
         if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
             raise _QueueHeld from exc
         raise
+
+
+_LOCK_WAIT = f"{QUEUE_LOCK_WAIT_MS}ms"
 
 
 # Lazy expiry runs at most this often per process and campaign (and always when the queue
@@ -214,16 +228,18 @@ LAZY_EXPIRY_SECONDS = 1.0
 _last_lazy_expiry: dict[int, float] = {}
 
 
-def _expire_lazily(campaign_id: int, *, force: bool = False) -> int:
+def _expire_lazily(campaign_id: int, *, force: bool = False) -> int | None:
+    """Expire due leases of the campaign now and then; how many, or None when queue rows a
+    longer write holds stopped it."""
     clock = time.monotonic()
     if not force and clock - _last_lazy_expiry.get(campaign_id, -1e9) < LAZY_EXPIRY_SECONDS:
         return 0
     _last_lazy_expiry[campaign_id] = clock
     try:
-        with _queue_lock_wait_bounded():
+        with _queue_lock_wait_bounded(atomic=False):
             return assignments_expire_due(campaign_id=campaign_id, limit=100)
     except _QueueHeld:
-        return 0  # a longer write holds the queue: left to a later run or the beat job
+        return None  # a longer write holds the queue: left to a later run or the beat job
 
 
 # The claim is one statement, so in autocommit it is one round trip and one short transaction:
@@ -411,10 +427,11 @@ HELD_WAITS_MS = (2, 4, 8, 16, 32, 64, 128)
 
 
 def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
-    _expire_lazily(campaign.pk)
+    # A write holding the queue stops the forced expiry below too: waited for once a claim.
+    expired_once = _expire_lazily(campaign.pk) is None
     want_gold = _draws_gold(campaign)
     widen = 0  # how far the search was widened after finding nothing (see RETRIES)
-    expired_once = cleaned = repaired = False
+    cleaned = repaired = False
     waits = iter(HELD_WAITS_MS)
     for _ in range(8 + len(HELD_WAITS_MS)):
         scan, candidates = RETRIES[widen - 1] if widen else (PARTIAL_SCAN, CANDIDATES)
@@ -448,7 +465,7 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
         if kind == "stale" and assignment is not None:
             # Their own claim ran out: free it first, then claim afresh.
             try:
-                with _queue_lock_wait_bounded():
+                with _queue_lock_wait_bounded(atomic=False):
                     assignments_expire_due(campaign_id=campaign.pk, assignment_id=assignment.pk)
             except _QueueHeld:
                 raise Busy(QUEUE_BUSY_MESSAGE, code="queue_busy") from None

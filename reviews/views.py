@@ -214,12 +214,15 @@ def _render_closed(
 def _claim_next(
     request: HtmxHttpRequest, campaign: Campaign, *, handed_in: bool = False
 ) -> HttpResponse:
+    """Claim the next item and show it. `handed_in`: after a submit or skip, which were
+    saved, so that no more work comes is news, not an error of what the expert just did."""
     try:
         assignment = services.assignment_claim(campaign=campaign, expert=_user(request))
     except DomainError as exc:
-        # After a submit or skip, which were saved, that no more work comes is news, not an
-        # error of what the expert just did.
-        (messages.info if handed_in else messages.error)(request, exc.message)
+        if handed_in:
+            messages.info(request, _no_more_work(request, campaign, exc))
+        else:
+            messages.error(request, exc.message)
         return _to_home(request)
     if assignment is None:
         messages.info(request, f"Nothing left for you in “{campaign.name}” right now. Thank you!")
@@ -229,16 +232,16 @@ def _claim_next(
     return redirect("review-page", assignment_id=assignment.pk)
 
 
-def _claim_after(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
-    """The next item after a submit or a skip. A campaign the expert may no longer see (closed
-    since the claim, a skill they no longer have) is not described, not what it requires: as
-    `start` would answer 404, it is said that no more work comes."""
-    try:
-        campaign = campaign_get_for_user(user=_user(request), campaign_id=campaign.pk)
-    except NotFound:
-        messages.info(request, f"No more work for you in “{campaign.name}” for now.")
-        return _to_home(request)
-    return _claim_next(request, campaign, handed_in=True)
+def _no_more_work(request: HtmxHttpRequest, campaign: Campaign, refused: DomainError) -> str:
+    """Why no item follows the one handed in. A campaign the expert may no longer see (closed
+    since the claim, a skill they no longer have) is not described, not what it requires:
+    as `start` would answer 404, it is said that no more work comes."""
+    if refused.status in {403, 409}:
+        try:
+            campaign_get_for_user(user=_user(request), campaign_id=campaign.pk)
+        except NotFound:
+            return f"No more work for you in “{campaign.name}” for now."
+    return refused.message
 
 
 def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
@@ -337,7 +340,7 @@ def review_submit(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
         messages.error(request, exc.message)
         return _to_home(request)
     messages.success(request, "Review saved.")
-    return _claim_after(request, assignment.campaign)
+    return _claim_next(request, assignment.campaign, handed_in=True)
 
 
 @signed_in()
@@ -354,13 +357,14 @@ def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     except DomainError as exc:
         if exc.status == 404:
             return _problem(request, exc)
-        if exc.status == 400:
+        if exc.status in {400, 503}:
+            # Refused as sent, or to be sent again in a moment: back to the item, still theirs.
             messages.error(request, exc.message)
             return _to(request, reverse("review-page", args=[assignment_id]))
         messages.error(request, exc.message)
         return _to_home(request)
     messages.info(request, "Skipped; you will not be offered that item again.")
-    return _claim_after(request, assignment.campaign)
+    return _claim_next(request, assignment.campaign, handed_in=True)
 
 
 @signed_in(script_only=True)

@@ -159,6 +159,12 @@ def _not_an_image(image: ItemImage) -> None:
     item.save(update_fields=["prompt"])
 
 
+def _not_a_list(image: ItemImage) -> None:
+    item = Item.objects.get(prompt__0__content="Describe it.")
+    item.prompt[0]["images"] = 5
+    item.save(update_fields=["prompt"])
+
+
 def _not_a_message(image: ItemImage) -> None:
     item = Item.objects.get(prompt__0__content="Describe it.")
     item.prompt = [{"content": "Describe it."}]
@@ -179,6 +185,7 @@ def _not_a_message(image: ItemImage) -> None:
             " SuspiciousFileOperation (the worker's log has more)",
         ),
         (_not_an_image, "prompt[0].images[0] is not a stored image"),
+        (_not_a_list, "prompt[0].images[0] is not a stored image"),
         (_not_a_message, "its prompt cannot be sent: KeyError: 'role'"),
     ],
 )

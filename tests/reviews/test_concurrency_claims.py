@@ -25,12 +25,16 @@ def test_it_gives_32_concurrent_claimers_every_item_exactly_overlap_times():
     def work(index: int) -> list[int]:
         expert = User.objects.get(pk=experts[index].pk)
         seen: list[int] = []
+        busy = 0
         while True:
             try:
                 assignment = services.assignment_claim(campaign=campaign, expert=expert)
             except Busy:
                 # "Ask again in a moment" (503 queue_busy), as a client does: the last slots
-                # were held by concurrent claims longer than the claim's waits.
+                # were held by concurrent claims longer than the claim's waits. Now and then,
+                # on a loaded host; not as the rule.
+                busy += 1
+                assert busy <= 20, "503 after 503: the queue is not busy, the claim is"
                 time.sleep(0.05)
                 continue
             if assignment is None:
