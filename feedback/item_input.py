@@ -98,7 +98,8 @@ class ItemInput:
 def stored_images(value: Any) -> bool:
     """Whether `value` is a list of stored images ({"id": <image id>, ...})."""
     return isinstance(value, list) and all(
-        isinstance(v, dict) and isinstance(v.get("id"), int) for v in value
+        isinstance(v, dict) and type(v.get("id")) is int  # not a bool, which is an int too
+        for v in value
     )
 
 

@@ -454,6 +454,7 @@ def test_response_images_that_are_not_stored_images_are_a_form_error(admin_mfa_c
             '{"images": ["upload:chart.png"]}',
             "images: must be a list of stored images",
         ),
+        ("context", '{"images": [{"id": true}]}', "images: must be a list of stored images"),
     ],
 )
 def test_a_prompt_or_context_the_api_would_refuse_is_a_form_error(
