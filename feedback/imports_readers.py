@@ -355,6 +355,12 @@ class ColumnMapping:
         item: dict[str, Any] = {}
         for key, column in self.fields.items():
             value = row.get(column)
+            if key == "context" and isinstance(value, str) and not _json_object_text(value):
+                # A context of text (Dolly's reference passage, say), not an object: shown to
+                # the expert and sent to a model as {"text": ...}; a blank one is none.
+                if value.strip():
+                    item["context"] = {"text": value}
+                continue
             if json_text and key in JSON_COLUMNS | {"priority", "is_gold"}:
                 value, problem = _cell_value(key, value)
                 if problem:
@@ -637,6 +643,12 @@ def _json_or_none(value: str) -> Any:
         return json.loads(value, parse_constant=_no_constant)
     except ValueError:  # JSONDecodeError included
         return None
+
+
+def _json_object_text(value: str) -> bool:
+    """Whether a text cell is meant as a JSON object (a CSV context column's): it starts with
+    "{", so a broken object is an error, not a text."""
+    return value.lstrip().startswith("{")
 
 
 def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:

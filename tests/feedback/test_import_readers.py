@@ -774,3 +774,55 @@ def test_a_csv_row_at_the_limit_is_read(monkeypatch, import_status):
 
     assert status["status"] == "succeeded", status
     assert Response.objects.get(model_name="chosen").text == row[1]
+
+
+# --- a context of text -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_context_column_of_text_is_the_items_context_as_text(import_status, kind):
+    """Dolly-shaped data (`instruction`, `context`: a reference passage, a response): every row
+    failed "context: must be an object". The passage is the item's context, shown to the
+    expert; a blank one is none, and a CSV cell starting with { is still read as JSON."""
+    rows = [
+        {
+            "instruction": "When was it built?",
+            "context": "The bridge opened in 1932.",
+            "response_a": "1932",
+            "response_b": "1930",
+            "category": "closed_qa",
+        },
+        {
+            "instruction": "Name a colour.",
+            "context": "",
+            "response_a": "Red",
+            "response_b": "Blue",
+            "category": "open_qa",
+        },
+        {
+            "instruction": "Which repo?",
+            "context": '{"repo": "acme/api"}',
+            "response_a": "api",
+            "response_b": "web",
+            "category": "closed_qa",
+        },
+    ]
+    if kind == "parquet":
+        rows[2]["context"] = ""  # a Parquet context object is a struct column, not text
+        content = parquet(pa.Table.from_pylist(rows))
+    else:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        content = out.getvalue().encode()
+
+    status = import_status(f"dolly.{kind}", content)
+
+    assert status["status"] == "succeeded", status
+    built = Item.objects.get(prompt="When was it built?")
+    assert built.context == {"text": "The bridge opened in 1932."}
+    assert built.metadata == {"category": "closed_qa"}
+    assert Item.objects.get(prompt="Name a colour.").context == {}
+    if kind == "csv":
+        assert Item.objects.get(prompt="Which repo?").context == {"repo": "acme/api"}
