@@ -17,7 +17,7 @@ from datasets_app import services
 from datasets_app.models import Dataset, DatasetVersion
 from datasets_app.recipe import AGGREGATIONS, FORMATS
 from datasets_app.selectors import dataset_get_for_user, datasets_for_user, version_get_for_user
-from feedback.api import TextField, _user
+from feedback.api import KnownFieldsOnly, TextField, _user
 from feedback.errors import NotFound
 from feedback.selectors import campaign_get_for_user
 
@@ -54,7 +54,8 @@ class DatasetOutput(serializers.ModelSerializer[Dataset]):
         ]
 
 
-class DatasetInput(serializers.Serializer[Any]):
+class DatasetInput(KnownFieldsOnly):
+    what = "dataset"
     name = TextField(max_length=200)
     description = TextField(required=False, allow_blank=True, default="")
     campaigns = serializers.ListField(child=serializers.IntegerField(), min_length=1)

@@ -109,6 +109,11 @@ def test_it_refuses_a_bad_recipe_naming_each_field(api_for, engineer, campaign):
     res = _create(client, campaign, filters={"min_agrement": 0.5})
     assert res.status_code == 400
     assert list(res.json()["error"]["fields"]) == ["filters.min_agrement"]
+    # A misspelt field of the recipe itself, read as its default, would build another split.
+    res = _create(client, campaign, test_fracton=0.5)
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"test_fracton": ["is not a field of a dataset"]}
+    assert client.get("/api/v1/datasets/").json() == []
 
 
 def test_a_failed_version_has_no_files_and_cannot_be_diffed(
