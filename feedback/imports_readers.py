@@ -257,7 +257,7 @@ class ColumnMapping:
         did not mean as the item's."""
         named = self.named_columns()
         found = ColumnMapping.detect([c for c in columns if c not in named])
-        if "prompt" not in self.fields and self.messages_column is None and self.responses is None:
+        if not self.names_content():
             return ColumnMapping(
                 {**found.fields, **self.fields},
                 found.responses,
@@ -271,6 +271,14 @@ class ColumnMapping:
             if "prompt" in found.fields:
                 fields["prompt"] = found.fields["prompt"]
         return ColumnMapping(fields, self.responses, self.metadata_columns, messages)
+
+    def names_content(self) -> bool:
+        """Whether the mapping names any of the content: the prompt, messages or responses."""
+        return (
+            "prompt" in self.fields
+            or self.messages_column is not None
+            or self.responses is not None
+        )
 
     def used_columns(self) -> set[str]:
         """The columns that fill item fields other than metadata."""
@@ -1142,7 +1150,11 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
     so that no task gets responses from other keys than the rest, or none for want of one.
     """
     tasks = _JsonArray(_Utf8Text(binary), max_element=LABEL_STUDIO_TASK_MAX_CHARACTERS)
-    detected = mapping is None
+    # A mapping that names none of the content is completed from the first task's keys, as a
+    # CSV's or Parquet's is from its columns (ColumnMapping.filled_in).
+    detected = mapping is None or not mapping.names_content()
+    given = mapping
+    header_read = False  # whether the first task with data gave the mapping, when detected
     needed: list[str] = []  # keys every task must have, when detected
     for index, task in tasks:
         location: dict[str, int | str] = {"task": index}
@@ -1152,9 +1164,11 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         data = task["data"]
         if "id" in task:
             location["task_id"] = str(task["id"])
-        if mapping is None:
-            mapping = _label_studio_mapping(data, location)
+        if detected and not header_read:
+            mapping = _label_studio_mapping(data, location, given)
             needed = mapping.content_columns()
+            header_read = True
+        assert mapping is not None  # given, or detected from the first task just above
         problem = (
             _label_studio_keys_missing(data, mapping, needed)
             if detected
@@ -1196,10 +1210,14 @@ def _keys_of(data: dict[str, Any]) -> str:
     return ", ".join(keys[:20]) + (", …" if len(keys) > 20 else "")
 
 
-def _label_studio_mapping(data: dict[str, Any], location: dict[str, int | str]) -> ColumnMapping:
-    """The mapping detected from the first task's data keys. Without a prompt among them no
-    task can be read, and the import fails as it does for a CSV header without one."""
-    mapping = ColumnMapping.detect(list(data))
+def _label_studio_mapping(
+    data: dict[str, Any], location: dict[str, int | str], given: ColumnMapping | None
+) -> ColumnMapping:
+    """The mapping detected from the first task's data keys (completing `given`, which names
+    none of the content). Without a prompt among them no task can be read, and the import
+    fails as it does for a CSV header without one."""
+    keys = list(data)
+    mapping = given.filled_in(keys) if given is not None else ColumnMapping.detect(keys)
     if "prompt" not in mapping.fields and not mapping.messages_column:
         raise MappingError(
             "mapping.prompt",

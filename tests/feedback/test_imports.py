@@ -874,6 +874,29 @@ def test_a_label_studio_json_export(upload, pairwise_campaign):
     assert item.metadata["label_studio"] == {"task_id": 102, "annotations": 0, "predictions": 0}
 
 
+@pytest.mark.parametrize(
+    "mapping", [{"external_id": "ref"}, {"metadata": ["lang"]}], ids=["external_id", "metadata"]
+)
+def test_a_label_studio_mapping_naming_no_content_is_completed_from_the_first_task(upload, mapping):
+    """As a CSV's or Parquet's: the prompt and responses are still found by name. Taken as
+    given, every task was refused for want of a prompt."""
+    export = [
+        {"id": 1, "data": {"prompt": "Q1", "answer1": "A", "answer2": "B", "ref": "r-1"}},
+        {"id": 2, "data": {"prompt": "Q2", "answer1": "C", "answer2": "D", "ref": "r-2"}},
+    ]
+    _res, status = upload(
+        "export.json",
+        json.dumps(export).encode(),
+        "application/json",
+        mapping=json.dumps(mapping),
+    )
+
+    assert status["status"] == "succeeded", status
+    item = Item.objects.get(prompt="Q2")
+    assert list(item.responses.values_list("text", flat=True)) == ["C", "D"]
+    assert item.external_id == ("r-2" if "external_id" in mapping else "ls-2")
+
+
 def _ls_pair(task_id: int, **data: str) -> dict[str, Any]:
     return {
         "id": task_id,
