@@ -363,7 +363,7 @@ class ColumnMapping:
         item: dict[str, Any] = {}
         for key, column in self.fields.items():
             value = row.get(column)
-            if key == "context" and isinstance(value, str) and not _json_object_text(value):
+            if key == "context" and isinstance(value, str) and _text_context(value, json_text):
                 # A context of text (Dolly's reference passage, say), not an object: shown to
                 # the expert and sent to a model as {"text": ...}; a blank one is none.
                 if value.strip():
@@ -653,10 +653,23 @@ def _json_or_none(value: str) -> Any:
         return None
 
 
-def _json_object_text(value: str) -> bool:
-    """Whether a text cell is meant as a JSON object (a CSV context column's): it starts with
-    "{", so a broken object is an error, not a text."""
-    return value.lstrip().startswith("{")
+def _text_context(value: str, json_text: bool) -> bool:
+    """Whether a context string is text, not an object. In Parquet or a Label Studio task any
+    string is. A CSV's context cells hold JSON: one that is JSON (`null` for none, an object,
+    and anything else, which is refused as not an object) or starts with { (a broken object:
+    an error, not a text) is not; any other text is."""
+    if not json_text:
+        return True
+    stripped = value.strip()
+    if not stripped:
+        return True  # blank: none
+    if stripped.startswith("{"):
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return True
+    return False
 
 
 def _cell_value(key: str, value: Any) -> tuple[Any, str | None]:
@@ -1169,11 +1182,13 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
             needed = mapping.content_columns()
             header_read = True
         assert mapping is not None  # given, or detected from the first task just above
-        problem = (
-            _label_studio_keys_missing(data, mapping, needed)
-            if detected
-            else _label_studio_columns_missing(data, mapping)
-        )
+        if not detected:
+            problem = _label_studio_columns_missing(data, mapping)
+        else:
+            problem = _label_studio_keys_missing(data, mapping, needed)
+            if problem is None and given is not None:
+                # The keys the given mapping names (an external_id, metadata) too.
+                problem = _label_studio_columns_missing(data, mapping)
         if problem is None:
             problem = _label_studio_counts_problem(task)
         if problem is not None:
@@ -1221,8 +1236,9 @@ def _label_studio_mapping(
     if "prompt" not in mapping.fields and not mapping.messages_column:
         raise MappingError(
             "mapping.prompt",
-            "the first task's data has no prompt key, and without a mapping its keys are read"
-            f" from every task: name one (its keys are {_keys_of(data)})",
+            "the first task's data has no prompt key, and without a mapping that names the"
+            f" content its keys are read from every task: name one (its keys are"
+            f" {_keys_of(data)})",
             location,
         )
     return mapping
@@ -1237,7 +1253,8 @@ def _label_studio_keys_missing(
         if key not in data:
             return key, (
                 "is not in this task's data; the first task's data has it, and without a"
-                f" mapping its keys are read from every task (this task's keys are {_keys_of(data)})"
+                " mapping that names the content its keys are read from every task (this"
+                f" task's keys are {_keys_of(data)})"
             )
     if mapping.responses is None:
         own = ColumnMapping.detect(list(data)).responses
@@ -1245,8 +1262,8 @@ def _label_studio_keys_missing(
             columns = [own] if isinstance(own, str) else [r.column for r in own]
             return columns[0], (
                 f"holds a response ({', '.join(columns)}), but the first task's data has no"
-                " response keys, and without a mapping its keys are read from every task:"
-                " name them in mapping.responses"
+                " response keys, and without a mapping that names the content its keys are"
+                " read from every task: name them in mapping.responses"
             )
     return None
 

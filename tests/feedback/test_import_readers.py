@@ -826,3 +826,19 @@ def test_a_context_column_of_text_is_the_items_context_as_text(import_status, ki
     assert Item.objects.get(prompt="Name a colour.").context == {}
     if kind == "csv":
         assert Item.objects.get(prompt="Which repo?").context == {"repo": "acme/api"}
+
+
+def test_a_csv_context_cell_of_json_is_read_as_json_and_any_other_text_as_text(import_status):
+    """`null` is no context, as before; JSON that is not an object is refused as before (not
+    taken as text); a string in Parquet is text whatever it starts with."""
+    rows = 'prompt,answer_a,answer_b,context\nQ1,A,B,null\nQ2,A,B,"[1, 2]"\n'
+    status = import_status("ctx.csv", rows.encode(), on_error="skip")
+    assert [(e["row"], e["field"]) for e in status["errors"]] == [(2, "context")]
+    assert Item.objects.get(prompt="Q1").context == {}
+
+    table = pa.Table.from_pylist(
+        [{"prompt": "Q3", "answer_a": "A", "answer_b": "B", "context": "{x} is a set"}]
+    )
+    status = import_status("ctx.parquet", parquet(table))
+    assert status["status"] == "succeeded", status
+    assert Item.objects.get(prompt="Q3").context == {"text": "{x} is a set"}

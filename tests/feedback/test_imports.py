@@ -878,23 +878,42 @@ def test_a_label_studio_json_export(upload, pairwise_campaign):
     "mapping", [{"external_id": "ref"}, {"metadata": ["lang"]}], ids=["external_id", "metadata"]
 )
 def test_a_label_studio_mapping_naming_no_content_is_completed_from_the_first_task(upload, mapping):
-    """As a CSV's or Parquet's: the prompt and responses are still found by name. Taken as
-    given, every task was refused for want of a prompt."""
+    """As a CSV's or Parquet's: the prompt and responses are still found by name, and what the
+    mapping names is used, and required of every task. Taken as given, every task was refused
+    for want of a prompt."""
     export = [
-        {"id": 1, "data": {"prompt": "Q1", "answer1": "A", "answer2": "B", "ref": "r-1"}},
-        {"id": 2, "data": {"prompt": "Q2", "answer1": "C", "answer2": "D", "ref": "r-2"}},
+        {
+            "id": 1,
+            "data": {"prompt": "Q1", "answer1": "A", "answer2": "B", "ref": "r-1", "lang": "en"},
+        },
+        {
+            "id": 2,
+            "data": {"prompt": "Q2", "answer1": "C", "answer2": "D", "ref": "r-2", "lang": "fr"},
+        },
+        {"id": 3, "data": {"prompt": "Q3", "answer1": "E", "answer2": "F"}},
     ]
     _res, status = upload(
         "export.json",
         json.dumps(export).encode(),
         "application/json",
         mapping=json.dumps(mapping),
+        on_error="skip",
     )
 
     assert status["status"] == "succeeded", status
     item = Item.objects.get(prompt="Q2")
     assert list(item.responses.values_list("text", flat=True)) == ["C", "D"]
-    assert item.external_id == ("r-2" if "external_id" in mapping else "ls-2")
+    if "external_id" in mapping:
+        assert item.external_id == "r-2"
+        assert "ref" not in item.metadata
+    else:
+        assert item.external_id == "ls-2"
+        assert item.metadata["lang"] == "fr"
+        assert "ref" not in item.metadata, "metadata keeps the keys it names"
+    # The task without the key the mapping names is an error of that task, as in a CSV.
+    [error] = status["errors"]
+    assert (error["task"], error["field"]) == (3, f"mapping.{next(iter(mapping))}")
+    assert not Item.objects.filter(prompt="Q3").exists()
 
 
 def _ls_pair(task_id: int, **data: str) -> dict[str, Any]:
@@ -920,7 +939,8 @@ def test_a_label_studio_task_without_a_response_key_the_first_task_has_is_an_err
             "task_id": "202",
             "field": "answer2",
             "message": "is not in this task's data; the first task's data has it, and without a"
-            " mapping its keys are read from every task (this task's keys are prompt, answer1)",
+            " mapping that names the content its keys are read from every task (this task's"
+            " keys are prompt, answer1)",
         }
     ]
     assert Item.objects.count() == 0
@@ -948,8 +968,8 @@ def test_label_studio_tasks_with_responses_the_first_task_lacks_are_errors(uploa
             "task_id": "302",
             "field": "answer1",
             "message": "holds a response (answer1, answer2), but the first task's data has no"
-            " response keys, and without a mapping its keys are read from every task: name"
-            " them in mapping.responses",
+            " response keys, and without a mapping that names the content its keys are read"
+            " from every task: name them in mapping.responses",
         }
     ]
     assert Item.objects.count() == 0
@@ -964,8 +984,9 @@ def test_a_label_studio_export_whose_first_task_has_no_prompt_fails_naming_it(up
 
     assert status["status"] == "failed", status
     message = (
-        "the first task's data has no prompt key, and without a mapping its keys are read from"
-        " every task: name one (its keys are q, answer1, answer2)"
+        "the first task's data has no prompt key, and without a mapping that names the"
+        " content its keys are read from every task: name one (its keys are q, answer1,"
+        " answer2)"
     )
     assert status["errors"] == [
         {"task": 1, "task_id": "1", "field": "mapping.prompt", "message": message}
