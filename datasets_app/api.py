@@ -56,6 +56,8 @@ class DatasetOutput(serializers.ModelSerializer[Dataset]):
 
 class DatasetInput(KnownFieldsOnly):
     what = "dataset"
+    # What GET gives and a recipe copied from it carries back: ignored.
+    also_taken = frozenset(DatasetOutput.Meta.fields)
     name = TextField(max_length=200)
     description = TextField(required=False, allow_blank=True, default="")
     campaigns = serializers.ListField(child=serializers.IntegerField(), min_length=1)

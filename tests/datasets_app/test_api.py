@@ -114,6 +114,11 @@ def test_it_refuses_a_bad_recipe_naming_each_field(api_for, engineer, campaign):
     assert res.status_code == 400
     assert res.json()["error"]["fields"] == {"test_fracton": ["is not a field of a dataset"]}
     assert client.get("/api/v1/datasets/").json() == []
+    # A recipe copied from what GET gave, renamed: its id, slug and date are ignored.
+    first = _create(client, campaign).json()
+    copied = client.post("/api/v1/datasets/", {**first, "name": "PR prefs 2"}, format="json")
+    assert copied.status_code == 201, copied.json()
+    assert copied.json()["id"] != first["id"]
 
 
 def test_a_failed_version_has_no_files_and_cannot_be_diffed(
