@@ -21,8 +21,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from threading import Event
 from typing import Any, TypeGuard
 
@@ -315,35 +316,6 @@ class _ImageUnreadable(Exception):
     """An image of the item could not be sent: an error of that item."""
 
 
-def _campaign_images(items: list[Item], campaign: Campaign) -> dict[int, tuple[str, str]]:
-    """The file and content type of each of the campaign's images that the items' prompts
-    and contexts show, in one query."""
-    ids = {
-        image["id"]
-        for item in items
-        for _where, images in _image_lists(item)
-        for image in images
-        if stored_images([image])
-    }
-    if not ids:
-        return {}
-    rows = ItemImage.objects.filter(pk__in=ids, campaign=campaign)
-    return {pk: (name, kind) for pk, name, kind in rows.values_list("pk", "file", "content_type")}
-
-
-def _image_lists(item: Item) -> list[tuple[str, list[Any]]]:
-    """Where each list of images the model is sent sits in the item, and the list."""
-    context = item.context if isinstance(item.context, dict) else {}
-    lists = [("context.images", _listed(context.get("images")))]
-    if isinstance(item.prompt, list):
-        lists += [
-            (f"prompt[{index}].images", _listed(message.get("images")))
-            for index, message in enumerate(item.prompt)
-            if isinstance(message, dict)
-        ]
-    return lists
-
-
 def _listed(images: Any) -> list[Any]:
     """An item's images as a list: stored ones are one, but JSON saved in the admin before it
     checked them may hold anything; each entry is then checked (_image_parts)."""
@@ -352,27 +324,51 @@ def _listed(images: Any) -> list[Any]:
     return images if isinstance(images, list) else [images]
 
 
-def _image_parts(
-    images: Any, where: str, stored: dict[int, tuple[str, str]]
-) -> list[dict[str, Any]]:
-    images = _listed(images)
+def _image_parts(images: Any, where: str) -> list[dict[str, Any]]:
+    """The parts of a message's images, each a stored image to look up (_name_images) or
+    what is wrong with it."""
     parts = []
-    for index, image in enumerate(images):
+    for index, image in enumerate(_listed(images)):
         place = f"{where}[{index}]"
-        if not stored_images([image]):
+        if stored_images([image]):
+            found = _StoredImage(place, image["id"])
+        else:
             found = _StoredImage(
                 place, problem=f'is not a stored image ({{"id": <image id>}}): {str(image)[:60]!r}'
             )
-        elif image["id"] not in stored:
-            found = _StoredImage(place, image["id"], problem="is no longer stored")
-        else:
-            name, kind = stored[image["id"]]
-            found = _StoredImage(place, image["id"], name, kind)
         parts.append({"type": "image_url", "image_url": {"url": found}})
     return parts
 
 
-def _messages(item: Item, stored: dict[int, tuple[str, str]]) -> list[dict[str, Any]]:
+def _image_places(messages: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], _StoredImage]]:
+    """Each image part of the messages (the dict holding it) and its image."""
+    for message in messages:
+        if isinstance(message["content"], list):
+            for part in message["content"]:
+                if part["type"] == "image_url":
+                    yield part["image_url"], part["image_url"]["url"]
+
+
+def _name_images(chats: list[list[dict[str, Any]]], campaign: Campaign) -> None:
+    """Give each stored image of the chats its file and content type, the campaign's images
+    looked up in one query; one that is not the campaign's is no longer stored."""
+    places = [place for chat in chats for place in _image_places(chat)]
+    ids = {image.image_id for _, image in places if image.problem is None}
+    if not ids:
+        return
+    rows = ItemImage.objects.filter(pk__in=ids, campaign=campaign)
+    found = {pk: (name, kind) for pk, name, kind in rows.values_list("pk", "file", "content_type")}
+    for holder, image in places:
+        if image.problem is not None:
+            continue
+        if image.image_id in found:
+            name, kind = found[image.image_id]
+            holder["url"] = replace(image, name=name, content_type=kind)
+        else:
+            holder["url"] = replace(image, problem="is no longer stored")
+
+
+def _messages(item: Item) -> list[dict[str, Any]]:
     """The chat a model sees: the context's text (if any) as a system message, then the
     prompt. Images go as `image_url` parts (read when the request is sent), each message's in
     that message after its text; the context's images with the first user message, before
@@ -386,12 +382,12 @@ def _messages(item: Item, stored: dict[int, tuple[str, str]]) -> list[dict[str, 
                 "content": "Context:\n" + json.dumps(context, ensure_ascii=False, indent=1),
             }
         )
-    waiting = _image_parts((item.context or {}).get("images"), "context.images", stored)
+    waiting = _image_parts((item.context or {}).get("images"), "context.images")
     prompt = (
         [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
     )
     for index, message in enumerate(prompt):
-        images = _image_parts(message.get("images"), f"prompt[{index}].images", stored)
+        images = _image_parts(message.get("images"), f"prompt[{index}].images")
         if message["role"] == "user" and waiting:
             images, waiting = waiting + images, []
         content: Any = message["content"]
@@ -785,22 +781,23 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 break
             last_id = chunk[-1].pk
             pending: dict[int, list[_Outcome]] = {item.pk: [] for item in chunk}
-            stored = _campaign_images(chunk, campaign)
-            asked = []
+            chats: dict[int, list[dict[str, Any]] | str] = {}
             for item in chunk:
                 try:
-                    messages = _messages(item, stored)
+                    chats[item.pk] = _messages(item)
                 except (KeyError, TypeError, AttributeError) as exc:
                     # A prompt not in intake's shape (JSON typed in the admin): its item's
                     # error; no model is asked.
-                    unsent = f"its prompt cannot be sent: {failure_reason(exc)}"
+                    chats[item.pk] = f"its prompt cannot be sent: {failure_reason(exc)}"
+            _name_images([c for c in chats.values() if not isinstance(c, str)], campaign)
+            asked = []
+            for item_id, chat in chats.items():
+                if isinstance(chat, str):
                     for spec in specs:
                         asked.append(Future())
-                        asked[-1].set_result(_Outcome(item.pk, spec, error=unsent))
+                        asked[-1].set_result(_Outcome(item_id, spec, error=chat))
                     continue
-                asked += [
-                    pool.submit(_ask, client, item.pk, messages, spec, stop) for spec in specs
-                ]
+                asked += [pool.submit(_ask, client, item_id, chat, spec, stop) for spec in specs]
             futures = set(asked)
             while futures:
                 step = "waiting for the models' answers"
