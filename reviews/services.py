@@ -175,6 +175,7 @@ def _give_slots_back(item_ids: Iterable[int]) -> None:
 # them to a later run or the beat job, and a skip (which gives its slot back) is a 503
 # queue_busy, asked again in a moment. The beat job and an admin's release wait.
 QUEUE_LOCK_WAIT_MS = 200
+_LOCK_WAIT = f"{QUEUE_LOCK_WAIT_MS}ms"
 
 
 class _QueueHeld(Exception):
@@ -217,9 +218,6 @@ def _queue_lock_wait_bounded(*, atomic: bool = True) -> Iterator[None]:
         if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
             raise _QueueHeld from exc
         raise
-
-
-_LOCK_WAIT = f"{QUEUE_LOCK_WAIT_MS}ms"
 
 
 # Lazy expiry runs at most this often per process and campaign (and always when the queue
