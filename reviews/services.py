@@ -68,16 +68,16 @@ def expert_may_review(*, campaign: Campaign, expert: User) -> None:
         raise PermissionDenied("You are not qualified for this campaign yet.")
 
 
-# Expiry is one statement: take due claims (skipping rows a submit holds), mark them expired
-# and give each item its slots back. Queue rows are locked in item order so two expiry runs
-# that free slots on the same items cannot deadlock.
+# Expiry is one statement: take due claims (a sweep skips rows a submit or another expiry
+# holds), mark them expired and give each item its slots back. Queue rows are locked in item
+# order so two expiry runs that free slots on the same items cannot deadlock.
 _EXPIRE_SQL = """
 WITH due AS (
     SELECT a.id FROM reviews_assignment a
     WHERE a.status = 'claimed' AND a.lease_expires_at < %(now)s {campaign_filter}
     ORDER BY a.lease_expires_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE {skip_locked}
 ), expired AS (
     UPDATE reviews_assignment a SET status = 'expired', finished_at = %(now)s
     FROM due WHERE a.id = due.id
@@ -118,7 +118,11 @@ def assignments_expire_due(
         if assignment_id is not None:
             filters += " AND a.id = %(assignment)s"
             params["assignment"] = assignment_id
-        rows = run_statement(_EXPIRE_SQL.format(campaign_filter=filters), params)
+        # One claim named is waited for when another process holds it (a sweep ending it,
+        # a submit), then looked at as that left it; a sweep goes on to the rest instead.
+        skip_locked = "" if assignment_id is not None else "SKIP LOCKED"
+        sql = _EXPIRE_SQL.format(campaign_filter=filters, skip_locked=skip_locked)
+        rows = run_statement(sql, params)
         return int(rows[0][0])
     with transaction.atomic():
         qs = Assignment.objects.filter(status=Assignment.Status.CLAIMED, lease_expires_at__lt=now)
@@ -461,7 +465,10 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
         if kind in {"new", "live"}:
             return assignment
         if kind == "stale" and assignment is not None:
-            # Their own claim ran out: free it first, then claim afresh.
+            # Their own claim ran out: free it first, then claim afresh. Another process
+            # ending it at the same moment (the beat job, another worker's lazy expiry) is
+            # waited for, as long as for a held queue row: skipped, this claim would find the
+            # same stale claim at every attempt and end saying nothing is left.
             try:
                 with _queue_lock_wait_bounded(atomic=False):
                     assignments_expire_due(campaign_id=campaign.pk, assignment_id=assignment.pk)

@@ -148,3 +148,72 @@ def test_a_skip_while_an_overlap_change_holds_its_queue_row_is_a_503_and_saves_n
     assert client.post(skip, {"reason": "too_long"}, format="json").status_code == 200
     # Its slot went back once, on top of the overlap the change raised to 2.
     assert QueueEntry.objects.get(item_id=claimed["item"]["id"]).open_slots == 2
+
+
+@contextmanager
+def expiry_held(assignment_id: int, *, seconds: float) -> Iterator[None]:
+    """Another process ending the claim (the beat job's sweep, a worker's lazy expiry): the
+    real expiry of it, its transaction committed `seconds` after it started, or at the block's
+    end if sooner."""
+    holding = threading.Event()
+    release = threading.Event()
+    failures: list[BaseException] = []
+
+    def expire() -> None:
+        try:
+            with transaction.atomic():
+                assert reviews_services.assignments_expire_due(assignment_id=assignment_id) == 1
+                holding.set()
+                release.wait(seconds)
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+            holding.set()
+        finally:
+            connection.close()
+
+    sweeper = threading.Thread(target=expire)
+    sweeper.start()
+    try:
+        assert holding.wait(30)
+        yield
+    finally:
+        release.set()
+        sweeper.join(30)
+    assert not failures, failures
+
+
+def test_an_expert_whose_ran_out_claim_another_process_is_ending_gets_a_new_one(api_for, expert):
+    """Their stale claim is being expired elsewhere as they ask for work: that is waited for,
+    then they get a fresh claim, not "nothing left"."""
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory.create_batch(5, campaign=campaign)
+    client = api_for(expert)
+    first = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()["assignment"]["id"]
+    _lease_runs_out(first)
+
+    with expiry_held(first, seconds=0.1):
+        during = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+
+    assert during.status_code == 200, during.content
+    assert during.json()["assignment"]["id"] != first
+    assert Assignment.objects.get(pk=first).status == "expired"
+    # Expired once: its slot given back once, by the other process.
+    assert sum(QueueEntry.objects.values_list("open_slots", flat=True)) == 4
+
+
+def test_an_expert_whose_ran_out_claim_stays_held_elsewhere_is_told_to_ask_again(api_for, expert):
+    campaign = CampaignFactory(kind="pairwise", overlap=1)
+    ItemFactory.create_batch(5, campaign=campaign)
+    client = api_for(expert)
+    first = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()["assignment"]["id"]
+    _lease_runs_out(first)
+
+    with expiry_held(first, seconds=30):
+        during = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+
+    assert during.status_code == 503, during.content
+    assert during.json()["error"]["code"] == "queue_busy"
+    assert Assignment.objects.count() == 1, "no second claim while the first is not ended"
+    after = client.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    assert after.status_code == 200, after.content
+    assert after.json()["assignment"]["id"] != first
