@@ -159,7 +159,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "feedback.mfa_policy.MfaPolicyMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the policy (the same on every response) built once per process.
+    "feedback.content_policy.PolicyOnceMiddleware",
 ]
 
 ROOT_URLCONF = "feedback.urls"
