@@ -286,6 +286,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "feedback.api_errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's, answering a request that accepts anything or JSON without parsing its Accept.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "feedback.api_negotiation.CommonAcceptFirst",
     "DEFAULT_PARSER_CLASSES": [
         "feedback.api_errors.JSONParser",
         "rest_framework.parsers.FormParser",
