@@ -10,7 +10,7 @@ else (a format suffix or `?format=`, other types, quality values) goes through D
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
@@ -21,8 +21,9 @@ _ANYTHING = {None, "*/*"}
 
 class CommonAcceptFirst(DefaultContentNegotiation):
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: Any = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
+        renderers = list(renderers)
         param = self.settings.URL_FORMAT_OVERRIDE
         if renderers and not format_suffix and not (param and param in request.query_params):
             accept = request.META.get("HTTP_ACCEPT")
