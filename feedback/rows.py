@@ -18,7 +18,8 @@ from typing import Any, Generic, TypeVar, cast
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 M = TypeVar("M", bound=models.Model)
 
@@ -59,23 +60,32 @@ def run_statement(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tupl
     once, for the tables as they are then, and a plan made while the assignments table has a
     few rows scans it whole, which a moment later is thousands.
     """
-    if connection.in_atomic_block:
+    db = _database()
+    if db.in_atomic_block:
         with transaction.atomic():
-            return _execute(sql, params)
-    return _execute(sql, params)
+            return _execute(db, sql, params)
+    return _execute(db, sql, params)
 
 
-def _execute(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tuple[Any, ...]]:
+def _database() -> BaseDatabaseWrapper:
+    """The default connection itself: each attribute read through the `connection` proxy
+    looks it up again in the thread's (asgiref) local, a few dozen times a claim and submit."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _execute(
+    db: BaseDatabaseWrapper, sql: str, params: dict[str, Any] | Sequence[Any]
+) -> list[tuple[Any, ...]]:
     # As Django's cursor() does: a kept connection is checked once per request first.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
     assert raw is not None
     # Logged where Django logs its own queries (DEBUG, a test counting queries), so that
     # connection.queries and the query-count checks see these too.
-    started = time.monotonic() if connection.queries_logged else None
+    started = time.monotonic() if db.queries_logged else None
     try:
-        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
             cursor.execute(sql, params, binary=True)
             # The result's status rather than cursor.description, which builds column objects.
             result = cursor.pgresult
@@ -85,7 +95,7 @@ def _execute(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tuple[Any
     finally:
         if started is not None:
             spent = time.monotonic() - started
-            connection.queries_log.append({"sql": f"{sql} -- {params!r}", "time": f"{spent:.3f}"})
+            db.queries_log.append({"sql": f"{sql} -- {params!r}", "time": f"{spent:.3f}"})
 
 
 class Columns(Generic[M]):
@@ -126,10 +136,10 @@ class Columns(Generic[M]):
         quote = connection.ops.quote_name
         return ", ".join(f"{alias}.{quote(f.column)}" for f in self.fields)
 
-    def make(self, values: Sequence[Any]) -> M | None:
+    def make(self, values: Sequence[Any], alias: str = DEFAULT_DB_ALIAS) -> M | None:
         if all(v is None for v in values):
             return None
-        return self.model.from_db(connection.alias, self.attnames, list(values))
+        return self.model.from_db(alias, self.attnames, list(values))
 
     def _converters(self) -> list[tuple[Any, list[Any]]]:
         """Each column's expression and the ORM's converters for it, on this database."""
@@ -158,11 +168,12 @@ def read(
     sql: str, params: Sequence[Any], *parts: Columns[Any]
 ) -> list[tuple[models.Model | None, ...]]:
     """Rows of `parts` side by side; see Columns."""
-    postgres = connection.vendor == "postgresql"
+    db = _database()
+    postgres = db.vendor == "postgresql"
     if postgres:
-        rows = _execute(sql, params)
+        rows = _execute(db, sql, params)
     else:
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
     # Elsewhere than PostgreSQL, each column's converters, worked out once for all the rows.
@@ -174,7 +185,9 @@ def read(
         for k, part in enumerate(parts):
             values = row[start : start + len(part.fields)]
             start += len(part.fields)
-            made.append(part.make(values if postgres else part._converted(values, converters[k])))
+            made.append(
+                part.make(values if postgres else part._converted(values, converters[k]), db.alias)
+            )
         out.append(tuple(made))
     return out
 
