@@ -115,10 +115,11 @@ class NextView(APIView):
     def post(self, request: Request, campaign_id: int) -> ApiResponse:
         user = _user(request)
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
-        assignment = services.assignment_claim(campaign=campaign, expert=user)
-        if assignment is None:
+        claimed = services.assignment_claim_shown(campaign=campaign, expert=user)
+        if claimed is None:
             return ApiResponse(status=status.HTTP_204_NO_CONTENT)
-        return ApiResponse(assignment_payload(assignment=assignment))
+        assignment, shown = claimed
+        return ApiResponse(assignment_payload(assignment=assignment, shown=shown))
 
 
 class SubmitView(APIView):

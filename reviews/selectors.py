@@ -13,10 +13,10 @@ from django.utils import timezone
 from feedback.errors import NotFound
 from feedback.images import item_image_ids, stored_image_id
 from feedback.models import Campaign, Item, ItemImage, Response, User
-from feedback.rows import Columns, read
+from feedback.rows import read
 from feedback.selectors import campaigns_for_user
 from reviews.models import Assignment, CampaignProgress, Review
-from reviews.services import progress_keep
+from reviews.services import SHOWN_ITEM, SHOWN_RESPONSE, Shown, progress_keep
 
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -45,20 +45,18 @@ def assignment_get_for_expert(*, expert: User, assignment_id: int | str) -> Assi
     return assignment
 
 
-# What an expert is shown of an item and its responses, read on every claim in one statement
-# on the hot path (feedback/rows.py): the item's row, then one row per response, each with
-# the other's columns NULL. The columns not read (an item's metadata and gold answer, a
-# response's model and usage) are left deferred.
-_SHOWN_ITEM = Columns(Item, ["id", "prompt", "context"])
-_SHOWN_RESPONSE = Columns(Response, ["id", "text", "format", "images"])
+# What an expert is shown of an item and its responses (services.SHOWN_ITEM and
+# SHOWN_RESPONSE), read in one statement on the hot path (feedback/rows.py) where the claim
+# did not read it: the item's row, then one row per response, each with the other's columns
+# NULL.
 _SHOWN_RESPONSES_SQL = (
-    f"SELECT {_SHOWN_RESPONSE.select('r')} FROM {Response._meta.db_table} r"  # noqa: S608
+    f"SELECT {SHOWN_RESPONSE.select('r')} FROM {Response._meta.db_table} r"  # noqa: S608
     " WHERE r.item_id = %s"
 )
 _SHOWN_SQL = (
-    f"SELECT {_SHOWN_ITEM.select('i')}, NULL, NULL, NULL, NULL"  # noqa: S608
+    f"SELECT {SHOWN_ITEM.select('i')}, NULL, NULL, NULL, NULL"  # noqa: S608
     f" FROM {Item._meta.db_table} i WHERE i.id = %s"
-    f" UNION ALL SELECT NULL, NULL, NULL, {_SHOWN_RESPONSE.select('r')}"
+    f" UNION ALL SELECT NULL, NULL, NULL, {SHOWN_RESPONSE.select('r')}"
     f" FROM {Response._meta.db_table} r WHERE r.item_id = %s"
 )
 
@@ -66,7 +64,7 @@ _SHOWN_SQL = (
 def _shown(item_id: int) -> tuple[Item | None, list[Response]]:
     item = None
     responses = []
-    for shown_item, response in read(_SHOWN_SQL, [item_id, item_id], _SHOWN_ITEM, _SHOWN_RESPONSE):
+    for shown_item, response in read(_SHOWN_SQL, [item_id, item_id], SHOWN_ITEM, SHOWN_RESPONSE):
         if isinstance(shown_item, Item):
             item = shown_item
         elif isinstance(response, Response):
@@ -80,7 +78,7 @@ def blind_responses(
     """The item's responses in this expert's order, labelled A, B, …; model names hidden.
     `responses` when they were read already (at least their id, text, format and images)."""
     if responses is None:
-        read_now = read(_SHOWN_RESPONSES_SQL, [assignment.item_id], _SHOWN_RESPONSE)
+        read_now = read(_SHOWN_RESPONSES_SQL, [assignment.item_id], SHOWN_RESPONSE)
         responses = [r for (r,) in read_now if isinstance(r, Response)]
     by_id = {r.pk: r for r in responses}
     ordered = [by_id[pk] for pk in assignment.response_order if pk in by_id]
@@ -166,9 +164,9 @@ def image_get_for_user(*, user: User, image_id: int | str) -> ItemImage:
     raise missing
 
 
-def assignment_payload(*, assignment: Assignment) -> dict[str, Any]:
-    """What `next/` answers."""
-    item, responses = _shown(assignment.item_id)
+def assignment_payload(*, assignment: Assignment, shown: Shown | None = None) -> dict[str, Any]:
+    """What `next/` answers; `shown` when the claim read it already."""
+    item, responses = shown if shown is not None else _shown(assignment.item_id)
     if item is None:
         raise NotFound(f"Item {assignment.item_id} of assignment {assignment.pk} is gone.")
     return {

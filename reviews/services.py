@@ -27,7 +27,7 @@ from feedback.errors import (
 )
 from feedback.item_input import storable_text, unstorable
 from feedback.models import Campaign, Item, QueueEntry, Response, User
-from feedback.rows import run_statement
+from feedback.rows import Columns, run_statement
 from feedback.selectors import unmet_requirements
 from reviews import signals
 from reviews.models import Assignment, CampaignProgress, Review
@@ -274,9 +274,9 @@ WITH own AS (
     FROM taken
     RETURNING id, item_id, response_order
 )
-SELECT 'new', id, item_id, response_order FROM claimed
+SELECT 'new', id, item_id, response_order{pad} FROM claimed
 UNION ALL
-SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL FROM own
+SELECT CASE WHEN live THEN 'live' ELSE 'stale' END, id, NULL, NULL{pad} FROM own{shown}
 """
 
 # The queue is two partial indexes of the queue table: started items (breadth-first: fewest
@@ -357,8 +357,45 @@ _PICK_GOLD = """
     ORDER BY random()
     LIMIT 1"""
 
-_CLAIM_QUEUE_SQL = _CLAIM_SQL.format(pick=_PICK_QUEUE, taken=_TAKE_SLOT)
-_CLAIM_GOLD_SQL = _CLAIM_SQL.format(pick=_PICK_GOLD, taken="SELECT id, campaign_id FROM pick")
+# What an expert is shown of an item: its prompt and context, and its responses (the columns
+# not read, an item's metadata and gold answer, a response's model and usage, are left
+# deferred). The API's claim reads them in its own statement: the item's row and one row per
+# response after the claim's, each with the other's columns NULL, so `next/` answers with one
+# statement fewer; the review page reads them when it is shown (reviews.selectors).
+SHOWN_ITEM = Columns(Item, ["id", "prompt", "context"])
+SHOWN_RESPONSE = Columns(Response, ["id", "text", "format", "images"])
+Shown = tuple[Item, list[Response]]
+
+
+def _nulls(columns: Columns[Any]) -> str:
+    # Typed: a UNION's column takes its type from the first branch that gives one.
+    return "".join(f", NULL::{f.db_type(connection)}" for f in columns.fields)
+
+
+_SHOWN_ROWS = f"""
+UNION ALL
+SELECT 'item', NULL, NULL, NULL, {SHOWN_ITEM.select("i")}{_nulls(SHOWN_RESPONSE)}
+FROM claimed JOIN feedback_item i ON i.id = claimed.item_id
+UNION ALL
+SELECT 'response', NULL, NULL, NULL{_nulls(SHOWN_ITEM)}, {SHOWN_RESPONSE.select("r")}
+FROM claimed JOIN feedback_response r ON r.item_id = claimed.item_id"""  # noqa: S608 (column names from the models)
+
+
+def _claim_sql(pick: str, taken: str, *, shown: bool) -> str:
+    pad = _nulls(SHOWN_ITEM) + _nulls(SHOWN_RESPONSE) if shown else ""
+    return _CLAIM_SQL.format(pick=pick, taken=taken, pad=pad, shown=_SHOWN_ROWS if shown else "")
+
+
+_TAKE_GOLD = "SELECT id, campaign_id FROM pick"
+# By (gold, shown).
+_CLAIM_SQLS = {
+    (gold, shown): _claim_sql(
+        _PICK_GOLD if gold else _PICK_QUEUE, _TAKE_GOLD if gold else _TAKE_SLOT, shown=shown
+    )
+    for gold in (False, True)
+    for shown in (False, True)
+}
+_CLAIM_QUEUE_SQL = _CLAIM_SQLS[False, False]
 
 
 def _claim_statement(
@@ -368,8 +405,10 @@ def _claim_statement(
     gold: bool,
     candidates: int = CANDIDATES,
     scan: int = PARTIAL_SCAN,
-) -> tuple[str, Assignment | None]:
-    """One attempt: ("new" | "live", assignment), ("stale", stale one) or ("none", None)."""
+    shown: bool = False,
+) -> tuple[str, Assignment | None, Shown | None]:
+    """One attempt: ("new" | "live", assignment), ("stale", stale one) or ("none", None);
+    with `shown`, what a new claim's expert is shown, read by the same statement."""
     now = timezone.now()
     lease = now + timedelta(minutes=campaign.lease_minutes)
     params = {
@@ -382,10 +421,20 @@ def _claim_statement(
     }
     if not gold:
         params["candidates"] = candidates
-    rows = run_statement(_CLAIM_GOLD_SQL if gold else _CLAIM_QUEUE_SQL, params)
-    if not rows:
-        return "none", None
-    kind, pk, item_id, order = rows[0]
+    claim = None
+    item = None
+    responses = []
+    for row in run_statement(_CLAIM_SQLS[gold, shown], params):
+        if row[0] == "item":
+            item = SHOWN_ITEM.make(row[4 : 4 + len(SHOWN_ITEM.fields)])
+        elif row[0] == "response":
+            responses.append(SHOWN_RESPONSE.make(row[4 + len(SHOWN_ITEM.fields) :]))
+        else:
+            claim = row[:4]
+    if claim is None:
+        return "none", None, None
+    kind, pk, item_id, order = claim
+    seen = None if item is None else (item, [r for r in responses if r is not None])
     if kind == "new":
         assignment = Assignment(
             pk=pk,
@@ -400,8 +449,8 @@ def _claim_statement(
             is_gold=gold,
         )
         assignment._state.adding = False
-        return kind, assignment
-    return kind, Assignment.objects.select_related("campaign").get(pk=pk)
+        return kind, assignment, seen
+    return kind, Assignment.objects.select_related("campaign").get(pk=pk), None
 
 
 def _draws_gold(campaign: Campaign) -> bool:
@@ -428,7 +477,9 @@ SELECT (
 HELD_WAITS_MS = (2, 4, 8, 16, 32, 64, 128)
 
 
-def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
+def _claim_postgres(
+    *, campaign: Campaign, expert: User, shown: bool = False
+) -> tuple[Assignment | None, Shown | None]:
     # A write holding the queue stops the forced expiry below too: waited for once a claim.
     expired_once = _expire_lazily(campaign.pk) is None
     want_gold = _draws_gold(campaign)
@@ -438,8 +489,13 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
     for _ in range(8 + len(HELD_WAITS_MS)):
         scan, candidates = RETRIES[widen - 1] if widen else (PARTIAL_SCAN, CANDIDATES)
         try:
-            kind, assignment = _claim_statement(
-                campaign=campaign, expert=expert, gold=want_gold, candidates=candidates, scan=scan
+            kind, assignment, seen = _claim_statement(
+                campaign=campaign,
+                expert=expert,
+                gold=want_gold,
+                candidates=candidates,
+                scan=scan,
+                shown=shown,
             )
         except IntegrityError as exc:
             cause = exc.__cause__
@@ -463,7 +519,7 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
                 continue
             raise
         if kind in {"new", "live"}:
-            return assignment
+            return assignment, seen
         if kind == "stale" and assignment is not None:
             # Their own claim ran out: free it first, then claim afresh. Another process
             # ending it at the same moment (the beat job, another worker's lazy expiry) is
@@ -500,10 +556,10 @@ def _claim_postgres(*, campaign: Campaign, expert: User) -> Assignment | None:
             # the campaign's overlap, say, until it commits). Not "nothing left": try again.
             live = _live_claim(campaign=campaign, expert=expert)
             if live is not None:
-                return live
+                return live, None
             raise Busy(QUEUE_BUSY_MESSAGE, code="queue_busy")
         time.sleep(wait_ms / 1000)
-    return _live_claim(campaign=campaign, expert=expert)
+    return _live_claim(campaign=campaign, expert=expert), None
 
 
 QUEUE_BUSY_MESSAGE = (
@@ -626,6 +682,21 @@ def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
     4. Otherwise the first open slot by priority, then breadth-first, then age, among items
        they have never had (not even an expired or skipped claim); see _CLAIM_SQL.
     """
+    return _claim(campaign=campaign, expert=expert, shown=False)[0]
+
+
+def assignment_claim_shown(
+    *, campaign: Campaign, expert: User
+) -> tuple[Assignment, Shown | None] | None:
+    """assignment_claim, with what the expert is shown of a new claim's item when the claim
+    itself read it (on PostgreSQL; None otherwise, and for a claim given back: read it then)."""
+    assignment, seen = _claim(campaign=campaign, expert=expert, shown=True)
+    return None if assignment is None else (assignment, seen)
+
+
+def _claim(
+    *, campaign: Campaign, expert: User, shown: bool
+) -> tuple[Assignment | None, Shown | None]:
     try:
         expert_may_review(campaign=campaign, expert=expert)
     except Conflict:
@@ -634,10 +705,10 @@ def assignment_claim(*, campaign: Campaign, expert: User) -> Assignment | None:
         live = _live_claim(campaign=campaign, expert=expert)
         if live is None:
             raise
-        return live
+        return live, None
     if connection.vendor == "postgresql":
-        return _claim_postgres(campaign=campaign, expert=expert)
-    return _claim_portable(campaign=campaign, expert=expert)
+        return _claim_postgres(campaign=campaign, expert=expert, shown=shown)
+    return _claim_portable(campaign=campaign, expert=expert), None
 
 
 def _locked_own_assignment(*, assignment_id: int, expert: User) -> Assignment:
