@@ -49,30 +49,28 @@ def test_a_claim_while_an_overlap_change_holds_the_queue_is_a_503_to_retry(
 
 
 @contextmanager
-def overlap_change_held(engineer, campaign) -> Iterator[Callable[[], bool]]:
-    """The campaign's overlap change (every queue row of it updated) held uncommitted in
-    another thread until the block ends, or 30 s should the code under test wait for it.
-    Yields whether that change is still held: after a call, True means the call answered
+def write_held(write: Callable[[], None], *, seconds: float = 30) -> Iterator[Callable[[], bool]]:
+    """`write` run in a transaction of another thread, held uncommitted until the block ends,
+    or `seconds` should that come first (30 s: should the code under test wait for it).
+    Yields whether the write is still held: after a call, True means the call answered
     without waiting for it."""
     holding = threading.Event()
     release = threading.Event()
     failures: list[BaseException] = []
 
-    def change_overlap() -> None:
+    def run() -> None:
         try:
             with transaction.atomic():
-                feedback_services.campaign_update(
-                    actor=engineer, campaign=campaign, changes={"overlap": campaign.overlap + 1}
-                )
+                write()
                 holding.set()
-                release.wait(30)
+                release.wait(seconds)
         except BaseException as exc:  # handed to the test's thread
             failures.append(exc)
             holding.set()
         finally:
             connection.close()
 
-    writer = threading.Thread(target=change_overlap)
+    writer = threading.Thread(target=run)
     writer.start()
     try:
         assert holding.wait(30)
@@ -81,6 +79,15 @@ def overlap_change_held(engineer, campaign) -> Iterator[Callable[[], bool]]:
         release.set()
         writer.join(30)
     assert not failures, failures
+
+
+def overlap_change_held(engineer, campaign):
+    """The campaign's overlap change (every queue row of it updated), held."""
+    return write_held(
+        lambda: feedback_services.campaign_update(
+            actor=engineer, campaign=campaign, changes={"overlap": campaign.overlap + 1}
+        )
+    )
 
 
 def _lease_runs_out(assignment_id: int) -> None:
@@ -150,36 +157,14 @@ def test_a_skip_while_an_overlap_change_holds_its_queue_row_is_a_503_and_saves_n
     assert QueueEntry.objects.get(item_id=claimed["item"]["id"]).open_slots == 2
 
 
-@contextmanager
-def expiry_held(assignment_id: int, *, seconds: float) -> Iterator[None]:
+def expiry_held(assignment_id: int, *, seconds: float):
     """Another process ending the claim (the beat job's sweep, a worker's lazy expiry): the
-    real expiry of it, its transaction committed `seconds` after it started, or at the block's
-    end if sooner."""
-    holding = threading.Event()
-    release = threading.Event()
-    failures: list[BaseException] = []
+    real expiry of it, committed `seconds` after it ran, or at the block's end if sooner."""
 
     def expire() -> None:
-        try:
-            with transaction.atomic():
-                assert reviews_services.assignments_expire_due(assignment_id=assignment_id) == 1
-                holding.set()
-                release.wait(seconds)
-        except BaseException as exc:  # handed to the test's thread
-            failures.append(exc)
-            holding.set()
-        finally:
-            connection.close()
+        assert reviews_services.assignments_expire_due(assignment_id=assignment_id) == 1
 
-    sweeper = threading.Thread(target=expire)
-    sweeper.start()
-    try:
-        assert holding.wait(30)
-        yield
-    finally:
-        release.set()
-        sweeper.join(30)
-    assert not failures, failures
+    return write_held(expire, seconds=seconds)
 
 
 def test_an_expert_whose_ran_out_claim_another_process_is_ending_gets_a_new_one(api_for, expert):
