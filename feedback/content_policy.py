@@ -35,18 +35,21 @@ _PER_RESPONSE = (
     "_csp_exempt_ro",
 )
 
-# (enforced, report-only, whether any URL prefix is excluded), once built.
-_built: list[tuple[str, str, bool]] = []
+# "headers": (enforced, report-only, whether any URL prefix is excluded), once built. Read and
+# written whole (a thread that finds it emptied builds it again).
+_built: dict[str, tuple[str, str, bool]] = {}
 
 
 def _headers() -> tuple[str, str, bool]:
-    if not _built:
+    headers = _built.get("headers")
+    if headers is None:
         excluded = any(
             (getattr(settings, name, None) or {}).get("EXCLUDE_URL_PREFIXES")
             for name in ("CONTENT_SECURITY_POLICY", "CONTENT_SECURITY_POLICY_REPORT_ONLY")
         )
-        _built.append((build_policy(), build_policy(report_only=True), excluded))
-    return _built[0]
+        headers = (build_policy(), build_policy(report_only=True), excluded)
+        _built["headers"] = headers
+    return headers
 
 
 @receiver(setting_changed)
