@@ -3,26 +3,18 @@ answer as reading it apart, without that read."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from PIL import Image
 
 from reviews import selectors
 from reviews.models import Assignment
 from tests.feedback.factories import CampaignFactory
+from tests.feedback.pictures import data_url, png
 
 pytestmark = pytest.mark.django_db
-
-
-def _png() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 3), "blue").save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _item(n: int, *, gold: bool = False) -> dict:
@@ -30,12 +22,16 @@ def _item(n: int, *, gold: bool = False) -> dict:
         "external_id": f"q-{n}",
         "prompt": [
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": f"Which chart, {n}?", "images": [_png()]},
+            {
+                "role": "user",
+                "content": f"Which chart, {n}?",
+                "images": [data_url(png(color="blue"))],
+            },
         ],
-        "context": {"text": f"Background {n}", "images": [_png()]},
+        "context": {"text": f"Background {n}", "images": [data_url(png(color="blue"))]},
         "responses": [
             {"model": "a", "text": f"left {n}", "format": "markdown"},
-            {"model": "b", "text": f"right {n}", "images": [_png()]},
+            {"model": "b", "text": f"right {n}", "images": [data_url(png(color="blue"))]},
             {"model": "c", "text": f"neither {n}", "format": "code"},
         ],
     }
