@@ -136,6 +136,12 @@ class Columns(Generic[M]):
         quote = connection.ops.quote_name
         return ", ".join(f"{alias}.{quote(f.column)}" for f in self.fields)
 
+    def nulls(self) -> str:
+        """A NULL of each column's type, in their order: these columns' place in a UNION's row
+        of another part. Typed, since a UNION's column takes its type from the first branch
+        that gives one."""
+        return ", ".join(f"CAST(NULL AS {f.db_type(connection)})" for f in self.fields)
+
     def make(self, values: Sequence[Any], alias: str = DEFAULT_DB_ALIAS) -> M | None:
         if all(v is None for v in values):
             return None

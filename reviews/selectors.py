@@ -54,9 +54,9 @@ _SHOWN_RESPONSES_SQL = (
     " WHERE r.item_id = %s"
 )
 _SHOWN_SQL = (
-    f"SELECT {SHOWN_ITEM.select('i')}, NULL, NULL, NULL, NULL"  # noqa: S608
+    f"SELECT {SHOWN_ITEM.select('i')}, {SHOWN_RESPONSE.nulls()}"  # noqa: S608
     f" FROM {Item._meta.db_table} i WHERE i.id = %s"
-    f" UNION ALL SELECT NULL, NULL, NULL, {SHOWN_RESPONSE.select('r')}"
+    f" UNION ALL SELECT {SHOWN_ITEM.nulls()}, {SHOWN_RESPONSE.select('r')}"
     f" FROM {Response._meta.db_table} r WHERE r.item_id = %s"
 )
 

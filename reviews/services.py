@@ -367,22 +367,17 @@ SHOWN_RESPONSE = Columns(Response, ["id", "text", "format", "images"])
 Shown = tuple[Item, list[Response]]
 
 
-def _nulls(columns: Columns[Any]) -> str:
-    # Typed: a UNION's column takes its type from the first branch that gives one.
-    return "".join(f", NULL::{f.db_type(connection)}" for f in columns.fields)
-
-
 _SHOWN_ROWS = f"""
 UNION ALL
-SELECT 'item', NULL, NULL, NULL, {SHOWN_ITEM.select("i")}{_nulls(SHOWN_RESPONSE)}
+SELECT 'item', NULL, NULL, NULL, {SHOWN_ITEM.select("i")}, {SHOWN_RESPONSE.nulls()}
 FROM claimed JOIN feedback_item i ON i.id = claimed.item_id
 UNION ALL
-SELECT 'response', NULL, NULL, NULL{_nulls(SHOWN_ITEM)}, {SHOWN_RESPONSE.select("r")}
+SELECT 'response', NULL, NULL, NULL, {SHOWN_ITEM.nulls()}, {SHOWN_RESPONSE.select("r")}
 FROM claimed JOIN feedback_response r ON r.item_id = claimed.item_id"""  # noqa: S608 (column names from the models)
 
 
 def _claim_sql(pick: str, taken: str, *, shown: bool) -> str:
-    pad = _nulls(SHOWN_ITEM) + _nulls(SHOWN_RESPONSE) if shown else ""
+    pad = f", {SHOWN_ITEM.nulls()}, {SHOWN_RESPONSE.nulls()}" if shown else ""
     return _CLAIM_SQL.format(pick=pick, taken=taken, pad=pad, shown=_SHOWN_ROWS if shown else "")
 
 
