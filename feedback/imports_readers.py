@@ -1237,7 +1237,7 @@ def _label_studio_mapping(
         raise MappingError(
             "mapping.prompt",
             "the first task's data has no prompt key, and without a mapping that names the"
-            f" content its keys are read from every task: name one (its keys are"
+            " content its keys are read from every task: name one (its keys are"
             f" {_keys_of(data)})",
             location,
         )

@@ -357,11 +357,10 @@ def review_skip(request: HtmxHttpRequest, assignment_id: int) -> HttpResponse:
     except DomainError as exc:
         if exc.status == 404:
             return _problem(request, exc)
+        messages.error(request, exc.message)
         if exc.status in {400, 503}:
             # Refused as sent, or to be sent again in a moment: back to the item, still theirs.
-            messages.error(request, exc.message)
             return _to(request, reverse("review-page", args=[assignment_id]))
-        messages.error(request, exc.message)
         return _to_home(request)
     messages.info(request, "Skipped; you will not be offered that item again.")
     return _claim_next(request, assignment.campaign, handed_in=True)
