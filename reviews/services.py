@@ -747,12 +747,21 @@ def assignment_heartbeat(*, assignment_id: int, expert: User, active: bool = Tru
     with transaction.atomic():
         assignment = _locked_own_assignment(assignment_id=assignment_id, expert=expert)
         _ensure_live(assignment)
+        seen = now
         if active:
-            # Gaps longer than two minutes are idle time (a closed laptop), not work.
-            gap = min((now - assignment.last_seen_at).total_seconds(), HEARTBEAT_GAP_SECONDS)
-            assignment.observed_seconds += max(int(gap), 0)
+            gap = (now - assignment.last_seen_at).total_seconds()
+            if gap >= HEARTBEAT_GAP_SECONDS:
+                # Gaps longer than two minutes are idle time (a closed laptop), not work.
+                assignment.observed_seconds += HEARTBEAT_GAP_SECONDS
+            elif gap > 0:
+                # Whole seconds are counted; the part of a second left over is carried to the
+                # next gap (the beat is taken as seen that much earlier), so a page beating
+                # every 30 s, or a client beating every second, loses nothing to rounding.
+                credited = int(gap)
+                assignment.observed_seconds += credited
+                seen = assignment.last_seen_at + timedelta(seconds=credited)
             assignment.lease_expires_at = now + timedelta(minutes=assignment.campaign.lease_minutes)
-        assignment.last_seen_at = now
+        assignment.last_seen_at = seen
         assignment.last_beat_active = active
         assignment.save(
             update_fields=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -114,6 +115,31 @@ def test_a_heartbeat_extends_the_lease_and_counts_active_time(api_for, expert):
         body={"preference": {"chosen": assignment.response_order[0]}, "active_seconds": 3600},
     )
     assert 30 <= review.active_seconds <= 33
+
+
+def test_heartbeats_lose_no_time_to_rounding(api_for, expert):
+    # Twenty active beats 1.9 s apart: 38 s of work, not twenty whole seconds (each gap's
+    # part of a second is carried to the next one, not dropped).
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
+    assignment = services.assignment_claim(campaign=campaign, expert=expert)
+    api = api_for(expert)
+    step = timedelta(seconds=1.9)
+    for _ in range(20):
+        # 1.9 s pass: everything the claim recorded moves that much into the past.
+        Assignment.objects.filter(pk=assignment.pk).update(
+            claimed_at=F("claimed_at") - step, last_seen_at=F("last_seen_at") - step
+        )
+        _beat(api, assignment, active=True)
+
+    assert Assignment.objects.get(pk=assignment.pk).observed_seconds == 38
+    res = api.post(
+        f"/api/v1/assignments/{assignment.pk}/submit/",
+        {"preference": {"chosen": assignment.response_order[0]}, "active_seconds": 38},
+        "json",
+    )
+    assert res.status_code == 201
+    assert res.json()["active_seconds"] == 38
 
 
 def _ago(seconds: int) -> datetime:
