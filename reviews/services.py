@@ -46,6 +46,9 @@ FLAGS = {"unsafe", "pii", "off_topic", "all_wrong", "both_bad", "needs_expert"}
 MAX_RATIONALE = 20_000
 MAX_SKIP_NOTE = 2000
 HEARTBEAT_GAP_SECONDS = 120
+# A count of pasted characters above this is not one (the texts hold far fewer); it would
+# also not fit the integers readers of the reviews (exports, the lead page) take it as.
+MAX_PASTED_CHARS = 2**31 - 1
 MAX_CORRECTION = 1_000_000
 
 
@@ -907,10 +910,18 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
     if not isinstance(raw_ratings, dict):
         fields["ratings"] = ["must map response ids to scores"]
         raw_ratings = {}
+    rated_as: dict[int, str] = {}  # each response's key, to refuse a second one for it
     for key, scores in raw_ratings.items():
         rid = _as_response_id(key, valid, f"ratings.{key}", fields)
         if rid is None:
             continue
+        if rid in rated_as:
+            # "7" and "07" name one response: which scores to keep is not ours to guess.
+            fields.setdefault(f"ratings.{key}", []).append(
+                f"rates response {rid} again (it is rated as {rated_as[rid]!r} already)"
+            )
+            continue
+        rated_as[rid] = key
         if not isinstance(scores, dict):
             fields[f"ratings.{key}"] = ["must map criteria to scores"]
             continue
@@ -1034,9 +1045,12 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
 
     pasted = _given(body, "pasted_chars", {})
     if not isinstance(pasted, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pasted.values()
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_PASTED_CHARS
+        for v in pasted.values()
     ):
-        fields["pasted_chars"] = ["must map field names to character counts"]
+        fields["pasted_chars"] = [
+            f"must map field names to character counts (0 to {MAX_PASTED_CHARS:,})"
+        ]
         pasted = {}
 
     known = {

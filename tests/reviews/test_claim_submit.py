@@ -236,6 +236,49 @@ def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
     assert good.json()["ratings"] == {str(rid): {"accuracy": 4}}
 
 
+def test_one_response_rated_under_two_keys_is_a_400_naming_the_second(api_for, expert, engineer):
+    campaign = CampaignFactory(
+        kind="rating",
+        created_by=engineer,
+        rubric=[{"key": "accuracy", "label": "Accuracy", "min": 1, "max": 5, "anchors": {}}],
+    )
+    ItemFactory(campaign=campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    first = payload["item"]["responses"][0]["id"]
+    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    # "7" and "07" are both response 7: the scores disagree, and neither may win unsaid.
+    body = {"ratings": {str(first): {"accuracy": 5}, f"0{first}": {"accuracy": 1}}}
+
+    res = client.post(url, body, format="json")
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        f"ratings.0{first}": [f"rates response {first} again (it is rated as '{first}' already)"]
+    }
+    assert Review.objects.count() == 0
+
+
+@pytest.mark.parametrize("count", [-1, 2**31, 10**4000, 1.5, True])
+def test_a_pasted_count_that_is_not_one_is_a_400(api_for, expert, pairwise_campaign, count):
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+    chosen = payload["item"]["responses"][0]["id"]
+
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
+        {"preference": {"chosen": chosen}, "pasted_chars": {"rationale": count}},
+        format="json",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "pasted_chars": ["must map field names to character counts (0 to 2,147,483,647)"]
+    }
+    assert Review.objects.count() == 0
+
+
 def test_a_skipped_item_is_not_offered_again_and_its_slot_returns(
     api_for, expert, other_expert, pairwise_campaign
 ):
