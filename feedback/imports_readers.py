@@ -46,6 +46,11 @@ CSV_FIELD_LIMIT = 10 * 1024 * 1024
 JSONL_LINE_MAX_BYTES = 64 * 1024 * 1024
 CSV_ROW_MAX_BYTES = 64 * 1024 * 1024
 LABEL_STUDIO_TASK_MAX_CHARACTERS = 64 * 1024 * 1024
+# The most one Parquet row may hold of the columns read, uncompressed, as Arrow holds it. A
+# compressed page can hold far more than its size (300 MB of one letter in a 10 KB file), so
+# a row group whose rows average more than this is refused from the file's metadata before
+# it is read, and a batch's rows are measured before they are made Python values.
+PARQUET_ROW_MAX_BYTES = 64 * 1024 * 1024
 # A Parquet record batch holds at most PARQUET_BATCH_BYTES of its row group's data (as the
 # file's metadata gives it, uncompressed) and at most PARQUET_BATCH_ROWS rows: 2048 rows of
 # text are a few MB, 2048 rows of 100 KB images 200 MB, held several times over as Python.
@@ -973,16 +978,31 @@ def _parquet_records(parquet: Any, columns: list[str]) -> Iterator[dict[str, Any
     import pyarrow as pa
 
     done = 0  # rows read so far
+    wanted = set(columns)
     for index in range(parquet.num_row_groups):
         group = parquet.metadata.row_group(index)
         if not group.num_rows:
             continue
+        # The columns read, uncompressed, by the metadata (a column not read may be any size).
+        read_bytes = sum(
+            chunk.total_uncompressed_size
+            for chunk in (group.column(c) for c in range(group.num_columns))
+            if chunk.path_in_schema.split(".", 1)[0] in wanted
+        )
+        if read_bytes > PARQUET_ROW_MAX_BYTES * group.num_rows:
+            raise UnreadableFile(
+                {"row": done + 1, "row_group": index},
+                f"holds rows of {read_bytes // group.num_rows:,} bytes on average, uncompressed:"
+                f" more than the {PARQUET_ROW_MAX_BYTES:,} bytes a row may hold",
+            )
         rows = PARQUET_BATCH_BYTES * group.num_rows // max(group.total_byte_size, 1)
         batch_size = max(1, min(PARQUET_BATCH_ROWS, rows))
         batches = parquet.iter_batches(batch_size=batch_size, row_groups=[index], columns=columns)
         while True:
             try:
                 batch = next(batches, None)
+                if batch is not None and batch.nbytes > PARQUET_ROW_MAX_BYTES:
+                    _refuse_long_rows(batch, first_row=done + 1, row_group=index)
                 records = batch.to_pylist() if batch is not None else []
             except (pa.ArrowException, OSError) as exc:
                 # A damaged page: the rows from this batch on cannot be read.
@@ -994,6 +1014,19 @@ def _parquet_records(parquet: Any, columns: list[str]) -> Iterator[dict[str, Any
                 break
             done += len(records)
             yield from records
+
+
+def _refuse_long_rows(batch: Any, *, first_row: int, row_group: int) -> None:
+    """Stop at the first row of the batch over PARQUET_ROW_MAX_BYTES, before any of it is made
+    a Python value (a string of it would be as large again, or four times)."""
+    for offset in range(batch.num_rows):
+        size = batch.slice(offset, 1).nbytes
+        if size > PARQUET_ROW_MAX_BYTES:
+            raise UnreadableFile(
+                {"row": first_row + offset, "row_group": row_group},
+                f"is {size:,} bytes uncompressed: more than the {PARQUET_ROW_MAX_BYTES:,} bytes"
+                " a row may hold",
+            )
 
 
 def _arrow_problem(exc: BaseException) -> str:

@@ -842,3 +842,49 @@ def test_a_csv_context_cell_of_json_is_read_as_json_and_any_other_text_as_text(i
     status = import_status("ctx.parquet", parquet(table))
     assert status["status"] == "succeeded", status
     assert Item.objects.get(prompt="Q3").context == {"text": "{x} is a set"}
+
+
+# --- Parquet rows over the limit -----------------------------------------------------------
+
+
+def _preference_parquet(prompts: list[str], *, row_group_size: int | None = None) -> io.BytesIO:
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {"prompt": prompts, "chosen": ["yes"] * len(prompts), "rejected": ["no"] * len(prompts)}
+    )
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd", row_group_size=row_group_size)
+    out.seek(0)
+    return out
+
+
+def test_a_parquet_row_group_of_rows_over_the_limit_is_refused_before_it_is_read():
+    # 65 MiB of one letter compresses to a few KB: the file is small, the row is not.
+    source = _preference_parquet(["a" * (65 << 20)])
+    assert len(source.getvalue()) < 100_000
+
+    with pytest.raises(UnreadableFile) as caught:
+        list(imports_readers.read_parquet(source, None))
+
+    assert caught.value.location == {"row": 1, "row_group": 0}
+    assert caught.value.message.startswith("holds rows of 68,157,")
+    assert caught.value.message.endswith(
+        "bytes on average, uncompressed: more than the 67,108,864 bytes a row may hold"
+    )
+
+
+def test_a_parquet_row_over_the_limit_among_small_ones_is_named(monkeypatch):
+    # The row group's rows average under the limit, so it is read; the long row is refused
+    # when its batch comes, before any of the batch is made Python values.
+    monkeypatch.setattr(imports_readers, "PARQUET_ROW_MAX_BYTES", 1 << 20)
+    prompts = ["short"] * 7 + ["a" * (3 << 20)] + ["short"] * 8
+
+    with pytest.raises(UnreadableFile) as caught:
+        list(imports_readers.read_parquet(_preference_parquet(prompts), None))
+
+    assert caught.value.location == {"row": 8, "row_group": 0}
+    assert caught.value.message.startswith("is 3,145,")
+    assert caught.value.message.endswith(
+        "bytes uncompressed: more than the 1,048,576 bytes a row may hold"
+    )
