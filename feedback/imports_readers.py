@@ -327,8 +327,11 @@ class ColumnMapping:
         named = self.named_columns()
         return [c for c in columns if c in named]
 
-    def check_columns(self, columns: list[str], *, within: str = "the file") -> None:
-        """Every column the mapping names is among `columns` (`within` says what they are)."""
+    def check_columns(
+        self, columns: list[str], *, within: str = "the file", prompt: bool = True
+    ) -> None:
+        """Every column the mapping names is among `columns` (`within` says what they are),
+        and (unless `prompt` is false) it names where the prompt comes from."""
         present = set(columns)
         for key, column in self.fields.items():
             if column not in present:
@@ -353,7 +356,7 @@ class ColumnMapping:
             raise MappingError(
                 "mapping.messages", f"column {self.messages_column!r} is not in {within}"
             )
-        if "prompt" not in self.fields and not self.messages_column:
+        if prompt and "prompt" not in self.fields and not self.messages_column:
             raise MappingError(
                 "mapping.prompt",
                 f"no prompt column: name one (columns are {', '.join(columns[:20])})",
@@ -1220,8 +1223,10 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         else:
             problem = _label_studio_keys_missing(data, mapping, needed)
             if problem is None and given is not None:
-                # The keys the given mapping names (an external_id, metadata) too.
-                problem = _label_studio_columns_missing(data, mapping)
+                # The keys the given mapping names (an external_id, metadata) too; not those
+                # the first task added to it, which are read as when no mapping is given (a
+                # task without a `context` key has none).
+                problem = _label_studio_columns_missing(data, given, prompt=False)
         if problem is None:
             problem = _label_studio_counts_problem(task)
         if problem is not None:
@@ -1302,10 +1307,10 @@ def _label_studio_keys_missing(
 
 
 def _label_studio_columns_missing(
-    data: dict[str, Any], mapping: ColumnMapping
+    data: dict[str, Any], mapping: ColumnMapping, *, prompt: bool = True
 ) -> tuple[str, str] | None:
     try:
-        mapping.check_columns(list(data), within="this task's data")
+        mapping.check_columns(list(data), within="this task's data", prompt=prompt)
     except MappingError as exc:
         return exc.key, f"{exc.message} (its keys are {_keys_of(data)})"
     return None

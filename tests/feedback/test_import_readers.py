@@ -577,6 +577,45 @@ def test_a_task_lacking_a_key_the_mapping_names_is_told_it_is_this_task(import_s
     assert Item.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    "mapping", [None, {"metadata": []}, {"external_id": "uid"}], ids=["none", "metadata", "id"]
+)
+def test_a_mapping_naming_no_content_asks_of_every_task_only_the_keys_it_names(
+    import_status, mapping
+):
+    # The first task has a context and a priority; the second has neither, which is read as
+    # they are without a mapping: no context, the default priority. Only what the mapping
+    # itself names is asked of every task.
+    tasks = [
+        {"id": 1, "data": {**_task(1)["data"], "context": "ctx", "priority": 3, "uid": "u1"}},
+        {"id": 2, "data": {**_task(2)["data"], "uid": "u2"}},
+        {"id": 3, "data": _task(3)["data"]},
+    ]
+
+    status = import_status(
+        "export.json",
+        json.dumps(tasks).encode(),
+        on_error="skip",
+        **({"mapping": json.dumps(mapping)} if mapping else {}),
+    )
+
+    stored = {i.prompt: (i.context, i.priority) for i in Item.objects.all()}
+    if mapping == {"external_id": "uid"}:
+        assert status["errors"] == [
+            {
+                "task": 3,
+                "task_id": "3",
+                "field": "mapping.external_id",
+                "message": "column 'uid' is not in this task's data (its keys are prompt,"
+                " chosen, rejected)",
+            }
+        ]
+        assert stored == {"Q1": ({"text": "ctx"}, 3), "Q2": ({}, 0)}
+    else:
+        assert status["errors"] == []
+        assert stored == {"Q1": ({"text": "ctx"}, 3), "Q2": ({}, 0), "Q3": ({}, 0)}
+
+
 def test_content_after_the_array_of_tasks_fails_the_import_naming_its_byte(import_status):
     first = json.dumps([_task(1), _task(2)]) + "\n"
     content = (first + json.dumps([_task(3)]) + "\n").encode()
