@@ -462,6 +462,35 @@ def test_an_empty_model_list_is_refused_not_read_as_the_campaigns_models(model_s
     assert model_server.requests == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "said"),
+    [
+        (
+            {"models": ["plain"], "item_ids": None},
+            "item_ids",
+            "is null; leave it out to generate for every item lacking responses",
+        ),
+        (
+            {"models": None},
+            "models",
+            "is null; leave it out to use the campaign's generation_models",
+        ),
+    ],
+    ids=["item_ids", "models"],
+)
+def test_a_null_is_refused_not_read_as_the_default(model_server, generate, body, field, said):
+    # A client whose list came out None did not mean every item, or the campaign's models.
+    campaign = CampaignFactory(kind="rating", overlap=1, generation_models=["plain"])
+    ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+
+    res, _ = generate(campaign, body)
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {field: [said]}
+    assert GenerationJob.objects.count() == 0
+    assert model_server.requests == 0
+
+
 def test_items_pushed_after_the_request_are_not_part_of_the_job(model_server, api_for, engineer):
     from feedback.generation import generation_run
 
