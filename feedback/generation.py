@@ -58,6 +58,8 @@ from feedback.models import (
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS_KEPT = 500
+# The highest price per million tokens taken: a hundred times the dearest model's.
+MAX_USD_PER_MILLION = 100_000
 CHUNK_ITEMS = 200
 
 
@@ -116,6 +118,13 @@ class ModelSpec:
                 or value < 0
             ):
                 fields[f"{where}.{key}"] = ["must be a non-negative number"]
+                return None
+            if key != "temperature" and value > MAX_USD_PER_MILLION:
+                # Not a price any model has; its costs, summed into the job's totals in
+                # micro-USD, would not fit them.
+                fields[f"{where}.{key}"] = [
+                    f"must be at most {MAX_USD_PER_MILLION:,} (USD per million tokens)"
+                ]
                 return None
             setattr(spec, key, float(value))
         max_tokens = raw.get("max_tokens")
@@ -662,8 +671,15 @@ def _usage(usage: Any, spec: ModelSpec) -> dict[str, int | None]:
     }
 
 
+# More tokens than any answer holds (contexts are millions of tokens at most): a server
+# reporting more is wrong, and its figure, summed into a job's totals, would not fit them.
+MAX_REPORTED_TOKENS = 10**9
+
+
 def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS
+    )
 
 
 def _short(exc: Exception) -> str:

@@ -158,6 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
                 usage = None
             if model == "null-usage":
                 usage = {"prompt_tokens": None, "completion_tokens": None}
+            if model == "huge-usage":  # a count no answer has, past what a bigint holds
+                usage = {"prompt_tokens": 10**19, "completion_tokens": 7}
             if model == "thinks-too-long":  # tokens spent (and billed), no text
                 content, finish_reason = None, "length"
             if model == "cut-off":  # text that stops at max_tokens, mid-sentence

@@ -414,6 +414,11 @@ def test_a_misspelt_key_or_a_body_that_is_not_an_object_asks_no_model(
         ('[{"name": "%s"}]' % ("m" * 201), "models[0].name", "is longer than 200 characters"),
         ('["bad\\u0000name"]', "models[0]", "NUL character"),
         ('[{"name": "x", "temperature": 1e400}]', "models[0].temperature", "non-negative number"),
+        (
+            '[{"name": "x", "input_usd_per_million": 1e300}]',
+            "models[0].input_usd_per_million",
+            "must be at most 100,000 (USD per million tokens)",
+        ),
     ],
 )
 def test_a_model_name_or_setting_that_cannot_be_stored_is_refused_before_any_request(
@@ -580,7 +585,7 @@ def test_an_error_in_a_200_body_is_retried_and_its_message_kept(model_server, ge
     assert model_server.calls[("gateway-error", item.prompt)] == 4
 
 
-@pytest.mark.parametrize("model", ["no-usage", "null-usage"])
+@pytest.mark.parametrize("model", ["no-usage", "null-usage", "huge-usage"])
 def test_an_answer_without_usage_is_counted_as_unknown_not_free(model_server, generate, model):
     campaign = CampaignFactory(kind="rating", overlap=1)
     items = ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
