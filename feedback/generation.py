@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -683,11 +684,24 @@ def _is_count(value: Any) -> TypeGuard[int]:
 
 
 def _short(exc: Exception) -> str:
-    """The server's own error message when it sent one, else the client's."""
+    """The server's own error message when it sent one, else the client's. The client gives
+    the body's `error` (OpenAI's and vLLM's `{"error": {"message"}}` as the object) or the
+    body itself: text-generation-inference says why in an `error` string, FastAPI in
+    `detail`, a proxy in a page of HTML."""
     body = getattr(exc, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return _storable(body["message"][:300])
+    said: Any = None
+    if isinstance(body, dict):
+        said = next((body[k] for k in ("message", "detail") if body.get(k)), None)
+    elif isinstance(body, str):
+        said = _HTML_TAG.sub(" ", body) if body.lstrip().startswith("<") else body
+    if isinstance(said, str) and said.strip():
+        return _storable(" ".join(said.split())[:300])
+    if said:
+        return _storable(json.dumps(said)[:300])
     return _storable(str(getattr(exc, "message", exc))[:300])
+
+
+_HTML_TAG = re.compile(r"<[^>]*>")
 
 
 # An answer holding what PostgreSQL cannot store is refused, in these words.

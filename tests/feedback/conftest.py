@@ -111,6 +111,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(503, {"error": {"message": "overloaded"}})
             if model == "unknown":
                 return self._send(400, {"error": {"message": "model 'unknown' does not exist"}})
+            # Other servers' error bodies: text-generation-inference's, FastAPI's, a proxy's page.
+            if model == "tgi-error":
+                error = "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096"
+                return self._send(422, {"error": error, "error_type": "validation"})
+            if model == "fastapi-error":
+                detail = [{"loc": ["body", "messages"], "msg": "field required"}]
+                return self._send(422, {"detail": detail})
+            if model == "html-error":
+                page = b"<html>\n<body><h1>413 Request Entity Too Large</h1>\n</body></html>"
+                return self._send(413, page, content_type="text/html")
             if model == "nul-error":
                 return self._send(400, {"error": {"message": "no such model:\u0000 nul-error"}})
             # What every item would meet: the job stops at the first.

@@ -123,6 +123,30 @@ def test_a_client_error_is_not_retried(model_server, generate):
     assert model_server.calls[("unknown", item.prompt)] == 1
 
 
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        (
+            "tgi-error",
+            "HTTP 422: Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096",
+        ),
+        ("fastapi-error", 'HTTP 422: [{"loc": ["body", "messages"], "msg": "field required"}]'),
+        ("html-error", "HTTP 413: 413 Request Entity Too Large"),
+    ],
+)
+def test_the_servers_reason_is_kept_whatever_the_shape_of_its_error(
+    model_server, generate, model, said
+):
+    # Not "HTTP 422: Error code: 422": vLLM's and OpenAI's {"error": {"message"}} are not the
+    # only shapes an OpenAI-compatible server answers an error with.
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": [model]})
+
+    assert status["errors"] == [{"item": item.pk, "model": model, "message": said}]
+
+
 def test_one_failing_model_of_a_pair_leaves_the_item_without_responses(model_server, generate):
     campaign = CampaignFactory(kind="pairwise", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
