@@ -380,22 +380,26 @@ def _name_images(chats: list[list[dict[str, Any]]], campaign: Campaign) -> None:
 
 def _messages(item: Item) -> list[dict[str, Any]]:
     """The chat a model sees: the context's text (if any) as a system message, then the
-    prompt. Images go as `image_url` parts (read when the request is sent), each message's in
-    that message after its text; the context's images with the first user message, before
-    that message's own, or in a user message of their own at the end when there is none."""
+    prompt; a prompt that opens with a system message of its own gets the context after its
+    text, in that one message (the chat templates of Llama 2, Mistral or Gemma, as vLLM and
+    text-generation-inference apply them, refuse a second system message). Images go as
+    `image_url` parts (read when the request is sent), each message's in that message after
+    its text; the context's images with the first user message, before that message's own, or
+    in a user message of their own at the end when there is none."""
     messages: list[dict[str, Any]] = []
-    context = {k: v for k, v in (item.context or {}).items() if k != "images"}
-    if context:
-        messages.append(
-            {
-                "role": "system",
-                "content": "Context:\n" + json.dumps(context, ensure_ascii=False, indent=1),
-            }
-        )
-    waiting = _image_parts((item.context or {}).get("images"), "context.images")
     prompt = (
         [{"role": "user", "content": item.prompt}] if isinstance(item.prompt, str) else item.prompt
     )
+    context = {k: v for k, v in (item.context or {}).items() if k != "images"}
+    if context:
+        said = "Context:\n" + json.dumps(context, ensure_ascii=False, indent=1)
+        first = prompt[0] if prompt else {}
+        if first.get("role") == "system" and isinstance(first.get("content"), str):
+            own = first["content"]
+            prompt = [{**first, "content": f"{own}\n\n{said}" if own else said}, *prompt[1:]]
+        else:
+            messages.append({"role": "system", "content": said})
+    waiting = _image_parts((item.context or {}).get("images"), "context.images")
     for index, message in enumerate(prompt):
         images = _image_parts(message.get("images"), f"prompt[{index}].images")
         if message["role"] == "user" and waiting:

@@ -147,6 +147,38 @@ def test_the_servers_reason_is_kept_whatever_the_shape_of_its_error(
     assert status["errors"] == [{"item": item.pk, "model": model, "message": said}]
 
 
+@pytest.mark.parametrize(
+    ("prompt", "sent"),
+    [
+        (
+            [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}],
+            [
+                {"role": "system", "content": 'You are terse.\n\nContext:\n{\n "doc": "D"\n}'},
+                {"role": "user", "content": "Hi"},
+            ],
+        ),
+        (
+            "Hi",
+            [
+                {"role": "system", "content": 'Context:\n{\n "doc": "D"\n}'},
+                {"role": "user", "content": "Hi"},
+            ],
+        ),
+    ],
+    ids=["own system message", "text prompt"],
+)
+def test_the_context_goes_in_one_system_message(model_server, generate, prompt, sent):
+    # Two system messages in a row are refused by the chat templates of Llama 2, Mistral and
+    # Gemma as vLLM applies them: the context joins the prompt's own system message.
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0, prompt=prompt, context={"doc": "D"})
+
+    _res, status = generate(campaign, {"models": ["plain"]})
+
+    assert status["status"] == "succeeded", status
+    assert model_server.last_messages["plain"] == sent
+
+
 def test_one_failing_model_of_a_pair_leaves_the_item_without_responses(model_server, generate):
     campaign = CampaignFactory(kind="pairwise", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
