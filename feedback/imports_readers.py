@@ -531,7 +531,7 @@ def _csv_response_cell(value: str) -> Any:
     CSV prompt), or an object with `text` as its only key. Any other text is the response as
     written, JSON or not: a model's answer may well be JSON."""
     stripped = value.lstrip()
-    if stripped.startswith("[{"):
+    if _CHAT_START.match(stripped):
         return _maybe_messages(value)
     if stripped.startswith("{") and '"text"' in value:
         parsed = _json_or_none(value)
@@ -644,9 +644,13 @@ def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
     return references, None
 
 
+# How a cell holding a JSON list of objects begins, written compact or indented (`[\n  {`).
+_CHAT_START = re.compile(r"\s*\[\s*\{")
+
+
 def _maybe_messages(value: Any) -> Any:
     """A CSV prompt that is a JSON list of chat messages becomes that list; text stays text."""
-    if isinstance(value, str) and value.lstrip().startswith("[{"):
+    if isinstance(value, str) and _CHAT_START.match(value):
         parsed = _json_or_none(value)
         if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed):
             return parsed

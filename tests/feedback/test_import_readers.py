@@ -527,6 +527,25 @@ def test_a_csv_response_cell_may_hold_a_chat_or_an_object_with_text(import_statu
     ]
 
 
+def test_a_csv_chat_written_indented_is_a_chat(import_status):
+    # As json.dumps(..., indent=2) or a pretty-printing tool writes it: "[\n  {".
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+    answer = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    content = _csv(
+        ["prompt", "chosen", "rejected"],
+        [json.dumps(chat, indent=2), "[ " + json.dumps(answer, indent=1)[1:], "5"],
+    )
+
+    status = import_status("pairs.csv", content)
+
+    assert status["status"] == "succeeded", status
+    assert Item.objects.get().prompt == chat
+    assert sorted(Response.objects.values_list("model_name", "text")) == [
+        ("chosen", "4"),
+        ("rejected", "5"),
+    ]
+
+
 @pytest.mark.parametrize(
     "answer",
     [
