@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from feedback.errors import DomainError, ValidationFailed
 from feedback.image_metadata import MetadataError, image_strip_metadata
-from feedback.item_input import ItemInput, in_storage_order
+from feedback.item_input import IMAGE_REFERENCES_MESSAGE, ItemInput, in_storage_order
 from feedback.models import Campaign, ItemImage
 
 logger = logging.getLogger(__name__)
@@ -464,7 +464,7 @@ class ImageResolver:
 
     def _list(self, value: Any, where: str, errors: dict[str, list[str]]) -> Any:
         if not isinstance(value, list):
-            errors.setdefault(where, []).append("must be a list of images")
+            errors.setdefault(where, []).append(IMAGE_REFERENCES_MESSAGE)
             return value
         out = []
         for index, ref in enumerate(value):

@@ -297,7 +297,9 @@ def item_parse_plain(raw: dict[str, Any], wanted: tuple[int, int | None]) -> Ite
         if type(raw_responses) is not list:
             return None
         for r in raw_responses:
-            if type(r) is not dict or not r.keys() <= RESPONSE_KEYS or r.get("images"):
+            # Images, or anything else under "images" (null is not "none": it is refused, as
+            # everywhere an item may hold images), is for the full check.
+            if type(r) is not dict or not r.keys() <= RESPONSE_KEYS or r.get("images", []) != []:
                 return None
             model = r.get("model")
             text = r.get("text")
@@ -449,7 +451,7 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
                 f"must be one of {', '.join(sorted(FORMATS))}, got {fmt!r}"
             )
         images = r.get("images", [])
-        if images:
+        if images != []:
             _check_images(images, f"{where}.images", errors)
         for key in r:
             if key not in {"model", "text", "format", "images"}:

@@ -83,6 +83,38 @@ def test_a_corrupt_image_is_a_clear_per_item_error_and_nothing_is_stored(
     assert ItemImage.objects.count() == 0
 
 
+def test_a_response_whose_images_are_null_is_refused_in_a_batch_and_a_file_alike(
+    api_for, engineer, pairwise_campaign, import_status
+):
+    # It was a 400 in a batch, imported from a file, and refused in the file again once
+    # another part of the item had images: null is no list of images, wherever it is sent.
+    plain = {"model": "b", "text": "y"}
+    nulled = {"model": "a", "text": "x", "images": None}
+    items = [
+        _item(responses=[nulled, plain]),
+        _item(responses=[nulled, plain], context={"images": [_data_url(_png(8, 8))]}),
+    ]
+    said = ['must be a list of images ("data:image/...;base64,..." or "upload:<file name>")']
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", items, format="json"
+    )
+    status = import_status(
+        "items.jsonl", "".join(json.dumps(i) + "\n" for i in items).encode(), on_error="skip"
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "items[0].responses[0].images": said,
+        "items[1].responses[0].images": said,
+    }
+    assert [(e["line"], e["field"], e["message"]) for e in status["errors"]] == [
+        (1, "responses[0].images", said[0]),
+        (2, "responses[0].images", said[0]),
+    ]
+    assert Item.objects.count() == 0
+
+
 def test_an_oversized_or_wrong_type_image_is_refused(
     api_for, engineer, pairwise_campaign, settings
 ):
