@@ -196,9 +196,13 @@ def generation_create(
         # may not have meant. Leaving `models` out says that.
         fields["models"] = ["names no model; leave it out to use the campaign's generation_models"]
         raw_models = []
-    elif not isinstance(raw_models, list) or not raw_models:
-        fields["models"] = ["name at least one model (or set the campaign's generation_models)"]
+    elif not isinstance(raw_models, list):
+        fields["models"] = [
+            'must be a list of models, each a name or {"name": ..., "input_usd_per_million": ...}'
+        ]
         raw_models = []
+    elif not raw_models:
+        fields["models"] = ["name at least one model (or set the campaign's generation_models)"]
     specs = model_specs_parse(raw_models, field="models", fields=fields)
     names = [s.name for s in specs]
     low, high = campaign.responses_wanted
@@ -596,7 +600,7 @@ def _read_answer(
         return _Outcome(item_id, spec, error=f"error in a 200 answer: {code}: {message}"), retry
     choice = choices[0] if choices else None
     message = getattr(choice, "message", None)
-    text = getattr(message, "content", None)
+    text = _answer_text(getattr(message, "content", None))
     finish_reason = getattr(choice, "finish_reason", None)
     info = {
         "model": _storable(getattr(completion, "model", None) or spec.name),
@@ -623,6 +627,22 @@ def _read_answer(
         error = f"the answer has {len(text):,} characters; a response holds at most {MAX_TEXT:,}"
         return _Outcome(item_id, spec, info=info, error=error), False
     return _Outcome(item_id, spec, text=text, info=info), False
+
+
+def _answer_text(content: Any) -> Any:
+    """The answer's text: the content, or the text parts of a content given as parts (as the
+    Mistral API answers for its reasoning models: a `thinking` part, then a `text` one); other
+    parts are not the answer."""
+    if not isinstance(content, list):
+        return content
+    texts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict)
+        and part.get("type") == "text"
+        and isinstance(part.get("text"), str)
+    ]
+    return "".join(texts) if texts else None
 
 
 def _not_json(exc: json.JSONDecodeError | UnicodeDecodeError) -> str:

@@ -196,6 +196,12 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 ],
             }
+            if model == "parts-content":  # as Mistral's reasoning models answer
+                answer["choices"][0]["message"]["content"] = [
+                    {"type": "thinking", "thinking": [{"type": "text", "text": "Hmm."}]},
+                    {"type": "text", "text": f"{model} answers: "},
+                    {"type": "text", "text": prompt},
+                ]
             if usage is not None:
                 answer["usage"] = usage
             return self._send(200, answer)

@@ -179,6 +179,32 @@ def test_the_context_goes_in_one_system_message(model_server, generate, prompt, 
     assert model_server.last_messages["plain"] == sent
 
 
+def test_an_answer_given_as_content_parts_is_its_text_parts(model_server, generate):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["parts-content"]})
+
+    assert status["status"] == "succeeded", status
+    assert item.responses.get().text == f"parts-content answers: {item.prompt}"
+
+
+@pytest.mark.parametrize("models", ["plain", {"name": "plain"}], ids=["a name", "an object"])
+def test_models_that_are_not_a_list_are_told_so(model_server, generate, models):
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    res, _ = generate(campaign, {"models": models})
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "models": [
+            'must be a list of models, each a name or {"name": ..., "input_usd_per_million": ...}'
+        ]
+    }
+    assert model_server.requests == 0
+
+
 def test_one_failing_model_of_a_pair_leaves_the_item_without_responses(model_server, generate):
     campaign = CampaignFactory(kind="pairwise", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
