@@ -878,11 +878,15 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
     except csv.Error as exc:
         raise UnreadableFile({"row": 0, "line": 1}, f"the header cannot be read: {exc}") from None
     columns = [c.strip() for c in header]
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
+    # A column without a name is not read: pandas' index (`df.to_csv()` without
+    # `index=False`), or the empty columns a spreadsheet leaves after the last one.
+    named = [c for c in columns if c]
+    if len(set(named)) != len(named):
+        dupes = sorted({c for c in named if named.count(c) > 1})
         raise MappingError("file", f"the header repeats the columns {dupes}")
-    mapping = mapping.filled_in(columns) if mapping else ColumnMapping.detect(columns)
-    mapping.check_columns(columns)
+    kept = None if len(named) == len(columns) else [i for i, c in enumerate(columns) if c]
+    mapping = mapping.filled_in(named) if mapping else ColumnMapping.detect(named)
+    mapping.check_columns(named)
     row_no = 0
     while True:
         start_line = reader.line_num + 1
@@ -910,9 +914,12 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
                 error=("", f"has {len(cells)} cells; the header has {len(columns)} columns"),
             )
             continue
-        item, problem, empty = mapping.to_item(
-            dict(zip(columns, cells, strict=True)), json_text=True
+        row = (
+            dict(zip(columns, cells, strict=True))
+            if kept is None
+            else {columns[i]: cells[i] for i in kept}
         )
+        item, problem, empty = mapping.to_item(row, json_text=True)
         if problem:
             column, _, message = problem.partition(": ")
             yield SourceRow(location, error=(column, message))

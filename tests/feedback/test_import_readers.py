@@ -527,6 +527,35 @@ def test_a_csv_response_cell_may_hold_a_chat_or_an_object_with_text(import_statu
     ]
 
 
+def test_a_csv_column_without_a_name_is_not_read(import_status):
+    # pandas' index (df.to_csv() without index=False) first, a spreadsheet's empty columns
+    # after the last: neither is part of the item, nor a metadata key "".
+    content = _csv(
+        ["", "prompt", "chosen", "rejected", "source", "", ""],
+        ["0", "Q1", "yes", "no", "s1", "", ""],
+        ["1", "Q2", "yes", "no", "s2", "", ""],
+    )
+
+    status = import_status("pandas.csv", content)
+
+    assert status["status"] == "succeeded", status
+    assert sorted(Item.objects.values_list("prompt", "metadata")) == [
+        ("Q1", {"source": "s1"}),
+        ("Q2", {"source": "s2"}),
+    ]
+
+
+def test_a_csv_header_repeating_a_name_is_refused_whatever_columns_have_none(import_status):
+    content = _csv(["prompt", "chosen", "rejected", "", "chosen", ""], ["Q", "a", "b", "", "c", ""])
+
+    status = import_status("twice.csv", content)
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {"field": "file", "message": "the header repeats the columns ['chosen']"}
+    ]
+
+
 def test_a_csv_chat_written_indented_is_a_chat(import_status):
     # As json.dumps(..., indent=2) or a pretty-printing tool writes it: "[\n  {".
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
