@@ -78,7 +78,14 @@ IS_SQLITE = _db_engine.endswith("sqlite3")
 if IS_SQLITE:
     (BASE_DIR / "var").mkdir(exist_ok=True)
     # Claims and ledger writes serialise on SQLite; wait for the lock instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    # Write-ahead logging lets pages be read while a write is under way: with SQLite's default
+    # journal an import holding the database for more than `timeout` failed every page
+    # view and API read meanwhile with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     # psycopg waits 130 s for a server that accepts and never answers; fail fast instead, so

@@ -260,9 +260,24 @@ def main(folder: Path) -> None:
         Assignment.objects.get(pk=dead).status == Assignment.Status.EXPIRED,
         "the dead claim was not expired",
     )
+    # A long write (an import) holds the database: reads go on meanwhile, through the pages
+    # and the API, instead of waiting for it and failing with "database is locked".
+    import sqlite3
+
+    writer = sqlite3.connect(str(folder / "demo.sqlite3"), timeout=0, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute("UPDATE feedback_campaign SET name = name || ' (renamed)'")
+    try:
+        read = eng.get(f"/api/v1/campaigns/{campaign}/")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    check(read.status_code == 200, f"a read during a write: {read.status_code} {read.content!r}")
+    check(read.json()["name"] == "SQLite path", "a read during a write saw the uncommitted name")
     print(
         f"ok: 6 reviews, 1 expired lease, a ready version of {total} rows, "
-        "an import of 2 items, a heartbeat before a submit, a dead claim not handed back"
+        "an import of 2 items, a heartbeat before a submit, a dead claim not handed back, "
+        "a read during a write"
     )
 
 

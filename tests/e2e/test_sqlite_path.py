@@ -20,6 +20,6 @@ def test_the_demo_database_serves_the_whole_review_loop(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (
         "ok: 6 reviews, 1 expired lease, a ready version of 3 rows, an import of 2 items, "
-        "a heartbeat before a submit, a dead claim not handed back"
+        "a heartbeat before a submit, a dead claim not handed back, a read during a write"
     ) in run.stdout
     assert (tmp_path / "demo.sqlite3").stat().st_size > 0
