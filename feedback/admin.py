@@ -25,6 +25,7 @@ from feedback.item_input import (
     check_prompt,
     content_hash,
     in_storage_order,
+    lf_newlines,
     responses_count_problem,
     stored_images,
     unstorable,
@@ -236,10 +237,6 @@ def _item_content_changed(item: Item) -> bool:
     return stored.first() != (item.campaign_id, item.prompt, item.context)
 
 
-def _lf(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 class StorableJSONField(forms.JSONField):
     """JSON typed in the admin, refused when it holds what PostgreSQL cannot store (a NUL
     character, a lone surrogate such as a typed \\ud800 escape), and shown again as typed:
@@ -276,8 +273,8 @@ class ResponseForm(forms.ModelForm):
         """Browsers send a textarea's line breaks as CRLF (a lone CR too, once the page has
         shown it): typed text gets LF, and a stored text that differs only in its line breaks
         is kept as it is."""
-        text = _lf(self.cleaned_data["text"])
-        if self.instance.pk and text == _lf(self.instance.text):
+        text = lf_newlines(self.cleaned_data["text"])
+        if self.instance.pk and text == lf_newlines(self.instance.text):
             return self.instance.text
         return text
 

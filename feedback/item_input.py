@@ -197,6 +197,13 @@ def unstorable(value: Any) -> str | None:
     return None
 
 
+def lf_newlines(text: str) -> str:
+    """Text with its line breaks as LF: a browser sends a form's textarea with CRLF (an
+    admin's response, a review sent without the page's script), where the API, the page's
+    script and the files imported send LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def storable_text(value: str) -> str:
     """`value` with what PostgreSQL cannot store (NUL, lone surrogates) as U+FFFD: for the
     messages, field names and records that quote what was sent."""

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from feedback.errors import DomainError, NotFound, error_body
+from feedback.item_input import lf_newlines
 from feedback.models import Campaign, User
 from feedback.selectors import campaign_get_for_user
 from reviews import services
@@ -87,7 +88,12 @@ def _problem(request: HttpRequest, exc: DomainError, **unsent: str) -> HttpRespo
 
 def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int]) -> dict[str, Any]:
     """Turn the review form into the API's submit body, so both paths share one validation."""
-    body: dict[str, Any] = {"rationale": post.get("rationale", ""), "flags": post.getlist("flags")}
+    # Line breaks as LF, as the page's script and the API send them: a form sent without the
+    # script has CRLF, which would be stored so (and a repeat of it differ from the review).
+    body: dict[str, Any] = {
+        "rationale": lf_newlines(post.get("rationale", "")),
+        "flags": post.getlist("flags"),
+    }
     ratings: dict[str, dict[str, int | str]] = {}
     for key in post:
         value = post.get(key, "")
@@ -111,7 +117,7 @@ def body_from_form(campaign: Campaign, post: QueryDict, response_ids: list[int])
         body["correction"] = {
             "response": post.get("correction_response")
             or (response_ids[0] if response_ids else None),
-            "text": post.get("correction_text", ""),
+            "text": lf_newlines(post.get("correction_text", "")),
         }
     # The page's script fills these hidden counts; one it did not fill is left out, not
     # reported to an expert who cannot change it.

@@ -155,3 +155,24 @@ def test_a_nul_in_the_rationale_is_a_form_error(expert):
     assert page.status_code == 422
     assert "rationale:" in page.content.decode()
     assert not Review.objects.exists()
+
+
+def test_a_form_sent_without_the_pages_script_stores_its_line_breaks_as_lf(expert):
+    # A browser sends a textarea with CRLF in a plain form post (the page's script and the API
+    # send LF): stored so, it went into the SFT rows as "\r\n".
+    assignment = _claim("correction", expert, rubric=RUBRIC)
+    rid = assignment.response_order[0]
+    res = client_for(expert).post(
+        reverse("review-submit", args=[assignment.pk]),
+        {
+            f"rating-{rid}-accuracy": "4",
+            "correction_response": str(rid),
+            "correction_text": "Corrected advice\r\nline two\rline three",
+            "rationale": "Why:\r\nit was wrong.",
+        },
+    )
+
+    assert res.status_code == 302
+    review = Review.objects.get()
+    assert review.correction_text == "Corrected advice\nline two\nline three"
+    assert review.rationale == "Why:\nit was wrong."
