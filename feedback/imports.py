@@ -269,7 +269,8 @@ def _detect_format(upload: UploadedFile, requested: str | None) -> str:
     if found is None:
         raise UnsupportedMediaType(
             f"Cannot tell the format of {upload.name!r}: name it .jsonl, .csv, .parquet or "
-            ".json (a Label Studio export), or send format=.",
+            ".json (a Label Studio export), or send format= one of "
+            f"{', '.join(ImportJob.Format.values)}.",
             fields={"file": ["unknown file type"]},
         )
     return found

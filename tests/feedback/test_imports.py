@@ -496,6 +496,19 @@ def test_a_file_whose_lines_end_with_cr_alone_is_refused_saying_so(upload, name)
     assert crlf.status_code == 202
 
 
+@pytest.mark.parametrize("name", ["items", "items.txt"])
+def test_a_file_of_no_known_type_is_told_the_formats_to_name(upload, name):
+    res, _ = upload(name, jsonl(item_object(1)), "application/octet-stream")
+
+    assert res.status_code == 415
+    assert res.json()["error"]["message"] == (
+        f"Cannot tell the format of {name!r}: name it .jsonl, .csv, .parquet or .json (a Label"
+        " Studio export), or send format= one of jsonl, csv, parquet, label_studio."
+    )
+    assert res.json()["error"]["fields"] == {"file": ["unknown file type"]}
+    assert ImportJob.objects.count() == 0
+
+
 def test_a_wrong_content_type_is_refused(upload, api_for, engineer, pairwise_campaign):
     png_bytes = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     res, _ = upload("items.jsonl", png_bytes, "image/png")
