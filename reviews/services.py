@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -777,13 +778,18 @@ def assignment_heartbeat(*, assignment_id: int, expert: User, active: bool = Tru
     return assignment
 
 
+def _says_nothing(text: str) -> bool:
+    """Whitespace and invisible formatting characters (a zero-width space, a joiner) alone."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+
+
 def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str = "") -> Assignment:
     if reason not in SKIP_REASONS:
         raise ValidationFailed(
             f"reason must be one of {', '.join(SKIP_REASONS)}",
             fields={"reason": ["unknown reason"]},
         )
-    if reason == "other" and not note.strip():
+    if reason == "other" and _says_nothing(note):
         raise ValidationFailed(
             "Say why in a note.", fields={"note": ["required when reason is other"]}
         )

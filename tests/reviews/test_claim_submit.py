@@ -312,6 +312,26 @@ def test_a_skip_note_is_kept_as_typed_through_the_api_as_on_the_page(
     assert client.post(skip, body, format="json").status_code == 200, "the same skip again"
 
 
+@pytest.mark.parametrize("note", ["", "  \n", "\u200b", " \u200b\u2060\ufeff "])
+def test_a_skip_for_another_reason_needs_a_note_that_says_something(
+    api_for, expert, pairwise_campaign, note
+):
+    # A zero-width space is no note: the lead reading the skip learns nothing from it.
+    ItemFactory(campaign=pairwise_campaign)
+    client = api_for(expert)
+    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
+
+    res = client.post(
+        f"/api/v1/assignments/{payload['assignment']['id']}/skip/",
+        {"reason": "other", "note": note},
+        format="json",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {"note": ["required when reason is other"]}
+    assert Assignment.objects.get().status == Assignment.Status.CLAIMED
+
+
 def test_the_client_reported_active_time_is_capped_by_what_the_server_saw(
     api_for, expert, pairwise_campaign
 ):
