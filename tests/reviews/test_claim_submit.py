@@ -178,27 +178,28 @@ def test_an_unknown_response_id_or_bad_strength_names_the_field(api_for, expert,
     assert Assignment.objects.get().status == "claimed"
 
 
+def _claimed_pair(client, campaign) -> tuple[int, str]:
+    """One new item of the pairwise `campaign`, claimed through `client`: (its first
+    response's id, the claim's submit URL)."""
+    ItemFactory(campaign=campaign)
+    payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
+    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    return payload["item"]["responses"][0]["id"], url
+
+
 def test_a_misspelt_key_inside_a_preference_or_correction_is_named_not_dropped(
     api_for, expert, pairwise_campaign
 ):
-    ItemFactory(campaign=pairwise_campaign)
     client = api_for(expert)
-    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
-    chosen = payload["item"]["responses"][0]["id"]
-    res = client.post(
-        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
-        {"preference": {"chosen": chosen, "strenght": 3}},
-        format="json",
-    )
+    chosen, url = _claimed_pair(client, pairwise_campaign)
+    res = client.post(url, {"preference": {"chosen": chosen, "strenght": 3}}, format="json")
     assert res.status_code == 400
     assert res.json()["error"]["fields"] == {
         "preference.strenght": ["is not a field of a preference"]
     }
     assert Review.objects.count() == 0
     res = client.post(
-        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
-        {"preference": {"chosen": chosen}, "rationalle": "A is right."},
-        format="json",
+        url, {"preference": {"chosen": chosen}, "rationalle": "A is right."}, format="json"
     )
     assert res.status_code == 400
     assert res.json()["error"]["fields"] == {"rationalle": ["is not a field of a review"]}
@@ -217,17 +218,23 @@ def test_a_misspelt_key_inside_a_preference_or_correction_is_named_not_dropped(
     }
 
 
-def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
+def _claimed_rating(client, engineer) -> tuple[int, str]:
+    """A rating campaign of one item (its rubric: accuracy 1-5), claimed through `client`:
+    (its response's id, the claim's submit URL)."""
     campaign = CampaignFactory(
         kind="rating",
         created_by=engineer,
         rubric=[{"key": "accuracy", "label": "Accuracy", "min": 1, "max": 5, "anchors": {}}],
     )
     ItemFactory(campaign=campaign)
-    client = api_for(expert)
     payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
-    rid = payload["item"]["responses"][0]["id"]
     url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    return payload["item"]["responses"][0]["id"], url
+
+
+def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
+    client = api_for(expert)
+    rid, url = _claimed_rating(client, engineer)
     bad = client.post(url, {"ratings": {str(rid): {"accuracy": 6}}}, format="json")
     assert bad.status_code == 400
     assert f"ratings.{rid}.accuracy" in bad.json()["error"]["fields"]
@@ -237,16 +244,8 @@ def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
 
 
 def test_one_response_rated_under_two_keys_is_a_400_naming_the_second(api_for, expert, engineer):
-    campaign = CampaignFactory(
-        kind="rating",
-        created_by=engineer,
-        rubric=[{"key": "accuracy", "label": "Accuracy", "min": 1, "max": 5, "anchors": {}}],
-    )
-    ItemFactory(campaign=campaign)
     client = api_for(expert)
-    payload = client.post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
-    first = payload["item"]["responses"][0]["id"]
-    url = f"/api/v1/assignments/{payload['assignment']['id']}/submit/"
+    first, url = _claimed_rating(client, engineer)
     # "7" and "07" are both response 7: the scores disagree, and neither may win unsaid.
     body = {"ratings": {str(first): {"accuracy": 5}, f"0{first}": {"accuracy": 1}}}
 
@@ -261,15 +260,11 @@ def test_one_response_rated_under_two_keys_is_a_400_naming_the_second(api_for, e
 
 @pytest.mark.parametrize("count", [-1, 2**31, 10**4000, 1.5, True])
 def test_a_pasted_count_that_is_not_one_is_a_400(api_for, expert, pairwise_campaign, count):
-    ItemFactory(campaign=pairwise_campaign)
     client = api_for(expert)
-    payload = client.post(f"/api/v1/campaigns/{pairwise_campaign.pk}/next/").json()
-    chosen = payload["item"]["responses"][0]["id"]
+    chosen, url = _claimed_pair(client, pairwise_campaign)
 
     res = client.post(
-        f"/api/v1/assignments/{payload['assignment']['id']}/submit/",
-        {"preference": {"chosen": chosen}, "pasted_chars": {"rationale": count}},
-        format="json",
+        url, {"preference": {"chosen": chosen}, "pasted_chars": {"rationale": count}}, format="json"
     )
 
     assert res.status_code == 400
