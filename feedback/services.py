@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
@@ -312,13 +312,36 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
             # Items that are ready to review gain or lose queue slots with the overlap. Not
             # clamped at zero: an item with more live assignments than the new overlap goes
             # below it, so the slots those give back (skipped, expired) do not reopen it.
-            ready = Item.objects.filter(
-                campaign=campaign, is_gold=False, responses__isnull=False
-            ).distinct()
-            QueueEntry.objects.filter(item__in=ready.values("pk")).update(
-                open_slots=F("open_slots") + delta
-            )
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(_OVERLAP_SLOTS_SQL, {"campaign": campaign.pk, "delta": delta})
+            else:
+                ready = Item.objects.filter(
+                    campaign=campaign, is_gold=False, responses__isnull=False
+                ).distinct()
+                QueueEntry.objects.filter(item__in=ready.values("pk")).update(
+                    open_slots=F("open_slots") + delta
+                )
     return campaign
+
+
+# The campaign's ready items (not gold, with responses) gain or lose slots, their queue rows
+# locked in item order first, as lease expiry locks them (reviews.services._EXPIRE_SQL). One
+# UPDATE alone locks them in the order its plan reads them: from a few thousand items on,
+# the table's physical order, which claims shuffle, and an expiry of many leases at the same
+# moment locking the same rows in item order deadlocked with it.
+_OVERLAP_SLOTS_SQL = """
+WITH locked AS (
+    SELECT q.item_id FROM feedback_queueentry q
+    JOIN feedback_item i ON i.id = q.item_id
+    WHERE i.campaign_id = %(campaign)s AND NOT i.is_gold
+      AND EXISTS (SELECT 1 FROM feedback_response r WHERE r.item_id = i.id)
+    ORDER BY q.item_id
+    FOR UPDATE OF q
+)
+UPDATE feedback_queueentry q SET open_slots = q.open_slots + %(delta)s
+FROM locked WHERE q.item_id = locked.item_id
+"""
 
 
 def qualification_set(*, campaign: Campaign, expert: User, qualified: bool) -> Qualification:

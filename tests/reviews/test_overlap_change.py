@@ -8,6 +8,7 @@ the item.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -133,3 +134,107 @@ def test_open_slots_stay_overlap_less_live_assignments_in_any_order(steps):
             assert entry.open_slots == campaign.overlap - _live(item.pk), (action, n)
     pairs = list(Assignment.objects.filter(campaign=campaign).values_list("expert", "item"))
     assert len(pairs) == len(set(pairs)), "an expert got an item twice"
+
+
+def _waits_for_a_lock(query_part: str) -> bool:
+    """Whether another session's statement containing `query_part` waits for a lock."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s AND pid <> pg_backend_pid()",
+            [f"%{query_part}%"],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_overlap_change_locks_the_queue_rows_in_item_order():
+    """As lease expiry does, so the two cannot deadlock: a single UPDATE locked them in the
+    order its plan read them, from a few thousand items on the table's physical order, which
+    claims shuffle (an expiry of 150 leases and an overlap change at the same moment
+    deadlocked). Here the rows lie in the table in descending item order, the first item's
+    row is held, and the overlap change must wait there having locked no other row."""
+    import threading
+
+    from django.db import DatabaseError, connection, transaction
+
+    engineer = UserFactory(role="engineer", password=None)
+    campaign = CampaignFactory(kind="pairwise", overlap=2, created_by=engineer)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO feedback_item (campaign_id, external_id, prompt, context, metadata,"
+            " content_hash, priority, is_gold, gold_answer, created_at)"
+            " SELECT %s, 'e' || g, to_jsonb('p' || g), '{}', '{}', md5(g::text), 0, false,"
+            " 'null', now() FROM generate_series(1, 3000) g",
+            [campaign.pk],
+        )
+        cursor.execute(
+            "INSERT INTO feedback_response (item_id, model_name, text, format, position, images,"
+            " generation, created_at) SELECT i.id, 'm' || k, 't' || k, 'markdown', k, '[]',"
+            " '{}', now() FROM feedback_item i, generate_series(0, 1) k"
+            " WHERE i.campaign_id = %s",
+            [campaign.pk],
+        )
+        cursor.execute(
+            "INSERT INTO feedback_queueentry (item_id, campaign_id, priority, open_slots,"
+            " started) SELECT id, campaign_id, 0, 2, false FROM feedback_item"
+            " WHERE campaign_id = %s ORDER BY id DESC",
+            [campaign.pk],
+        )
+        cursor.execute("ANALYZE feedback_item, feedback_response, feedback_queueentry")
+    first, last = (
+        QueueEntry.objects.filter(campaign=campaign)
+        .order_by(o)
+        .values_list("item_id", flat=True)[0]
+        for o in ("item_id", "-item_id")
+    )
+    held, release = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def hold_the_first_row() -> None:
+        try:
+            with transaction.atomic():
+                list(QueueEntry.objects.select_for_update().filter(item_id=first))
+                held.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    def change_the_overlap() -> None:
+        try:
+            outcome["overlap"] = _set_overlap(campaign, 3, engineer).overlap
+        except BaseException as exc:  # for the main thread to report
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_first_row)
+    changer = threading.Thread(target=change_the_overlap)
+    holder.start()
+    try:
+        assert held.wait(30)
+        changer.start()
+        for _ in range(300):
+            if _waits_for_a_lock("feedback_queueentry"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the overlap change did not wait for the first item's row")
+        try:
+            with transaction.atomic():
+                list(QueueEntry.objects.select_for_update(nowait=True).filter(item_id=last))
+            last_was_free = True
+        except DatabaseError:
+            last_was_free = False
+    finally:
+        release.set()
+        holder.join(60)
+        changer.join(60)
+
+    assert last_was_free, "the overlap change locked the last item's row before the first's"
+    assert outcome == {"overlap": 3}
+    assert set(
+        QueueEntry.objects.filter(campaign=campaign).values_list("open_slots", flat=True)
+    ) == {3}
