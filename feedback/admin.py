@@ -7,11 +7,11 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.core.exceptions import ValidationError
-from django.db import models
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, models, transaction
 from django.db.models import Count
 from django.forms.fields import InvalidJSONInput
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -387,20 +387,73 @@ class KeepsWork:
 
     work_of = ""  # the assignments' link to the object deleted: "item" or "campaign"
 
+    def _work_kept(self, ids: list[Any]) -> str | None:
+        """What work there is on these objects, said as the delete page says it; None for none."""
+        statuses = _work_by_status(**{f"{self.work_of}_id__in": ids})
+        if not statuses:
+            return None
+        said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
+        return (
+            f"{counted(sum(statuses.values()), 'assignment')} ({said}): the work experts were"
+            f" given here is kept, so this {self.work_of} cannot be deleted"
+        )
+
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
         deleted, counts, perms_needed, protected = super().get_deleted_objects(  # type: ignore[misc]
             objs, request
         )
-        statuses = _work_by_status(**{f"{self.work_of}_id__in": [obj.pk for obj in objs]})
-        if statuses:
-            said = ", ".join(f"{n:,} {status}" for status, n in sorted(statuses.items()))
-            protected = [
-                *protected,
-                f"{counted(sum(statuses.values()), 'assignment')} ({said}): the work experts were"
-                f" given here is kept, so this {self.work_of} cannot be deleted",
-            ]
+        kept = self._work_kept([obj.pk for obj in objs])
+        if kept:
+            protected = [*protected, kept]
             perms_needed = set()
         return deleted, counts, perms_needed, protected
+
+    def _work_since(self, ids: list[Any]) -> str | None:
+        """Work given on these objects since the delete page counted it. Their queue rows are
+        locked first, in item order as a claim takes one, then their items: a claim under way
+        (which holds its item's queue row) is waited for and then counted, and a later one
+        skips the rows held. A gold item's claim takes no queue row; its link to the item is
+        checked when it commits, which waits for the item's lock: before it, the claim is
+        counted here; after it, the item is gone and the claim fails and looks elsewhere."""
+        if connection.vendor == "postgresql":
+            column = "id" if self.work_of == "item" else "campaign_id"
+            queue_column = "item_id" if self.work_of == "item" else "campaign_id"
+            with connection.cursor() as cursor:
+                for table, where, order in (
+                    (QueueEntry._meta.db_table, queue_column, "item_id"),
+                    (Item._meta.db_table, column, "id"),
+                ):
+                    cursor.execute(
+                        f"SELECT count(*) FROM (SELECT 1 FROM {table}"  # noqa: S608
+                        f" WHERE {where} = ANY(%s) ORDER BY {order} FOR UPDATE) locked",
+                        [ids],
+                    )
+        return self._work_kept(ids)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            kept = self._work_since([obj.pk])
+            if kept:
+                request.work_kept = kept  # type: ignore[attr-defined]  # for response_delete
+                return
+            super().delete_model(request, obj)  # type: ignore[misc]
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> Any:
+        kept = getattr(request, "work_kept", None)
+        if kept:
+            messages.error(request, kept)
+            opts = self.model._meta  # type: ignore[attr-defined]
+            return HttpResponseRedirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj_id])
+            )
+        return super().response_delete(request, obj_display, obj_id)  # type: ignore[misc]
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            kept = self._work_since(list(queryset.values_list("pk", flat=True)))
+            if kept:
+                raise PermissionDenied(kept)
+            super().delete_queryset(request, queryset)  # type: ignore[misc]
 
 
 @admin.register(Campaign)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+from django.db import connection, transaction
 
 from feedback.item_input import ResponseInput, content_hash
 from feedback.models import Item, QueueEntry, Response, User
 from reviews import services as reviews
+from reviews.models import Assignment
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.feedback.intake_lock import intake_held_elsewhere
 from tests.mfa_fixtures import (  # noqa: F401
@@ -667,3 +674,67 @@ def test_deleting_an_item_or_campaign_with_work_says_what_work_is_kept(admin_mfa
         == 302
     )
     assert not Item.objects.filter(pk=spare.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_made_while_its_item_is_deleted_keeps_the_item(admin_mfa_client):
+    """The delete page counts no work; a claim on the item, not yet committed, then holds it.
+    The delete waits for that claim and counts again: it is refused, saying so, and the
+    claim and its item are kept (the delete went on and failed on the claim's link: a 500)."""
+    campaign = CampaignFactory(overlap=1)
+    item = ItemFactory(campaign=campaign)
+    expert = UserFactory()
+    claimed, release = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def claim_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                outcome["claim"] = reviews.assignment_claim(campaign=campaign, expert=expert)
+                claimed.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def delete() -> None:
+        try:
+            outcome["page"] = admin_mfa_client.post(
+                f"/admin/feedback/item/{item.pk}/delete/", {"post": "yes"}
+            )
+        except BaseException as exc:  # for the main thread to report
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    claimer, deleter = threading.Thread(target=claim_and_hold), threading.Thread(target=delete)
+    claimer.start()
+    try:
+        assert claimed.wait(30)
+        deleter.start()
+        for _ in range(300):  # until the delete waits for the claim's lock on the item
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the delete did not wait for the claim: {outcome}")
+    finally:
+        release.set()
+        claimer.join(30)
+        deleter.join(30)
+
+    assert "error" not in outcome, outcome.get("error")
+    page = outcome["page"]
+    assert page.status_code == 302
+    assert page.url == f"/admin/feedback/item/{item.pk}/change/"
+    said = [str(m) for m in get_messages(page.wsgi_request)]
+    assert said == [
+        "1 assignment (1 claimed): the work experts were given here is kept, so this item"
+        " cannot be deleted"
+    ]
+    assert Item.objects.filter(pk=item.pk).exists()
+    assert Assignment.objects.get().pk == outcome["claim"].pk
