@@ -12,6 +12,7 @@ from django.test import Client
 from PIL import Image
 
 from feedback.models import Item, ItemImage, Response
+from tests.db_locks import another_session_waits_for_a_lock
 from tests.feedback.factories import CampaignFactory
 from tests.feedback.pictures import data_url as _data_url
 from tests.feedback.pictures import png as _png
@@ -506,7 +507,6 @@ def test_two_transactions_storing_the_same_new_image_at_once_share_one_stored_im
     # second gives way to it instead of failing.
     import hashlib
     import threading
-    import time
     from datetime import datetime
 
     from django.core.files.storage import default_storage
@@ -558,17 +558,7 @@ def test_two_transactions_storing_the_same_new_image_at_once_share_one_stored_im
     assert stored.wait(10)
     two = threading.Thread(target=second)
     two.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                break
-        time.sleep(0.01)
-    else:
+    if not another_session_waits_for_a_lock(10):
         pytest.fail("the second store never waited on the first one's row")
     release.set()
     one.join(10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from feedback.item_input import ResponseInput, content_hash
 from feedback.models import Item, QueueEntry, Response, User
 from reviews import services as reviews
 from reviews.models import Assignment
+from tests.db_locks import another_session_waits_for_a_lock
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.feedback.intake_lock import intake_held_elsewhere
 from tests.mfa_fixtures import (  # noqa: F401
@@ -711,16 +711,7 @@ def test_a_claim_made_while_its_item_is_deleted_keeps_the_item(admin_mfa_client)
     try:
         assert claimed.wait(30)
         deleter.start()
-        for _ in range(300):  # until the delete waits for the claim's lock on the item
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database() AND pid <> pg_backend_pid()"
-                )
-                if cursor.fetchone()[0]:
-                    break
-            time.sleep(0.05)
-        else:
+        if not another_session_waits_for_a_lock():
             pytest.fail(f"the delete did not wait for the claim: {outcome}")
     finally:
         release.set()

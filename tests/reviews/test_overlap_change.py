@@ -8,7 +8,6 @@ the item.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -20,6 +19,7 @@ from feedback import services as feedback_services
 from feedback.models import QueueEntry, User
 from reviews import services, tasks
 from reviews.models import Assignment
+from tests.db_locks import another_session_waits_for_a_lock
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -136,19 +136,6 @@ def test_open_slots_stay_overlap_less_live_assignments_in_any_order(steps):
     assert len(pairs) == len(set(pairs)), "an expert got an item twice"
 
 
-def _waits_for_a_lock(query_part: str) -> bool:
-    """Whether another session's statement containing `query_part` waits for a lock."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE %s AND pid <> pg_backend_pid()",
-            [f"%{query_part}%"],
-        )
-        return bool(cursor.fetchone()[0])
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_overlap_change_locks_the_queue_rows_in_item_order():
     """As lease expiry does, so the two cannot deadlock: a single UPDATE locked them in the
@@ -216,11 +203,7 @@ def test_an_overlap_change_locks_the_queue_rows_in_item_order():
     try:
         assert held.wait(30)
         changer.start()
-        for _ in range(300):
-            if _waits_for_a_lock("feedback_queueentry"):
-                break
-            time.sleep(0.05)
-        else:
+        if not another_session_waits_for_a_lock():
             pytest.fail("the overlap change did not wait for the first item's row")
         try:
             with transaction.atomic():
