@@ -553,24 +553,11 @@ class GenerateView(APIView):
                 " `models` and `item_ids`.",
                 fields=unknown,
             )
-        # Leaving a key out asks for its default (every item lacking responses, the campaign's
-        # models); a null is not read as that, any more than an empty list is: a client whose
-        # list of ids came out None did not mean every item.
-        nulls = {
-            key: [f"is null; leave it out to {default}"]
-            for key, default in (
-                ("models", "use the campaign's generation_models"),
-                ("item_ids", "generate for every item lacking responses"),
-            )
-            if key in body and body[key] is None
-        }
-        if nulls:
-            raise ValidationFailed("A generation request's values may not be null.", fields=nulls)
         job = generation.generation_create(
             actor=user,
             campaign=campaign,
-            models=body.get("models"),
-            item_ids=body.get("item_ids"),
+            models=body.get("models", generation.LEFT_OUT),
+            item_ids=body.get("item_ids", generation.LEFT_OUT),
         )
         job.refresh_from_db()
         return ApiResponse(GenerationOutput(job).data, status=status.HTTP_202_ACCEPTED)

@@ -170,17 +170,24 @@ def model_specs_parse(
     return [s for s in specs if s is not None]
 
 
+# A key a generation request leaves out, which asks for its default; a null does not.
+LEFT_OUT: Any = object()
+
+
 def generation_create(
     *,
     actor: User,
     campaign: Campaign,
-    models: Any = None,
-    item_ids: Any = None,
+    models: Any = LEFT_OUT,
+    item_ids: Any = LEFT_OUT,
 ) -> GenerationJob:
     """Check the request and queue a generation job (after the commit).
 
-    `models` defaults to the campaign's generation_models. A pairwise campaign needs two
-    models, rating and correction one, ranking two or more: one response per model per item.
+    `models` left out defaults to the campaign's generation_models, and `item_ids` left out
+    to every item lacking responses; an empty list or a null is refused instead (a client
+    whose list came out empty or None did not mean that, and a job costs money). A pairwise
+    campaign needs two models, rating and correction one, ranking two or more: one response
+    per model per item.
     """
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers generate responses.")
@@ -189,9 +196,12 @@ def generation_create(
             "OPENAI_BASE_URL is not set; point it at an OpenAI-compatible server.",
             fields={"models": ["no model server is configured"]},
         )
-    raw_models = models if models is not None else campaign.generation_models
+    raw_models = campaign.generation_models if models is LEFT_OUT else models
     fields: dict[str, list[str]] = {}
-    if models == []:
+    if models is None:
+        fields["models"] = ["is null; leave it out to use the campaign's generation_models"]
+        raw_models = []
+    elif models == []:
         # Not read as "the campaign's models": a job asking (and paying) for what the client
         # may not have meant. Leaving `models` out says that.
         fields["models"] = ["names no model; leave it out to use the campaign's generation_models"]
@@ -210,7 +220,9 @@ def generation_create(
         wanted = f"exactly {low}" if low == high else f"at least {low}"
         fields["models"] = [f"a {campaign.kind} campaign needs {wanted} models, got {len(names)}"]
     ids: list[int] = []
-    if item_ids is not None:
+    if item_ids is None:
+        fields["item_ids"] = ["is null; leave it out to generate for every item lacking responses"]
+    elif item_ids is not LEFT_OUT:
         if not isinstance(item_ids, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in item_ids
         ):
