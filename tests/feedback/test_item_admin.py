@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
-from django.db import connection, transaction
 
 from feedback.item_input import ResponseInput, content_hash
 from feedback.models import Item, QueueEntry, Response, User
 from reviews import services as reviews
 from reviews.models import Assignment
-from tests.db_locks import another_session_waits_for_a_lock
+from tests.db_locks import Started, another_session_waits_for_a_lock, held_open
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.feedback.intake_lock import intake_held_elsewhere
 from tests.mfa_fixtures import (  # noqa: F401
@@ -684,42 +680,16 @@ def test_a_claim_made_while_its_item_is_deleted_keeps_the_item(admin_mfa_client)
     campaign = CampaignFactory(overlap=1)
     item = ItemFactory(campaign=campaign)
     expert = UserFactory()
-    claimed, release = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def claim_and_hold() -> None:
-        try:
-            with transaction.atomic():
-                outcome["claim"] = reviews.assignment_claim(campaign=campaign, expert=expert)
-                claimed.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    def delete() -> None:
-        try:
-            outcome["page"] = admin_mfa_client.post(
+    with held_open(lambda: reviews.assignment_claim(campaign=campaign, expert=expert)) as claim:
+        delete = Started(
+            lambda: admin_mfa_client.post(
                 f"/admin/feedback/item/{item.pk}/delete/", {"post": "yes"}
             )
-        except BaseException as exc:  # for the main thread to report
-            outcome["error"] = exc
-        finally:
-            connection.close()
-
-    claimer, deleter = threading.Thread(target=claim_and_hold), threading.Thread(target=delete)
-    claimer.start()
-    try:
-        assert claimed.wait(30)
-        deleter.start()
+        )
         if not another_session_waits_for_a_lock():
-            pytest.fail(f"the delete did not wait for the claim: {outcome}")
-    finally:
-        release.set()
-        claimer.join(30)
-        deleter.join(30)
+            pytest.fail("the delete did not wait for the claim")
 
-    assert "error" not in outcome, outcome.get("error")
-    page = outcome["page"]
+    page = delete.result()
     assert page.status_code == 302
     assert page.url == f"/admin/feedback/item/{item.pk}/change/"
     said = [str(m) for m in get_messages(page.wsgi_request)]
@@ -728,4 +698,4 @@ def test_a_claim_made_while_its_item_is_deleted_keeps_the_item(admin_mfa_client)
         " cannot be deleted"
     ]
     assert Item.objects.filter(pk=item.pk).exists()
-    assert Assignment.objects.get().pk == outcome["claim"].pk
+    assert Assignment.objects.get().pk == claim.pk
