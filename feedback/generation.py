@@ -2,9 +2,10 @@
 
 The `openai` client talks to OPENAI_BASE_URL (OpenAI, vLLM, Ollama, any server of the chat
 completions API). One job runs per campaign at a time. Requests run a few at a time
-(GENERATION_CONCURRENCY); 408, 409, 429 and 5xx answers and dropped connections are retried
-with exponential backoff (honouring the server's wait); an error every item would meet (a
-refused key, no quota, no such model) stops the job at once, and so do
+(GENERATION_CONCURRENCY); 408, 409, 429 and 5xx answers, dropped connections and timeouts
+(a request whose answer has not all come by GENERATION_REQUEST_DEADLINE_SECONDS among them) are
+retried with exponential backoff (honouring the server's wait); an error every item would meet
+(a refused key, no quota, no such model) stops the job at once, and so do
 GENERATION_STOP_AFTER_FAILURES items failing in a row; any other error, or running out of
 attempts, fails that item for good with a message saying why; so does an answer cut off
 (finish_reason `length` or `content_filter`), which is not stored. Token usage, latency and cost
@@ -16,6 +17,7 @@ is sent. See docs/intake.md.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import math
@@ -490,12 +492,84 @@ class _Outcome:
 def _client() -> Any:
     from openai import OpenAI
 
+    deadline = float(_setting("GENERATION_REQUEST_DEADLINE_SECONDS", 600))
     return OpenAI(
         base_url=_setting("OPENAI_BASE_URL", ""),
         api_key=_setting("OPENAI_API_KEY", "") or "not-needed",
         max_retries=0,  # retries are ours: counted, logged per item, with Retry-After
         timeout=float(_setting("GENERATION_TIMEOUT_SECONDS", 120)),
+        http_client=_deadline_client()(deadline=deadline),
     )
+
+
+class PastDeadline(Exception):
+    """Raised (as the HTTP client's read timeout) when a request's answer has not all come
+    within GENERATION_REQUEST_DEADLINE_SECONDS."""
+
+
+@functools.cache
+def _deadline_client() -> type:
+    """The `openai` client's HTTP client (its defaults), with a deadline on each request.
+
+    The client's timeout bounds connecting and each read; a server that sends its answer a
+    few bytes at a time (a stalled upstream behind a proxy that keeps the connection alive
+    with whitespace, say) would hold a request, and one of the job's threads, for as long as
+    it goes on. Here the answer's body is read as it comes, and a request whose answer has not
+    all come by its deadline ends as a timeout (retried as one). No single wait is longer than
+    the deadline either, so the deadline is overrun by at most the last read.
+    """
+    import httpx2
+    from openai import DefaultHttpxClient
+
+    class Overdue(PastDeadline, httpx2.ReadTimeout):
+        pass
+
+    class Until(httpx2.SyncByteStream):
+        def __init__(self, stream: Any, request: Any, until: float, seconds: float) -> None:
+            self.stream, self.request, self.until, self.seconds = stream, request, until, seconds
+
+        def _check(self) -> None:
+            if time.monotonic() > self.until:
+                raise Overdue(
+                    f"the answer did not all come within {self.seconds:g} s", request=self.request
+                )
+
+        def __iter__(self) -> Iterator[bytes]:
+            self._check()
+            for chunk in self.stream:
+                self._check()
+                yield chunk
+
+        def close(self) -> None:
+            self.stream.close()
+
+    class DeadlineClient(DefaultHttpxClient):
+        def __init__(self, *, deadline: float, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.deadline = deadline
+
+        def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+            until = time.monotonic() + self.deadline
+            timeout = request.extensions.get("timeout")
+            if isinstance(timeout, dict):
+                request.extensions = {
+                    **request.extensions,
+                    "timeout": {
+                        phase: self.deadline if wait is None else min(wait, self.deadline)
+                        for phase, wait in timeout.items()
+                    },
+                }
+            response = super().send(request, stream=True, **kwargs)
+            response.stream = Until(response.stream, request, until, self.deadline)
+            if not stream:
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()
+                    raise
+            return response
+
+    return DeadlineClient
 
 
 def _retry_after(exc: Any) -> float | None:
@@ -572,7 +646,10 @@ def _ask_with_retries(
                 return _Outcome(item_id, spec, error=message)
             last, delay = message, _retry_after(exc)
         except openai.APIConnectionError as exc:  # timeouts included
-            last = f"connection failed: {_short(exc)}"
+            if isinstance(exc.__cause__, PastDeadline):
+                last = f"timed out: {exc.__cause__}"
+            else:
+                last = f"connection failed: {_short(exc)}"
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             # A body said to be JSON that is not: the client's parse error, not ours to trace.
             logger.warning(
@@ -815,6 +892,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     campaign = job.campaign
     step = "starting"
     pool: ThreadPoolExecutor | None = None
+    client: Any = None
     stop = Event()
     spent = _Spent()
     asked: list[Future[_Outcome]] = []  # the chunk's requests
@@ -959,6 +1037,8 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
         stop.set()  # in-flight requests give up at their next attempt
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if client is not None:
+            client.close()  # its connections to the model server
 
 
 def _result_message(

@@ -397,11 +397,13 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL").strip()
 OPENAI_API_KEY = env_str("OPENAI_API_KEY").strip()
 # Requests in flight per generation job, attempts per request (408/409/429/5xx are retried
 # with exponential backoff from GENERATION_BACKOFF_SECONDS), the timeout of connecting and of
-# each read of one request, and how many items failing in a row stop a job.
+# each read of one request, the most one request may take from sending it to the last byte of
+# its answer, and how many items failing in a row stop a job.
 GENERATION_CONCURRENCY = env_int("GENERATION_CONCURRENCY", 8)
 GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 5)
 GENERATION_BACKOFF_SECONDS = float(env_str("GENERATION_BACKOFF_SECONDS", "1.0"))
 GENERATION_TIMEOUT_SECONDS = env_int("GENERATION_TIMEOUT_SECONDS", 120)
+GENERATION_REQUEST_DEADLINE_SECONDS = env_int("GENERATION_REQUEST_DEADLINE_SECONDS", 600)
 GENERATION_STOP_AFTER_FAILURES = env_int("GENERATION_STOP_AFTER_FAILURES", 20)
 
 # --- Payouts ---------------------------------------------------------------

@@ -73,6 +73,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _trickle(self, body: bytes, *, pause: float, padding: int) -> None:
+        """A 200 whose body comes a byte of whitespace every `pause` seconds, `padding` of
+        them, then the answer: each read gets something well within any read timeout."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(padding + len(body)))
+        self.end_headers()
+        try:
+            for _ in range(padding):
+                self.wfile.write(b" ")
+                time.sleep(pause)
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client gave up
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         request = json.loads(self.rfile.read(length))
@@ -204,6 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
                 ]
             if usage is not None:
                 answer["usage"] = usage
+            if model == "trickles":  # whitespace a byte at a time before the answer, for minutes
+                return self._trickle(json.dumps(answer).encode(), pause=0.05, padding=3600)
             return self._send(200, answer)
         finally:
             with server.lock:

@@ -651,6 +651,32 @@ def test_a_request_timeout_is_retried_and_a_bad_retry_after_ignored(model_server
     assert item.responses.get().generation["attempts"] == 2
 
 
+def test_an_answer_that_never_finishes_coming_times_out_at_the_deadline(
+    model_server, generate, settings
+):
+    """The server sends a byte every 50 ms, so no read waits long, for three minutes: each
+    attempt ends at the request's deadline, as a timeout, and the item fails saying so."""
+    settings.GENERATION_TIMEOUT_SECONDS = 5
+    settings.GENERATION_REQUEST_DEADLINE_SECONDS = 0.5
+    settings.GENERATION_MAX_ATTEMPTS = 2
+    campaign = CampaignFactory(kind="rating", overlap=1)
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {"models": ["trickles"]})
+
+    assert status["status"] == "failed", status
+    assert status["errors"] == [
+        {
+            "item": item.pk,
+            "model": "trickles",
+            "message": "timed out: the answer did not all come within 0.5 s"
+            " (gave up after 2 attempts)",
+        }
+    ]
+    assert model_server.calls[("trickles", item.prompt)] == 2
+    assert not item.responses.exists()
+
+
 def test_an_error_in_a_200_body_is_retried_and_its_message_kept(model_server, generate):
     campaign = CampaignFactory(kind="rating", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
