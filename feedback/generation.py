@@ -515,8 +515,10 @@ def _deadline_client() -> type:
     few bytes at a time (a stalled upstream behind a proxy that keeps the connection alive
     with whitespace, say) would hold a request, and one of the job's threads, for as long as
     it goes on. Here the answer's body is read as it comes, and a request whose answer has not
-    all come by its deadline ends as a timeout (retried as one). No single wait is longer than
-    the deadline either, so the deadline is overrun by at most the last read.
+    all come by its deadline ends as a timeout (retried as one). It is checked once the
+    headers have come and as each piece of the body arrives, and no single wait is longer than
+    the deadline, so the body's last read is all it can be overrun by (headers sent a byte at a
+    time are bounded by the read timeout per byte only).
     """
     import httpx2
     from openai import DefaultHttpxClient
