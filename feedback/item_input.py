@@ -223,18 +223,76 @@ def _check_storable(raw: dict[str, Any], errors: dict[str, list[str]]) -> None:
 
 
 def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> str:
-    canonical = _canonical(
-        {
-            "prompt": prompt,
-            "context": context,
-            # Images join the hash only when present, so hashes of text items never change.
-            "responses": [
-                [r.model, r.text, [i["id"] for i in r.images]] if r.images else [r.model, r.text]
-                for r in responses
-            ],
-        }
-    )
+    """SHA-256 of the item's content: its prompt, context and responses (model, text, stored
+    images), as sorted-key compact JSON. The same content sent another way hashes the same: a
+    text's line breaks are read as LF (a CSV written on Windows, a browser's form), and a
+    number with nothing after its point as the integer (`17.0` from a dataframe, `17` from
+    JSON)."""
+    document = {
+        "prompt": prompt,
+        "context": context,
+        # Images join the hash only when present, so hashes of text items never change.
+        "responses": [
+            [r.model, r.text, [i["id"] for i in r.images]] if r.images else [r.model, r.text]
+            for r in responses
+        ],
+    }
+    # Most items hold neither a CR nor a float: told apart cheaply (a plain loop, no
+    # generator), as an import hashes every item.
+    otherwise = "\r" in prompt if type(prompt) is str else _read_otherwise(prompt)
+    if not otherwise and context:
+        otherwise = _read_otherwise(context)
+    if not otherwise:
+        for r in responses:
+            if "\r" in r.text or "\r" in r.model:
+                otherwise = True
+                break
+    if otherwise:
+        document = _as_same_content(document)
+    canonical = _canonical(document)
     return hashlib.sha256(canonical).hexdigest()
+
+
+# Floats of at most this size are exact integers when they have no fraction.
+_EXACT_FLOAT = 2.0**53
+
+
+def _read_otherwise(value: Any) -> bool:
+    """Whether content_hash reads `value` otherwise than as it is: it holds a CR or a float.
+    Not past MAX_NESTING levels, where an item is refused whatever its hash (an import hashes
+    items before checking them); nor is _as_same_content, whose recursion so stays well within
+    Python's limit."""
+    pending = [(value, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if "\r" in value:
+                return True
+        elif isinstance(value, float):
+            return True
+        elif isinstance(value, dict | list):
+            if depth > MAX_NESTING:
+                return False
+            depth += 1
+            parts = value.values() if isinstance(value, dict) else value
+            pending.extend((part, depth) for part in parts)
+    return False
+
+
+def _as_same_content(value: Any, depth: int = 0) -> Any:
+    """`value` as content_hash reads it: line breaks as LF, whole floats as integers (not past
+    MAX_NESTING levels: see _read_otherwise)."""
+    if isinstance(value, str):
+        return lf_newlines(value) if "\r" in value else value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= _EXACT_FLOAT else value
+    if depth > MAX_NESTING:
+        return value
+    if isinstance(value, dict):
+        return {key: _as_same_content(part, depth + 1) for key, part in value.items()}
+    if isinstance(value, list):
+        return [_as_same_content(part, depth + 1) for part in value]
+    return value
 
 
 RESPONSE_KEYS = frozenset({"model", "text", "format", "images"})

@@ -1726,3 +1726,27 @@ def test_an_integer_too_long_to_read_in_a_mapping_is_refused_naming_it(upload):
     assert res.status_code == 400, res.content
     assert list(res.json()["error"]["fields"]) == ["mapping"]
     assert "could not be read" in res.json()["error"]["fields"]["mapping"][0]
+
+
+def test_a_csv_written_on_windows_repeats_the_jsonl_items_it_holds(upload, pairwise_campaign):
+    """The same items as JSONL (LF) and then as a CSV whose cells have CRLF line breaks: the
+    CSV's are duplicates of the stored ones, not new items."""
+    first = {
+        "prompt": "Clause 4:\nterminate on notice?",
+        "responses": [{"model": "a", "text": "Yes.\nWith 30 days."}, {"model": "b", "text": "No."}],
+    }
+    _res, status = upload("items.jsonl", jsonl(first))
+    assert status["created"] == 1, status
+    csv_text = (
+        "prompt,response_1,response_1_model,response_2,response_2_model\r\n"
+        '"Clause 4:\r\nterminate on notice?","Yes.\r\nWith 30 days.",a,No.,b\r\n'
+        '"Clause 5:\r\nassign?",Maybe.,a,No.,b\r\n'
+    )
+
+    _res, status = upload("items.csv", csv_text.encode(), "text/csv")
+
+    assert status["status"] == "succeeded", status
+    assert (status["created"], status["duplicates"]) == (1, 1), status
+    assert status["duplicate_rows"][0]["row"] == 1  # rows count from the first after the header
+    assert "already in the campaign" in status["duplicate_rows"][0]["reason"]
+    assert Item.objects.get(prompt="Clause 5:\r\nassign?").responses.count() == 2

@@ -330,3 +330,33 @@ def test_a_batch_sent_while_an_import_writes_into_the_campaign_is_refused_not_he
     assert f"Import {running.pk} " in error["message"]
     assert f"imports/{running.pk}/" in error["message"]
     assert not Item.objects.filter(campaign=pairwise_campaign).exists()
+
+
+def test_the_same_content_with_other_line_breaks_or_17_for_17_0_is_a_duplicate(
+    api_for, engineer, pairwise_campaign
+):
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
+    client = api_for(engineer)
+    first = {
+        "prompt": "Line one\nline two",
+        "context": {"clause": 17, "rate": 0.5},
+        "responses": [{"model": "a", "text": "A1\nA2"}, {"model": "b", "text": "B"}],
+    }
+    assert client.post(url, [first], format="json").status_code == 201
+    crlf = {**first, "prompt": "Line one\r\nline two"}
+    lone_cr = {
+        **first,
+        "responses": [{"model": "a", "text": "A1\rA2"}, {"model": "b", "text": "B"}],
+    }
+    a_float = {**first, "context": {"clause": 17.0, "rate": 0.5}}
+    other_number = {**first, "context": {"clause": 17.5, "rate": 0.5}}
+
+    res = client.post(url, [crlf, lone_cr, a_float, other_number], format="json")
+
+    assert res.status_code == 201, res.json()
+    body = res.json()
+    assert [d["index"] for d in body["duplicates"]] == [0, 1, 2]
+    assert body["created"] == 1
+    # Each stored as it was sent: only the duplicate check reads them alike.
+    assert Item.objects.latest("pk").context == {"clause": 17.5, "rate": 0.5}
+    assert Item.objects.filter(prompt="Line one\nline two").count() == 2
