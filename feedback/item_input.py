@@ -237,19 +237,13 @@ def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> s
             for r in responses
         ],
     }
-    # Most items hold neither a CR nor a float: told apart cheaply (a plain loop, no
-    # generator), as an import hashes every item.
-    otherwise = "\r" in prompt if type(prompt) is str else _read_otherwise(prompt)
-    if not otherwise and context:
-        otherwise = _read_otherwise(context)
+    otherwise = _read_otherwise(prompt) or _read_otherwise(context)
     if not otherwise:
         for r in responses:
             if "\r" in r.text or "\r" in r.model:
                 otherwise = True
                 break
-    if otherwise:
-        document = _as_same_content(document)
-    canonical = _canonical(document)
+    canonical = _canonical(_as_same_content(document) if otherwise else document)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -257,25 +251,27 @@ def content_hash(prompt: Any, context: Any, responses: list[ResponseInput]) -> s
 _EXACT_FLOAT = 2.0**53
 
 
-def _read_otherwise(value: Any) -> bool:
+def _read_otherwise(value: Any, depth: int = 0) -> bool:
     """Whether content_hash reads `value` otherwise than as it is: it holds a CR or a float.
-    Not past MAX_NESTING levels, where an item is refused whatever its hash (an import hashes
-    items before checking them); nor is _as_same_content, whose recursion so stays well within
-    Python's limit."""
-    pending = [(value, 0)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, str):
-            if "\r" in value:
+    Not looked for past MAX_NESTING levels, where an item is refused whatever its hash (an
+    import hashes items before checking them). Every item is looked at, so values are told
+    apart by their exact type, and text is searched for the one character."""
+    kind = type(value)
+    if kind is str:
+        return "\r" in value
+    if kind is float:
+        return True
+    if kind is dict:
+        value = value.values()
+    elif kind is not list or depth > MAX_NESTING:
+        return False
+    for part in value:
+        kind = type(part)
+        if kind is str:
+            if "\r" in part:
                 return True
-        elif isinstance(value, float):
+        elif kind is not int and _read_otherwise(part, depth + 1):
             return True
-        elif isinstance(value, dict | list):
-            if depth > MAX_NESTING:
-                return False
-            depth += 1
-            parts = value.values() if isinstance(value, dict) else value
-            pending.extend((part, depth) for part in parts)
     return False
 
 
