@@ -502,6 +502,9 @@ def _client() -> Any:
     )
 
 
+_DEADLINE = "feedback.deadline"
+
+
 class PastDeadline(Exception):
     """Raised (as the HTTP client's read timeout) when a request's answer has not all come
     within GENERATION_REQUEST_DEADLINE_SECONDS."""
@@ -515,10 +518,11 @@ def _deadline_client() -> type:
     few bytes at a time (a stalled upstream behind a proxy that keeps the connection alive
     with whitespace, say) would hold a request, and one of the job's threads, for as long as
     it goes on. Here the answer's body is read as it comes, and a request whose answer has not
-    all come by its deadline ends as a timeout (retried as one). It is checked once the
-    headers have come and as each piece of the body arrives, and no single wait is longer than
-    the deadline, so the body's last read is all it can be overrun by (headers sent a byte at a
-    time are bounded by the read timeout per byte only).
+    all come by its deadline, counted from when it is sent (the wait for a connection and
+    connecting included), ends as a timeout (retried as one). It is checked once the headers
+    have come and as each piece of the body arrives, a redirect's as the answer's, and no
+    single wait is longer than the deadline, so the body's last read is all it can be overrun
+    by (headers sent a byte at a time are bounded by the read timeout per byte only).
     """
     import httpx2
     from openai import DefaultHttpxClient
@@ -549,27 +553,26 @@ def _deadline_client() -> type:
         def __init__(self, *, deadline: float, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.deadline = deadline
+            hooks = self.event_hooks
+            # Every response, a redirect's included, is read through the deadline.
+            self.event_hooks = {**hooks, "response": [*hooks["response"], self._read_by_deadline]}
 
         def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
-            until = time.monotonic() + self.deadline
-            timeout = request.extensions.get("timeout")
+            extensions = {**request.extensions, _DEADLINE: time.monotonic() + self.deadline}
+            timeout = extensions.get("timeout")
             if isinstance(timeout, dict):
-                request.extensions = {
-                    **request.extensions,
-                    "timeout": {
-                        phase: self.deadline if wait is None else min(wait, self.deadline)
-                        for phase, wait in timeout.items()
-                    },
+                extensions["timeout"] = {
+                    phase: self.deadline if wait is None else min(wait, self.deadline)
+                    for phase, wait in timeout.items()
                 }
-            response = super().send(request, stream=True, **kwargs)
-            response.stream = Until(response.stream, request, until, self.deadline)
-            if not stream:
-                try:
-                    response.read()
-                except BaseException:
-                    response.close()
-                    raise
-            return response
+            # A redirect's request is made with the same extensions, so the same deadline.
+            request.extensions = extensions
+            return super().send(request, stream=stream, **kwargs)
+
+        def _read_by_deadline(self, response: Any) -> None:
+            until = response.request.extensions.get(_DEADLINE)
+            if until is not None:
+                response.stream = Until(response.stream, response.request, until, self.deadline)
 
     return DeadlineClient
 

@@ -404,6 +404,13 @@ GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 5)
 GENERATION_BACKOFF_SECONDS = float(env_str("GENERATION_BACKOFF_SECONDS", "1.0"))
 GENERATION_TIMEOUT_SECONDS = env_int("GENERATION_TIMEOUT_SECONDS", 120)
 GENERATION_REQUEST_DEADLINE_SECONDS = env_int("GENERATION_REQUEST_DEADLINE_SECONDS", 600)
+for _name, _seconds in (
+    ("GENERATION_TIMEOUT_SECONDS", GENERATION_TIMEOUT_SECONDS),
+    ("GENERATION_REQUEST_DEADLINE_SECONDS", GENERATION_REQUEST_DEADLINE_SECONDS),
+):
+    if _seconds <= 0:
+        # 0 would time out every request at once, failing every generation.
+        raise ImproperlyConfigured(f"{_name}={_seconds} must be at least 1 (seconds)")
 GENERATION_STOP_AFTER_FAILURES = env_int("GENERATION_STOP_AFTER_FAILURES", 20)
 
 # --- Payouts ---------------------------------------------------------------

@@ -73,12 +73,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _trickle(self, body: bytes, *, pause: float, padding: int) -> None:
-        """A 200 whose body comes a byte of whitespace every `pause` seconds, `padding` of
-        them, then the answer: each read gets something well within any read timeout."""
-        self.send_response(200)
+    def _trickle(
+        self, body: bytes, *, pause: float, padding: int, status: int = 200, **headers: str
+    ) -> None:
+        """An answer whose body comes a byte of whitespace every `pause` seconds, `padding` of
+        them, then `body`: each read gets something well within any read timeout."""
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(padding + len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         try:
             for _ in range(padding):
@@ -221,6 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
                 answer["usage"] = usage
             if model == "trickles":  # whitespace a byte at a time before the answer, for minutes
                 return self._trickle(json.dumps(answer).encode(), pause=0.05, padding=3600)
+            if model == "trickles-a-redirect":  # the same, in a redirect to where it was sent
+                return self._trickle(
+                    b"{}", pause=0.05, padding=3600, status=307, Location=self.path
+                )
             return self._send(200, answer)
         finally:
             with server.lock:

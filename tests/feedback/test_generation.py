@@ -651,10 +651,12 @@ def test_a_request_timeout_is_retried_and_a_bad_retry_after_ignored(model_server
     assert item.responses.get().generation["attempts"] == 2
 
 
+@pytest.mark.parametrize("model", ["trickles", "trickles-a-redirect"])
 def test_an_answer_that_never_finishes_coming_times_out_at_the_deadline(
-    model_server, generate, settings
+    model_server, generate, settings, model
 ):
-    """The server sends a byte every 50 ms, so no read waits long, for three minutes: each
+    """The server sends a byte every 50 ms, so no read waits long, for three minutes (of the
+    answer, or of a redirect's body, which the client reads before following it): each
     attempt ends at the request's deadline, as a timeout, and the item fails saying so."""
     settings.GENERATION_TIMEOUT_SECONDS = 5
     settings.GENERATION_REQUEST_DEADLINE_SECONDS = 0.5
@@ -662,18 +664,18 @@ def test_an_answer_that_never_finishes_coming_times_out_at_the_deadline(
     campaign = CampaignFactory(kind="rating", overlap=1)
     item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
 
-    _res, status = generate(campaign, {"models": ["trickles"]})
+    _res, status = generate(campaign, {"models": [model]})
 
     assert status["status"] == "failed", status
     assert status["errors"] == [
         {
             "item": item.pk,
-            "model": "trickles",
+            "model": model,
             "message": "timed out: the answer did not all come within 0.5 s"
             " (gave up after 2 attempts)",
         }
     ]
-    assert model_server.calls[("trickles", item.prompt)] == 2
+    assert model_server.calls[(model, item.prompt)] == 2
     assert not item.responses.exists()
 
 

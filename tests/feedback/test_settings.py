@@ -114,3 +114,10 @@ def test_the_model_servers_key_and_address_are_read_without_surrounding_whitespa
         env={**PRODUCTION, "OPENAI_API_KEY": "sk-secret\n", "OPENAI_BASE_URL": " http://m/v1\n"},
     )
     assert result.stdout.strip() == "('sk-secret', 'http://m/v1')", result.stderr
+
+
+def test_a_generation_timeout_or_deadline_of_no_time_is_refused():
+    for name in ("GENERATION_TIMEOUT_SECONDS", "GENERATION_REQUEST_DEADLINE_SECONDS"):
+        result = manage("check", env={"DEBUG": "1", name: "0"})
+        assert result.returncode != 0
+        assert f"{name}=0 must be at least 1 (seconds)" in result.stderr
