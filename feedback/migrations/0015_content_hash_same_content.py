@@ -2,19 +2,22 @@
 (feedback.item_input.content_hash) get the hash they would have now, so an item sent again
 with other line breaks, or `17` for `17.0`, is found a duplicate of them.
 
-Only items whose content holds a CR or a number with a point are looked at, and only a hash
-this migration can reproduce is changed: over the responses by position, or over none (an
-item whose responses were generated keeps the hash of its prompt and context alone). An item
-whose new hash another item of its campaign already has (the same content, stored before with
-other line breaks) keeps its own: both stay, as they were. The hashing is copied here as it is at this migration, so a later change to it
-cannot change what this one does.
+Only items whose content holds a CR or a number with only zeros after its point are looked
+at, and only a hash this migration can reproduce is changed: over the responses by position,
+or over none (an item whose responses were generated keeps the hash of its prompt and context
+alone). A hash it cannot reproduce stays: an item holding a float of 1e16 or more, or -0.0,
+which the database gives back otherwise than it was sent. An item whose new hash another item
+of its campaign already has (the same content, stored before with other line breaks, or
+stored meanwhile by an import running during the migration) keeps its own: both stay. The
+hashing is copied here as it is at this migration, so a later change to it cannot change what
+this one does.
 """
 
 import hashlib
 import json
 
 import orjson
-from django.db import migrations
+from django.db import IntegrityError, migrations, transaction
 
 _stdlib = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
 
@@ -55,11 +58,13 @@ def _sha(canonical):
     return hashlib.sha256(canonical).hexdigest()
 
 
-# A CR in a text (the jsonb's text writes it as the escape \r), or a number with a point.
+# A CR in a text (the jsonb's text writes it as the escape \r), or a number written with
+# nothing but zeros after its point (how jsonb gives back a whole float: 17.0; a float of 1e16
+# or more comes back without a point, as an integer, and its hash cannot be reproduced).
 _CANDIDATES_POSTGRES = r"""
 SELECT i.id FROM feedback_item i
 WHERE strpos(i.prompt::text, '\r') > 0 OR strpos(i.context::text, '\r') > 0
-   OR i.prompt::text ~ '[0-9]\.[0-9]' OR i.context::text ~ '[0-9]\.[0-9]'
+   OR i.prompt::text ~ '[0-9]\.0+(?![0-9])' OR i.context::text ~ '[0-9]\.0+(?![0-9])'
    OR EXISTS (SELECT 1 FROM feedback_response r
               WHERE r.item_id = i.id AND (strpos(r.text, chr(13)) > 0
                                           OR strpos(r.model_name, chr(13)) > 0))
@@ -93,13 +98,14 @@ def rehash(apps, schema_editor):
                 if _sha(_canonical(document)) != item.content_hash:
                     continue
                 new = _sha(_canonical(_as_same_content(document)))
-                taken = (
-                    Item.objects.filter(campaign_id=item.campaign_id, content_hash=new)
-                    .exclude(pk=item.pk)
-                    .exists()
-                )
-                if new != item.content_hash and not taken:
-                    Item.objects.filter(pk=item.pk).update(content_hash=new)
+                if new != item.content_hash:
+                    try:
+                        # An item given this hash meanwhile (an import running while this
+                        # migrates) is the same as one found here: this one keeps its own.
+                        with transaction.atomic():
+                            Item.objects.filter(pk=item.pk).update(content_hash=new)
+                    except IntegrityError:
+                        pass
                 break
 
 
