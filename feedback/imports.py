@@ -901,10 +901,11 @@ def _prepare_chunks(
             with writer_busy:
                 pass
         raw = row.raw
-        if row.error is not None:
+        if row.errors:
             with tally.lock:
                 tally.invalid += 1
-                tally.error(row.location, *row.error)
+                for field_path, message in row.errors:
+                    tally.error(row.location, field_path, message)
         else:
             # Most items are plain text and valid: one quick pass says so.
             plain = item_parse_plain(raw, wanted) if type(raw) is dict else None

@@ -3,8 +3,9 @@
 Every reader is a generator over the file, so a file of any size is read in bounded memory: a
 JSONL line, a CSV row and a Label Studio task have each a size limit, and a Parquet record batch
 holds a few MiB of its row group (below).
-Each yields SourceRow(location, raw, error): `raw` is an item object in the public item format
-(the shape `item_parse` validates), or `error` says why the row could not even be read.
+Each yields SourceRow(location, raw, errors): `raw` is an item object in the public item format
+(the shape `item_parse` validates), or `errors` say why the row could not even be read: each
+cell that cannot be read, by its column.
 Column mappings for CSV, Parquet and Label Studio are described in docs/intake.md.
 """
 
@@ -76,7 +77,7 @@ IMAGE_COLUMN_MESSAGE = (
 class SourceRow:
     location: dict[str, int | str]
     raw: dict[str, Any] | None = None
-    error: tuple[str, str] | None = None  # (field, message)
+    errors: tuple[tuple[str, str], ...] = ()  # (field, message) each
     # The response columns left out of `raw` for an empty or blank cell, (column, message):
     # what to name when the item's responses are then too few for the campaign.
     empty_responses: tuple[tuple[str, str], ...] = ()
@@ -364,11 +365,13 @@ class ColumnMapping:
 
     def to_item(
         self, row: dict[str, Any], *, json_text: bool
-    ) -> tuple[dict[str, Any], str | None, tuple[tuple[str, str], ...]]:
-        """(item object, None, empty response columns) or (partial object, "column: message",
-        ()) for a value that is not even readable (bad JSON text in a CSV cell). An empty
-        response cell is left out of the item and named among the empty response columns."""
+    ) -> tuple[dict[str, Any], list[tuple[str, str]], tuple[tuple[str, str], ...]]:
+        """(item object, [], empty response columns), or (partial object, [(column, message),
+        ...], ()) naming each value that is not even readable (bad JSON text in a CSV cell): the
+        item is then not checked further. An empty response cell is left out of the item and
+        named among the empty response columns."""
         item: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
         for key, column in self.fields.items():
             value = row.get(column)
             if key == "context" and isinstance(value, str) and _text_context(value, json_text):
@@ -380,7 +383,8 @@ class ColumnMapping:
             if json_text and key in JSON_COLUMNS | {"priority", "is_gold"}:
                 value, problem = _cell_value(key, value)
                 if problem:
-                    return item, f"{column}: {problem}", ()
+                    problems.append((column, problem))
+                    continue
             if key == "prompt" and json_text:
                 value = _maybe_messages(value)
             if value is None or (json_text and value == "" and key != "prompt"):
@@ -401,37 +405,39 @@ class ColumnMapping:
             else:
                 item["prompt"] = chat
         empty: list[tuple[str, str]] = []
-        responses = self._responses(row, json_text=json_text, empty=empty)
-        if isinstance(responses, str):
-            return item, responses, ()
+        responses = self._responses(row, json_text=json_text, empty=empty, problems=problems)
         if responses is not None:
             item["responses"] = item.get("responses", []) + responses
         prompt = item.get("prompt")
         images: list[str] = []
+        images_read = True
         if self.images_column:
             images, image_problem = _image_references(row.get(self.images_column))
             if image_problem:
                 where, message = image_problem
-                return item, f"{self.images_column}{where}: {message}", ()
-        if images or (isinstance(prompt, list) and _has_content_parts(prompt)):
+                problems.append((f"{self.images_column}{where}", message))
+                images_read = False
+        if images_read and (images or (isinstance(prompt, list) and _has_content_parts(prompt))):
             prompt, prompt_problem = _prompt_with_images(prompt, images)
             if prompt_problem:
                 of_images, message = prompt_problem
                 named = self.images_column if of_images else self.fields.get("prompt")
-                return item, f"{named or self.messages_column}: {message}", ()
-            item["prompt"] = prompt
-        metadata, problem = self._metadata(row, json_text=json_text)
-        if problem:
-            return item, problem, ()
+                problems.append((named or self.messages_column or "prompt", message))
+            else:
+                item["prompt"] = prompt
+        metadata = self._metadata(row, json_text=json_text, problems=problems)
         if metadata:
             item["metadata"] = metadata
-        return item, None, tuple(empty)
+        if problems:
+            return item, problems, ()
+        return item, problems, tuple(empty)
 
     def _metadata(
-        self, row: dict[str, Any], *, json_text: bool
-    ) -> tuple[dict[str, Any], str | None]:
+        self, row: dict[str, Any], *, json_text: bool, problems: list[tuple[str, str]]
+    ) -> dict[str, Any]:
         """The metadata of a row: each metadata column under its own name, but the object of a
-        `metadata` column merged in key by key; a key in both is an error of the column."""
+        `metadata` column merged in key by key; a key in both is an error of the column (added
+        to `problems`, as is a `metadata` cell that cannot be read)."""
         if self.metadata_columns is None:
             if self._used is None:
                 self._used = self.used_columns()
@@ -449,26 +455,38 @@ class ColumnMapping:
                 if json_text:
                     value, problem = _cell_value("metadata", value)
                     if problem:
-                        return {}, f"metadata: {problem}"
+                        problems.append(("metadata", problem))
+                        continue
                 if isinstance(value, dict):
                     merged = value
                     continue
             metadata[column] = value
         if merged:
-            for column in metadata:
-                if column in merged:
-                    return {}, (
-                        f"{column}: is also a key of the metadata column's object; rename the"
-                        " column or the key"
+            clashes = [column for column in metadata if column in merged]
+            for column in clashes:
+                problems.append(
+                    (
+                        column,
+                        "is also a key of the metadata column's object; rename the column or"
+                        " the key",
                     )
+                )
+            if clashes:
+                return {}
             metadata = {**merged, **metadata}
-        return metadata, None
+        return metadata
 
     def _responses(
-        self, row: dict[str, Any], *, json_text: bool, empty: list[tuple[str, str]]
-    ) -> list[Any] | str | None:
+        self,
+        row: dict[str, Any],
+        *,
+        json_text: bool,
+        empty: list[tuple[str, str]],
+        problems: list[tuple[str, str]],
+    ) -> list[Any] | None:
         """The responses of a row's response columns; an empty or blank cell is none (all of
-        them empty: the item waits for generation), and its column goes into `empty`."""
+        them empty: the item waits for generation), and its column goes into `empty`; a cell
+        that cannot be read goes into `problems`."""
         if self.responses is None:
             return None
         if isinstance(self.responses, str):
@@ -476,7 +494,8 @@ class ColumnMapping:
             if json_text:
                 value, problem = _cell_value("responses", value)
                 if problem:
-                    return f"{self.responses}: {problem}"
+                    problems.append((self.responses, problem))
+                    return None
             if value in (None, ""):
                 return []
             return value if isinstance(value, list) else [value]
@@ -488,10 +507,14 @@ class ColumnMapping:
             if isinstance(cell, dict) and not cell.keys() & {"text", "content"}:
                 # Not an empty cell: an object (a struct column) with no text in it.
                 keys = ", ".join(sorted(map(str, cell))) or "none"
-                return (
-                    f'{spec.column}: is an object without "text" (its keys: {keys}); a response'
-                    ' cell is text, a chat, or {"text": ...}'
+                problems.append(
+                    (
+                        spec.column,
+                        f'is an object without "text" (its keys: {keys}); a response cell is'
+                        ' text, a chat, or {"text": ...}',
+                    )
                 )
+                continue
             text = _response_text(cell)
             if text is None or text == "":
                 empty.append((spec.column, "is empty"))
@@ -755,10 +778,10 @@ def read_jsonl(binary: IO[bytes]) -> Iterator[SourceRow]:
                 problem = f"is not UTF-8 text ({bad.reason}) at column {bad.start + 1}"
             else:
                 problem = f"is not valid JSON: {_json_problem(_error_within_line(line, exc))}"
-            yield SourceRow({"line": line_no}, error=("", problem))
+            yield SourceRow({"line": line_no}, errors=(("", problem),))
             continue
         if not isinstance(raw, dict):
-            yield SourceRow({"line": line_no}, error=("", "must be a JSON object (one item)"))
+            yield SourceRow({"line": line_no}, errors=(("", "must be a JSON object (one item)"),))
             continue
         yield SourceRow({"line": line_no}, raw=raw)
 
@@ -911,7 +934,7 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
         if len(cells) != len(columns):
             yield SourceRow(
                 location,
-                error=("", f"has {len(cells)} cells; the header has {len(columns)} columns"),
+                errors=(("", f"has {len(cells)} cells; the header has {len(columns)} columns"),),
             )
             continue
         row = (
@@ -919,10 +942,9 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
             if kept is None
             else {columns[i]: cells[i] for i in kept}
         )
-        item, problem, empty = mapping.to_item(row, json_text=True)
-        if problem:
-            column, _, message = problem.partition(": ")
-            yield SourceRow(location, error=(column, message))
+        item, problems, empty = mapping.to_item(row, json_text=True)
+        if problems:
+            yield SourceRow(location, errors=tuple(problems))
             continue
         yield SourceRow(location, raw=item, empty_responses=empty)
 
@@ -966,21 +988,19 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
     ]
     for row_no, record in enumerate(_parquet_records(parquet, read), start=1):
         location: dict[str, int | str] = {"row": row_no}
-        problem: str | None = None
+        problems: list[tuple[str, str]] = []
         for column, binary_message in nested:
             value = record[column]
             if value is not None:
                 try:
                     record[column] = _from_arrow(value)
                 except _BinaryValue:
-                    problem = f"{column}: {binary_message}"
-                    break
+                    problems.append((column, binary_message))
         empty: tuple[tuple[str, str], ...] = ()
-        if problem is None:
-            item, problem, empty = mapping.to_item(record, json_text=False)
-        if problem:
-            column, _, message = problem.partition(": ")
-            yield SourceRow(location, error=(column, message))
+        if not problems:
+            item, problems, empty = mapping.to_item(record, json_text=False)
+        if problems:
+            yield SourceRow(location, errors=tuple(problems))
         else:
             yield SourceRow(location, raw=item, empty_responses=empty)
 
@@ -1219,7 +1239,7 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
     for index, task in tasks:
         location: dict[str, int | str] = {"task": index}
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            yield SourceRow(location, error=("data", "a task must be an object with data"))
+            yield SourceRow(location, errors=(("data", "a task must be an object with data"),))
             continue
         data = task["data"]
         if "id" in task:
@@ -1241,12 +1261,11 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         if problem is None:
             problem = _label_studio_counts_problem(task)
         if problem is not None:
-            yield SourceRow(location, error=problem)
+            yield SourceRow(location, errors=(problem,))
             continue
-        item, read_problem, empty = mapping.to_item(data, json_text=False)
-        if read_problem:
-            column, _, message = read_problem.partition(": ")
-            yield SourceRow(location, error=(column, message))
+        item, problems, empty = mapping.to_item(data, json_text=False)
+        if problems:
+            yield SourceRow(location, errors=tuple(problems))
             continue
         if "external_id" not in item and "id" in task:
             item["external_id"] = f"ls-{task['id']}"

@@ -195,6 +195,39 @@ def test_a_csv_error_names_the_row_its_first_line_and_the_column(upload):
     assert Item.objects.count() == 0
 
 
+def test_every_unreadable_cell_of_a_row_is_named_not_only_the_first(upload):
+    csv_text = (
+        "external_id,prompt,context,priority,response_1,response_2,metadata\n"
+        'c-1,Question,"{""a"": 1",high,A,B,"[1,"\n'
+        "c-2,Question,,1,A,B,\n"
+    )
+    _res, status = upload("items.csv", csv_text.encode(), "text/csv")
+
+    assert status["status"] == "failed", status
+    assert [(e["row"], e["field"]) for e in status["errors"]] == [
+        (1, "context"),
+        (1, "priority"),
+        (1, "metadata"),
+    ]
+    assert status["errors"][1]["message"] == "'high' is not an integer"
+    assert status["invalid"] == 1
+    assert Item.objects.count() == 0
+
+
+def test_every_unreadable_cell_of_a_label_studio_task_is_named(upload):
+    tasks = [
+        {"id": 7, "data": {"prompt": "Q", "response_1": {"no": "text"}, "response_2": {"x": 1}}},
+    ]
+    _res, status = upload("export.json", json.dumps(tasks).encode(), format="label_studio")
+
+    assert status["status"] == "failed", status
+    assert [(e["task"], e["task_id"], e["field"]) for e in status["errors"]] == [
+        (1, "7", "response_1"),  # tasks count from 1, as rows do
+        (1, "7", "response_2"),
+    ]
+    assert status["errors"][0]["message"].startswith('is an object without "text" (its keys: no)')
+
+
 @pytest.mark.parametrize(
     ("row_2", "where", "message"),
     [
