@@ -428,9 +428,7 @@ class ColumnMapping:
         metadata = self._metadata(row, json_text=json_text, problems=problems)
         if metadata:
             item["metadata"] = metadata
-        if problems:
-            return item, problems, ()
-        return item, problems, tuple(empty)
+        return item, problems, () if problems else tuple(empty)
 
     def _metadata(
         self, row: dict[str, Any], *, json_text: bool, problems: list[tuple[str, str]]

@@ -72,25 +72,26 @@ ORDER BY i.id
 """
 
 
-def _candidate_ids(Item, connection):
+def _candidate_ids(items, connection):
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_CANDIDATES_POSTGRES)
             return [row[0] for row in cursor.fetchall()]
     # The demo's SQLite database is small: every item is looked at.
-    return list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    return list(items.order_by("pk").values_list("pk", flat=True))
 
 
 def rehash(apps, schema_editor):
     Item = apps.get_model("feedback", "Item")
     Response = apps.get_model("feedback", "Response")
-    ids = _candidate_ids(Item, schema_editor.connection)
+    using = schema_editor.connection.alias
+    ids = _candidate_ids(Item.objects.using(using), schema_editor.connection)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         responses: dict[int, list] = {}
-        for r in Response.objects.filter(item_id__in=chunk).order_by("item_id", "position", "id"):
+        for r in Response.objects.using(using).filter(item_id__in=chunk).order_by("item_id", "position", "id"):
             responses.setdefault(r.item_id, []).append(r)
-        for item in Item.objects.filter(pk__in=chunk).order_by("pk"):
+        for item in Item.objects.using(using).filter(pk__in=chunk).order_by("pk"):
             # Over its responses by position, or over none (responses generated later).
             forms: list[list] = [responses.get(item.pk, []), []]
             for hashed in forms:
@@ -102,8 +103,8 @@ def rehash(apps, schema_editor):
                     try:
                         # An item given this hash meanwhile (an import running while this
                         # migrates) is the same as one found here: this one keeps its own.
-                        with transaction.atomic():
-                            Item.objects.filter(pk=item.pk).update(content_hash=new)
+                        with transaction.atomic(using=using):
+                            Item.objects.using(using).filter(pk=item.pk).update(content_hash=new)
                     except IntegrityError:
                         pass
                 break
