@@ -410,14 +410,14 @@ class ColumnMapping:
             item["responses"] = item.get("responses", []) + responses
         prompt = item.get("prompt")
         images: list[str] = []
-        images_read = True
         if self.images_column:
+            # Unreadable, the cell gives no images; the prompt's content parts are still
+            # checked, so a bad one is named beside it.
             images, image_problem = _image_references(row.get(self.images_column))
             if image_problem:
                 where, message = image_problem
                 problems.append((f"{self.images_column}{where}", message))
-                images_read = False
-        if images_read and (images or (isinstance(prompt, list) and _has_content_parts(prompt))):
+        if images or (isinstance(prompt, list) and _has_content_parts(prompt)):
             prompt, prompt_problem = _prompt_with_images(prompt, images)
             if prompt_problem:
                 of_images, message = prompt_problem

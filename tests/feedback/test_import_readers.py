@@ -222,6 +222,36 @@ def test_an_image_known_only_by_its_path_is_an_error_naming_the_column(import_st
     ]
 
 
+def test_a_bad_content_part_is_named_beside_an_unreadable_images_cell(import_status):
+    table = pa.table(
+        {
+            "images": pa.array([[{"bytes": None, "path": "/data/cat.png"}]], pa.list_(HF_IMAGE)),
+            "prompt": pa.array(
+                [[{"role": "user", "content": [{"type": "video", "text": None}]}]],
+                CHAT_OF_PARTS,
+            ),
+            "chosen": ["A cat"],
+            "rejected": ["A dog"],
+        }
+    )
+
+    status = import_status("train.parquet", parquet(table))
+
+    assert status["status"] == "failed"
+    assert [(e["field"], e["message"]) for e in status["errors"]] == [
+        (
+            "images[0]",
+            "has no image bytes, only the path '/data/cat.png', which the import"
+            " cannot read: write the Parquet file with the images in it",
+        ),
+        (
+            "prompt",
+            'prompt[0].content[0] must be {"type": "text", "text": ...} or {"type": "image"}',
+        ),
+    ]
+    assert Item.objects.count() == 0
+
+
 def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(import_status):
     table = pa.table(
         {
