@@ -345,8 +345,9 @@ class CampaignForm(forms.ModelForm):
         fields = "__all__"  # noqa: DJ007 (CampaignAdmin decides which it shows)
 
     def clean(self) -> dict[str, Any]:
-        """Each field checked as the API checks it (its ranges and types, then the rubric and
-        pay, a rating campaign keeping a rubric), each problem an error of its field."""
+        """Each field checked as the API checks it (its ranges and types, the status's move,
+        then the rubric and pay, a rating campaign keeping a rubric), each problem an error of
+        its field."""
         from feedback.api import CampaignPatchSerializer
 
         cleaned: dict[str, Any] = super().clean() or self.cleaned_data
@@ -365,6 +366,11 @@ class CampaignForm(forms.ModelForm):
             for name, problems in checks.errors.items():
                 self.add_error(name if name in self.fields else None, [str(p) for p in problems])
             return cleaned
+        if "status" in cleaned:
+            old = self.instance.status if self.instance.pk else None
+            problem = services.campaign_status_problem(old=old, new=cleaned["status"])
+            if problem:
+                self.add_error("status", problem)
         kind = self.instance.kind if self.instance.pk else cleaned.get("kind")
         changes = {name: cleaned[name] for name in ("rubric", "pay") if name in cleaned}
         try:

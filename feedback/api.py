@@ -133,7 +133,14 @@ class CampaignInputSerializer(KnownFieldsOnly):
     name = TextField(max_length=200)
     slug = serializers.SlugField(max_length=100, required=False)
     kind = serializers.ChoiceField(choices=Campaign.Kind.choices)
-    status = serializers.ChoiceField(choices=Campaign.Status.choices, default=Campaign.Status.DRAFT)
+    status = serializers.ChoiceField(
+        choices=Campaign.Status.choices,
+        default=Campaign.Status.DRAFT,
+        help_text=(
+            "Made as draft or active; then draft → active ⇄ paused → closed (a draft or paused "
+            "campaign may be closed at once). Closed is final."
+        ),
+    )
     instructions = TextField(required=False, allow_blank=True, default="")
     rubric = serializers.ListField(child=serializers.DictField(), required=False, default=list)
     overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)

@@ -230,9 +230,42 @@ def _rating_needs_a_rubric(kind: str, rubric: list[dict[str, Any]]) -> None:
         )
 
 
+# A campaign's status moves one way, draft → active ⇄ paused → closed, and a draft or paused
+# campaign may be closed at once. Closed is final: its reviews are paid for and may be in
+# released datasets, and its kept progress is trusted at any age (reviews.selectors); a
+# campaign that is to run again is a new one. Back to draft, once experts may have seen it,
+# would hide their work from them.
+STATUS_NEXT: dict[str, frozenset[str]] = {
+    Campaign.Status.DRAFT: frozenset({Campaign.Status.ACTIVE, Campaign.Status.CLOSED}),
+    Campaign.Status.ACTIVE: frozenset({Campaign.Status.PAUSED, Campaign.Status.CLOSED}),
+    Campaign.Status.PAUSED: frozenset({Campaign.Status.ACTIVE, Campaign.Status.CLOSED}),
+    Campaign.Status.CLOSED: frozenset(),
+}
+# A campaign is made as a draft or, ready at once, active.
+STATUS_FIRST = frozenset({Campaign.Status.DRAFT, Campaign.Status.ACTIVE})
+
+
+def campaign_status_problem(*, old: str | None, new: str) -> str | None:
+    """Why a campaign cannot go from status `old` (None: it is being made) to `new`, or None
+    when it can. The same status again is no change."""
+    if old is None:
+        if new in STATUS_FIRST:
+            return None
+        return f"a campaign is made as draft or active, not {new}"
+    if new == old or new in STATUS_NEXT.get(old, frozenset()):
+        return None
+    if old == Campaign.Status.CLOSED:
+        return f"a closed campaign stays closed (not {new}): make a new campaign to run again"
+    allowed = " or ".join(sorted(STATUS_NEXT[old]))
+    return f"cannot go from {old} to {new}; from {old} a campaign goes to {allowed}"
+
+
 def campaign_create(*, actor: User, data: CampaignInput) -> Campaign:
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers create campaigns.")
+    problem = campaign_status_problem(old=None, new=data.status)
+    if problem:
+        raise ValidationFailed("The campaign's status is invalid.", fields={"status": [problem]})
     rubric = _validate_rubric(data.rubric or [])
     _rating_needs_a_rubric(data.kind, rubric)
     campaign = Campaign(
@@ -303,6 +336,12 @@ def campaign_update(*, actor: User, campaign: Campaign, changes: dict[str, Any])
         # writes queue rows locks the row the same way (imports.campaign_overlap_now).
         campaign = Campaign.objects.select_for_update(no_key=True).get(pk=campaign.pk)
         old_overlap = campaign.overlap
+        if "status" in changes:
+            problem = campaign_status_problem(old=campaign.status, new=changes["status"])
+            if problem:
+                raise ValidationFailed(
+                    "The campaign's status cannot change so.", fields={"status": [problem]}
+                )
         changes = campaign_changes_checked(kind=campaign.kind, changes=changes)
         for key, value in changes.items():
             setattr(campaign, key, value)
