@@ -549,6 +549,12 @@ def _deadline_client() -> type:
         def close(self) -> None:
             self.stream.close()
 
+        @property
+        def elapsed(self) -> Any:
+            # What the response reports as its `elapsed` once read (the client's own stream,
+            # wrapped here, times the request).
+            return getattr(self.stream, "elapsed", None)
+
     class DeadlineClient(DefaultHttpxClient):
         def __init__(self, *, deadline: float, **kwargs: Any) -> None:
             super().__init__(**kwargs)

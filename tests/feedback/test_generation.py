@@ -7,6 +7,7 @@ flight.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -639,6 +640,22 @@ def test_items_failing_in_a_row_stop_the_job(model_server, generate, settings):
     ), status["message"]
     assert status["failed_count"] == done
     assert sum(model_server.calls.values()) == done
+
+
+def test_an_answer_read_by_its_deadline_still_reports_how_long_it_took(model_server):
+    """The deadline reads the answer through a stream of its own; the response still says how
+    long the request took, as the client's own stream does (`response.elapsed`)."""
+    from feedback.generation import _client
+
+    raw = _client().chat.completions.with_raw_response.create(
+        model="steady", messages=[{"role": "user", "content": "Hello"}]
+    )
+
+    assert raw.http_response.status_code == 200
+    assert raw.parse().choices[0].message.content
+    assert raw.http_response.is_closed
+    assert datetime.timedelta(0) < raw.elapsed < datetime.timedelta(seconds=30)
+    assert raw.http_response.elapsed == raw.elapsed
 
 
 def test_a_request_timeout_is_retried_and_a_bad_retry_after_ignored(model_server, generate):
