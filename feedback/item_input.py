@@ -211,14 +211,18 @@ def storable_text(value: str) -> str:
 
 
 def _check_storable(raw: dict[str, Any], errors: dict[str, list[str]]) -> None:
-    """Name each field of a valid item object that holds what cannot be stored."""
+    """Name each field of an item object that holds what cannot be stored, beside its other
+    errors (a field named already for another reason is not named again)."""
     for key, value in raw.items():
         if key == "responses" and isinstance(value, list):
             for index, response in enumerate(value):
+                if not isinstance(response, dict):
+                    continue
                 for name, part in response.items():
-                    if problem := unstorable(part):
-                        errors.setdefault(f"responses[{index}].{name}", []).append(problem)
-        elif problem := unstorable(value):
+                    where = f"responses[{index}].{name}"
+                    if where not in errors and (problem := unstorable(part)):
+                        errors.setdefault(where, []).append(problem)
+        elif str(key) not in errors and (problem := unstorable(value)):
             errors.setdefault(str(key), []).append(problem)
 
 
@@ -534,13 +538,13 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
         check_gold_answer(gold_answer, is_gold, campaign, errors)
         gold_answer = _integral_positions(gold_answer)
 
-    if raw_responses and not errors:
+    # Every field is checked, whatever else is wrong with the item: one answer names them all.
+    if raw_responses and "responses" not in errors:
         problem = responses_count_problem(campaign, len(raw_responses))
         if problem:
             errors.setdefault("responses", []).append(problem)
 
-    if not errors:
-        _check_storable(raw, errors)
+    _check_storable(raw, errors)
     if errors:
         return None, errors
     item = ItemInput(

@@ -252,6 +252,31 @@ def _post_json_text(client, campaign, body: str):
     )
 
 
+def test_one_answer_names_every_bad_field_of_an_item(api_for, engineer, pairwise_campaign):
+    """A bad priority does not hide the wrong number of responses, nor a NUL in a text: the
+    400 names every field at once, so one fix makes the item good."""
+    body = (
+        '[{"prompt": "q\\u0000", "priority": 5000, "is_gold": "yes",'
+        ' "responses": [{"model": "m-a", "text": "A\\u0000"}]},'
+        ' {"prompt": "fine", "responses": [{"model": "m-a", "text": "A"}, 7]}]'
+    )
+    res = _post_json_text(api_for(engineer), pairwise_campaign, body)
+    assert res.status_code == 400, res.content
+    nul = "contains a NUL character (\\u0000), which cannot be stored"
+    assert res.json()["error"]["fields"] == {
+        "items[0].prompt": [nul],
+        "items[0].priority": ["must be an integer from -1000 to 1000, got 5000"],
+        "items[0].is_gold": ["must be true or false"],
+        "items[0].responses": [
+            "a pairwise campaign needs exactly 2 responses per item (or none, to generate"
+            " them), got 1"
+        ],
+        "items[0].responses[0].text": [nul],
+        "items[1].responses[1]": ["must be an object with model and text"],
+    }
+    assert not Item.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("escape", "message"),
     [
