@@ -61,8 +61,18 @@ PARQUET_BATCH_ROWS = 2048
 # reads a row group's column chunk whole (datasets writes row groups of 100 MB). A page is
 # still read whole, as large as the file's writer made it.
 PARQUET_READ_BUFFER_BYTES = 1024 * 1024
-# Columns that give the prompt its images when they hold Hugging Face's Image feature.
+# Columns that give the prompt its images: in Parquet when they hold Hugging Face's Image
+# feature; in CSV and a Label Studio task's data when the mapping does not name them.
 IMAGE_COLUMNS = ("images", "image")
+
+
+def images_column_of(columns: list[str], mapping: ColumnMapping) -> str | None:
+    """The column (CSV) or data key (Label Studio) that gives the prompt its images: the
+    first of IMAGE_COLUMNS that the mapping does not name (as metadata, say)."""
+    named = mapping.named_columns()
+    return next((c for c in IMAGE_COLUMNS if c in columns and c not in named), None)
+
+
 BINARY_MESSAGE = (
     "holds binary data, which an item cannot store; leave the column out with a mapping"
     ' ("metadata": [the columns to keep])'
@@ -413,7 +423,9 @@ class ColumnMapping:
         if self.images_column:
             # Unreadable, the cell gives no images; the prompt's content parts are still
             # checked, so a bad one is named beside it.
-            images, image_problem = _image_references(row.get(self.images_column))
+            images, image_problem = _image_references(
+                row.get(self.images_column), json_text=json_text
+            )
             if image_problem:
                 where, message = image_problem
                 problems.append((f"{self.images_column}{where}", message))
@@ -639,30 +651,58 @@ def _prompt_with_images(prompt: Any, images: list[str]) -> tuple[Any, tuple[bool
     return messages, None
 
 
-def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
-    """The images of a Hugging Face Image column ({"bytes", "path"}, or a list of them) as data
-    URLs, which the import stores like any other image reference (feedback.images). A problem
-    is (where in the cell: "" or "[index]", message)."""
-    if value is None:
+def _image_references(
+    value: Any, *, json_text: bool = False
+) -> tuple[list[str], tuple[str, str] | None]:
+    """The images of an images column as references the import stores like any other
+    (feedback.images): a Hugging Face Image value ({"bytes", "path"}: Parquet) as a data URL,
+    and a `data:` URL or `upload:<file name>` as it is; one value or a list of them (in CSV a
+    cell holds one reference, or a JSON list of them). A problem is (where in the cell: "" or
+    "[index]", message)."""
+    if value is None or value == "":
         return [], None
+    if json_text and isinstance(value, str) and value.lstrip().startswith("["):
+        value = _json_or_none(value)
+        if not isinstance(value, list):
+            return [], ("", "is not a JSON list of images")
     values = value if isinstance(value, list) else [value]
     references = []
     for index, image in enumerate(values):
+        where = f"[{index}]" if isinstance(value, list) else ""
+        if isinstance(image, str):
+            reference = image.strip()
+            if reference.startswith(("data:", "upload:")):
+                references.append(reference)
+                continue
+            return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=_shown_start(reference)))
         data = image.get("bytes") if isinstance(image, dict) else None
         if not data:
             path = image.get("path") if isinstance(image, dict) else None
-            where = f"[{index}]" if isinstance(value, list) else ""
             if path:
                 return [], (
                     where,
                     f"has no image bytes, only the path {path!r}, which the import cannot read:"
                     " write the Parquet file with the images in it",
                 )
-            return [], (where, "has no image")
+            if image is None or isinstance(image, dict):
+                return [], (where, "has no image")
+            return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=_shown_start(image)))
         # No content type: what the image is, Pillow finds out when it is stored.
         encoded = base64.b64encode(data).decode("ascii")
         references.append(f"data:application/octet-stream;base64,{encoded}")
     return references, None
+
+
+IMAGE_REFERENCE_MESSAGE = (
+    "is not an image the import can read ({shown}): give each image as a data: URL, or as"
+    " upload:<file name> with the file sent beside the import (nothing is fetched from an"
+    " address); to keep the column as text, name it in the mapping's metadata"
+)
+
+
+def _shown_start(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return repr(text[:60] + ("…" if len(text) > 60 else ""))
 
 
 # How a cell holding a JSON list of objects begins, written compact or indented (`[\n  {`).
@@ -907,6 +947,7 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
         raise MappingError("file", f"the header repeats the columns {dupes}")
     kept = None if len(named) == len(columns) else [i for i, c in enumerate(columns) if c]
     mapping = mapping.filled_in(named) if mapping else ColumnMapping.detect(named)
+    mapping.images_column = images_column_of(named, mapping)
     mapping.check_columns(named)
     row_no = 0
     while True:
@@ -971,7 +1012,9 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
         (
             c
             for c in IMAGE_COLUMNS
-            if c in columns and c not in named and _holds_images(schema.field(c).type)
+            if c in columns
+            and c not in named
+            and (_holds_images(schema.field(c).type) or _holds_text(schema.field(c).type))
         ),
         None,
     )
@@ -1096,6 +1139,15 @@ def _plain(arrow_type: Any) -> bool:
         or types.is_boolean(arrow_type)
         or types.is_null(arrow_type)
     )
+
+
+def _holds_text(arrow_type: Any) -> bool:
+    """Text, or a list of text: an images column of references (data: URLs, upload:<name>)."""
+    import pyarrow.types as types
+
+    if types.is_list(arrow_type) or types.is_large_list(arrow_type):
+        arrow_type = arrow_type.value_type
+    return bool(types.is_string(arrow_type) or types.is_large_string(arrow_type))
 
 
 def _holds_images(arrow_type: Any) -> bool:
@@ -1242,9 +1294,13 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         data = task["data"]
         if "id" in task:
             location["task_id"] = str(task["id"])
-        if detected and not header_read:
-            mapping = _label_studio_mapping(data, location, given)
-            needed = mapping.content_columns()
+        if not header_read:
+            if detected:
+                mapping = _label_studio_mapping(data, location, given)
+                needed = mapping.content_columns()
+            assert mapping is not None  # given, or detected just above
+            # The first task's data says which key, if any, gives the prompts their images.
+            mapping.images_column = images_column_of(list(data), mapping)
             header_read = True
         assert mapping is not None  # given, or detected from the first task just above
         if not detected:
@@ -1256,6 +1312,8 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
                 # the first task added to it, which are read as when no mapping is given (a
                 # task without a `context` key has none).
                 problem = _label_studio_columns_missing(data, given, prompt=False)
+        if problem is None and mapping.images_column is None:
+            problem = _label_studio_images_unread(data, mapping)
         if problem is None:
             problem = _label_studio_counts_problem(task)
         if problem is not None:
@@ -1274,6 +1332,21 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         }
         item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
         yield SourceRow(location, raw=item, empty_responses=empty)
+
+
+def _label_studio_images_unread(
+    data: dict[str, Any], mapping: ColumnMapping
+) -> tuple[str, str] | None:
+    """A task with images where the first task has none: read as the first, its item would
+    be stored without them (its images kept as metadata, which experts are not shown)."""
+    key = images_column_of(list(data), mapping)
+    if key is None or data[key] in (None, "", []):
+        return None
+    return key, (
+        "holds images, but the first task's data has no images key, so they would not be"
+        " shown: give the first task one too (an empty list for none), or name the key in"
+        " the mapping's metadata to keep it as text"
+    )
 
 
 def _label_studio_counts_problem(task: dict[str, Any]) -> tuple[str, str] | None:

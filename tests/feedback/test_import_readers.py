@@ -17,6 +17,7 @@ from feedback import imports_readers
 from feedback.imports_readers import UnreadableFile, read_jsonl, read_label_studio
 from feedback.models import Item, ItemImage, Response
 from tests.feedback.import_files import parquet
+from tests.feedback.pictures import data_url
 
 pytestmark = pytest.mark.django_db
 
@@ -285,6 +286,143 @@ def test_binary_data_is_an_error_naming_its_column_never_text_in_metadata(import
     )
     assert status["status"] == "succeeded", status
     assert Item.objects.count() == 3
+
+
+# --- images in CSV and Label Studio ---------------------------------------------------------
+
+
+def _prompt_images(item: Item) -> list[int]:
+    if isinstance(item.prompt, str):  # text alone
+        return []
+    return [image["id"] for m in item.prompt for image in m.get("images", [])]
+
+
+def _prompt_text(item: Item) -> str:
+    return item.prompt if isinstance(item.prompt, str) else item.prompt[0]["content"]
+
+
+def test_a_label_studio_tasks_image_goes_with_its_prompt_and_tells_it_apart(import_status, media):
+    """Two tasks that differ only by their image are two items, each shown with its image;
+    the image is not left in metadata, where experts would not see it."""
+    tasks = [
+        {
+            "id": n,
+            "data": {
+                "prompt": "Is this chart right?",
+                "image": data_url(_png(colour)),
+                "answer1": "Yes",
+                "answer2": "No",
+            },
+        }
+        for n, colour in ((1, "red"), (2, "blue"))
+    ]
+
+    status = import_status("export.json", json.dumps(tasks).encode())
+
+    assert status["status"] == "succeeded", status
+    assert (status["created"], status["duplicate_rows"]) == (2, [])
+    items = list(Item.objects.order_by("external_id"))
+    assert [i.external_id for i in items] == ["ls-1", "ls-2"]
+    for item in items:
+        assert [(m["role"], m["content"]) for m in item.prompt] == [
+            ("user", "Is this chart right?")
+        ]
+        assert "image" not in item.metadata
+    first, second = (_prompt_images(i) for i in items)
+    assert len(first) == len(second) == 1
+    assert first != second
+    colours = {ItemImage.objects.get(pk=i[0]).file.open().read() for i in (first, second)}
+    assert colours == {_png("red"), _png("blue")}
+
+
+def test_a_csv_images_column_holds_data_urls_and_files_sent_with_the_import(import_status, media):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    body = _csv(
+        ["prompt", "images", "chosen", "rejected"],
+        ["Two charts", json.dumps([data_url(_png("red")), "upload:b.png"]), "x", "y"],
+        ["One chart", "upload:b.png", "x", "y"],
+        ["No chart", "", "x", "y"],
+    )
+
+    status = import_status(
+        "rows.csv", body, images=SimpleUploadedFile("b.png", _png("blue"), "image/png")
+    )
+
+    assert status["status"] == "succeeded", status
+    counts = {_prompt_text(i): len(_prompt_images(i)) for i in Item.objects.all()}
+    assert counts == {"Two charts": 2, "One chart": 1, "No chart": 0}
+
+
+def test_an_image_address_is_an_error_of_the_column_unless_kept_as_metadata(import_status):
+    body = _csv(["prompt", "image", "chosen", "rejected"], ["Q", "https://x.test/c.png", "a", "b"])
+
+    status = import_status("rows.csv", body)
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "row": 1,
+            "line": 2,
+            "field": "image",
+            "message": "is not an image the import can read ('https://x.test/c.png'): give each"
+            " image as a data: URL, or as upload:<file name> with the file sent beside the"
+            " import (nothing is fetched from an address); to keep the column as text, name it"
+            " in the mapping's metadata",
+        }
+    ]
+    assert not Item.objects.exists()
+
+    kept = import_status("rows.csv", body, mapping=json.dumps({"metadata": ["image"]}))
+
+    assert kept["status"] == "succeeded", kept
+    assert Item.objects.get().metadata == {"image": "https://x.test/c.png"}
+
+
+def test_a_label_studio_task_with_an_image_the_first_task_lacks_is_an_error(import_status):
+    tasks = [
+        {"id": 1, "data": {"prompt": "Plain", "answer1": "a", "answer2": "b"}},
+        {
+            "id": 2,
+            "data": {
+                "prompt": "Pictured",
+                "image": data_url(_png("red")),
+                "answer1": "a",
+                "answer2": "b",
+            },
+        },
+    ]
+
+    status = import_status("export.json", json.dumps(tasks).encode())
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "task": 2,
+            "task_id": "2",
+            "field": "image",
+            "message": "holds images, but the first task's data has no images key, so they"
+            " would not be shown: give the first task one too (an empty list for none), or"
+            " name the key in the mapping's metadata to keep it as text",
+        }
+    ]
+    assert not Item.objects.exists()
+
+
+def test_a_parquet_images_column_of_data_urls_gives_the_prompt_its_images(import_status, media):
+    table = pa.table(
+        {
+            "prompt": ["What colour?"],
+            "images": [[data_url(_png("red"))]],
+            "chosen": ["Red"],
+            "rejected": ["Blue"],
+        }
+    )
+
+    status = import_status("train.parquet", parquet(table))
+
+    assert status["status"] == "succeeded", status
+    assert len(_prompt_images(Item.objects.get())) == 1
 
 
 # --- Parquet nulls --------------------------------------------------------------------------
