@@ -343,18 +343,13 @@ def images_by_name(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
 
 
 def images_check_uploads(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
-    """The images sent beside an import file, by name, each within IMAGE_MAX_BYTES.
+    """The images sent beside an import file, by name; two with one name are refused.
 
     Checked before anything of the import is saved: a refused request leaves nothing behind.
+    An image over IMAGE_MAX_BYTES is not refused here: it is an error of each row that names
+    it, as an image inside a row is, so `on_error=skip` imports the other rows.
     """
-    by_name = images_by_name(files)
-    for name, upload in by_name.items():
-        if (upload.size or 0) > image_max_bytes():
-            raise ValidationFailed(
-                f"The image {name!r} is larger than {image_max_bytes():,} bytes.",
-                fields={f"images[{name}]": ["too large"]},
-            )
-    return by_name
+    return images_by_name(files)
 
 
 def images_stage_uploads(*, prefix: str, uploads: dict[str, UploadedFile]) -> dict[str, str]:
@@ -439,6 +434,8 @@ class ImageResolver:
                 _check_size(source.size or 0)
                 source.seek(0)
                 return source.read(image_max_bytes() + 1)
+            # Staged beside an import: refused by its size too, not by the part read.
+            _check_size(default_storage.size(source))
             with default_storage.open(source, "rb") as fh:
                 return fh.read(image_max_bytes() + 1)
         return _decode_data_url(ref)

@@ -841,23 +841,81 @@ def test_a_refused_import_leaves_no_file_behind(
     from feedback.models import ImportJob
 
     settings.MEDIA_ROOT = str(tmp_path)
-    settings.IMAGE_MAX_BYTES = 1000
     res = api_for(engineer).post(
         f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
         {
             "file": SimpleUploadedFile("items.jsonl", b'{"prompt": "q"}\n' * 1000),
             "images": [
                 SimpleUploadedFile("ok.png", _png(), content_type="image/png"),
-                SimpleUploadedFile("big.png", b"x" * 1001, content_type="image/png"),
+                SimpleUploadedFile("a/same.png", _png(), content_type="image/png"),
+                SimpleUploadedFile("b/same.png", _png(color="blue"), content_type="image/png"),
             ],
         },
         format="multipart",
     )
 
     assert res.status_code == 400
-    assert res.json()["error"]["fields"] == {"images[big.png]": ["too large"]}
+    assert res.json()["error"]["fields"] == {"images[same.png]": ["two files have this name"]}
     assert ImportJob.objects.count() == 0
     assert _media_files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("on_error", ["skip", "abort"])
+def test_an_image_file_over_the_limit_is_an_error_of_each_row_naming_it(
+    api_for,
+    engineer,
+    pairwise_campaign,
+    settings,
+    tmp_path,
+    on_error,
+    django_capture_on_commit_callbacks,
+):
+    """Sent beside an import, an image too large is not the request's error but each row's
+    that names it, as an image inside a row is: skipping imports the rows without it."""
+    settings.MEDIA_ROOT = str(tmp_path)
+    settings.IMAGE_MAX_BYTES = 1000
+    big = _png(width=200, height=200) + b"\0" * 2000
+    rows = [
+        {
+            "prompt": f"q{n}",
+            "context": {"images": [image]} if image else {},
+            "responses": [{"model": "a", "text": "x"}, {"model": "b", "text": "y"}],
+        }
+        for n, image in enumerate(["upload:big.png", "upload:ok.png", None, "upload:big.png"])
+    ]
+    client = api_for(engineer)
+    with django_capture_on_commit_callbacks(execute=True):
+        res = client.post(
+            f"/api/v1/campaigns/{pairwise_campaign.pk}/imports/",
+            {
+                "file": SimpleUploadedFile(
+                    "items.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()
+                ),
+                "images": [
+                    SimpleUploadedFile("ok.png", _png(), content_type="image/png"),
+                    SimpleUploadedFile("big.png", big, content_type="image/png"),
+                ],
+                "on_error": on_error,
+            },
+            format="multipart",
+        )
+    assert res.status_code == 202, res.json()
+    status = client.get(f"/api/v1/imports/{res.json()['id']}/").json()
+
+    too_big = f"image is {len(big):,} bytes; an image may have at most 1,000"
+    assert status["errors"] == [
+        {"line": line, "field": "context.images[0]", "message": too_big} for line in (1, 4)
+    ]
+    if on_error == "skip":
+        assert status["status"] == "succeeded", status
+        assert sorted(Item.objects.values_list("prompt", flat=True)) == ["q1", "q2"]
+    else:
+        assert status["status"] == "failed", status
+        assert not Item.objects.exists()
+    assert ItemImage.objects.count() == (1 if on_error == "skip" else 0)
+    # Nothing of the oversized image is stored as an item's image.
+    stored = {f for f in _media_files(tmp_path) if "/item-images/" in f}
+    assert len(stored) == ItemImage.objects.count()
 
 
 def test_an_import_whose_row_cannot_be_saved_deletes_its_files(
