@@ -38,9 +38,12 @@ class CampaignOutput(serializers.ModelSerializer[Campaign]):
     and its share of gold items is not told to the experts whom the gold items check."""
 
     generation_models = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.JSONField(),
         required=False,
-        help_text="model names; shown to admins and ML engineers only",
+        help_text=(
+            "the models a generation asks by default, each a name or an object with its prices;"
+            " shown to admins and ML engineers only"
+        ),
     )
 
     def to_representation(self, instance: Campaign) -> dict[str, Any]:
@@ -150,13 +153,22 @@ class CampaignInputSerializer(KnownFieldsOnly):
     pay = serializers.DictField(required=False, default=dict)
     acceptance = serializers.ChoiceField(choices=Campaign.Acceptance.choices, default="auto")
     lease_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=30)
-    generation_models = serializers.ListField(child=TextField(max_length=200), default=list)
+    generation_models = serializers.ListField(
+        child=serializers.JSONField(),
+        default=list,
+        help_text=(
+            "The models a generation asks when its request names none: each a name, or "
+            '{"name", "input_usd_per_million", "output_usd_per_million", "temperature", '
+            '"max_tokens"} as in a generation\'s models, so that its runs count their cost.'
+        ),
+    )
 
-    def validate_generation_models(self, value: list[str]) -> list[str]:
+    def validate_generation_models(self, value: list[Any]) -> list[Any]:
         """Checked as a generation checks its `models`, which default to these: a name given
-        twice here would be refused there, on a field the client did not send."""
+        twice here would be refused there, on a field the client did not send. A model given
+        as an object is kept as the generation reads it (its name stripped)."""
         fields: dict[str, list[str]] = {}
-        generation.model_specs_parse(value, field="generation_models", fields=fields)
+        specs = generation.model_specs_parse(value, field="generation_models", fields=fields)
         if fields:
             raise serializers.ValidationError(
                 [
@@ -165,7 +177,10 @@ class CampaignInputSerializer(KnownFieldsOnly):
                     for problem in problems
                 ]
             )
-        return value
+        return [
+            raw if isinstance(raw, str) else spec.as_json()
+            for raw, spec in zip(value, specs, strict=True)
+        ]
 
 
 class CampaignPatchSerializer(CampaignInputSerializer):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from feedback.models import GenerationJob, QueueEntry, Response
+from feedback.models import Campaign, GenerationJob, QueueEntry, Response
 from tests.feedback.factories import CampaignFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +94,65 @@ def test_it_fills_missing_responses_with_retries_usage_and_cost(model_server, ge
     assert (status["answers_without_price"], status["answers_without_usage"]) == (4, 0)
     assert done.responses.count() == 2
     assert model_server.max_in_flight <= 3, "bounded concurrency"
+
+
+def test_the_campaigns_own_models_carry_their_prices_into_each_response(
+    api_for, engineer, model_server, generate
+):
+    """A campaign may hold its models with their prices, as a generation names them: a run
+    on the campaign's models (`{}`) then counts what each answer cost."""
+    client = api_for(engineer)
+    made = client.post(
+        "/api/v1/campaigns/",
+        {
+            "name": "Priced",
+            "kind": "pairwise",
+            "overlap": 1,
+            "generation_models": [
+                {"name": " m-paid ", "input_usd_per_million": 2, "output_usd_per_million": 10},
+                "m-unpriced",
+            ],
+        },
+        format="json",
+    )
+    assert made.status_code == 201, made.json()
+    assert made.json()["generation_models"] == [
+        {"name": "m-paid", "input_usd_per_million": 2.0, "output_usd_per_million": 10.0},
+        "m-unpriced",
+    ]
+    campaign = Campaign.objects.get(pk=made.json()["id"])
+    item = ItemFactory(campaign=campaign, responses=0, open_slots=0)
+
+    _res, status = generate(campaign, {})
+
+    assert status["status"] == "succeeded", status
+    paid, unpriced = item.responses.order_by("position")
+    assert (paid.model_name, unpriced.model_name) == ("m-paid", "m-unpriced")
+    tokens = paid.generation["prompt_tokens"]
+    assert paid.generation["cost_usd_micros"] == round(tokens * 2 + 7 * 10)
+    assert unpriced.generation["cost_usd_micros"] is None
+    assert status["cost_usd_micros"] == paid.generation["cost_usd_micros"]
+    assert status["answers_without_price"] == 1
+
+
+def test_a_campaigns_model_with_a_bad_price_is_refused_naming_it(api_for, engineer):
+    res = api_for(engineer).post(
+        "/api/v1/campaigns/",
+        {
+            "name": "Priced",
+            "kind": "rating",
+            "generation_models": [{"name": "m", "input_usd_per_million": -1}],
+        },
+        format="json",
+    )
+
+    assert res.status_code == 400
+    assert res.json()["error"]["fields"] == {
+        "generation_models": [
+            "generation_models[0].input_usd_per_million: must be a non-negative number"
+        ]
+    }
+    assert not Campaign.objects.exists()
 
 
 def test_an_item_whose_model_fails_for_good_stores_nothing_and_says_why(model_server, generate):
