@@ -130,9 +130,12 @@ class ColumnMapping:
     responses: list[ResponseColumn] | str | None  # flat columns, or one column holding a list
     metadata_columns: list[str] | None  # None: every column not used elsewhere
     messages_column: str | None = None  # a chat: prompt = all but the last turn, response = last
-    # A column of images for the prompt (Parquet: Hugging Face's Image feature), set by the reader.
+    # A column of images for the prompt, set by the reader: Hugging Face's Image feature (Parquet,
+    # `images_hf`), or image references (data: URLs, upload:<name>) in text.
     images_column: str | None = None
+    images_hf: bool = False
     _used: set[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _named: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, raw: Any) -> ColumnMapping | None:
@@ -420,15 +423,22 @@ class ColumnMapping:
             item["responses"] = item.get("responses", []) + responses
         prompt = item.get("prompt")
         images: list[str] = []
+        # A text cell that holds no image reference (a caption, a path, an address) is kept in
+        # metadata as any other column is.
+        kept_as_text: Any = None
         if self.images_column:
             # Unreadable, the cell gives no images; the prompt's content parts are still
             # checked, so a bad one is named beside it.
-            images, image_problem = _image_references(
-                row.get(self.images_column), json_text=json_text
-            )
-            if image_problem:
-                where, message = image_problem
-                problems.append((f"{self.images_column}{where}", message))
+            value = row.get(self.images_column)
+            references = value if self.images_hf else _references_in(value, json_text=json_text)
+            if references is None:
+                kept_as_text = value
+            else:
+                images, image_problem = _image_references(references)
+                if image_problem:
+                    where, message = image_problem
+                    problems.append((f"{self.images_column}{where}", message))
+        problems.extend(self._images_elsewhere(row, json_text=json_text))
         if images or (isinstance(prompt, list) and _has_content_parts(prompt)):
             prompt, prompt_problem = _prompt_with_images(prompt, images)
             if prompt_problem:
@@ -438,9 +448,47 @@ class ColumnMapping:
             else:
                 item["prompt"] = prompt
         metadata = self._metadata(row, json_text=json_text, problems=problems)
+        if (
+            kept_as_text is not None
+            and self.metadata_columns is None
+            and not (isinstance(kept_as_text, str | list) and not kept_as_text)
+        ):
+            assert self.images_column is not None
+            metadata[self.images_column] = kept_as_text
         if metadata:
             item["metadata"] = metadata
         return item, problems, () if problems else tuple(empty)
+
+    def _images_elsewhere(self, row: dict[str, Any], *, json_text: bool) -> list[tuple[str, str]]:
+        """An `image` or `images` column holding image references that does not give the prompt
+        its images (the other of the two does, or none does: a Label Studio task whose first
+        task has neither key): stored as metadata, its images would not be shown."""
+        if self._named is None:
+            self._named = self.named_columns()
+        problems = []
+        for column in IMAGE_COLUMNS:
+            if column == self.images_column or column in self._named or column not in row:
+                continue
+            if _references_in(row[column], json_text=json_text) is None:
+                continue
+            if self.images_column:
+                problems.append(
+                    (
+                        column,
+                        f"holds images, but the {self.images_column} column gives the prompt its"
+                        " images: put a row's images in one of them",
+                    )
+                )
+            else:
+                problems.append(
+                    (
+                        column,
+                        "holds images, but the first task's data has no image or images key, so"
+                        " they would not be shown: give the first task the key too (an empty list"
+                        " for none)",
+                    )
+                )
+        return problems
 
     def _metadata(
         self, row: dict[str, Any], *, json_text: bool, problems: list[tuple[str, str]]
@@ -651,40 +699,59 @@ def _prompt_with_images(prompt: Any, images: list[str]) -> tuple[Any, tuple[bool
     return messages, None
 
 
-def _image_references(
-    value: Any, *, json_text: bool = False
-) -> tuple[list[str], tuple[str, str] | None]:
+def _references_in(value: Any, *, json_text: bool) -> list[Any] | None:
+    """The image references of a text images cell: a `data:` URL or `upload:<file name>`, or a
+    list holding at least one (in CSV a JSON list); None when it holds none (then it is text,
+    kept in metadata). An empty cell is an empty list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith(_REFERENCE_PREFIXES):
+            return [text]
+        if not (json_text and text.startswith("[")):
+            return None
+        value = _json_or_none(text)
+    if isinstance(value, list):
+        if not value:
+            return []
+        if any(isinstance(v, str) and v.strip().startswith(_REFERENCE_PREFIXES) for v in value):
+            return value
+    return None
+
+
+_REFERENCE_PREFIXES = ("data:", "upload:")
+
+
+def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
     """The images of an images column as references the import stores like any other
     (feedback.images): a Hugging Face Image value ({"bytes", "path"}: Parquet) as a data URL,
-    and a `data:` URL or `upload:<file name>` as it is; one value or a list of them (in CSV a
-    cell holds one reference, or a JSON list of them). A problem is (where in the cell: "" or
-    "[index]", message)."""
-    if value is None or value == "":
+    and a `data:` URL or `upload:<file name>` as it is; one value or a list of them. A problem
+    is (where in the cell: "" or "[index]", message)."""
+    if value is None:
         return [], None
-    if json_text and isinstance(value, str) and value.lstrip().startswith("["):
-        value = _json_or_none(value)
-        if not isinstance(value, list):
-            return [], ("", "is not a JSON list of images")
     values = value if isinstance(value, list) else [value]
     references = []
     for index, image in enumerate(values):
         where = f"[{index}]" if isinstance(value, list) else ""
         if isinstance(image, str):
             reference = image.strip()
-            if reference.startswith(("data:", "upload:")):
+            if reference.startswith(_REFERENCE_PREFIXES):
                 references.append(reference)
                 continue
             return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=_shown_start(reference)))
         data = image.get("bytes") if isinstance(image, dict) else None
-        if not data:
+        if not isinstance(data, bytes | bytearray) or not data:
             path = image.get("path") if isinstance(image, dict) else None
-            if path:
+            if path and not data:
                 return [], (
                     where,
                     f"has no image bytes, only the path {path!r}, which the import cannot read:"
                     " write the Parquet file with the images in it",
                 )
-            if image is None or isinstance(image, dict):
+            if image is None or (isinstance(image, dict) and not data):
                 return [], (where, "has no image")
             return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=_shown_start(image)))
         # No content type: what the image is, Pillow finds out when it is stored.
@@ -696,7 +763,7 @@ def _image_references(
 IMAGE_REFERENCE_MESSAGE = (
     "is not an image the import can read ({shown}): give each image as a data: URL, or as"
     " upload:<file name> with the file sent beside the import (nothing is fetched from an"
-    " address); to keep the column as text, name it in the mapping's metadata"
+    " address)"
 )
 
 
@@ -1018,6 +1085,9 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
         ),
         None,
     )
+    mapping.images_hf = mapping.images_column is not None and _holds_images(
+        schema.field(mapping.images_column).type
+    )
     mapping.check_columns(columns)
     read = mapping.columns_read(columns)
     # Columns of plain values (text, numbers, booleans) are used as they come; the others are
@@ -1312,8 +1382,6 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
                 # the first task added to it, which are read as when no mapping is given (a
                 # task without a `context` key has none).
                 problem = _label_studio_columns_missing(data, given, prompt=False)
-        if problem is None and mapping.images_column is None:
-            problem = _label_studio_images_unread(data, mapping)
         if problem is None:
             problem = _label_studio_counts_problem(task)
         if problem is not None:
@@ -1332,21 +1400,6 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         }
         item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
         yield SourceRow(location, raw=item, empty_responses=empty)
-
-
-def _label_studio_images_unread(
-    data: dict[str, Any], mapping: ColumnMapping
-) -> tuple[str, str] | None:
-    """A task with images where the first task has none: read as the first, its item would
-    be stored without them (its images kept as metadata, which experts are not shown)."""
-    key = images_column_of(list(data), mapping)
-    if key is None or data[key] in (None, "", []):
-        return None
-    return key, (
-        "holds images, but the first task's data has no images key, so they would not be"
-        " shown: give the first task one too (an empty list for none), or name the key in"
-        " the mapping's metadata to keep it as text"
-    )
 
 
 def _label_studio_counts_problem(task: dict[str, Any]) -> tuple[str, str] | None:

@@ -354,29 +354,63 @@ def test_a_csv_images_column_holds_data_urls_and_files_sent_with_the_import(impo
     assert counts == {"Two charts": 2, "One chart": 1, "No chart": 0}
 
 
-def test_an_image_address_is_an_error_of_the_column_unless_kept_as_metadata(import_status):
-    body = _csv(["prompt", "image", "chosen", "rejected"], ["Q", "https://x.test/c.png", "a", "b"])
+def test_an_images_column_of_other_text_is_kept_in_metadata_as_before(import_status, media):
+    """A Label Studio image project's upload paths, a caption or a path name no image the
+    import can read: such a cell is the row's metadata, as any other column's, and the row is
+    imported; so is a JSON object that only looks like an image. A cell that names images
+    beside such text is an error of the column, as is a reference that is not an image."""
+    tasks = [
+        {
+            "id": 1,
+            "data": {
+                "prompt": "Q1",
+                "image": "/data/upload/1/cat.jpg",
+                "answer1": "a",
+                "answer2": "b",
+            },
+        },
+        {
+            "id": 2,
+            "data": {"prompt": "Q2", "image": {"bytes": "abc"}, "answer1": "a", "answer2": "b"},
+        },
+        {"id": 3, "data": {"prompt": "Q3", "image": "  ", "answer1": "a", "answer2": "b"}},
+    ]
 
-    status = import_status("rows.csv", body)
+    status = import_status("export.json", json.dumps(tasks).encode())
 
-    assert status["status"] == "failed"
-    assert status["errors"] == [
+    assert status["status"] == "succeeded", status
+    kept = {_prompt_text(i): i.metadata.get("image") for i in Item.objects.all()}
+    assert kept == {"Q1": "/data/upload/1/cat.jpg", "Q2": {"bytes": "abc"}, "Q3": None}
+    assert ItemImage.objects.count() == 0
+
+    body = _csv(
+        ["prompt", "images", "chosen", "rejected"],
+        ["Mixed", json.dumps([data_url(_png("red")), "https://x.test/c.png"]), "a", "b"],
+    )
+    failed = import_status("rows.csv", body)
+
+    assert failed["status"] == "failed"
+    assert failed["errors"] == [
         {
             "row": 1,
             "line": 2,
-            "field": "image",
+            "field": "images[1]",
             "message": "is not an image the import can read ('https://x.test/c.png'): give each"
             " image as a data: URL, or as upload:<file name> with the file sent beside the"
-            " import (nothing is fetched from an address); to keep the column as text, name it"
-            " in the mapping's metadata",
+            " import (nothing is fetched from an address)",
         }
     ]
-    assert not Item.objects.exists()
 
-    kept = import_status("rows.csv", body, mapping=json.dumps({"metadata": ["image"]}))
 
-    assert kept["status"] == "succeeded", kept
-    assert Item.objects.get().metadata == {"image": "https://x.test/c.png"}
+def test_a_parquet_text_column_named_image_of_captions_stays_metadata(import_status):
+    table = pa.table(
+        {"prompt": ["Q"], "image": ["a photo of a cat"], "chosen": ["a"], "rejected": ["b"]}
+    )
+
+    status = import_status("train.parquet", parquet(table))
+
+    assert status["status"] == "succeeded", status
+    assert Item.objects.get().metadata == {"image": "a photo of a cat"}
 
 
 def test_a_label_studio_task_with_an_image_the_first_task_lacks_is_an_error(import_status):
@@ -401,12 +435,40 @@ def test_a_label_studio_task_with_an_image_the_first_task_lacks_is_an_error(impo
             "task": 2,
             "task_id": "2",
             "field": "image",
-            "message": "holds images, but the first task's data has no images key, so they"
-            " would not be shown: give the first task one too (an empty list for none), or"
-            " name the key in the mapping's metadata to keep it as text",
+            "message": "holds images, but the first task's data has no image or images key, so"
+            " they would not be shown: give the first task the key too (an empty list for"
+            " none)",
         }
     ]
     assert not Item.objects.exists()
+
+
+def test_images_under_the_other_key_than_the_first_tasks_are_an_error(import_status):
+    tasks = [
+        {"id": 1, "data": {"prompt": "Plain", "image": [], "answer1": "a", "answer2": "b"}},
+        {
+            "id": 2,
+            "data": {
+                "prompt": "Pictured",
+                "images": [data_url(_png("red"))],
+                "answer1": "a",
+                "answer2": "b",
+            },
+        },
+    ]
+
+    status = import_status("export.json", json.dumps(tasks).encode())
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "task": 2,
+            "task_id": "2",
+            "field": "images",
+            "message": "holds images, but the image column gives the prompt its images: put a"
+            " row's images in one of them",
+        }
+    ]
 
 
 def test_a_parquet_images_column_of_data_urls_gives_the_prompt_its_images(import_status, media):
