@@ -165,8 +165,8 @@ class CampaignInputSerializer(KnownFieldsOnly):
 
     def validate_generation_models(self, value: list[Any]) -> list[Any]:
         """Checked as a generation checks its `models`, which default to these: a name given
-        twice here would be refused there, on a field the client did not send. A model given
-        as an object is kept as the generation reads it (its name stripped)."""
+        twice here would be refused there, on a field the client did not send. Each model is
+        kept as the generation reads it: a name stripped, an object with its name stripped."""
         fields: dict[str, list[str]] = {}
         specs = generation.model_specs_parse(value, field="generation_models", fields=fields)
         if fields:
@@ -178,7 +178,7 @@ class CampaignInputSerializer(KnownFieldsOnly):
                 ]
             )
         return [
-            raw if isinstance(raw, str) else spec.as_json()
+            spec.name if isinstance(raw, str) else spec.as_json()
             for raw, spec in zip(value, specs, strict=True)
         ]
 

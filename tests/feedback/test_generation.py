@@ -110,7 +110,7 @@ def test_the_campaigns_own_models_carry_their_prices_into_each_response(
             "overlap": 1,
             "generation_models": [
                 {"name": " m-paid ", "input_usd_per_million": 2, "output_usd_per_million": 10},
-                "m-unpriced",
+                " m-unpriced ",
             ],
         },
         format="json",
