@@ -423,16 +423,16 @@ class ColumnMapping:
             item["responses"] = item.get("responses", []) + responses
         prompt = item.get("prompt")
         images: list[str] = []
-        # A text cell that holds no image reference (a caption, a path, an address) is kept in
-        # metadata as any other column is.
-        kept_as_text: Any = None
+        # An images cell of text that names no image (a caption, a path, an address, an empty
+        # list) is metadata, as any other column is.
+        kept_as_text: str | None = None
         if self.images_column:
             # Unreadable, the cell gives no images; the prompt's content parts are still
             # checked, so a bad one is named beside it.
             value = row.get(self.images_column)
             references = value if self.images_hf else _references_in(value, json_text=json_text)
             if references is None:
-                kept_as_text = value
+                kept_as_text = self.images_column
             else:
                 images, image_problem = _image_references(references)
                 if image_problem:
@@ -447,14 +447,9 @@ class ColumnMapping:
                 problems.append((named or self.messages_column or "prompt", message))
             else:
                 item["prompt"] = prompt
-        metadata = self._metadata(row, json_text=json_text, problems=problems)
-        if (
-            kept_as_text is not None
-            and self.metadata_columns is None
-            and not (isinstance(kept_as_text, str | list) and not kept_as_text)
-        ):
-            assert self.images_column is not None
-            metadata[self.images_column] = kept_as_text
+        metadata = self._metadata(
+            row, json_text=json_text, problems=problems, text_column=kept_as_text
+        )
         if metadata:
             item["metadata"] = metadata
         return item, problems, () if problems else tuple(empty)
@@ -463,6 +458,8 @@ class ColumnMapping:
         """An `image` or `images` column holding image references that does not give the prompt
         its images (the other of the two does, or none does: a Label Studio task whose first
         task has neither key): stored as metadata, its images would not be shown."""
+        if self.metadata_columns is not None:
+            return []  # a metadata list drops every column it does not name, this one too
         if self._named is None:
             self._named = self.named_columns()
         problems = []
@@ -483,24 +480,32 @@ class ColumnMapping:
                 problems.append(
                     (
                         column,
-                        "holds images, but the first task's data has no image or images key, so"
-                        " they would not be shown: give the first task the key too (an empty list"
-                        " for none)",
+                        "holds images, but this column does not give the prompts their images,"
+                        " so they would not be shown (a Label Studio export takes the key from"
+                        " its first task: give that task the key too, an empty list for none)",
                     )
                 )
         return problems
 
     def _metadata(
-        self, row: dict[str, Any], *, json_text: bool, problems: list[tuple[str, str]]
+        self,
+        row: dict[str, Any],
+        *,
+        json_text: bool,
+        problems: list[tuple[str, str]],
+        text_column: str | None = None,
     ) -> dict[str, Any]:
         """The metadata of a row: each metadata column under its own name, but the object of a
         `metadata` column merged in key by key; a key in both is an error of the column (added
-        to `problems`, as is a `metadata` cell that cannot be read)."""
+        to `problems`, as is a `metadata` cell that cannot be read). `text_column`, the images
+        column, is one of them in this row: its cell names no image."""
         if self.metadata_columns is None:
             if self._used is None:
                 self._used = self.used_columns()
             used = self._used
-            columns: Iterator[str] | list[str] = (c for c in row if c not in used)
+            columns: Iterator[str] | list[str] = (
+                c for c in row if c not in used or c == text_column
+            )
         else:
             columns = self.metadata_columns
         metadata: dict[str, Any] = {}
@@ -701,24 +706,21 @@ def _prompt_with_images(prompt: Any, images: list[str]) -> tuple[Any, tuple[bool
 
 def _references_in(value: Any, *, json_text: bool) -> list[Any] | None:
     """The image references of a text images cell: a `data:` URL or `upload:<file name>`, or a
-    list holding at least one (in CSV a JSON list); None when it holds none (then it is text,
-    kept in metadata). An empty cell is an empty list."""
-    if value is None:
-        return []
+    list holding at least one (in CSV, JSON text: a list, or a string in quotes); None when it
+    names none (an empty cell or list, other text), and the cell is then metadata."""
     if isinstance(value, str):
         text = value.strip()
-        if not text:
-            return []
         if text.startswith(_REFERENCE_PREFIXES):
             return [text]
-        if not (json_text and text.startswith("[")):
+        if not (json_text and text[:1] in ('"', "[")):
             return None
         value = _json_or_none(text)
-    if isinstance(value, list):
-        if not value:
-            return []
-        if any(isinstance(v, str) and v.strip().startswith(_REFERENCE_PREFIXES) for v in value):
-            return value
+        if isinstance(value, str):
+            return _references_in(value, json_text=False)
+    if isinstance(value, list) and any(
+        isinstance(v, str) and v.strip().startswith(_REFERENCE_PREFIXES) for v in value
+    ):
+        return value
     return None
 
 
@@ -1216,6 +1218,8 @@ def _holds_text(arrow_type: Any) -> bool:
     import pyarrow.types as types
 
     if types.is_list(arrow_type) or types.is_large_list(arrow_type):
+        arrow_type = arrow_type.value_type
+    if types.is_dictionary(arrow_type):  # pandas' Categorical
         arrow_type = arrow_type.value_type
     return bool(types.is_string(arrow_type) or types.is_large_string(arrow_type))
 

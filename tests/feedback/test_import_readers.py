@@ -380,7 +380,7 @@ def test_an_images_column_of_other_text_is_kept_in_metadata_as_before(import_sta
 
     assert status["status"] == "succeeded", status
     kept = {_prompt_text(i): i.metadata.get("image") for i in Item.objects.all()}
-    assert kept == {"Q1": "/data/upload/1/cat.jpg", "Q2": {"bytes": "abc"}, "Q3": None}
+    assert kept == {"Q1": "/data/upload/1/cat.jpg", "Q2": {"bytes": "abc"}, "Q3": "  "}
     assert ItemImage.objects.count() == 0
 
     body = _csv(
@@ -400,6 +400,52 @@ def test_an_images_column_of_other_text_is_kept_in_metadata_as_before(import_sta
             " import (nothing is fetched from an address)",
         }
     ]
+
+
+def test_an_image_cell_of_text_clashing_with_the_metadata_object_is_an_error(import_status):
+    """Kept as metadata, the image column's text meets the metadata column's object as any
+    other column does: a key in both is an error, not one value silently lost."""
+    body = _csv(
+        ["prompt", "image", "metadata", "chosen", "rejected"],
+        ["Q", "a cat", json.dumps({"image": "x.png", "k": 1}), "a", "b"],
+    )
+
+    status = import_status("rows.csv", body)
+
+    assert status["status"] == "failed"
+    assert status["errors"] == [
+        {
+            "row": 1,
+            "line": 2,
+            "field": "image",
+            "message": "is also a key of the metadata column's object; rename the column or the"
+            " key",
+        }
+    ]
+
+
+def test_a_quoted_csv_reference_and_a_categorical_parquet_column_give_images(import_status, media):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    body = _csv(["prompt", "image", "chosen", "rejected"], ["Q", '"upload:a.png"', "x", "y"])
+    status = import_status(
+        "rows.csv", body, images=SimpleUploadedFile("a.png", _png("red"), "image/png")
+    )
+    assert status["status"] == "succeeded", status
+    assert len(_prompt_images(Item.objects.get())) == 1
+
+    # pandas writes a Categorical column as dictionary<string>.
+    table = pa.table(
+        {
+            "prompt": ["Q2"],
+            "image": pa.array([data_url(_png("blue"))]).dictionary_encode(),
+            "chosen": ["x"],
+            "rejected": ["y"],
+        }
+    )
+    status = import_status("train.parquet", parquet(table))
+    assert status["status"] == "succeeded", status
+    assert len(_prompt_images(Item.objects.get(prompt__contains=[{"content": "Q2"}]))) == 1
 
 
 def test_a_parquet_text_column_named_image_of_captions_stays_metadata(import_status):
@@ -435,9 +481,9 @@ def test_a_label_studio_task_with_an_image_the_first_task_lacks_is_an_error(impo
             "task": 2,
             "task_id": "2",
             "field": "image",
-            "message": "holds images, but the first task's data has no image or images key, so"
-            " they would not be shown: give the first task the key too (an empty list for"
-            " none)",
+            "message": "holds images, but this column does not give the prompts their images, so"
+            " they would not be shown (a Label Studio export takes the key from its first task:"
+            " give that task the key too, an empty list for none)",
         }
     ]
     assert not Item.objects.exists()
