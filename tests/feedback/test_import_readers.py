@@ -459,62 +459,40 @@ def test_a_parquet_text_column_named_image_of_captions_stays_metadata(import_sta
     assert Item.objects.get().metadata == {"image": "a photo of a cat"}
 
 
-def test_a_label_studio_task_with_an_image_the_first_task_lacks_is_an_error(import_status):
+@pytest.mark.parametrize(
+    ("first", "later", "message"),
+    [
+        (
+            {},
+            "image",
+            "holds images, but this column does not give the prompts their images, so they would"
+            " not be shown (a Label Studio export takes the key from its first task: give that"
+            " task the key too, an empty list for none)",
+        ),
+        (
+            {"image": []},
+            "images",
+            "holds images, but the image column gives the prompt its images: put a row's images"
+            " in one of them",
+        ),
+    ],
+    ids=["first-task-has-no-key", "first-task-has-the-other-key"],
+)
+def test_a_label_studio_task_with_images_under_a_key_the_first_task_lacks_is_an_error(
+    import_status, first, later, message
+):
+    """Read as the first task says, its images would be metadata, which experts are not shown."""
+    pair = {"answer1": "a", "answer2": "b"}
     tasks = [
-        {"id": 1, "data": {"prompt": "Plain", "answer1": "a", "answer2": "b"}},
-        {
-            "id": 2,
-            "data": {
-                "prompt": "Pictured",
-                "image": data_url(_png("red")),
-                "answer1": "a",
-                "answer2": "b",
-            },
-        },
+        {"id": 1, "data": {"prompt": "Plain", **first, **pair}},
+        {"id": 2, "data": {"prompt": "Pictured", later: [data_url(_png("red"))], **pair}},
     ]
 
     status = import_status("export.json", json.dumps(tasks).encode())
 
     assert status["status"] == "failed"
-    assert status["errors"] == [
-        {
-            "task": 2,
-            "task_id": "2",
-            "field": "image",
-            "message": "holds images, but this column does not give the prompts their images, so"
-            " they would not be shown (a Label Studio export takes the key from its first task:"
-            " give that task the key too, an empty list for none)",
-        }
-    ]
+    assert status["errors"] == [{"task": 2, "task_id": "2", "field": later, "message": message}]
     assert not Item.objects.exists()
-
-
-def test_images_under_the_other_key_than_the_first_tasks_are_an_error(import_status):
-    tasks = [
-        {"id": 1, "data": {"prompt": "Plain", "image": [], "answer1": "a", "answer2": "b"}},
-        {
-            "id": 2,
-            "data": {
-                "prompt": "Pictured",
-                "images": [data_url(_png("red"))],
-                "answer1": "a",
-                "answer2": "b",
-            },
-        },
-    ]
-
-    status = import_status("export.json", json.dumps(tasks).encode())
-
-    assert status["status"] == "failed"
-    assert status["errors"] == [
-        {
-            "task": 2,
-            "task_id": "2",
-            "field": "images",
-            "message": "holds images, but the image column gives the prompt its images: put a"
-            " row's images in one of them",
-        }
-    ]
 
 
 def test_a_parquet_images_column_of_data_urls_gives_the_prompt_its_images(import_status, media):
