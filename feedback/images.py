@@ -342,16 +342,6 @@ def images_by_name(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
     return by_name
 
 
-def images_check_uploads(files: Iterable[UploadedFile]) -> dict[str, UploadedFile]:
-    """The images sent beside an import file, by name; two with one name are refused.
-
-    Checked before anything of the import is saved: a refused request leaves nothing behind.
-    An image over IMAGE_MAX_BYTES is not refused here: it is an error of each row that names
-    it, as an image inside a row is, so `on_error=skip` imports the other rows.
-    """
-    return images_by_name(files)
-
-
 def images_stage_uploads(*, prefix: str, uploads: dict[str, UploadedFile]) -> dict[str, str]:
     """Keep the images sent beside an import file until the job reads them: {name: path}.
 

@@ -399,9 +399,12 @@ def import_create(
             "Parquet and Label Studio files.",
             fields={"mapping": ["not used for jsonl"]},
         )
-    from feedback.images import images_check_uploads, images_stage_uploads, images_unstage
+    from feedback.images import images_by_name, images_stage_uploads, images_unstage
 
-    named_images = images_check_uploads(images)
+    # Checked before anything of the import is saved: a refused request leaves nothing behind.
+    # An image over IMAGE_MAX_BYTES is an error of each row that names it (ImageResolver), as
+    # an image inside a row is, so `on_error=skip` imports the other rows.
+    named_images = images_by_name(images)
     job = ImportJob(
         campaign=campaign,
         created_by=actor,

@@ -16,13 +16,13 @@ import codecs
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
-from feedback.item_input import FORMATS, MAX_MODEL, unstorable
+from feedback.item_input import FORMATS, MAX_MODEL, shown, unstorable
 
 ITEM_FIELDS = ("external_id", "prompt", "context", "metadata", "priority", "is_gold", "gold_answer")
 # Source columns that hold JSON text in CSV (Parquet and JSON carry real values).
@@ -66,11 +66,14 @@ PARQUET_READ_BUFFER_BYTES = 1024 * 1024
 IMAGE_COLUMNS = ("images", "image")
 
 
-def images_column_of(columns: list[str], mapping: ColumnMapping) -> str | None:
-    """The column (CSV) or data key (Label Studio) that gives the prompt its images: the
-    first of IMAGE_COLUMNS that the mapping does not name (as metadata, say)."""
+def images_column_of(
+    columns: list[str], mapping: ColumnMapping, fits: Callable[[str], bool] = lambda c: True
+) -> str | None:
+    """The column (a Label Studio task's data key) that gives the prompt its images: the first
+    of IMAGE_COLUMNS that the mapping does not name (as metadata, say) and that `fits` (in
+    Parquet, a column of a type that can hold images)."""
     named = mapping.named_columns()
-    return next((c for c in IMAGE_COLUMNS if c in columns and c not in named), None)
+    return next((c for c in IMAGE_COLUMNS if c in columns and c not in named and fits(c)), None)
 
 
 BINARY_MESSAGE = (
@@ -135,7 +138,6 @@ class ColumnMapping:
     images_column: str | None = None
     images_hf: bool = False
     _used: set[str] | None = field(default=None, init=False, repr=False, compare=False)
-    _named: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, raw: Any) -> ColumnMapping | None:
@@ -460,32 +462,31 @@ class ColumnMapping:
         task has neither key): stored as metadata, its images would not be shown."""
         if self.metadata_columns is not None:
             return []  # a metadata list drops every column it does not name, this one too
-        if self._named is None:
-            self._named = self.named_columns()
-        problems = []
-        for column in IMAGE_COLUMNS:
-            if column == self.images_column or column in self._named or column not in row:
-                continue
-            if _references_in(row[column], json_text=json_text) is None:
-                continue
-            if self.images_column:
-                problems.append(
-                    (
-                        column,
-                        f"holds images, but the {self.images_column} column gives the prompt its"
-                        " images: put a row's images in one of them",
-                    )
-                )
-            else:
-                problems.append(
-                    (
-                        column,
-                        "holds images, but this column does not give the prompts their images,"
-                        " so they would not be shown (a Label Studio export takes the key from"
-                        " its first task: give that task the key too, an empty list for none)",
-                    )
-                )
-        return problems
+        # With no metadata list, the columns the mapping names are the ones it uses.
+        if self._used is None:
+            self._used = self.used_columns()
+        found = [
+            column
+            for column in IMAGE_COLUMNS
+            if column != self.images_column
+            and column not in self._used
+            and column in row
+            and _references_in(row[column], json_text=json_text) is not None
+        ]
+        if not found:
+            return []
+        if self.images_column:
+            message = (
+                f"holds images, but the {self.images_column} column gives the prompt its"
+                " images: put a row's images in one of them"
+            )
+        else:
+            message = (
+                "holds images, but this column does not give the prompts their images, so they"
+                " would not be shown (a Label Studio export takes the key from its first task:"
+                " give that task the key too, an empty list for none)"
+            )
+        return [(column, message) for column in found]
 
     def _metadata(
         self,
@@ -743,7 +744,7 @@ def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
             if reference.startswith(_REFERENCE_PREFIXES):
                 references.append(reference)
                 continue
-            return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=_shown_start(reference)))
+            return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=shown(reference)))
         data = image.get("bytes") if isinstance(image, dict) else None
         if not isinstance(data, bytes | bytearray) or not data:
             path = image.get("path") if isinstance(image, dict) else None
@@ -755,7 +756,7 @@ def _image_references(value: Any) -> tuple[list[str], tuple[str, str] | None]:
                 )
             if image is None or (isinstance(image, dict) and not data):
                 return [], (where, "has no image")
-            return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=_shown_start(image)))
+            return [], (where, IMAGE_REFERENCE_MESSAGE.format(shown=shown(image)))
         # No content type: what the image is, Pillow finds out when it is stored.
         encoded = base64.b64encode(data).decode("ascii")
         references.append(f"data:application/octet-stream;base64,{encoded}")
@@ -767,11 +768,6 @@ IMAGE_REFERENCE_MESSAGE = (
     " upload:<file name> with the file sent beside the import (nothing is fetched from an"
     " address)"
 )
-
-
-def _shown_start(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return repr(text[:60] + ("…" if len(text) > 60 else ""))
 
 
 # How a cell holding a JSON list of objects begins, written compact or indented (`[\n  {`).
@@ -1076,16 +1072,10 @@ def read_parquet(path_or_file: Any, mapping: ColumnMapping | None) -> Iterator[S
     schema = parquet.schema_arrow
     columns = list(schema.names)
     mapping = mapping.filled_in(columns) if mapping else ColumnMapping.detect(columns)
-    named = mapping.named_columns()
-    mapping.images_column = next(
-        (
-            c
-            for c in IMAGE_COLUMNS
-            if c in columns
-            and c not in named
-            and (_holds_images(schema.field(c).type) or _holds_text(schema.field(c).type))
-        ),
-        None,
+    mapping.images_column = images_column_of(
+        columns,
+        mapping,
+        lambda c: _holds_images(schema.field(c).type) or _holds_text(schema.field(c).type),
     )
     mapping.images_hf = mapping.images_column is not None and _holds_images(
         schema.field(mapping.images_column).type

@@ -412,7 +412,7 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value as an error message quotes it: JSON's name for true, false and null, a short
     repr of a number or a text, the kind of a list or an object."""
     if isinstance(value, bool) or value is None:
@@ -468,7 +468,7 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
             external_id = str(external_id)
         if not isinstance(external_id, str) or not external_id.strip():
             errors.setdefault("external_id", []).append(
-                f"must be a non-empty string or an integer, got {_shown(external_id)}"
+                f"must be a non-empty string or an integer, got {shown(external_id)}"
             )
         elif len(external_id) > MAX_EXTERNAL_ID:
             errors.setdefault("external_id", []).append(
@@ -478,7 +478,7 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
     priority = _integral(raw.get("priority", 0))
     if not isinstance(priority, int) or isinstance(priority, bool) or not -1000 <= priority <= 1000:
         errors.setdefault("priority", []).append(
-            f"must be an integer from -1000 to 1000, got {_shown(priority)}"
+            f"must be an integer from -1000 to 1000, got {shown(priority)}"
         )
 
     is_gold = raw.get("is_gold", False)
@@ -577,11 +577,11 @@ def check_gold_answer(
             " leave it out, and leads judge the gold item's reviews"
         )
     elif not isinstance(gold, dict) or set(gold) != {"chosen_position"}:
-        problem = f"must be {GOLD_ANSWER_FORM}, got {_shown(gold)}"
+        problem = f"must be {GOLD_ANSWER_FORM}, got {shown(gold)}"
     elif _integral(gold["chosen_position"]) not in (0, 1) or isinstance(
         gold["chosen_position"], bool
     ):
-        problem = f"chosen_position must be 0 or 1, got {_shown(gold['chosen_position'])}"
+        problem = f"chosen_position must be 0 or 1, got {shown(gold['chosen_position'])}"
     else:
         return
     errors.setdefault("gold_answer", []).append(problem)
