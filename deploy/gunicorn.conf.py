@@ -74,7 +74,10 @@ def on_starting(server: object) -> None:
 
 
 # Logs go to stdout/stderr, where the container runtime (or the e2e test) collects them.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# gunicorn's logger, except that the access log's line is built from only the values its format
+# names (feedback/access_log.py). An empty GUNICORN_ACCESS_LOG turns the access log off.
+logger_class = "feedback.access_log.Logger"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # Request time in microseconds (%D), for latency by path from the logs, then the worker's

@@ -90,6 +90,14 @@ def test_gunicorn_reads_bind_and_workers_from_the_environment(monkeypatch):
     assert config["timeout"] >= 30
 
 
+def test_gunicorn_access_log_is_turned_off_by_an_empty_value(monkeypatch):
+    monkeypatch.setenv("GUNICORN_ACCESS_LOG", "")
+    config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    # gunicorn refuses to start with an empty path; None is "no access log".
+    assert config["accesslog"] is None
+    assert config["logger_class"] == "feedback.access_log.Logger"
+
+
 def test_gunicorn_has_a_bounded_default_worker_count(monkeypatch):
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
     monkeypatch.delenv("GUNICORN_BIND", raising=False)
