@@ -13,7 +13,7 @@ goes through Django's cursor and each field's converters, as the ORM reads it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 import psycopg
@@ -146,6 +146,15 @@ class Columns(Generic[M]):
         if all(v is None for v in values):
             return None
         return self.model.from_db(alias, self.attnames, list(values))
+
+    def known(self, values: Mapping[str, Any], alias: str = DEFAULT_DB_ALIAS) -> M:
+        """The instance of a row whose columns' values are known without reading it (one
+        just written, or read with others): `values` by attname, one for each of these
+        columns (a KeyError names one missing). Made as a read row is, not through the
+        keyword path of the model's constructor, which looks up every field's default and
+        checks every keyword: the claim and submit's four instances made this way, their
+        Python ran 16% fewer instructions (bench/README.md, `claims`)."""
+        return self.model.from_db(alias, self.attnames, [values[name] for name in self.attnames])
 
     def _converters(self) -> list[tuple[Any, list[Any]]]:
         """Each column's expression and the ORM's converters for it, on this database."""

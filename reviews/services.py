@@ -361,6 +361,36 @@ _PICK_GOLD = """
     ORDER BY random()
     LIMIT 1"""
 
+# Instances of rows the claim and submit write or read with others (Columns.known).
+_ASSIGNMENT = Columns(Assignment)
+_REVIEW = Columns(Review)
+# What the submit reads of its assignment and campaign (_SUBMIT_READ_SQL); any other column is
+# loaded if asked for, as with only().
+_SUBMITTED_ASSIGNMENT = Columns(
+    Assignment,
+    [
+        "id",
+        "campaign_id",
+        "item_id",
+        "expert_id",
+        "status",
+        "claimed_at",
+        "lease_expires_at",
+        "last_seen_at",
+        "observed_seconds",
+        "last_beat_active",
+        "is_gold",
+    ],
+)
+_SUBMITTED_CAMPAIGN = Columns(Campaign, ["id", "kind", "rubric", "acceptance"])
+
+
+def _related(instance: Any, **objects: Any) -> None:
+    """Give `instance` the related objects at hand (as the constructor's keywords would)."""
+    for name, obj in objects.items():
+        instance._meta.get_field(name).set_cached_value(instance, obj)
+
+
 # What an expert is shown of an item: its prompt and context, and its responses (the columns
 # not read, an item's metadata and gold answer, a response's model and usage, are left
 # deferred). The API's claim reads them in its own statement: the item's row and one row per
@@ -435,19 +465,29 @@ def _claim_statement(
     kind, pk, item_id, order = claim
     seen = None if item is None else (item, [r for r in responses if r is not None])
     if kind == "new":
-        assignment = Assignment(
-            pk=pk,
-            campaign=campaign,
-            item_id=item_id,
-            expert=expert,
-            status=Assignment.Status.CLAIMED,
-            claimed_at=now,
-            lease_expires_at=lease,
-            last_seen_at=now,
-            response_order=order,  # jsonb, read in binary: a list already
-            is_gold=gold,
+        # Every column as the statement wrote it.
+        assignment = _ASSIGNMENT.known(
+            {
+                "id": pk,
+                "campaign_id": campaign.pk,
+                "item_id": item_id,
+                "expert_id": expert.pk,
+                "status": Assignment.Status.CLAIMED,
+                "claimed_at": now,
+                "lease_expires_at": lease,
+                "last_seen_at": now,
+                "finished_at": None,
+                "observed_seconds": 0,
+                "last_beat_active": None,
+                "active_seconds": 0,
+                "response_order": order,  # jsonb, read in binary: a list already
+                "skip_reason": "",
+                "skip_note": "",
+                "is_gold": gold,
+                "draft": {},
+            }
         )
-        assignment._state.adding = False
+        _related(assignment, campaign=campaign, expert=expert)
         return kind, assignment, seen
     return kind, Assignment.objects.select_related("campaign").get(pk=pk), None
 
@@ -1173,25 +1213,34 @@ def _new_review(
     verdict: str,
     now: datetime,
 ) -> Review:
-    return Review(
-        assignment_id=assignment.pk,
-        campaign_id=assignment.campaign_id,
-        item_id=assignment.item_id,
-        expert=expert,
-        ratings=data.ratings,
-        chosen_id=data.chosen,
-        strength=data.strength,
-        ranking=data.ranking,
-        correction_response_id=data.correction_response,
-        correction_text=data.correction_text,
-        rationale=data.rationale,
-        flags=data.flags,
-        active_seconds=active,
-        pasted_chars=data.pasted_chars,
-        verdict=verdict,
-        verdict_at=now if verdict != Review.Verdict.PENDING else None,
-        created_at=now,
+    review = _REVIEW.known(
+        {
+            "id": None,
+            "assignment_id": assignment.pk,
+            "campaign_id": assignment.campaign_id,
+            "item_id": assignment.item_id,
+            "expert_id": expert.pk,
+            "supersedes_id": None,
+            "ratings": data.ratings,
+            "chosen_id": data.chosen,
+            "strength": data.strength,
+            "ranking": data.ranking,
+            "correction_response_id": data.correction_response,
+            "correction_text": data.correction_text,
+            "rationale": data.rationale,
+            "flags": data.flags,
+            "active_seconds": active,
+            "pasted_chars": data.pasted_chars,
+            "verdict": verdict,
+            "verdict_by_id": None,
+            "verdict_at": now if verdict != Review.Verdict.PENDING else None,
+            "verdict_note": "",
+            "created_at": now,
+        }
     )
+    review._state.adding = True  # not saved yet
+    _related(review, expert=expert)
+    return review
 
 
 def _stored_review(assignment_id: int) -> Review:
@@ -1296,28 +1345,28 @@ def _submit_postgres(*, assignment_id: int, expert: User, body: Any) -> tuple[Re
         acceptance,
         response_ids,
     ) = rows[0]
-    campaign = Campaign(
-        pk=campaign_id,
-        kind=kind,
-        rubric=rubric,
-        acceptance=acceptance,
+    campaign = _SUBMITTED_CAMPAIGN.known(
+        {"id": campaign_id, "kind": kind, "rubric": rubric, "acceptance": acceptance}
     )
     if status == Assignment.Status.SUBMITTED:
         data = review_parse(campaign=campaign, response_ids=list(response_ids), body=body)
         return _repeated_submit(assignment_id, data), False
-    assignment = Assignment(
-        pk=assignment_id,
-        campaign_id=campaign_id,
-        item_id=item_id,
-        expert=expert,
-        status=status,
-        claimed_at=claimed_at,
-        last_seen_at=last_seen_at,
-        lease_expires_at=lease_expires_at,
-        observed_seconds=observed_seconds,
-        last_beat_active=last_beat_active,
-        is_gold=is_gold,
+    assignment = _SUBMITTED_ASSIGNMENT.known(
+        {
+            "id": assignment_id,
+            "campaign_id": campaign_id,
+            "item_id": item_id,
+            "expert_id": expert.pk,
+            "status": status,
+            "claimed_at": claimed_at,
+            "last_seen_at": last_seen_at,
+            "lease_expires_at": lease_expires_at,
+            "observed_seconds": observed_seconds,
+            "last_beat_active": last_beat_active,
+            "is_gold": is_gold,
+        }
     )
+    _related(assignment, expert=expert)
     _ensure_live(assignment)
     data = review_parse(campaign=campaign, response_ids=list(response_ids), body=body)
     active = min(

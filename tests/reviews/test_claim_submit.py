@@ -493,3 +493,47 @@ def test_every_response_of_a_long_ranking_has_a_label_of_its_own(api_for, expert
     payload = api_for(expert).post(f"/api/v1/campaigns/{campaign.pk}/next/").json()
     labels = [r["label"] for r in payload["item"]["responses"]]
     assert labels == [*"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "AA", "AB", "AC", "AD"]
+
+
+def test_the_claim_and_submit_give_whole_instances_without_reading_them_again(
+    expert, pairwise_campaign
+):
+    """The claim's assignment and the submit's review are made from what the statements wrote
+    and read: every field as stored, nothing loaded afterwards, and the submit is two
+    statements (its read and its write)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from reviews import services
+
+    ItemFactory(campaign=pairwise_campaign)
+    claimed = services.assignment_claim(campaign=pairwise_campaign, expert=expert)
+    assert claimed is not None
+    fields = [f.attname for f in Assignment._meta.concrete_fields]
+    with CaptureQueriesContext(connection) as after_claim:
+        claimed_values = {name: getattr(claimed, name) for name in fields}
+        related = (claimed.campaign, claimed.expert)
+    assert claimed_values == {
+        name: getattr(Assignment.objects.get(pk=claimed.pk), name) for name in fields
+    }
+    assert related == (pairwise_campaign, expert)
+
+    body = {"preference": {"chosen": claimed.response_order[1], "strength": 3}, "rationale": "B."}
+    with CaptureQueriesContext(connection) as submitting:
+        review, created = services.review_submit(assignment_id=claimed.pk, expert=expert, body=body)
+        review_fields = [f.attname for f in Review._meta.concrete_fields]
+        review_values = {name: getattr(review, name) for name in review_fields}
+        assert review.expert == expert
+    assert created
+    assert after_claim.captured_queries == []
+
+    def statements(captured: list[dict]) -> list[str]:
+        # Not the savepoints the test's own transaction puts around each.
+        return [q["sql"] for q in captured if "SAVEPOINT" not in q["sql"]]
+
+    assert len(statements(submitting.captured_queries)) == 2, submitting.captured_queries
+    assert review_values == {
+        name: getattr(Review.objects.get(pk=review.pk), name) for name in review_fields
+    }
+    assert review_values["chosen_id"] == claimed.response_order[1]
+    assert review_values["strength"] == 3
