@@ -656,17 +656,24 @@ def images_check_batch(raw_items: Any, uploads: dict[str, Any] | None = None) ->
 
 
 def has_images(raw: dict[str, Any]) -> bool:
-    """The common case, an item without images, costs a few dictionary lookups."""
+    """Whether an item object has images to store (or an `images` value to refuse): an empty
+    list names none, and such an item is the same item as one without the key (the same
+    content hash), so it is read as one. The common case, an item without images, costs a
+    few dictionary lookups."""
     context = raw.get("context")
-    if isinstance(context, dict) and "images" in context:
+    if isinstance(context, dict) and _names_images(context):
         return True
     for key in ("prompt", "responses"):
         value = raw.get(key)
         if isinstance(value, list):
             for part in value:
-                if isinstance(part, dict) and "images" in part:
+                if isinstance(part, dict) and _names_images(part):
                     return True
     return False
+
+
+def _names_images(part: dict[str, Any]) -> bool:
+    return "images" in part and part["images"] != []
 
 
 # The top folder of ItemImage.file's upload_to ("item-images/%Y/%m/").

@@ -48,6 +48,7 @@ from feedback.item_input import (
     item_parse,
     item_parse_plain,
     storable_text,
+    stored_external_id,
     unstorable,
 )
 from feedback.jobs import failure_reason, job_claim, job_send
@@ -1355,13 +1356,13 @@ class _Seen:
 
     def note_external_id(self, value: Any) -> None:
         """The external_id of a row with images, in the parser, before the rows after it are
-        marked: the row itself is marked only once its images are stored. (Its content hash
-        cannot equal that of a row without images, which has no images key to hash.)"""
-        if type(value) is int:
-            value = str(value)
-        if type(value) is str and value:
+        marked: the row itself is marked only once its images are stored. The value as the
+        item will hold it (17.0 is "17"). (Its content hash cannot equal that of a row without
+        images: it names at least one image, which the hash covers; see has_images.)"""
+        external_id = stored_external_id(value)
+        if external_id is not None:
             with self.lock:
-                _test_and_set(self.external_ids, value)
+                _test_and_set(self.external_ids, external_id)
 
 
 def _dedupe(

@@ -412,6 +412,17 @@ def _integral(value: Any) -> Any:
     return value
 
 
+def stored_external_id(value: Any) -> str | None:
+    """The external_id an item object's value becomes once the item is parsed (17 and 17.0
+    are "17"), or None for one that is left out or refused."""
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_EXTERNAL_ID:
+        return None
+    return value
+
+
 def shown(value: Any) -> str:
     """A value as an error message quotes it: JSON's name for true, false and null, a short
     repr of a number or a text, the kind of a list or an object."""

@@ -1448,6 +1448,44 @@ def test_rows_with_images_and_plain_rows_are_de_duplicated_together(upload, dedu
     ]
 
 
+def test_an_empty_images_list_is_the_same_item_as_none_in_a_later_chunk(upload, dedupe_mode):
+    # A gold row is not a plain one, so an `images` key, even empty, once sent it the way of
+    # rows with images, marked for de-duplication only after the rows of the next chunk: the
+    # same item there was not looked up, and the import failed on the unique constraint.
+    gold = {"is_gold": True, "gold_answer": {"chosen_position": 0}}
+    emptied = item_object(2, **gold)
+    emptied["responses"] = [emptied["responses"][0] | {"images": []}, emptied["responses"][1]]
+    rows = [item_object(1), emptied, item_object(2, **gold) | {"external_id": "q-3"}]
+
+    _res, status = upload("items.jsonl", jsonl(*rows))
+
+    assert status["status"] == "succeeded", status
+    assert (status["created"], status["duplicates"]) == (2, 1)
+    assert [(d["line"], d["reason"]) for d in status["duplicate_rows"]] == [
+        (3, "the same prompt, context and responses appear earlier in this file"),
+    ]
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == ["q-1", "q-2"]
+
+
+def test_an_external_id_given_as_a_float_on_a_row_with_images_is_the_same_id(upload, dedupe_mode):
+    from tests.feedback.pictures import data_url, png
+
+    pictured = item_object(1, external_id=17.0, context={"images": [data_url(png())]})
+    rows = [pictured, item_object(2), item_object(3, external_id=17)]
+
+    _res, status = upload("items.jsonl", jsonl(*rows), on_error="skip")
+
+    assert status["status"] == "succeeded", status
+    assert status["errors"] == [
+        {
+            "line": 3,
+            "field": "external_id",
+            "message": "'17' appears earlier in this file with other content",
+        }
+    ]
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == ["17", "q-2"]
+
+
 def test_a_model_name_longer_than_the_column_is_an_error_naming_the_field(upload):
     rows = [
         item_object(1),
