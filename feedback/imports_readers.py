@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import orjson
 
-from feedback.item_input import FORMATS, MAX_MODEL, shown, unstorable
+from feedback.item_input import FORMATS, MAX_MODEL, shown, stored_external_id, unstorable
 
 ITEM_FIELDS = ("external_id", "prompt", "context", "metadata", "priority", "is_gold", "gold_answer")
 # Source columns that hold JSON text in CSV (Parquet and JSON carry real values).
@@ -993,16 +993,24 @@ def read_csv(binary: IO[bytes], mapping: ColumnMapping | None) -> Iterator[Sourc
     # Strict: a quote that is never closed is an error, not a cell that runs to the end of
     # the file, swallowing every row after it.
     reader = csv.reader(lines, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except UnreadableFile as exc:
-        raise UnreadableFile({"row": 0, **exc.location}, f"the header {exc.message}") from None
-    except _RowTooLong:
-        raise UnreadableFile({"row": 0, "line": 1}, f"the header {_row_too_long()}") from None
-    except csv.Error as exc:
-        raise UnreadableFile({"row": 0, "line": 1}, f"the header cannot be read: {exc}") from None
+    header: list[str] = []
+    # Blank lines before the header are passed over, as those between rows are.
+    while not header or (len(header) == 1 and not header[0].strip()):
+        line = reader.line_num + 1
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except UnreadableFile as exc:
+            raise UnreadableFile({"row": 0, **exc.location}, f"the header {exc.message}") from None
+        except _RowTooLong:
+            raise UnreadableFile(
+                {"row": 0, "line": line}, f"the header {_row_too_long()}"
+            ) from None
+        except csv.Error as exc:
+            raise UnreadableFile(
+                {"row": 0, "line": line}, f"the header cannot be read: {exc}"
+            ) from None
     columns = [c.strip() for c in header]
     # A column without a name is not read: pandas' index (`df.to_csv()` without
     # `index=False`), or the empty columns a spreadsheet leaves after the last one.
@@ -1356,8 +1364,9 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
             yield SourceRow(location, errors=(("data", "a task must be an object with data"),))
             continue
         data = task["data"]
-        if "id" in task:
-            location["task_id"] = str(task["id"])
+        task_id, task_id_value, id_problem = _label_studio_task_id(task)
+        if task_id is not None:
+            location["task_id"] = task_id
         if not header_read:
             if detected:
                 mapping = _label_studio_mapping(data, location, given)
@@ -1377,7 +1386,7 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
                 # task without a `context` key has none).
                 problem = _label_studio_columns_missing(data, given, prompt=False)
         if problem is None:
-            problem = _label_studio_counts_problem(task)
+            problem = id_problem or _label_studio_counts_problem(task)
         if problem is not None:
             yield SourceRow(location, errors=(problem,))
             continue
@@ -1385,15 +1394,43 @@ def read_label_studio(binary: IO[bytes], mapping: ColumnMapping | None) -> Itera
         if problems:
             yield SourceRow(location, errors=tuple(problems))
             continue
-        if "external_id" not in item and "id" in task:
-            item["external_id"] = f"ls-{task['id']}"
+        if "external_id" not in item and task_id is not None:
+            item["external_id"] = f"ls-{task_id}"
+        metadata = item.get("metadata", {})
+        if "label_studio" in metadata:
+            # Where the task's id and counts are kept: a key of the task's own under that
+            # name would be lost.
+            yield SourceRow(location, errors=(("label_studio", LABEL_STUDIO_KEY_TAKEN),))
+            continue
         ls_meta = {
-            "task_id": task.get("id"),
+            "task_id": task_id_value,
             "annotations": len(task.get("annotations") or []),
             "predictions": len(task.get("predictions") or []),
         }
-        item["metadata"] = {**item.get("metadata", {}), "label_studio": ls_meta}
+        item["metadata"] = {**metadata, "label_studio": ls_meta}
         yield SourceRow(location, raw=item, empty_responses=empty)
+
+
+LABEL_STUDIO_KEY_TAKEN = (
+    "is the metadata key under which the task's Label Studio id and counts are kept; rename"
+    " the task's data key (or the key of its metadata object) that has this name"
+)
+
+
+def _label_studio_task_id(
+    task: dict[str, Any],
+) -> tuple[str | None, Any, tuple[str, str] | None]:
+    """The task's id as text ("17" for 17 or 17.0; None when it has none, or a null one)
+    and as a value (17), and the problem of an id Label Studio would not give (true, 3.5,
+    an object, a blank text)."""
+    value = task.get("id")
+    if value is None:
+        return None, None, None
+    text = stored_external_id(value)
+    if text is None:
+        problem = f"must be an integer, as Label Studio exports it, got {shown(value)}"
+        return None, None, ("id", problem)
+    return text, int(value) if isinstance(value, float) else value, None
 
 
 def _label_studio_counts_problem(task: dict[str, Any]) -> tuple[str, str] | None:

@@ -629,6 +629,7 @@ def test_an_empty_file_is_refused_at_once(upload):
     [
         ("items.jsonl", b"\n\n  \n"),
         ("items.csv", b"external_id,prompt,chosen,rejected\r\n"),
+        ("items.csv", b"\n\r\n  \n"),
         ("export.json", b"[]"),
     ],
 )
@@ -918,6 +919,74 @@ def test_a_label_studio_json_export(upload, pairwise_campaign):
     ]
     assert item.metadata["lang"] == "en"
     assert item.metadata["label_studio"] == {"task_id": 102, "annotations": 0, "predictions": 0}
+
+
+def test_blank_lines_before_a_csv_header_are_passed_over(upload):
+    content = b"\r\n  \nprompt,chosen,rejected\r\nIs it void?,Yes.,No.\r\n\r\nAnd now?,A,B\r\n"
+
+    _res, status = upload("items.csv", content)
+
+    assert status["status"] == "succeeded", status
+    assert sorted(Item.objects.values_list("prompt", flat=True)) == ["And now?", "Is it void?"]
+
+
+def _task(task_id: Any, prompt: str, **data: Any) -> dict[str, Any]:
+    return {"id": task_id, "data": {"prompt": prompt, "chosen": "a", "rejected": "b", **data}}
+
+
+def test_a_label_studio_task_id_is_read_as_label_studio_gives_it(upload):
+    tasks = [_task(None, "q1"), _task(None, "q2"), _task(7.0, "q3"), _task("t-9", "q4")]
+
+    _res, status = upload("export.json", json.dumps(tasks).encode())
+
+    assert status["status"] == "succeeded", status
+    stored = {
+        i.prompt: (i.external_id, i.metadata["label_studio"]["task_id"]) for i in Item.objects.all()
+    }
+    # A null id is none: no external_id, as for a task without the key.
+    assert stored == {
+        "q1": (None, None),
+        "q2": (None, None),
+        "q3": ("ls-7", 7),
+        "q4": ("ls-t-9", "t-9"),
+    }
+
+
+def test_a_label_studio_task_id_label_studio_would_not_give_is_an_error_of_its_task(upload):
+    tasks = [
+        _task(1, "q1"),
+        _task(True, "q2"),
+        _task(2.5, "q3"),
+        _task({"a": 1}, "q4"),
+        _task(" ", "q5"),
+    ]
+
+    _res, status = upload("export.json", json.dumps(tasks).encode())
+
+    assert status["status"] == "failed"
+    assert [(e["task"], e["field"], e["message"]) for e in status["errors"]] == [
+        (2, "id", "must be an integer, as Label Studio exports it, got true"),
+        (3, "id", "must be an integer, as Label Studio exports it, got 2.5"),
+        (4, "id", "must be an integer, as Label Studio exports it, got an object"),
+        (5, "id", "must be an integer, as Label Studio exports it, got ' '"),
+    ]
+    assert Item.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"label_studio": "v2"}, {"metadata": {"label_studio": {"project": 7}}}],
+    ids=["data key", "metadata key"],
+)
+def test_a_label_studio_task_key_named_label_studio_is_an_error_not_lost(upload, data):
+    _res, status = upload("export.json", json.dumps([_task(1, "q1", **data)]).encode())
+
+    assert status["status"] == "failed"
+    assert [(e["task"], e["task_id"], e["field"]) for e in status["errors"]] == [
+        (1, "1", "label_studio")
+    ]
+    assert "rename the task's data key" in status["errors"][0]["message"]
+    assert Item.objects.count() == 0
 
 
 @pytest.mark.parametrize(
