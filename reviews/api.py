@@ -85,6 +85,9 @@ class SkipInput(KnownFieldsOnly):
             "required": "is required: one of "
             + ", ".join(sorted(services.SKIP_REASONS))
             + ' (with "other", say why in `note`).',
+            "null": "must be one of "
+            + ", ".join(sorted(services.SKIP_REASONS))
+            + ', not null (with "other", say why in `note`).',
         },
     )
     # Kept as typed, as the review page keeps it, so a repeat of a skip made there compares

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import time
 import unicodedata
 from collections import Counter
@@ -818,9 +819,22 @@ def assignment_heartbeat(*, assignment_id: int, expert: User, active: bool = Tru
     return assignment
 
 
+# Default_Ignorable_Code_Point (Unicode 15.1, DerivedCoreProperties.txt) outside category Cf,
+# which is tested by category, and U+2800 BRAILLE PATTERN BLANK, which renders as a space.
+_SHOWS_NOTHING_RE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u2800\u3164\ufe00-\ufe0f"
+    "\uffa0\U000e0000-\U000e0fff]"
+)
+
+
 def _says_nothing(text: str) -> bool:
-    """Whitespace and invisible formatting characters (a zero-width space, a joiner) alone."""
-    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+    """Whitespace and characters that show nothing alone: formatting ones (a zero-width
+    space, a joiner), Unicode's other default-ignorable ones (Hangul fillers, variation
+    selectors) and the blank braille pattern."""
+    return all(
+        ch.isspace() or unicodedata.category(ch) == "Cf" or _SHOWS_NOTHING_RE.match(ch)
+        for ch in text
+    )
 
 
 def assignment_skip(*, assignment_id: int, expert: User, reason: str, note: str = "") -> Assignment:
@@ -995,7 +1009,11 @@ def review_parse(*, campaign: Campaign, response_ids: list[int], body: Any) -> R
     ):
         for rid in response_ids:
             missing = set(rubric) - set(ratings.get(str(rid), {}))
-            if missing and not any(k.startswith(f"ratings.{rid}") for k in fields):
+            # Unless the response's own scores were named already (`ratings.12`, or one of
+            # them, `ratings.12.accuracy`); `ratings.120` is another key.
+            if missing and not any(
+                k == f"ratings.{rid}" or k.startswith(f"ratings.{rid}.") for k in fields
+            ):
                 fields[f"ratings.{rid}"] = [f"missing scores for {', '.join(sorted(missing))}"]
 
     chosen = strength = None

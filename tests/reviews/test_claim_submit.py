@@ -243,6 +243,21 @@ def test_a_rating_off_the_scale_is_rejected(api_for, expert, engineer):
     assert good.json()["ratings"] == {str(rid): {"accuracy": 4}}
 
 
+def test_missing_scores_are_named_beside_a_key_that_only_starts_like_the_response(
+    api_for, expert, engineer
+):
+    client = api_for(expert)
+    rid, url = _claimed_rating(client, engineer)
+    # `{rid}0` is no response of the item; the response itself still has no scores.
+    res = client.post(url, {"ratings": {f"{rid}0": {"accuracy": 4}}}, format="json")
+
+    assert res.status_code == 400
+    fields = res.json()["error"]["fields"]
+    assert fields[f"ratings.{rid}"] == ["missing scores for accuracy"], fields
+    assert f"ratings.{rid}0" in fields
+    assert Review.objects.count() == 0
+
+
 def test_one_response_rated_under_two_keys_is_a_400_naming_the_second(api_for, expert, engineer):
     client = api_for(expert)
     first, url = _claimed_rating(client, engineer)
@@ -307,7 +322,19 @@ def test_a_skip_note_is_kept_as_typed_through_the_api_as_on_the_page(
     assert client.post(skip, body, format="json").status_code == 200, "the same skip again"
 
 
-@pytest.mark.parametrize("note", ["", "  \n", "\u200b", " \u200b\u2060\ufeff "])
+@pytest.mark.parametrize(
+    "note",
+    [
+        "",
+        "  \n",
+        "\u200b",
+        " \u200b\u2060\ufeff ",
+        "\u3164",
+        "\u115f\u1160",
+        "\u3164 \u2800",
+        "\ufe0f",
+    ],
+)
 def test_a_skip_for_another_reason_needs_a_note_that_says_something(
     api_for, expert, pairwise_campaign, note
 ):
