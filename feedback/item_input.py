@@ -558,8 +558,10 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
     _check_storable(raw, errors)
     if errors:
         return None, errors
+    # An empty list of images is none: the item is stored, and hashed, as one without the key.
+    prompt, context = _without_empty_images(prompt), _without_empty_images(context)
     item = ItemInput(
-        prompt=prompt,  # type: ignore[arg-type]
+        prompt=prompt,
         context=context,
         metadata=metadata,
         responses=responses,
@@ -570,6 +572,19 @@ def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[
     )
     item.content_hash = content_hash(prompt, context, responses)
     return item, {}
+
+
+def _without_empty_images(value: Any) -> Any:
+    """A context, or a prompt's messages, without an `images` key whose list is empty."""
+    if isinstance(value, dict):
+        if value.get("images") == []:
+            return {key: part for key, part in value.items() if key != "images"}
+        return value
+    if isinstance(value, list) and any(
+        isinstance(m, dict) and m.get("images") == [] for m in value
+    ):
+        return [_without_empty_images(m) for m in value]
+    return value
 
 
 GOLD_ANSWER_FORM = '{"chosen_position": 0 or 1} (the position of the better response)'

@@ -385,3 +385,30 @@ def test_the_same_content_with_other_line_breaks_or_17_for_17_0_is_a_duplicate(
     # Each stored as it was sent: only the duplicate check reads them alike.
     assert Item.objects.latest("pk").context == {"clause": 17.5, "rate": 0.5}
     assert Item.objects.filter(prompt="Line one\nline two").count() == 2
+
+
+@pytest.mark.parametrize(
+    "emptied",
+    [
+        {**GOOD, "context": {**GOOD["context"], "images": []}},
+        {**GOOD, "prompt": [{**GOOD["prompt"][0], "images": []}]},
+        {**GOOD, "responses": [{**GOOD["responses"][0], "images": []}, GOOD["responses"][1]]},
+    ],
+    ids=["context", "prompt message", "response"],
+)
+@pytest.mark.parametrize("first", ["emptied", "plain"])
+def test_an_empty_images_list_is_the_same_item_as_none(
+    api_for, engineer, pairwise_campaign, emptied, first
+):
+    client = api_for(engineer)
+    url = f"/api/v1/campaigns/{pairwise_campaign.pk}/items/"
+    one, other = (emptied, GOOD) if first == "emptied" else (GOOD, emptied)
+
+    assert client.post(url, [one], format="json").json()["created"] == 1
+    again = client.post(url, [other], format="json")
+
+    assert again.status_code == 201, again.json()
+    assert (again.json()["created"], len(again.json()["duplicates"])) == (0, 1)
+    item = Item.objects.get(campaign=pairwise_campaign)
+    # Stored as without the key.
+    assert (item.prompt, item.context) == (GOOD["prompt"], GOOD["context"])
