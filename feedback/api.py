@@ -8,11 +8,13 @@ from typing import Any
 from django.db import transaction
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from feedback import generation, imports, services
+from feedback.api_errors import JSONParser
 from feedback.errors import PermissionDenied, ValidationFailed, unknown_fields
 from feedback.images import (
     PixelBudget,
@@ -290,6 +292,9 @@ def _refuse_unknown_parts(request: Request, known: frozenset[str], what: str) ->
 
 
 class ItemsCreateView(APIView):
+    # JSON, or multipart with images; a form-encoded body is no batch (415, as any other).
+    parser_classes = [JSONParser, MultiPartParser]
+
     @extend_schema(
         request={"application/json": {"type": "array", "items": {"type": "object"}}},
         responses={201: ItemsAddedOutput},

@@ -412,3 +412,20 @@ def test_an_empty_images_list_is_the_same_item_as_none(
     item = Item.objects.get(campaign=pairwise_campaign)
     # Stored as without the key.
     assert (item.prompt, item.context) == (GOOD["prompt"], GOOD["context"])
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [("items=%5B%5D", "application/x-www-form-urlencoded"), ("[]", "text/plain")],
+    ids=["form", "text"],
+)
+def test_a_batch_that_is_not_json_is_a_415(
+    api_for, engineer, pairwise_campaign, body, content_type
+):
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", body, content_type=content_type
+    )
+
+    assert res.status_code == 415, res.json()
+    assert res.json()["error"]["code"] == "unsupported_media_type"
+    assert Item.objects.count() == 0
