@@ -204,6 +204,7 @@ def image_check(data: bytes, *, budget: PixelBudget | None = None) -> tuple[str,
                 # coefficients, 2 bytes a sample). Other formats ignore draft().
                 full.draft(full.mode, (1, 1))
                 spent = 0
+                decoded = 0
                 for number, frame in enumerate(ImageSequence.Iterator(full), start=1):
                     # A GIF frame may reach past the size the file declares: Pillow then grows
                     # the picture as it seeks to the frame, before decoding it, and draws that
@@ -219,8 +220,16 @@ def image_check(data: bytes, *, budget: PixelBudget | None = None) -> tuple[str,
                     if budget is not None:
                         budget.spend(frame_width * frame_height)
                     frame.load()
+                    decoded = number
                     if kind == "MPO":  # only its first picture is stored (image_metadata)
                         break
+                # Pillow stops quietly at a frame it finds no data for (an APNG frame whose
+                # data chunks are missing), although the file declares it.
+                declared = getattr(full, "n_frames", 1)
+                if kind != "MPO" and decoded < declared:
+                    raise ImageRejected(
+                        f"is corrupt (it declares {declared} frames; {decoded} could be read)"
+                    )
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -218,3 +218,28 @@ def test_a_jpeg_is_counted_at_its_size_though_decoded_at_an_eighth(settings):
     assert budget.spent == 8_000_000
     with pytest.raises(BatchImagesOverLimit):
         image_check(out.getvalue(), budget=budget)  # 12 million of 10
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, whole chunk) of each chunk after the signature."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append((data[pos + 4 : pos + 8], data[pos : pos + 12 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def test_an_apng_frame_without_its_data_is_corrupt():
+    # Its control chunk declares the third frame; its data chunk is gone. Pillow's reader
+    # stops after two frames without a word.
+    apng = _animation("PNG", 3)
+    assert image_check(apng)[0] == "image/png"
+    chunks = _png_chunks(apng)
+    last_data = max(i for i, (kind, _) in enumerate(chunks) if kind == b"fdAT")
+    cut = apng[:8] + b"".join(chunk for i, (_, chunk) in enumerate(chunks) if i != last_data)
+
+    with pytest.raises(
+        ImageRejected, match=r"is corrupt \(it declares 3 frames; 2 could be read\)"
+    ):
+        image_check(cut)
