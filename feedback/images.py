@@ -685,6 +685,24 @@ def _names_images(part: dict[str, Any]) -> bool:
     return "images" in part and part["images"] != []
 
 
+def without_images(raw: dict[str, Any]) -> dict[str, Any]:
+    """The item object with its images left out: what the rest of an item whose images were
+    refused is checked as, so that one answer names all that is wrong with it."""
+
+    def bare(part: Any) -> Any:
+        if isinstance(part, dict) and "images" in part:
+            return {key: value for key, value in part.items() if key != "images"}
+        return part
+
+    out = dict(raw)
+    for key in ("prompt", "responses"):
+        if isinstance(out.get(key), list):
+            out[key] = [bare(part) for part in out[key]]
+    if "context" in out:
+        out["context"] = bare(out["context"])
+    return out
+
+
 # The top folder of ItemImage.file's upload_to ("item-images/%Y/%m/").
 IMAGE_FOLDER = "item-images"
 

@@ -1116,6 +1116,13 @@ def _load_chunks(
                 continue
             raw, image_errors = resolver.resolve(entry.raw)
             if image_errors:
+                if isinstance(raw, dict):
+                    # Images refused: the rest of the row is checked too, so that one pass
+                    # names all that is wrong with it.
+                    from feedback.images import without_images
+
+                    _rest, others = item_parse(without_images(raw), campaign=campaign)
+                    image_errors = {**others, **image_errors}
                 with tally.lock:
                     tally.invalid += 1
                     for path, messages in image_errors.items():

@@ -16,7 +16,7 @@ from django.utils.text import slugify
 
 from feedback.api_keys import key_hash, new_raw_key
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
-from feedback.images import ImageResolver
+from feedback.images import ImageResolver, without_images
 from feedback.imports import (
     campaign_overlap_now,
     item_slots_left,
@@ -449,6 +449,10 @@ def items_parse_batch(
         item = None
         if not errors:
             item, errors = item_parse(raw, campaign=campaign)
+        elif isinstance(raw, dict):
+            # Images refused: the rest of the item is checked too.
+            _rest, others = item_parse(without_images(raw), campaign=campaign)
+            errors = {**others, **errors}
         for path, messages in errors.items():
             # Unknown keys are named as sent, a lone surrogate included, which no JSON
             # response can carry.

@@ -74,7 +74,12 @@ def test_a_corrupt_image_is_a_clear_per_item_error_and_nothing_is_stored(
 
     assert res.status_code == 400
     fields = res.json()["error"]["fields"]
-    assert set(fields) == {"items[1].context.images[0]", "items[2].responses[0].images[0]"}
+    # Item 2 has one response of the pairwise campaign's two: named beside its image.
+    assert set(fields) == {
+        "items[1].context.images[0]",
+        "items[2].responses[0].images[0]",
+        "items[2].responses",
+    }
     assert (
         "corrupt" in fields["items[1].context.images[0]"][0]
         or "readable" in (fields["items[1].context.images[0]"][0])

@@ -1555,6 +1555,23 @@ def test_an_external_id_given_as_a_float_on_a_row_with_images_is_the_same_id(upl
     assert sorted(Item.objects.values_list("external_id", flat=True)) == ["17", "q-2"]
 
 
+def test_a_refused_image_does_not_hide_the_rows_other_errors(upload):
+    bad = item_object(
+        2,
+        context={"images": ["data:image/png;base64,@@@"]},
+        responses=[{"model": "a", "text": ""}, {"model": "b", "text": "x"}],
+    )
+
+    _res, status = upload("items.jsonl", jsonl(item_object(1), bad))
+
+    assert status["status"] == "failed"
+    assert sorted((e["line"], e["field"]) for e in status["errors"]) == [
+        (2, "context.images[0]"),
+        (2, "responses[0].text"),
+    ]
+    assert Item.objects.count() == 0
+
+
 def test_a_model_name_longer_than_the_column_is_an_error_naming_the_field(upload):
     rows = [
         item_object(1),

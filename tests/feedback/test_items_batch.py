@@ -429,3 +429,24 @@ def test_a_batch_that_is_not_json_is_a_415(
     assert res.status_code == 415, res.json()
     assert res.json()["error"]["code"] == "unsupported_media_type"
     assert Item.objects.count() == 0
+
+
+def test_a_refused_image_does_not_hide_the_items_other_errors(api_for, engineer, pairwise_campaign):
+    bad = {
+        **GOOD,
+        "context": {"images": ["data:image/png;base64,@@@"]},
+        "responses": [{"model": "a", "text": ""}, {"model": "b", "text": "x"}],
+        "priority": 5000,
+    }
+
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/", [bad], format="json"
+    )
+
+    assert res.status_code == 400
+    assert set(res.json()["error"]["fields"]) == {
+        "items[0].context.images[0]",
+        "items[0].responses[0].text",
+        "items[0].priority",
+    }
+    assert Item.objects.count() == 0
