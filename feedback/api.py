@@ -318,6 +318,7 @@ class ItemsCreateView(APIView):
         campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
         if not user.manages_campaigns:
             raise PermissionDenied("Only admins and ML engineers add items.")
+        imports.check_campaign_open(campaign)
         raw: Any = request.data
         uploads: dict[str, Any] = {}
         if request.content_type.startswith("multipart/"):

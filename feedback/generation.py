@@ -36,7 +36,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
-from feedback.imports import campaign_overlap_now, item_slots_left
+from feedback.imports import campaign_overlap_now, check_campaign_open, item_slots_left
 from feedback.item_input import (
     MAX_MODEL,
     MAX_TEXT,
@@ -193,6 +193,7 @@ def generation_create(
     """
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers generate responses.")
+    check_campaign_open(campaign)
     if not _setting("OPENAI_BASE_URL", ""):
         raise ValidationFailed(
             "OPENAI_BASE_URL is not set; point it at an OpenAI-compatible server.",

@@ -376,6 +376,7 @@ def import_create(
     """Check and store an uploaded file, then queue its import (after the commit)."""
     if not actor.manages_campaigns:
         raise PermissionDenied("Only admins and ML engineers import items.")
+    check_campaign_open(campaign)
     _check_size(upload.size or 0)
     if not upload.size:
         raise ValidationFailed(
@@ -820,16 +821,40 @@ def intake_busy_message(campaign_id: int, *, waited: float) -> str:
     )
 
 
-def campaign_overlap_now(campaign_id: int) -> int:
-    """The campaign's overlap as it is now, its row locked until the caller's transaction ends:
-    a change of the overlap (campaign_update, which locks the row and moves the slots of the
-    items it sees) then comes wholly before or after the queue rows this transaction writes,
-    so none of them keeps the slots of an overlap that no longer holds."""
+class CampaignClosed(Conflict):
+    code = "campaign_closed"
+
+
+def campaign_closed_message(campaign_id: int) -> str:
     return (
+        f"Campaign {campaign_id} is closed: a closed campaign takes no new items or responses"
+        " (no expert is given its work again; a campaign that is to run again is a new one);"
+        " nothing was stored."
+    )
+
+
+def check_campaign_open(campaign: Campaign) -> None:
+    """Refuse intake into a campaign closed when it was read (CampaignClosed); the intake's
+    own transaction checks again (campaign_overlap_now)."""
+    if campaign.status == Campaign.Status.CLOSED:
+        raise CampaignClosed(campaign_closed_message(campaign.pk))
+
+
+def campaign_overlap_now(campaign_id: int) -> int:
+    """The campaign's overlap as it is now, for the items or responses the caller's transaction
+    writes, its row locked until that transaction ends: a change of the overlap (campaign_update,
+    which locks the row and moves the slots of the items it sees) then comes wholly before or
+    after the queue rows this transaction writes, so none of them keeps the slots of an overlap
+    that no longer holds; and a campaign closed, which takes no new items or responses, is
+    CampaignClosed, however late it was closed before this commit."""
+    overlap, status = (
         Campaign.objects.select_for_update(no_key=True)
-        .values_list("overlap", flat=True)
+        .values_list("overlap", "status")
         .get(pk=campaign_id)
     )
+    if status == Campaign.Status.CLOSED:
+        raise CampaignClosed(campaign_closed_message(campaign_id))
+    return overlap
 
 
 def item_slots_left(item: Item, overlap: int) -> int:
