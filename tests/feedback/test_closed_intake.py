@@ -92,3 +92,26 @@ def test_an_import_whose_campaign_closed_before_it_ran_imports_nothing(
     assert job.status == ImportJob.Status.FAILED
     assert "is closed: a closed campaign takes no new items" in job.message
     assert Item.objects.count() == 0
+
+
+def test_a_generation_whose_campaign_closed_before_it_ran_stores_nothing(
+    model_server, api_for, engineer, django_capture_on_commit_callbacks
+):
+    from feedback.generation import generation_run
+    from feedback.models import GenerationJob, Response
+    from tests.feedback.factories import CampaignFactory, ItemFactory
+
+    campaign = CampaignFactory(kind="pairwise", overlap=1, created_by=engineer)
+    ItemFactory.create_batch(2, campaign=campaign, responses=0, open_slots=0)
+    with django_capture_on_commit_callbacks(execute=False):
+        res = api_for(engineer).post(
+            f"/api/v1/campaigns/{campaign.pk}/generate/", {"models": ["a", "b"]}, format="json"
+        )
+    assert res.status_code == 202, res.json()
+    _closed(campaign)
+
+    job = generation_run(generation_id=res.json()["id"])
+
+    assert job.status == GenerationJob.Status.FAILED
+    assert "is closed: a closed campaign takes no new items or responses" in job.message
+    assert Response.objects.count() == 0
