@@ -624,6 +624,21 @@ def image_refs(raw: Any) -> list[Any]:
     )
 
 
+def _refs_not_in_a_list(raw: Any) -> list[str]:
+    """The `images` values of an item object that are a text rather than a list."""
+    if not isinstance(raw, dict):
+        return []
+    parts: list[Any] = [raw.get("context")]
+    for key in ("prompt", "responses"):
+        if isinstance(raw.get(key), list):
+            parts.extend(raw[key])
+    return [
+        part["images"]
+        for part in parts
+        if isinstance(part, dict) and isinstance(part.get("images"), str)
+    ]
+
+
 def images_check_batch(raw_items: Any, uploads: dict[str, Any] | None = None) -> None:
     """Before any image of a batch is decoded: it names at most IMAGES_BATCH_MAX images, and
     every file sent beside it (`uploads`, by name) is one an item names.
@@ -646,7 +661,9 @@ def images_check_batch(raw_items: Any, uploads: dict[str, Any] | None = None) ->
     uploads = uploads or {}
     named: set[str] = set()
     missing: list[str] = []  # as the items wrote them, to show beside the files that came
-    for ref in refs:
+    # A reference given alone, not in a list, is its item's error ("must be a list of
+    # images"), named when the item is checked; the file it names is not one no item names.
+    for ref in [ref for raw in raw_items for ref in _refs_not_in_a_list(raw)] + refs:
         if isinstance(ref, str) and ref.startswith("upload:"):
             name = ref.removeprefix("upload:")
             found = uploaded_as(name, uploads)

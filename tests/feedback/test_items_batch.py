@@ -450,3 +450,26 @@ def test_a_refused_image_does_not_hide_the_items_other_errors(api_for, engineer,
         "items[0].priority",
     }
     assert Item.objects.count() == 0
+
+
+def test_an_uploaded_image_named_outside_a_list_is_an_error_of_its_item(
+    api_for, engineer, pairwise_campaign
+):
+    import json
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.feedback.pictures import png
+
+    item = {**GOOD, "context": {"images": "upload:a.png"}}
+    res = api_for(engineer).post(
+        f"/api/v1/campaigns/{pairwise_campaign.pk}/items/",
+        {"items": json.dumps([item]), "images": SimpleUploadedFile("a.png", png())},
+        format="multipart",
+    )
+
+    assert res.status_code == 400
+    fields = res.json()["error"]["fields"]
+    assert list(fields) == ["items[0].context.images"], fields
+    assert fields["items[0].context.images"][0].startswith("must be a list of images")
+    assert Item.objects.count() == 0
