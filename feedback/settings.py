@@ -412,6 +412,15 @@ for _name, _seconds in (
         # 0 would time out every request at once, failing every generation.
         raise ImproperlyConfigured(f"{_name}={_seconds} must be at least 1 (seconds)")
 GENERATION_STOP_AFTER_FAILURES = env_int("GENERATION_STOP_AFTER_FAILURES", 20)
+for _name, _count in (
+    ("GENERATION_CONCURRENCY", GENERATION_CONCURRENCY),
+    ("GENERATION_MAX_ATTEMPTS", GENERATION_MAX_ATTEMPTS),
+    ("GENERATION_STOP_AFTER_FAILURES", GENERATION_STOP_AFTER_FAILURES),
+):
+    if _count <= 0:
+        # 0 requests in flight, attempts or failures allowed would fail every generation
+        # without asking a model.
+        raise ImproperlyConfigured(f"{_name}={_count} must be at least 1")
 
 # --- Payouts ---------------------------------------------------------------
 PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")

@@ -121,3 +121,14 @@ def test_a_generation_timeout_or_deadline_of_no_time_is_refused():
         result = manage("check", env={"DEBUG": "1", name: "0"})
         assert result.returncode != 0
         assert f"{name}=0 must be at least 1 (seconds)" in result.stderr
+
+
+def test_no_requests_attempts_or_failures_allowed_to_a_generation_is_refused():
+    for name in (
+        "GENERATION_CONCURRENCY",
+        "GENERATION_MAX_ATTEMPTS",
+        "GENERATION_STOP_AFTER_FAILURES",
+    ):
+        result = manage("check", env={"DEBUG": "1", name: "0"})
+        assert result.returncode != 0
+        assert f"{name}=0 must be at least 1" in result.stderr
