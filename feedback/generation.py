@@ -4,8 +4,10 @@ The `openai` client talks to OPENAI_BASE_URL (OpenAI, vLLM, Ollama, any server o
 completions API). One job runs per campaign at a time. Requests run a few at a time
 (GENERATION_CONCURRENCY); 408, 409, 429 and 5xx answers, dropped connections and timeouts
 (a request whose answer has not all come by GENERATION_REQUEST_DEADLINE_SECONDS among them) are
-retried with exponential backoff (honouring the server's wait); an error every item would meet
-(a refused key, no quota, no such model) stops the job at once, and so do
+retried with exponential backoff (honouring the server's wait), and so is a 200 answer that
+ended in an error with such a code; an error every item would meet (a refused key, no quota, no
+such model, a base URL the client cannot send to, a redirect in a loop or one that would drop
+the request's body) stops the job at once, and so do
 GENERATION_STOP_AFTER_FAILURES items failing in a row; any other error, or running out of
 attempts, fails that item for good with a message saying why; so does an answer cut off
 (finish_reason `length` or `content_filter`), which is not stored. Token usage, latency and cost
@@ -27,6 +29,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from threading import Event
 from typing import Any, TypeGuard
 
@@ -488,6 +491,9 @@ class _Outcome:
     fatal: bool = False
     # The job stopped before this request was done: the item is neither done nor failed.
     stopped: bool = False
+    # What the server said of earlier attempts' answers, which were billed and then asked
+    # again (an answer that ended in an error): counted in what the job spent, never stored.
+    earlier: list[dict[str, Any]] = dataclass_field(default_factory=list)
 
 
 def _client() -> Any:
@@ -511,6 +517,29 @@ class PastDeadline(Exception):
     within GENERATION_REQUEST_DEADLINE_SECONDS."""
 
 
+class PostRedirected(Exception):
+    """Raised (as an error of the HTTP client) when the server redirects a request with a 301,
+    302 or 303, which HTTP clients follow as a GET without the request's body."""
+
+
+_COMPLETIONS_PATH = "/chat/completions"
+
+
+def _post_redirected_message(status: int, location: Any) -> str:
+    """Where the server sends requests, and the OPENAI_BASE_URL that reaches it (the location
+    without the path the client adds, when it ends with it)."""
+    path = location.path
+    base = (
+        str(location.copy_with(path=path.removesuffix(_COMPLETIONS_PATH), query=None))
+        if path.endswith(_COMPLETIONS_PATH)
+        else "where it points"
+    )
+    return _storable(
+        f"the server redirected to {location} (HTTP {status}, which would send the request"
+        f" again as a GET, without its body); set OPENAI_BASE_URL to {base}"
+    )
+
+
 @functools.cache
 def _deadline_client() -> type:
     """The `openai` client's HTTP client (its defaults), with a deadline on each request.
@@ -529,6 +558,9 @@ def _deadline_client() -> type:
     from openai import DefaultHttpxClient
 
     class Overdue(PastDeadline, httpx2.ReadTimeout):
+        pass
+
+    class Redirected(PostRedirected, httpx2.RequestError):
         pass
 
     class Until(httpx2.SyncByteStream):
@@ -561,8 +593,12 @@ def _deadline_client() -> type:
             super().__init__(**kwargs)
             self.deadline = deadline
             hooks = self.event_hooks
-            # Every response, a redirect's included, is read through the deadline.
-            self.event_hooks = {**hooks, "response": [*hooks["response"], self._read_by_deadline]}
+            # Every response, a redirect's included, is read through the deadline; a redirect
+            # that would drop the request's body is not followed.
+            self.event_hooks = {
+                **hooks,
+                "response": [*hooks["response"], self._refuse_get_redirect, self._read_by_deadline],
+            }
 
         def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
             extensions = {**request.extensions, _DEADLINE: time.monotonic() + self.deadline}
@@ -575,6 +611,21 @@ def _deadline_client() -> type:
             # A redirect's request is made with the same extensions, so the same deadline.
             request.extensions = extensions
             return super().send(request, stream=stream, **kwargs)
+
+        def _refuse_get_redirect(self, response: Any) -> None:
+            # httpx follows a 301 or 302 of a POST, and any 303, as a GET, as browsers do: the
+            # server would answer a request without its messages (a 404 or 405 that says
+            # nothing of the redirect). 307 and 308 keep the method and body, and are followed.
+            request = response.request
+            if (
+                response.status_code in (301, 302, 303)
+                and request.method == "POST"
+                and response.has_redirect_location
+            ):
+                location = request.url.join(response.headers["location"])
+                raise Redirected(
+                    _post_redirected_message(response.status_code, location), request=request
+                )
 
         def _read_by_deadline(self, response: Any) -> None:
             until = response.request.extensions.get(_DEADLINE)
@@ -600,6 +651,37 @@ def _retry_after(exc: Any) -> float | None:
     return None
 
 
+def _transport_reason(cause: BaseException | None) -> str:
+    """What the HTTP client said went wrong with the connection: `[Errno 111] Connection
+    refused`, not the `openai` client's "Connection error." (the exception's name when it said
+    nothing)."""
+    if cause is None:
+        return ""
+    said = " ".join(str(cause).split())
+    return _storable((said or type(cause).__name__)[:300])
+
+
+def _never_connects(cause: BaseException | None) -> str:
+    """The item's error, saying what to change, for a connection failure no attempt can get
+    past: the URL is not one the client can send to, or the server redirects without end, or
+    in a way that drops the request's body. "" for one that may pass (a server restarting)."""
+    import httpx2
+
+    if isinstance(cause, PostRedirected):
+        return str(cause)
+    if isinstance(cause, httpx2.UnsupportedProtocol):
+        return (
+            f"connection failed: {_transport_reason(cause).rstrip('.')}; OPENAI_BASE_URL"
+            f" ({_setting('OPENAI_BASE_URL', '')}) must start with http:// or https://"
+        )
+    if isinstance(cause, httpx2.TooManyRedirects):
+        return (
+            "connection failed: the server redirected the request more than 20 times (a loop);"
+            " check OPENAI_BASE_URL"
+        )
+    return ""
+
+
 # Statuses retried: a request timeout, a conflict (OpenAI's own client retries both), too many
 # requests; and every 5xx.
 _RETRIED = {408, 409, 429}
@@ -621,16 +703,26 @@ def _ask(
     except Exception as exc:
         logger.exception("generation: the images of item %s", item_id)
         return _Outcome(item_id, spec, error=f"its images cannot be sent: {failure_reason(exc)}")
+    earlier: list[dict[str, Any]] = []
     try:
-        return _ask_with_retries(client, item_id, messages, spec, stop)
+        outcome = _ask_with_retries(client, item_id, messages, spec, stop, earlier)
     except Exception as exc:
         logger.exception("generation: the answer of %s for item %s", spec.name, item_id)
-        return _Outcome(item_id, spec, error=f"unexpected answer: {failure_reason(exc)}")
+        outcome = _Outcome(item_id, spec, error=f"unexpected answer: {failure_reason(exc)}")
+    outcome.earlier = earlier
+    return outcome
 
 
 def _ask_with_retries(
-    client: Any, item_id: int, messages: list[dict[str, Any]], spec: ModelSpec, stop: Event
+    client: Any,
+    item_id: int,
+    messages: list[dict[str, Any]],
+    spec: ModelSpec,
+    stop: Event,
+    earlier: list[dict[str, Any]],
 ) -> _Outcome:
+    """The outcome of the last attempt; what the server said of each earlier answer that was
+    asked again goes into `earlier`, to be counted as spent."""
     import openai
 
     attempts = int(_setting("GENERATION_MAX_ATTEMPTS", 5))
@@ -658,10 +750,20 @@ def _ask_with_retries(
                 return _Outcome(item_id, spec, error=message)
             last, delay = message, _retry_after(exc)
         except openai.APIConnectionError as exc:  # timeouts included
-            if isinstance(exc.__cause__, PastDeadline):
-                last = f"timed out: {exc.__cause__}"
-            else:
+            cause = exc.__cause__
+            if isinstance(cause, PastDeadline):
+                last = f"timed out: {cause}"
+            elif isinstance(exc, openai.APITimeoutError):
                 last = f"connection failed: {_short(exc)}"
+            else:
+                # The client's own message is "Connection error." whatever happened; the
+                # transport's says what (refused, no such host, a TLS failure).
+                last = f"connection failed: {_transport_reason(cause) or _short(exc)}"
+                never = _never_connects(cause)
+                if never:
+                    # Every request would meet it, at every attempt: the job stops.
+                    stop.set()
+                    return _Outcome(item_id, spec, error=never, fatal=True)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             # A body said to be JSON that is not: the client's parse error, not ours to trace.
             logger.warning(
@@ -674,6 +776,8 @@ def _ask_with_retries(
             if not retry:
                 return outcome
             last = outcome.error or ""
+            if outcome.info is not None:
+                earlier.append(outcome.info)  # billed, though asked again
         if attempt < attempts:
             backoff = base * 2 ** (attempt - 1) * (1 + random.random() / 2)  # noqa: S311
             stop.wait(min(delay if delay is not None else backoff, 60.0))
@@ -687,18 +791,19 @@ def _read_answer(
     a 200 body with a 429 or 5xx code, as gateways such as OpenRouter do)."""
     if isinstance(completion, str):
         # The client hands back the body as text when it is not JSON (a login page, say).
-        return _Outcome(
-            item_id,
-            spec,
-            error=f"the server's answer is not a chat completion: {_storable(completion[:200])!r}",
-        ), False
-    choices = getattr(completion, "choices", None) or []
+        return _not_a_completion(completion, item_id, spec), False
+    if not hasattr(completion, "to_dict"):
+        # JSON that is no object (null, a list, a number): the client hands it back as it is.
+        return _not_a_completion(json.dumps(completion), item_id, spec), False
     error = getattr(completion, "error", None)
-    if not choices and isinstance(error, dict):
-        code = error.get("code")
-        message = _storable(str(error.get("message") or error)[:300])
-        retry = isinstance(code, int) and (code in _RETRIED or code >= 500)
-        return _Outcome(item_id, spec, error=f"error in a 200 answer: {code}: {message}"), retry
+    if error:
+        # An error object, as gateways such as OpenRouter send, or an error said in a string.
+        said, retry = _answer_error(error)
+        return _Outcome(item_id, spec, error=f"error in a 200 answer: {said}"), retry
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list):
+        # An object without choices (`{}`, `{"detail": ...}`): not what the client asked for.
+        return _not_a_completion(json.dumps(completion.to_dict()), item_id, spec), False
     choice = choices[0] if choices else None
     message = getattr(choice, "message", None)
     text = _answer_text(getattr(message, "content", None))
@@ -710,6 +815,15 @@ def _read_answer(
         "attempts": attempt,
         "finish_reason": _storable(finish_reason),
     }
+    choice_error = getattr(choice, "error", None)
+    if finish_reason == "error" or choice_error:
+        # The answer broke off (OpenRouter's answer when its upstream fails mid-way): what text
+        # it has is part of one, not to be given to experts. Billed, so counted.
+        said, retry = _answer_error(choice_error) if choice_error else ("", False)
+        error = f"the answer ended in an error (finish_reason: {_storable(finish_reason)})"
+        return _Outcome(
+            item_id, spec, info=info, error=f"{error}: {said}" if said else error
+        ), retry
     # Whitespace alone is no text either: experts would be asked to judge a blank answer (a
     # response pushed so is refused as empty).
     if not isinstance(text, str) or not text.strip():
@@ -728,6 +842,30 @@ def _read_answer(
         error = f"the answer has {len(text):,} characters; a response holds at most {MAX_TEXT:,}"
         return _Outcome(item_id, spec, info=info, error=error), False
     return _Outcome(item_id, spec, text=text, info=info), False
+
+
+def _not_a_completion(body: str, item_id: int, spec: ModelSpec) -> _Outcome:
+    """A 200 answer whose body is not a chat completion, quoting how it begins."""
+    return _Outcome(
+        item_id,
+        spec,
+        error=f"the server's answer is not a chat completion: {_storable(body[:200])!r}",
+    )
+
+
+def _answer_error(error: Any) -> tuple[str, bool]:
+    """An error in a 200 answer as its code and message (`502: upstream failed`), and whether
+    to ask again (its code is one retried as a status is)."""
+    if isinstance(error, dict):
+        code = error.get("code")
+        said = error.get("message") or json.dumps(error)
+    else:
+        code, said = None, error if isinstance(error, str) else json.dumps(error)
+    message = _storable(" ".join(str(said).split())[:300])
+    retry = (
+        isinstance(code, int) and not isinstance(code, bool) and (code in _RETRIED or code >= 500)
+    )
+    return (f"{_storable(code)}: {message}" if code is not None else message), retry
 
 
 def _answer_text(content: Any) -> Any:
@@ -871,6 +1009,11 @@ class _Spent:
     without_usage: int = 0
     without_price: int = 0
 
+    def add_outcome(self, outcome: _Outcome) -> None:
+        """Every answer of the outcome's request: its last, and earlier ones asked again."""
+        for info in [*outcome.earlier, outcome.info]:
+            self.add(info)
+
     def add(self, info: dict[str, Any] | None) -> None:
         if info is None:
             return
@@ -960,7 +1103,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
                 finished, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     outcome = future.result()
-                    spent.add(outcome.info)
+                    spent.add_outcome(outcome)
                     counted.add(future)
                     if outcome.fatal and not stopped_because:
                         stopped_because = f"model {outcome.spec.name}: {outcome.error}"
@@ -1035,7 +1178,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
             pool.shutdown(wait=True, cancel_futures=True)
         for future in asked:
             if future not in counted and not future.cancelled() and future.done():
-                spent.add(future.result().info)  # _ask never raises
+                spent.add_outcome(future.result())  # _ask never raises
         GenerationJob.objects.filter(pk=job.pk).update(
             status=GenerationJob.Status.FAILED,
             message=(
