@@ -230,6 +230,21 @@ def _rating_needs_a_rubric(kind: str, rubric: list[dict[str, Any]]) -> None:
         )
 
 
+def _models_fit_the_kind(kind: str, models: list[Any]) -> None:
+    """A campaign's generation_models are what a generation asks by default, one response per
+    model per item: a count its kind cannot take would be refused there, on `models`, a field
+    the client did not send. None is fine (a generation then names its models)."""
+    low, high = Campaign(kind=kind).responses_wanted
+    if models and (len(models) < low or (high is not None and len(models) > high)):
+        wanted = f"exactly {low}" if low == high else f"at least {low}"
+        raise ValidationFailed(
+            "The campaign's generation_models do not fit its kind.",
+            fields={
+                "generation_models": [f"a {kind} campaign needs {wanted} models, got {len(models)}"]
+            },
+        )
+
+
 # A campaign's status moves one way, draft → active ⇄ paused → closed, and a draft or paused
 # campaign may be closed at once. Closed is final: its reviews are paid for and may be in
 # released datasets, and its kept progress is trusted at any age (reviews.selectors); a
@@ -268,6 +283,7 @@ def campaign_create(*, actor: User, data: CampaignInput) -> Campaign:
         raise ValidationFailed("The campaign's status is invalid.", fields={"status": [problem]})
     rubric = _validate_rubric(data.rubric or [])
     _rating_needs_a_rubric(data.kind, rubric)
+    _models_fit_the_kind(data.kind, list(data.generation_models or []))
     campaign = Campaign(
         name=data.name,
         slug=data.slug or _unique_slug(data.name),
@@ -318,6 +334,8 @@ def campaign_changes_checked(*, kind: str, changes: dict[str, Any]) -> dict[str,
         _rating_needs_a_rubric(kind, changes["rubric"])
     if "pay" in changes:
         changes["pay"] = _validate_pay(changes["pay"])
+    if "generation_models" in changes:
+        _models_fit_the_kind(kind, changes["generation_models"] or [])
     return changes
 
 

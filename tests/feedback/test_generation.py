@@ -941,3 +941,32 @@ def test_an_answer_that_is_not_valid_json_quotes_its_start_and_logs_one_line(
     ]
     assert not any(r.exc_info for r in logged)
     assert "Traceback" not in caplog.text
+
+
+def test_a_campaigns_model_count_that_does_not_fit_its_kind_is_refused_where_it_is_given(
+    api_for, engineer
+):
+    """A generation on the campaign's models would refuse them, naming `models`, which its
+    request did not send: the campaign is refused instead, naming generation_models."""
+    client = api_for(engineer)
+    made = client.post(
+        "/api/v1/campaigns/",
+        {"name": "P", "kind": "pairwise", "generation_models": ["m-a", "m-b", "m-c"]},
+        format="json",
+    )
+    assert made.status_code == 400, made.json()
+    assert made.json()["error"]["fields"] == {
+        "generation_models": ["a pairwise campaign needs exactly 2 models, got 3"]
+    }
+
+    campaign = CampaignFactory(kind="pairwise")
+    changed = client.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"generation_models": ["m-a"]}, format="json"
+    )
+    assert changed.status_code == 400, changed.json()
+    assert changed.json()["error"]["fields"] == {
+        "generation_models": ["a pairwise campaign needs exactly 2 models, got 1"]
+    }
+    assert client.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"generation_models": ["m-a", "m-b"]}, format="json"
+    ).json()["generation_models"] == ["m-a", "m-b"]
