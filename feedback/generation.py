@@ -46,6 +46,7 @@ from feedback.item_input import (
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
     in_storage_order,
+    shown,
     storable_text,
     stored_images,
     unstorable,
@@ -229,10 +230,13 @@ def generation_create(
     if item_ids is None:
         fields["item_ids"] = ["is null; leave it out to generate for every item lacking responses"]
     elif item_ids is not LEFT_OUT:
-        if not isinstance(item_ids, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in item_ids
-        ):
-            fields["item_ids"] = ["must be a list of item ids"]
+        if not isinstance(item_ids, list):
+            fields["item_ids"] = [f"must be a list of item ids, got {shown(item_ids)}"]
+        elif not all(isinstance(i, int) and not isinstance(i, bool) for i in item_ids):
+            # Each one named, as a `models` entry is.
+            for index, value in enumerate(item_ids):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    fields[f"item_ids[{index}]"] = [f"must be an item id, got {shown(value)}"]
         elif not item_ids:
             fields["item_ids"] = [
                 "names no item; leave it out to generate for every item lacking responses"

@@ -299,6 +299,14 @@ def test_bad_requests_are_refused(model_server, generate, api_for, expert, setti
     assert "exactly 2 models" in res.json()["error"]["fields"]["models"][0]
     res, _ = generate(pairwise, {"models": ["a", "b"], "item_ids": [999999]})
     assert "item_ids" in res.json()["error"]["fields"]
+    # Each id that is not one named by its place, as a model is.
+    res, _ = generate(pairwise, {"models": ["a", "b"], "item_ids": [1, "2", True]})
+    assert res.json()["error"]["fields"] == {
+        "item_ids[1]": ["must be an item id, got '2'"],
+        "item_ids[2]": ["must be an item id, got true"],
+    }
+    res, _ = generate(pairwise, {"models": ["a", "b"], "item_ids": 7})
+    assert res.json()["error"]["fields"] == {"item_ids": ["must be a list of item ids, got 7"]}
 
     denied = api_for(expert).post(
         f"/api/v1/campaigns/{pairwise.pk}/generate/", {"models": ["a", "b"]}, format="json"
