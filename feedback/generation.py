@@ -45,6 +45,7 @@ from feedback.item_input import (
     MAX_TEXT,
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
+    count_problem,
     in_storage_order,
     shown,
     storable_text,
@@ -222,10 +223,9 @@ def generation_create(
         fields["models"] = ["name at least one model (or set the campaign's generation_models)"]
     specs = model_specs_parse(raw_models, field="models", fields=fields)
     names = [s.name for s in specs]
-    low, high = campaign.responses_wanted
-    if raw_models and not fields and (len(names) < low or (high is not None and len(names) > high)):
-        wanted = f"exactly {low}" if low == high else f"at least {low}"
-        fields["models"] = [f"a {campaign.kind} campaign needs {wanted} models, got {len(names)}"]
+    problem = count_problem(campaign, len(names), "models")
+    if raw_models and not fields and problem:
+        fields["models"] = [problem]
     ids: list[int] = []
     if item_ids is None:
         fields["item_ids"] = ["is null; leave it out to generate for every item lacking responses"]
@@ -661,8 +661,7 @@ def _transport_reason(cause: BaseException | None) -> str:
     nothing)."""
     if cause is None:
         return ""
-    said = " ".join(str(cause).split())
-    return _storable((said or type(cause).__name__)[:300])
+    return _said(str(cause)) or type(cause).__name__
 
 
 def _never_connects(cause: BaseException | None) -> str:
@@ -865,7 +864,7 @@ def _answer_error(error: Any) -> tuple[str, bool]:
         said = error.get("message") or json.dumps(error)
     else:
         code, said = None, error if isinstance(error, str) else json.dumps(error)
-    message = _storable(" ".join(str(said).split())[:300])
+    message = _said(str(said))
     retry = (
         isinstance(code, int) and not isinstance(code, bool) and (code in _RETRIED or code >= 500)
     )
@@ -962,13 +961,19 @@ def _short(exc: Exception) -> str:
     elif isinstance(body, str):
         said = _HTML_TAG.sub(" ", body) if body.lstrip().startswith("<") else body
     if isinstance(said, str) and said.strip():
-        return _storable(" ".join(said.split())[:300])
+        return _said(said)
     if said:
         return _storable(json.dumps(said)[:300])
     return _storable(str(getattr(exc, "message", exc))[:300])
 
 
 _HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def _said(text: str) -> str:
+    """What a server or the HTTP client said, as an item's error quotes it: on one line, at
+    most 300 characters, storable."""
+    return _storable(" ".join(text.split())[:300])
 
 
 # An answer holding what PostgreSQL cannot store is refused, in these words.

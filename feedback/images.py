@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from feedback.errors import DomainError, ValidationFailed
 from feedback.image_metadata import MetadataError, image_strip_metadata
-from feedback.item_input import IMAGE_REFERENCES_MESSAGE, ItemInput, in_storage_order
+from feedback.item_input import IMAGE_REFERENCES_MESSAGE, ItemInput, in_storage_order, item_parse
 from feedback.models import Campaign, ItemImage
 
 logger = logging.getLogger(__name__)
@@ -624,19 +624,23 @@ def image_refs(raw: Any) -> list[Any]:
     )
 
 
+def _image_holders(raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The parts of an item object that may hold `images`: its context, its prompt's messages
+    and its responses."""
+    context = raw.get("context")
+    if isinstance(context, dict):
+        yield context
+    for key in ("prompt", "responses"):
+        value = raw.get(key)
+        if isinstance(value, list):
+            yield from (part for part in value if isinstance(part, dict))
+
+
 def _refs_not_in_a_list(raw: Any) -> list[str]:
     """The `images` values of an item object that are a text rather than a list."""
     if not isinstance(raw, dict):
         return []
-    parts: list[Any] = [raw.get("context")]
-    for key in ("prompt", "responses"):
-        if isinstance(raw.get(key), list):
-            parts.extend(raw[key])
-    return [
-        part["images"]
-        for part in parts
-        if isinstance(part, dict) and isinstance(part.get("images"), str)
-    ]
+    return [part["images"] for part in _image_holders(raw) if isinstance(part.get("images"), str)]
 
 
 def images_check_batch(raw_items: Any, uploads: dict[str, Any] | None = None) -> None:
@@ -686,38 +690,30 @@ def has_images(raw: dict[str, Any]) -> bool:
     list names none, and such an item is the same item as one without the key (the same
     content hash), so it is read as one. The common case, an item without images, costs a
     few dictionary lookups."""
-    context = raw.get("context")
-    if isinstance(context, dict) and _names_images(context):
-        return True
-    for key in ("prompt", "responses"):
-        value = raw.get(key)
-        if isinstance(value, list):
-            for part in value:
-                if isinstance(part, dict) and _names_images(part):
-                    return True
-    return False
+    return any("images" in part and part["images"] != [] for part in _image_holders(raw))
 
 
-def _names_images(part: dict[str, Any]) -> bool:
-    return "images" in part and part["images"] != []
-
-
-def without_images(raw: dict[str, Any]) -> dict[str, Any]:
-    """The item object with its images left out: what the rest of an item whose images were
-    refused is checked as, so that one answer names all that is wrong with it."""
+def with_the_rest_checked(
+    raw: Any, image_errors: dict[str, list[str]], *, campaign: Campaign
+) -> dict[str, list[str]]:
+    """The errors of an item whose images were refused (ImageResolver.resolve), with those of
+    the rest of it, checked with its images left out: one answer names all that is wrong."""
+    if not isinstance(raw, dict):
+        return image_errors
 
     def bare(part: Any) -> Any:
         if isinstance(part, dict) and "images" in part:
             return {key: value for key, value in part.items() if key != "images"}
         return part
 
-    out = dict(raw)
+    rest = dict(raw)
     for key in ("prompt", "responses"):
-        if isinstance(out.get(key), list):
-            out[key] = [bare(part) for part in out[key]]
-    if "context" in out:
-        out["context"] = bare(out["context"])
-    return out
+        if isinstance(rest.get(key), list):
+            rest[key] = [bare(part) for part in rest[key]]
+    if "context" in rest:
+        rest["context"] = bare(rest["context"])
+    _item, others = item_parse(rest, campaign=campaign)
+    return {**others, **image_errors}
 
 
 # The top folder of ItemImage.file's upload_to ("item-images/%Y/%m/").

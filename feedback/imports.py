@@ -1141,13 +1141,9 @@ def _load_chunks(
                 continue
             raw, image_errors = resolver.resolve(entry.raw)
             if image_errors:
-                if isinstance(raw, dict):
-                    # Images refused: the rest of the row is checked too, so that one pass
-                    # names all that is wrong with it.
-                    from feedback.images import without_images
+                from feedback.images import with_the_rest_checked
 
-                    _rest, others = item_parse(without_images(raw), campaign=campaign)
-                    image_errors = {**others, **image_errors}
+                image_errors = with_the_rest_checked(raw, image_errors, campaign=campaign)
                 with tally.lock:
                     tally.invalid += 1
                     for path, messages in image_errors.items():

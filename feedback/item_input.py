@@ -434,16 +434,21 @@ def shown(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
-def responses_count_problem(campaign: Campaign, count: int) -> str | None:
-    """Why an item of the campaign cannot have `count` responses (none: it waits for them)."""
+def count_problem(campaign: Campaign, count: int, what: str) -> str | None:
+    """Why the campaign cannot take `count` of `what` (responses per item, or the models that
+    write them, one response each): `a pairwise campaign needs exactly 2 models, got 3`."""
     low, high = campaign.responses_wanted
-    if count == 0 or (low <= count and (high is None or count <= high)):
+    if low <= count and (high is None or count <= high):
         return None
     wanted = f"exactly {low}" if low == high else f"at least {low}"
-    return (
-        f"a {campaign.kind} campaign needs {wanted} responses per item (or none, to generate"
-        f" them), got {count}"
-    )
+    return f"a {campaign.kind} campaign needs {wanted} {what}, got {count}"
+
+
+def responses_count_problem(campaign: Campaign, count: int) -> str | None:
+    """Why an item of the campaign cannot have `count` responses (none: it waits for them)."""
+    if count == 0:
+        return None
+    return count_problem(campaign, count, "responses per item (or none, to generate them)")
 
 
 def item_parse(raw: Any, *, campaign: Campaign) -> tuple[ItemInput | None, dict[str, list[str]]]:

@@ -16,14 +16,14 @@ from django.utils.text import slugify
 
 from feedback.api_keys import key_hash, new_raw_key
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
-from feedback.images import ImageResolver, without_images
+from feedback.images import ImageResolver, with_the_rest_checked
 from feedback.imports import (
     campaign_overlap_now,
     item_slots_left,
     items_store_orm,
     lock_campaign_intake,
 )
-from feedback.item_input import ItemInput, item_parse, storable_text
+from feedback.item_input import ItemInput, count_problem, item_parse, storable_text
 from feedback.models import (
     ApiKey,
     Campaign,
@@ -234,14 +234,11 @@ def _models_fit_the_kind(kind: str, models: list[Any]) -> None:
     """A campaign's generation_models are what a generation asks by default, one response per
     model per item: a count its kind cannot take would be refused there, on `models`, a field
     the client did not send. None is fine (a generation then names its models)."""
-    low, high = Campaign(kind=kind).responses_wanted
-    if models and (len(models) < low or (high is not None and len(models) > high)):
-        wanted = f"exactly {low}" if low == high else f"at least {low}"
+    problem = count_problem(Campaign(kind=kind), len(models), "models") if models else None
+    if problem:
         raise ValidationFailed(
             "The campaign's generation_models do not fit its kind.",
-            fields={
-                "generation_models": [f"a {kind} campaign needs {wanted} models, got {len(models)}"]
-            },
+            fields={"generation_models": [problem]},
         )
 
 
@@ -467,10 +464,8 @@ def items_parse_batch(
         item = None
         if not errors:
             item, errors = item_parse(raw, campaign=campaign)
-        elif isinstance(raw, dict):
-            # Images refused: the rest of the item is checked too.
-            _rest, others = item_parse(without_images(raw), campaign=campaign)
-            errors = {**others, **errors}
+        else:
+            errors = with_the_rest_checked(raw, errors, campaign=campaign)
         for path, messages in errors.items():
             # Unknown keys are named as sent, a lone surrogate included, which no JSON
             # response can carry.

@@ -404,23 +404,18 @@ GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 5)
 GENERATION_BACKOFF_SECONDS = float(env_str("GENERATION_BACKOFF_SECONDS", "1.0"))
 GENERATION_TIMEOUT_SECONDS = env_int("GENERATION_TIMEOUT_SECONDS", 120)
 GENERATION_REQUEST_DEADLINE_SECONDS = env_int("GENERATION_REQUEST_DEADLINE_SECONDS", 600)
-for _name, _seconds in (
-    ("GENERATION_TIMEOUT_SECONDS", GENERATION_TIMEOUT_SECONDS),
-    ("GENERATION_REQUEST_DEADLINE_SECONDS", GENERATION_REQUEST_DEADLINE_SECONDS),
-):
-    if _seconds <= 0:
-        # 0 would time out every request at once, failing every generation.
-        raise ImproperlyConfigured(f"{_name}={_seconds} must be at least 1 (seconds)")
 GENERATION_STOP_AFTER_FAILURES = env_int("GENERATION_STOP_AFTER_FAILURES", 20)
-for _name, _count in (
-    ("GENERATION_CONCURRENCY", GENERATION_CONCURRENCY),
-    ("GENERATION_MAX_ATTEMPTS", GENERATION_MAX_ATTEMPTS),
-    ("GENERATION_STOP_AFTER_FAILURES", GENERATION_STOP_AFTER_FAILURES),
+# 0 would time every request out at once, or allow no request in flight, no attempt or no
+# failure: every generation would fail, most without asking a model.
+for _name, _value, _unit in (
+    ("GENERATION_TIMEOUT_SECONDS", GENERATION_TIMEOUT_SECONDS, " (seconds)"),
+    ("GENERATION_REQUEST_DEADLINE_SECONDS", GENERATION_REQUEST_DEADLINE_SECONDS, " (seconds)"),
+    ("GENERATION_CONCURRENCY", GENERATION_CONCURRENCY, ""),
+    ("GENERATION_MAX_ATTEMPTS", GENERATION_MAX_ATTEMPTS, ""),
+    ("GENERATION_STOP_AFTER_FAILURES", GENERATION_STOP_AFTER_FAILURES, ""),
 ):
-    if _count <= 0:
-        # 0 requests in flight, attempts or failures allowed would fail every generation
-        # without asking a model.
-        raise ImproperlyConfigured(f"{_name}={_count} must be at least 1")
+    if _value <= 0:
+        raise ImproperlyConfigured(f"{_name}={_value} must be at least 1{_unit}")
 
 # --- Payouts ---------------------------------------------------------------
 PAYOUT_PROVIDER = env_str("PAYOUT_PROVIDER", "manual")
