@@ -12,6 +12,7 @@ from tests.celery_worker import (  # noqa: F401  (shared fixtures)
     celery_prefork_worker_process,
     celery_worker_process,
 )
+from tests.deployed_client import deployed_api_client
 from tests.feedback.factories import CampaignFactory, UserFactory
 
 
@@ -50,11 +51,12 @@ def admin_user(db: Any) -> User:
 
 @pytest.fixture
 def api_for() -> Callable[[User], APIClient]:
-    """An API client authenticated the way engineers are: with a bearer API key."""
+    """An API client authenticated the way engineers are: with a bearer API key, its requests
+    through the middleware the web process gives them (tests/deployed_client.py)."""
 
     def make(user: User) -> APIClient:
         _, raw = services.api_key_create(user=user, name="test")
-        client = APIClient()
+        client = deployed_api_client()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
         return client
 
