@@ -39,7 +39,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, PermissionDenied, ValidationFailed
-from feedback.imports import campaign_overlap_now, check_campaign_open, item_slots_left
+from feedback.imports import (
+    campaign_overlap_now,
+    check_campaign_open,
+    item_slots_left,
+    log_job_failure,
+)
 from feedback.item_input import (
     MAX_MODEL,
     MAX_TEXT,
@@ -1179,9 +1184,9 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
         )
         spent.recorded()
     except Exception as exc:
-        # Anything else (the database refusing a response, a bug) fails the job with the
-        # reason instead of leaving it running; the traceback is logged.
-        logger.exception("generation %s failed", job.pk)
+        # Anything else (the database refusing a response, its campaign closed, a bug) fails
+        # the job with the reason instead of leaving it running.
+        log_job_failure("generation", job.pk, exc)
         stop.set()  # requests in flight end at their next attempt; what they got is counted
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -677,9 +677,9 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
             f"{exc.key}{f' (at {where})' if where else ''}: {exc.message}; nothing was imported."
         )
     except Exception as exc:
-        # Anything else (the database refusing a value, a file that cannot be read) fails
-        # the job with the reason instead of leaving it running; the traceback is logged.
-        logger.exception("import %s failed", job.pk)
+        # Anything else (the database refusing a value, a file that cannot be read, its
+        # campaign closed) fails the job with the reason instead of leaving it running.
+        log_job_failure("import", job.pk, exc)
         message = f"The import failed: {failure_reason(exc)}; nothing was imported."
     if not message and not tally.rows:
         # Only blank lines, a CSV header, an empty array: most likely not the file meant.
@@ -823,6 +823,15 @@ def intake_busy_message(campaign_id: int, *, waited: float) -> str:
 
 class CampaignClosed(Conflict):
     code = "campaign_closed"
+
+
+def log_job_failure(what: str, pk: int, exc: Exception) -> None:
+    """Log why a job failed, from its `except`: a closed campaign, which the job's message
+    says, is an admin's decision, logged as such; anything else with its traceback."""
+    if isinstance(exc, CampaignClosed):
+        logger.info("%s %s stopped: %s", what, pk, exc)
+    else:
+        logger.exception("%s %s failed", what, pk)
 
 
 def campaign_closed_message(campaign_id: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -76,7 +78,7 @@ def test_a_batch_checked_while_the_campaign_was_open_is_refused_once_it_closed(
 
 
 def test_an_import_whose_campaign_closed_before_it_ran_imports_nothing(
-    engineer, pairwise_campaign, django_capture_on_commit_callbacks
+    engineer, pairwise_campaign, django_capture_on_commit_callbacks, caplog
 ):
     with django_capture_on_commit_callbacks(execute=False):
         job = imports.import_create(
@@ -86,16 +88,18 @@ def test_an_import_whose_campaign_closed_before_it_ran_imports_nothing(
         )
     _closed(pairwise_campaign)
 
-    imports.import_run(import_id=job.pk)
+    with caplog.at_level(logging.INFO):
+        imports.import_run(import_id=job.pk)
 
     job.refresh_from_db()
     assert job.status == ImportJob.Status.FAILED
     assert "is closed: a closed campaign takes no new items" in job.message
     assert Item.objects.count() == 0
+    _stopped_without_a_traceback(caplog, f"import {job.pk} stopped: Campaign")
 
 
 def test_a_generation_whose_campaign_closed_before_it_ran_stores_nothing(
-    model_server, api_for, engineer, django_capture_on_commit_callbacks
+    model_server, api_for, engineer, django_capture_on_commit_callbacks, caplog
 ):
     from feedback.generation import generation_run
     from feedback.models import GenerationJob, Response
@@ -110,8 +114,16 @@ def test_a_generation_whose_campaign_closed_before_it_ran_stores_nothing(
     assert res.status_code == 202, res.json()
     _closed(campaign)
 
-    job = generation_run(generation_id=res.json()["id"])
+    with caplog.at_level(logging.INFO):
+        job = generation_run(generation_id=res.json()["id"])
 
     assert job.status == GenerationJob.Status.FAILED
     assert "is closed: a closed campaign takes no new items or responses" in job.message
     assert Response.objects.count() == 0
+    _stopped_without_a_traceback(caplog, f"generation {job.pk} stopped: Campaign")
+
+
+def _stopped_without_a_traceback(caplog, said: str) -> None:
+    # An admin's decision, not a failure of the server: no error, no traceback.
+    assert any(said in r.getMessage() for r in caplog.records), caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
