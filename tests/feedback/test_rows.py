@@ -150,3 +150,28 @@ def test_the_hot_statements_are_in_djangos_query_log_when_it_keeps_one(api_for, 
     assert any("FROM feedback_campaign c WHERE c.id" in sql for sql in logged), logged
     assert any("UNION ALL" in sql and "feedback_response" in sql for sql in logged), logged
     assert any("feedback_queueentry" in sql for sql in logged), logged  # the claim
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_keep_one_cursor_per_connection_and_outlive_errors_and_reconnections() -> None:
+    from django.db import IntegrityError
+
+    from feedback.rows import run_statement
+
+    assert run_statement("SELECT %(n)s::int", {"n": 1}) == [(1,)]
+    kept = connection._rows_cursor  # type: ignore[attr-defined]
+    assert run_statement("SELECT %(n)s::int + 1", {"n": 1}) == [(2,)]
+    assert connection._rows_cursor is kept  # type: ignore[attr-defined]
+
+    # A statement that fails leaves the next one its answer, on the same cursor.
+    campaign = CampaignFactory()
+    with pytest.raises(IntegrityError):
+        run_statement("INSERT INTO feedback_campaign (id) VALUES (%(id)s)", {"id": campaign.pk})
+    assert run_statement("SELECT %(n)s::int", {"n": 3}) == [(3,)]
+    assert connection._rows_cursor is kept  # type: ignore[attr-defined]
+
+    # A new connection gets a cursor of its own.
+    connection.close()
+    assert run_statement("SELECT %(n)s::int", {"n": 4}) == [(4,)]
+    assert connection._rows_cursor is not kept  # type: ignore[attr-defined]
+    assert connection._rows_cursor.connection is connection.connection  # type: ignore[attr-defined]
