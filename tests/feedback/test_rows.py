@@ -175,3 +175,53 @@ def test_statements_keep_one_cursor_per_connection_and_outlive_errors_and_reconn
     assert run_statement("SELECT %(n)s::int", {"n": 4}) == [(4,)]
     assert connection._rows_cursor is not kept  # type: ignore[attr-defined]
     assert connection._rows_cursor.connection is connection.connection  # type: ignore[attr-defined]
+
+
+def _made(instance: models.Model) -> tuple[Any, ...]:
+    values = {k: v for k, v in instance.__dict__.items() if k != "_state"}
+    return (
+        type(instance),
+        values,
+        instance._state.adding,
+        instance._state.db,
+        instance.get_deferred_fields(),
+    )
+
+
+def test_an_instance_made_from_columns_is_the_one_from_db_makes() -> None:
+    campaign = CampaignFactory(rubric=[{"key": "a", "label": "A", "scale": [1, 5]}])
+    some = Columns(Campaign, ["id", "kind", "rubric", "acceptance"])
+    every = Columns(Campaign)
+    row = list(Campaign.objects.filter(pk=campaign.pk).values_list(*every.attnames).get())
+    by_name = dict(zip(every.attnames, row, strict=True))
+
+    for columns in (some, every):
+        values = [by_name[name] for name in columns.attnames]
+        expected = Campaign.from_db("default", columns.attnames, list(values))
+        assert _made(columns.make(values)) == _made(expected)
+        assert _made(columns.known(by_name)) == _made(expected)
+    made = some.known(by_name)
+    # Columns not read are loaded when asked for, links are followed, saving updates.
+    assert made.name == campaign.name
+    assert made.created_by == campaign.created_by
+    made.save(update_fields=["rubric"])
+
+
+def test_an_instance_someone_listens_for_is_made_by_its_constructor() -> None:
+    campaign = CampaignFactory()
+    heard: list[Any] = []
+
+    def listener(sender: Any, instance: Any, **kwargs: Any) -> None:
+        heard.append(instance)
+
+    columns = Columns(Campaign, ["id", "kind"])
+    models.signals.post_init.connect(listener, sender=Campaign)
+    try:
+        made = columns.make([campaign.pk, campaign.kind])
+    finally:
+        models.signals.post_init.disconnect(listener, sender=Campaign)
+    assert heard == [made]
+    assert made is not None
+    assert made.kind == campaign.kind
+    columns.make([campaign.pk, campaign.kind])
+    assert len(heard) == 1
