@@ -12,6 +12,7 @@ goes through Django's cursor and each field's converters, as the ORM reads it.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
@@ -22,6 +23,9 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transac
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import signals
 from django.db.models.base import ModelState
+from django.db.models.fields.files import FileDescriptor
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
 
 M = TypeVar("M", bound=models.Model)
 
@@ -113,13 +117,20 @@ def _kept_cursor(db: BaseDatabaseWrapper, raw: psycopg.Connection[Any]) -> psyco
     return cursor
 
 
-def _plain_construction(model: type[models.Model]) -> bool:
-    """Does `from_db` make this model's instances by its constructor alone, unheard?"""
+# Descriptors whose setting of a value on an instance stores it in its __dict__ as given
+# (DeferredAttribute sets nothing: the value goes to __dict__).
+_PLAIN_SETTERS = (DeferredAttribute, ForeignKeyDeferredAttribute, FileDescriptor)
+
+
+def _plain_construction(model: type[models.Model], attnames: Sequence[str]) -> bool:
+    """Does `from_db` make this model's instances by its constructor storing each value as
+    given? Not for a model with its own constructor, from_db or __setattr__, or a column
+    whose descriptor does more with a value (an image's, which reads its dimensions)."""
     return (
         model.__init__ is models.Model.__init__
         and model.from_db.__func__ is models.Model.from_db.__func__  # type: ignore[attr-defined]
-        and not signals.pre_init.has_listeners(model)
-        and not signals.post_init.has_listeners(model)
+        and model.__setattr__ is models.Model.__setattr__
+        and all(type(inspect.getattr_static(model, name)) in _PLAIN_SETTERS for name in attnames)
     )
 
 
@@ -156,6 +167,7 @@ class Columns(Generic[M]):
                 )
         self.fields = fields
         self.attnames = [f.attname for f in fields]
+        self._plain = _plain_construction(model, self.attnames)
 
     def select(self, alias: str) -> str:
         quote = connection.ops.quote_name
@@ -177,10 +189,15 @@ class Columns(Generic[M]):
         others deferred, read from `alias`. Its values are put in place at once, where the
         model's constructor sets them one by one (through each link's descriptor) and
         announces the instance (pre_init, post_init): 10% of the instructions of a claim and
-        submit went to the four instances they make (bench/README.md, `claims`). A model whose constructor or from_db
-        is its own, or whose instances someone listens for, is made by from_db itself."""
+        submit went to the four instances they make (bench/README.md, `claims`). A model
+        that does more when made (see _plain_construction), or whose instances someone
+        listens for, is made by from_db itself."""
         model = self.model
-        if not _plain_construction(model):
+        if (
+            not self._plain
+            or signals.pre_init.has_listeners(model)
+            or signals.post_init.has_listeners(model)
+        ):
             return model.from_db(alias, self.attnames, list(values))
         instance = model.__new__(model)
         state = instance._state = ModelState()

@@ -19,9 +19,9 @@ class _KeyedClientHandler(KeyedApiMiddleware, ForceAuthClientHandler):
 class DeployedClientHandler(ForceAuthClientHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Its chain is built by its first request, as the whole one is, so both are built
+        # from the settings the test has then.
         self.keyed = _KeyedClientHandler(*args, **kwargs)
-        # Built now, in the test's thread, rather than by the first request.
-        self.keyed.load_middleware()
 
     def __call__(self, environ: dict[str, Any]) -> HttpResponseBase:
         if keyed_api_request(environ):

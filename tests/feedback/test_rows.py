@@ -225,3 +225,40 @@ def test_an_instance_someone_listens_for_is_made_by_its_constructor() -> None:
     assert made.kind == campaign.kind
     columns.make([campaign.pk, campaign.kind])
     assert len(heard) == 1
+
+
+@isolate_apps("feedback")
+def test_a_model_that_does_more_when_made_is_made_by_its_constructor() -> None:
+    set_on: list[str] = []
+
+    class Traced(models.Model):
+        name = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "feedback"
+
+        def __str__(self) -> str:
+            return self.name
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            set_on.append(name)
+            super().__setattr__(name, value)
+
+    class Pictured(models.Model):
+        # Its descriptor reads the picture's dimensions when it is set.
+        picture = models.ImageField(width_field="width")
+        width = models.IntegerField(null=True)
+
+        class Meta:
+            app_label = "feedback"
+
+        def __str__(self) -> str:
+            return str(self.pk)
+
+    made = Columns(Traced).make([1, "a"])
+    assert made is not None
+    assert made.name == "a"
+    assert {"id", "name"} <= set(set_on)
+    assert not Columns(Pictured)._plain
+    assert Columns(Pictured, ["id", "width"])._plain
+    assert Columns(Campaign)._plain
