@@ -1186,7 +1186,7 @@ def _generation_execute(job: GenerationJob, *, taken_over: bool) -> None:
     except Exception as exc:
         # Anything else (the database refusing a response, its campaign closed, a bug) fails
         # the job with the reason instead of leaving it running.
-        log_job_failure("generation", job.pk, exc)
+        log_job_failure(logger, "generation", job.pk, exc)
         stop.set()  # requests in flight end at their next attempt; what they got is counted
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -679,7 +679,7 @@ def _import_execute(job: ImportJob, defer_when_busy: bool = False) -> ImportJob:
     except Exception as exc:
         # Anything else (the database refusing a value, a file that cannot be read, its
         # campaign closed) fails the job with the reason instead of leaving it running.
-        log_job_failure("import", job.pk, exc)
+        log_job_failure(logger, "import", job.pk, exc)
         message = f"The import failed: {failure_reason(exc)}; nothing was imported."
     if not message and not tally.rows:
         # Only blank lines, a CSV header, an empty array: most likely not the file meant.
@@ -825,13 +825,14 @@ class CampaignClosed(Conflict):
     code = "campaign_closed"
 
 
-def log_job_failure(what: str, pk: int, exc: Exception) -> None:
-    """Log why a job failed, from its `except`: a closed campaign, which the job's message
-    says, is an admin's decision, logged as such; anything else with its traceback."""
+def log_job_failure(log: logging.Logger, what: str, pk: int, exc: Exception) -> None:
+    """Log why a job failed, from its `except`, to its module's logger: a closed campaign,
+    which the job's message says, is an admin's decision, logged as such; anything else with
+    its traceback."""
     if isinstance(exc, CampaignClosed):
-        logger.info("%s %s stopped: %s", what, pk, exc)
+        log.info("%s %s stopped: %s", what, pk, exc)
     else:
-        logger.exception("%s %s failed", what, pk)
+        log.exception("%s %s failed", what, pk)
 
 
 def campaign_closed_message(campaign_id: int) -> str:

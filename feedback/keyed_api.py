@@ -24,8 +24,8 @@ from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
 from feedback.api_keys import bearer_parts
+from feedback.api_paths import API_PREFIX
 
-API_PREFIX = "/api/"
 # Under API_PREFIX, but pages for a browser.
 BROWSER_PAGES = ("/api/v1/docs/",)
 

@@ -32,6 +32,7 @@ from django.utils.http import urlencode
 from django_htmx.http import HttpResponseClientRedirect
 
 from feedback.api_keys import bearer_parts
+from feedback.api_paths import API_PREFIX
 from feedback.errors import error_body
 from feedback.models import User
 
@@ -71,7 +72,7 @@ class MfaPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
-        if path.startswith("/api/") and _bearer(request):
+        if path.startswith(API_PREFIX) and _bearer(request):
             # Decided first, as it passes whoever the session's user is: no reverse() or
             # session read on the API's every request.
             return self.get_response(request)
@@ -82,7 +83,7 @@ class MfaPolicyMiddleware:
             return self.get_response(request)
         if path.startswith(self._exempt_prefixes()) or not mfa_required(user):
             return self.get_response(request)
-        if path.startswith("/api/"):
+        if path.startswith(API_PREFIX):
             return JsonResponse(error_body("mfa_required", MESSAGE), status=403)
         setup = reverse("mfa_activate_totp")
         if getattr(request, "htmx", False):
