@@ -70,12 +70,12 @@ class Assignment(models.Model):
                 name="assignment_one_claim_per_expert",
             ),
         ]
+        # Live claims are found through assignment_one_claim_per_expert: an expert's own (the
+        # claim's first step), a campaign's and all of them (the expiry sweeps), which are
+        # at most one per expert and campaign. An index of them by lease end would be one
+        # more entry written per claim, and a claim planned while the table held no claims
+        # could scan it whole for the expert's own (both are indexes of the same rows).
         indexes = [
-            models.Index(
-                fields=["lease_expires_at"],
-                name="assignment_live_lease_idx",
-                condition=Q(status="claimed"),
-            ),
             models.Index(fields=["expert", "campaign", "status"], name="assignment_expert_idx"),
         ]
 

@@ -303,7 +303,7 @@ _PICK_QUEUE = """
                WHERE a.item_id = s.item_id AND a.expert_id = %(expert)s LIMIT 1) IS NULL
         LIMIT %(candidates)s
     )
-    SELECT q.item_id AS id FROM (
+    SELECT q.item_id AS id FROM (SELECT * FROM (
         (SELECT item_id, priority, TRUE AS started, open_slots FROM started_fit)
         UNION ALL
         (SELECT item_id, priority, FALSE, open_slots FROM feedback_queueentry
@@ -320,7 +320,11 @@ _PICK_QUEUE = """
                     OFFSET %(scan)s LIMIT 1), -2147483648) END)
          ORDER BY priority DESC, item_id ASC
          LIMIT %(candidates)s)
-    ) c
+    ) u
+    -- The few candidates put in order before their queue rows are looked up (OFFSET 0 keeps
+    -- the planner from merging this in): the rows are then read and locked one at a time in
+    -- that order until one is free, usually the first, instead of all read before sorting.
+    ORDER BY priority DESC, started DESC, open_slots ASC, item_id ASC OFFSET 0) c
     JOIN feedback_queueentry q ON q.item_id = c.item_id
     WHERE NOT EXISTS (SELECT 1 FROM own) AND q.open_slots > 0
     ORDER BY c.priority DESC, c.started DESC, c.open_slots ASC, c.item_id ASC

@@ -11,34 +11,14 @@ demo) they are made plainly.
 
 import django.db.models.deletion
 from django.conf import settings
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
+from feedback.migration_operations import (
+    AddIndexConcurrentlyOnPostgres,
+    RemoveIndexConcurrentlyOnPostgres,
+)
+
 OLD_INDEX = "reviews_review_expert_id_d6d6d1e4"  # Django's name for the expert link's index
-
-
-class ConcurrentlyOnPostgres:
-    """The concurrent operation on PostgreSQL; elsewhere the plain one it derives from."""
-
-    plain: type[migrations.AddIndex] | type[migrations.RemoveIndex]
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        return self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        return self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
-
-
-class AddIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, AddIndexConcurrently):
-    plain = migrations.AddIndex
-
-
-class RemoveIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, RemoveIndexConcurrently):
-    plain = migrations.RemoveIndex
 
 
 def _concurrently(schema_editor):

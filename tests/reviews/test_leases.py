@@ -668,3 +668,46 @@ def test_the_priority_floor_bounds_the_fresh_items_read_not_filters_them():
     for scan in fresh_scans:
         assert "priority >=" in scan["Index Cond"], scan
         assert "priority" not in scan.get("Filter", ""), scan
+
+
+def test_a_claim_reads_the_queue_rows_of_its_candidates_in_order_until_one_is_free():
+    """The candidates (started and fresh) are put in order first, then their queue rows read
+    and locked one at a time: with none held, one row is read, not every candidate's."""
+    from django.db import connection, transaction
+
+    campaign = CampaignFactory(overlap=3)
+    items = ItemFactory.create_batch(2 * services.CANDIDATES + 2, campaign=campaign)
+    # Started items (as after others' claims), none had by the claimer below.
+    started = [item.pk for item in items[: services.CANDIDATES + 1]]
+    QueueEntry.objects.filter(item_id__in=started).update(started=True, open_slots=2)
+    params = {
+        "campaign": campaign.pk,
+        "expert": UserFactory(role=User.Role.EXPERT).pk,
+        "now": timezone.now(),
+        "lease": timezone.now() + timedelta(minutes=30),
+        "gold": False,
+        "scan": services.PARTIAL_SCAN,
+        "candidates": services.CANDIDATES,
+    }
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The plan every connection keeps once it prepares the claim (feedback/settings.py).
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + services._CLAIM_QUEUE_SQL, params)
+        plan = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    (lock,) = [n for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "LockRows"]
+    candidates = [n for n in nodes(lock) if n["Node Type"] in {"Append", "Merge Append"}]
+    reads = [
+        n
+        for n in nodes(lock)
+        if n.get("Index Name") == "feedback_queueentry_pkey" and n.get("Alias") == "q"
+    ]
+    assert [n["Actual Rows"] for n in candidates] == [2 * services.CANDIDATES], plan
+    assert [n["Actual Loops"] for n in reads] == [1], plan
+    assert lock["Actual Rows"] == 1
