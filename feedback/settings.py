@@ -111,6 +111,11 @@ else:
             "options", "-c plan_cache_mode=force_generic_plan"
         )
 
+# On: a claim's commit waits for its WAL on disk as every other commit does; off (the default),
+# it does not: a claim is a lease, which a crash of the database server just after it may
+# lose, with its slot (reviews.services, docs/queue.md).
+CLAIM_SYNCHRONOUS_COMMIT = env_bool("CLAIM_SYNCHRONOUS_COMMIT", False)
+
 _db_host = DATABASES["default"].get("HOST") or ""
 if (
     DEBUG

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -277,7 +278,7 @@ WITH own AS (
                   WHERE r.item_id = taken.id), '[]'::jsonb),
         '', '', %(gold)s, '{{}}'::jsonb
     FROM taken
-    RETURNING id, item_id, response_order
+    RETURNING id, item_id, response_order{lazy}
 )
 SELECT 'new', id, item_id, response_order{pad} FROM claimed
 UNION ALL
@@ -415,21 +416,40 @@ SELECT 'response', NULL, NULL, NULL, {SHOWN_ITEM.nulls()}, {SHOWN_RESPONSE.selec
 FROM claimed JOIN feedback_response r ON r.item_id = claimed.item_id"""  # noqa: S608 (column names from the models)
 
 
-def _claim_sql(pick: str, taken: str, *, shown: bool) -> str:
+# A claim's commit need not wait for its WAL to reach the disk (nor a synchronous standby),
+# as a submit's must: a claim is a lease, and what a crash of the database server within
+# the moment before PostgreSQL's WAL writer (or any other commit) flushes it can lose is the
+# claim alone, its slot with it, both at once; the submit of a claim so lost gets 404 and
+# saves nothing. Set for the claim's own transaction, by the row it writes; a claim made
+# inside a larger transaction leaves it to that transaction. docs/queue.md has the figures.
+_LAZY_COMMIT = ", set_config('synchronous_commit', 'off', true)"
+
+
+def _claim_sql(pick: str, taken: str, *, shown: bool, lazy: bool = False) -> str:
     pad = f", {SHOWN_ITEM.nulls()}, {SHOWN_RESPONSE.nulls()}" if shown else ""
-    return _CLAIM_SQL.format(pick=pick, taken=taken, pad=pad, shown=_SHOWN_ROWS if shown else "")
+    return _CLAIM_SQL.format(
+        pick=pick,
+        taken=taken,
+        pad=pad,
+        shown=_SHOWN_ROWS if shown else "",
+        lazy=_LAZY_COMMIT if lazy else "",
+    )
 
 
 _TAKE_GOLD = "SELECT id, campaign_id FROM pick"
-# By (gold, shown).
+# By (gold, shown, lazy).
 _CLAIM_SQLS = {
-    (gold, shown): _claim_sql(
-        _PICK_GOLD if gold else _PICK_QUEUE, _TAKE_GOLD if gold else _TAKE_SLOT, shown=shown
+    (gold, shown, lazy): _claim_sql(
+        _PICK_GOLD if gold else _PICK_QUEUE,
+        _TAKE_GOLD if gold else _TAKE_SLOT,
+        shown=shown,
+        lazy=lazy,
     )
     for gold in (False, True)
     for shown in (False, True)
+    for lazy in (False, True)
 }
-_CLAIM_QUEUE_SQL = _CLAIM_SQLS[False, False]
+_CLAIM_QUEUE_SQL = _CLAIM_SQLS[False, False, False]
 
 
 def _claim_statement(
@@ -458,7 +478,8 @@ def _claim_statement(
     claim = None
     item = None
     responses = []
-    for row in run_statement(_CLAIM_SQLS[gold, shown], params):
+    lazy = not settings.CLAIM_SYNCHRONOUS_COMMIT and not connection.in_atomic_block
+    for row in run_statement(_CLAIM_SQLS[gold, shown, lazy], params):
         if row[0] == "item":
             item = SHOWN_ITEM.make(row[4 : 4 + len(SHOWN_ITEM.fields)])
         elif row[0] == "response":
