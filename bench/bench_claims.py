@@ -963,7 +963,12 @@ def _p99_ratio(large: dict[str, Any], small: dict[str, Any]) -> float:
 
 def main() -> dict[str, Any]:
     url = prepare_database()
+    from django.conf import settings
+
     result: dict[str, Any] = {
+        # Whether a claim's commit waited for the disk (docs/queue.md); set it for a run
+        # with CLAIM_SYNCHRONOUS_COMMIT=1.
+        "claim_synchronous_commit": settings.CLAIM_SYNCHRONOUS_COMMIT,
         "overlap": OVERLAP,
         "connections": PROCESSES * THREADS,
         "processes": PROCESSES,

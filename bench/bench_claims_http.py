@@ -81,12 +81,14 @@ def _free_port() -> int:
 
 def server_settings() -> dict[str, str]:
     """The web server's settings taken from this environment (deploy/gunicorn.conf.py reads
-    them), to measure another shape of it: WEB_CONCURRENCY, GUNICORN_THREADS and the like.
-    The address is the benchmark's own."""
+    them), to measure another shape of it: WEB_CONCURRENCY, GUNICORN_THREADS and the like,
+    and whether claims wait for the disk (CLAIM_SYNCHRONOUS_COMMIT). The address is the
+    benchmark's own."""
     return {
         name: value
         for name, value in sorted(os.environ.items())
-        if (name.startswith("GUNICORN_") and name != "GUNICORN_BIND") or name == "WEB_CONCURRENCY"
+        if (name.startswith("GUNICORN_") and name != "GUNICORN_BIND")
+        or name in {"WEB_CONCURRENCY", "CLAIM_SYNCHRONOUS_COMMIT"}
     }
 
 
