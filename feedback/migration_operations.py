@@ -18,21 +18,17 @@ class ConcurrentlyOnPostgres:
 
     plain: type[migrations.AddIndex] | type[migrations.RemoveIndex]
 
-    def database_forwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
-            return
-        self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)  # type: ignore[arg-type]
+    def database_forwards(self, *args: Any) -> None:
+        self._on_vendor("database_forwards", *args)
 
-    def database_backwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
+    def database_backwards(self, *args: Any) -> None:
+        self._on_vendor("database_backwards", *args)
+
+    def _on_vendor(self, direction: str, app_label: str, schema_editor: Any, *states: Any) -> None:
         if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
-            return
-        self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)  # type: ignore[arg-type]
+            getattr(super(), direction)(app_label, schema_editor, *states)
+        else:
+            getattr(self.plain, direction)(self, app_label, schema_editor, *states)
 
 
 class AddIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, AddIndexConcurrently):

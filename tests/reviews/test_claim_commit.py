@@ -6,7 +6,7 @@ which writes a few times a second."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from feedback.models import User
 from reviews import services
@@ -67,8 +67,6 @@ def test_a_submits_commit_waits_for_the_disk(experts_and_campaign):
 
 
 def test_a_claim_inside_a_larger_transaction_leaves_its_commit_to_it(experts_and_campaign):
-    from django.db import transaction
-
     experts, campaign = experts_and_campaign
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")

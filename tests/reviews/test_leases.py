@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
@@ -633,36 +635,40 @@ def test_a_started_item_past_the_first_looked_at_comes_before_a_fresh_one_of_low
     assert assignment.item_id == wanted.pk
 
 
-def test_the_priority_floor_bounds_the_fresh_items_read_not_filters_them():
-    """With no started candidate, a fresh item below the floor is left for the wider search;
-    the floor is one value for the statement, so the scan of fresh items stops at it instead
-    of reading every fresh item of the campaign to reject each."""
-    import json
-
-    from django.db import connection
-
-    campaign = CampaignFactory(overlap=1)
-    ItemFactory(campaign=campaign)
-    params = {
+def _claim_params(campaign) -> dict:
+    """The claim statement's parameters for a new expert of the campaign."""
+    now = timezone.now()
+    return {
         "campaign": campaign.pk,
         "expert": UserFactory(role=User.Role.EXPERT).pk,
-        "now": timezone.now(),
-        "lease": timezone.now(),
+        "now": now,
+        "lease": now + timedelta(minutes=30),
         "gold": False,
         "scan": services.PARTIAL_SCAN,
         "candidates": services.CANDIDATES,
     }
+
+
+def _plan_nodes(node):
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_the_priority_floor_bounds_the_fresh_items_read_not_filters_them():
+    """With no started candidate, a fresh item below the floor is left for the wider search;
+    the floor is one value for the statement, so the scan of fresh items stops at it instead
+    of reading every fresh item of the campaign to reject each."""
+    campaign = CampaignFactory(overlap=1)
+    ItemFactory(campaign=campaign)
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + services._CLAIM_QUEUE_SQL, params)
+        cursor.execute(
+            "EXPLAIN (FORMAT JSON) " + services._CLAIM_QUEUE_SQL, _claim_params(campaign)
+        )
         plan = cursor.fetchone()[0]
 
-    def nodes(node):
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
-
     fresh_scans = [
-        node for node in nodes(plan[0]["Plan"]) if node.get("Index Name") == "queue_fresh_idx"
+        node for node in _plan_nodes(plan[0]["Plan"]) if node.get("Index Name") == "queue_fresh_idx"
     ]
     assert fresh_scans, json.dumps(plan)
     for scan in fresh_scans:
@@ -673,27 +679,12 @@ def test_the_priority_floor_bounds_the_fresh_items_read_not_filters_them():
 def test_a_claim_reads_the_queue_rows_of_its_candidates_in_order_until_one_is_free():
     """The candidates (started and fresh) are put in order first, then their queue rows read
     and locked one at a time: with none held, one row is read, not every candidate's."""
-    from django.db import connection, transaction
-
     campaign = CampaignFactory(overlap=3)
     items = ItemFactory.create_batch(2 * services.CANDIDATES + 2, campaign=campaign)
     # Started items (as after others' claims), none had by the claimer below.
     started = [item.pk for item in items[: services.CANDIDATES + 1]]
     QueueEntry.objects.filter(item_id__in=started).update(started=True, open_slots=2)
-    params = {
-        "campaign": campaign.pk,
-        "expert": UserFactory(role=User.Role.EXPERT).pk,
-        "now": timezone.now(),
-        "lease": timezone.now() + timedelta(minutes=30),
-        "gold": False,
-        "scan": services.PARTIAL_SCAN,
-        "candidates": services.CANDIDATES,
-    }
-
-    def nodes(node):
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
+    params = _claim_params(campaign)
 
     with transaction.atomic(), connection.cursor() as cursor:
         # The plan every connection keeps once it prepares the claim (feedback/settings.py).
@@ -701,11 +692,11 @@ def test_a_claim_reads_the_queue_rows_of_its_candidates_in_order_until_one_is_fr
         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + services._CLAIM_QUEUE_SQL, params)
         plan = cursor.fetchone()[0]
         transaction.set_rollback(True)
-    (lock,) = [n for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "LockRows"]
-    candidates = [n for n in nodes(lock) if n["Node Type"] in {"Append", "Merge Append"}]
+    (lock,) = [n for n in _plan_nodes(plan[0]["Plan"]) if n["Node Type"] == "LockRows"]
+    candidates = [n for n in _plan_nodes(lock) if n["Node Type"] in {"Append", "Merge Append"}]
     reads = [
         n
-        for n in nodes(lock)
+        for n in _plan_nodes(lock)
         if n.get("Index Name") == "feedback_queueentry_pkey" and n.get("Alias") == "q"
     ]
     assert [n["Actual Rows"] for n in candidates] == [2 * services.CANDIDATES], plan
