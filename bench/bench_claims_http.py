@@ -19,7 +19,8 @@ At each size (SIZES items, overlap 3, loaded with COPY after a finished earlier 
 it started in the window. Reported: loops per second; next-item and submit latency (p50, p90,
 p99, max) as the client measured it, connection included; every answer that was not 200 or
 201, by status; the CPU per loop of the web processes (master and workers), of the database's
-backends, of the clients themselves and of the whole machine, read from /proc over the window;
+backends, of the clients themselves and of the whole machine, read from /proc over the window
+(with how many web workers and backends started or ended within it, whose CPU is not counted);
 the claims over 15 ms by the second they were due in, when the server's vacuums ended, and the
 checkpoints, WAL and full-page images written in the window, so a burst of slow claims can be
 set against what the server did; and after the runs the invariants of `claims` on the
@@ -211,6 +212,10 @@ def _machine_busy_seconds() -> float:
 def _spent(before: dict[int, float], after: dict[int, float]) -> float:
     # Processes present at both ends; one that came or went in between is not counted.
     return sum(after[pid] - before[pid] for pid in after if pid in before)
+
+
+def _came_or_went(before: dict[int, float], after: dict[int, float]) -> int:
+    return len(before.keys() ^ after.keys())
 
 
 # --- the clients ---------------------------------------------------------------------------
@@ -422,6 +427,14 @@ def run_clients(
             "postgres": per_loop(_spent(db_before, db_after)),
             "clients": per_loop(sum(g["cpu_seconds"] for g in gathered)),
             "machine_busy": per_loop(busy_after - busy_before),
+        },
+        # Web workers (recycled after GUNICORN_MAX_REQUESTS) and backends (closed after
+        # DB_CONN_MAX_AGE) that started or ended within the window: their CPU is missing from
+        # the figures above, so with any here those are short of the loops' cost (the machine's
+        # busy time is whole).
+        "processes_came_or_went": {
+            "web": _came_or_went(web_before, web_after),
+            "postgres": _came_or_went(db_before, db_after),
         },
     }
 
