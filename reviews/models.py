@@ -27,8 +27,13 @@ class Assignment(models.Model):
     # of a campaign's concurrent claims share one lock on one row (docs/queue.md). The
     # item's own constraint (and its campaign's) keep it valid; the claim takes it from the
     # queue row it picks (or, for gold, the item row).
+    # Indexed with the status (assignment_campaign_status_idx), not alone: see Meta.
     campaign = models.ForeignKey(
-        Campaign, on_delete=models.CASCADE, related_name="assignments", db_constraint=False
+        Campaign,
+        on_delete=models.CASCADE,
+        related_name="assignments",
+        db_constraint=False,
+        db_index=False,
     )
     # No single-column indexes on item and expert: the (item, expert) unique constraint and
     # assignment_expert_idx serve those lookups, and every claim and submit writes each index.
@@ -75,8 +80,14 @@ class Assignment(models.Model):
         # at most one per expert and campaign. An index of them by lease end would be one
         # more entry written per claim, and a claim planned while the table held no claims
         # could scan it whole for the expert's own (both are indexes of the same rows).
+        # A campaign's assignments are indexed with their status, so every index that starts
+        # with the campaign reads only its live claims when asked for them. The planner
+        # takes a campaign newer than the table's statistics for an empty one, and then one
+        # index on the campaign alone looked as good to it as the partial one above, and was
+        # chosen: each lookup of a live claim read every assignment of the campaign.
         indexes = [
             models.Index(fields=["expert", "campaign", "status"], name="assignment_expert_idx"),
+            models.Index(fields=["campaign", "status"], name="assignment_campaign_status_idx"),
         ]
 
     def __str__(self) -> str:

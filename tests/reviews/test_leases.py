@@ -702,3 +702,65 @@ def test_a_claim_reads_the_queue_rows_of_its_candidates_in_order_until_one_is_fr
     assert [n["Actual Rows"] for n in candidates] == [2 * services.CANDIDATES], plan
     assert [n["Actual Loops"] for n in reads] == [1], plan
     assert lock["Actual Rows"] == 1
+
+
+def _rows_read_from_assignments(plan: dict) -> list[int]:
+    """Rows each scan of the assignments table read: those it returned and those it
+    filtered out."""
+    return [
+        node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        for node in _plan_nodes(plan["Plan"])
+        if node.get("Relation Name") == "reviews_assignment"
+    ]
+
+
+def test_live_claims_are_looked_up_by_index_when_the_statistics_predate_the_campaign(expert):
+    """A campaign newer than the table's statistics looks empty to the planner (autovacuum
+    analyzes the table after a tenth of it has changed): any index that starts with the
+    campaign then looks as good as another for its live claims. Each such index bounds the
+    lookup by the campaign's live claims, not by every assignment it has had."""
+    campaign = CampaignFactory(overlap=1)
+    items = ItemFactory.create_batch(20, campaign=campaign)
+    experts = UserFactory.create_batch(10)
+    Assignment.objects.bulk_create(
+        Assignment(
+            campaign=campaign,
+            item=item,
+            expert=reviewer,
+            status=Assignment.Status.SUBMITTED,
+            lease_expires_at=timezone.now(),
+        )
+        for item in items
+        for reviewer in experts
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE reviews_assignment")
+    # The same rows, now another campaign's: one the statistics have never seen.
+    newer = CampaignFactory(overlap=1)
+    Assignment.objects.filter(campaign=campaign).update(campaign=newer)
+    ItemFactory(campaign=newer)
+    mine = services.assignment_claim(campaign=newer, expert=expert)
+    assert mine is not None
+
+    # Django's own queries of live claims (the image check of the review page, the home
+    # page): sent with their values, so planned for them.
+    live = Assignment.objects.filter(
+        campaign=newer,
+        expert=expert,
+        status=Assignment.Status.CLAIMED,
+        lease_expires_at__gt=timezone.now(),
+    )
+    (plan,) = json.loads(live.explain(format="json", analyze=True))
+    assert _rows_read_from_assignments(plan) == [1], plan
+
+    # The claim as a connection without prepared statements runs it (DB_PREPARED_STATEMENTS=0,
+    # docs/configuration.md): planned for each call's values. Its own live claim is found.
+    params = _claim_params(newer) | {"expert": expert.pk}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + services._CLAIM_QUEUE_SQL, params)
+        (claim_plan,) = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    (own,) = [
+        node for node in _plan_nodes(claim_plan["Plan"]) if node.get("Subplan Name") == "CTE own"
+    ]
+    assert _rows_read_from_assignments({"Plan": own}) == [1], claim_plan
