@@ -742,8 +742,9 @@ def test_live_claims_are_looked_up_by_index_when_the_statistics_predate_the_camp
     mine = services.assignment_claim(campaign=newer, expert=expert)
     assert mine is not None
 
-    # Django's own queries of live claims (the image check of the review page, the home
-    # page): sent with their values, so planned for them.
+    # Django's own queries of a live claim in a campaign (the check that an image belongs to
+    # the expert's live claim, a paused campaign's live claim): sent with their values, so
+    # planned for them.
     live = Assignment.objects.filter(
         campaign=newer,
         expert=expert,
