@@ -37,3 +37,26 @@ class AddIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, AddIndexConcurrentl
 
 class RemoveIndexConcurrentlyOnPostgres(ConcurrentlyOnPostgres, RemoveIndexConcurrently):
     plain = migrations.RemoveIndex
+
+
+def field_index_dropped(
+    *, model_name: str, name: str, field: Any, table: str, column: str, index: str
+) -> migrations.SeparateDatabaseAndState:
+    """The index Django made for a field (`db_index`), by its generated name `index`, dropped
+    as the field becomes `field` (with `db_index=False`); made again when reversed."""
+
+    def concurrently(schema_editor: Any) -> str:
+        return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+
+    def drop(apps: Any, schema_editor: Any) -> None:
+        schema_editor.execute(f"DROP INDEX{concurrently(schema_editor)} IF EXISTS {index}")
+
+    def restore(apps: Any, schema_editor: Any) -> None:
+        schema_editor.execute(
+            f"CREATE INDEX{concurrently(schema_editor)} IF NOT EXISTS {index} ON {table} ({column})"
+        )
+
+    return migrations.SeparateDatabaseAndState(
+        state_operations=[migrations.AlterField(model_name=model_name, name=name, field=field)],
+        database_operations=[migrations.RunPython(drop, restore)],
+    )

@@ -4,25 +4,7 @@ PostgreSQL (see feedback.migration_operations), so the migration runs outside a 
 
 from django.db import migrations, models
 
-from feedback.migration_operations import AddIndexConcurrentlyOnPostgres
-
-# The index Django made for the campaign link (Field.db_index), by its generated name.
-CAMPAIGN_INDEX = "reviews_assignment_campaign_id_c31bd972"
-
-
-def _concurrently(schema_editor) -> str:
-    return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
-
-
-def drop_campaign_index(apps, schema_editor) -> None:
-    schema_editor.execute(f"DROP INDEX{_concurrently(schema_editor)} IF EXISTS {CAMPAIGN_INDEX}")
-
-
-def restore_campaign_index(apps, schema_editor) -> None:
-    schema_editor.execute(
-        f"CREATE INDEX{_concurrently(schema_editor)} IF NOT EXISTS {CAMPAIGN_INDEX}"
-        " ON reviews_assignment (campaign_id)"
-    )
+from feedback.migration_operations import AddIndexConcurrentlyOnPostgres, field_index_dropped
 
 
 class Migration(migrations.Migration):
@@ -37,22 +19,18 @@ class Migration(migrations.Migration):
             model_name="assignment",
             index=models.Index(fields=["campaign", "status"], name="assignment_campaign_status_idx"),
         ),
-        migrations.SeparateDatabaseAndState(
-            state_operations=[
-                migrations.AlterField(
-                    model_name="assignment",
-                    name="campaign",
-                    field=models.ForeignKey(
-                        db_constraint=False,
-                        db_index=False,
-                        on_delete=models.deletion.CASCADE,
-                        related_name="assignments",
-                        to="feedback.campaign",
-                    ),
-                ),
-            ],
-            database_operations=[
-                migrations.RunPython(drop_campaign_index, restore_campaign_index),
-            ],
+        field_index_dropped(
+            model_name="assignment",
+            name="campaign",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=models.deletion.CASCADE,
+                related_name="assignments",
+                to="feedback.campaign",
+            ),
+            table="reviews_assignment",
+            column="campaign_id",
+            index="reviews_assignment_campaign_id_c31bd972",
         ),
     ]

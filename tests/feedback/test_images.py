@@ -577,6 +577,51 @@ def test_two_transactions_storing_the_same_new_image_at_once_share_one_stored_im
     assert files_of(digest) - before == {results["first"].file.name}, "the second file is gone"
 
 
+def test_an_image_is_found_by_its_digest_when_the_statistics_predate_the_campaign():
+    """A campaign newer than the table's statistics looks empty to the planner, as during a
+    large import into a new campaign (the import's own rows are not analyzed before it
+    commits): every image it stores is first looked up by its digest, which reads that
+    image's row alone, not every image the campaign has stored so far."""
+    from django.db import connection
+
+    from feedback.images import image_store
+
+    campaign = CampaignFactory()
+    stored, created = image_store(campaign=campaign, data=_png(5, 5, "blue"))
+    assert created
+    ItemImage.objects.bulk_create(
+        ItemImage(
+            campaign=campaign,
+            sha256=f"{n:064x}",
+            content_type="image/png",
+            width=1,
+            height=1,
+            size_bytes=1,
+            file=f"item-images/other-{n}.png",
+        )
+        for n in range(300)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE feedback_itemimage")
+    # The same rows, now another campaign's: one the statistics have never seen.
+    newer = CampaignFactory()
+    ItemImage.objects.filter(campaign=campaign).update(campaign=newer)
+
+    def rows_read() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables"
+                " WHERE relname = 'feedback_itemimage'"
+            )
+            return cursor.fetchone()[0]
+
+    before = rows_read()
+    found, created = image_store(campaign=newer, data=_png(5, 5, "blue"))
+
+    assert (found.pk, created) == (stored.pk, False)
+    assert rows_read() - before == 1
+
+
 # --- the pixel limit, and the memory a check takes ----------------------------------------------
 
 
