@@ -207,3 +207,38 @@ def test_the_claim_refuses_an_expert_short_of_the_campaign_s_requirements(
         services.assignment_claim(campaign=campaign, expert=expert)
     assert str(refused.value) == refusal
     assert not Assignment.objects.filter(campaign=campaign).exists()
+
+
+def test_a_qualification_is_checked_by_index_when_the_statistics_predate_the_campaign(expert):
+    """A campaign newer than the table's statistics looks empty to the planner: the claim's
+    check of the expert's qualification reads that qualification alone, not every one the
+    campaign has granted."""
+    from django.db import connection
+
+    from feedback.models import Qualification, User
+    from feedback.selectors import unmet_requirements
+
+    campaign = CampaignFactory(requires_qualification=True)
+    others = User.objects.bulk_create(
+        User(email=f"qualified-{n}@example.test", role=User.Role.EXPERT) for n in range(300)
+    )
+    Qualification.objects.bulk_create(
+        Qualification(campaign=campaign, expert=other) for other in [*others, expert]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE feedback_qualification")
+    # The same rows, now another campaign's: one the statistics have never seen.
+    newer = CampaignFactory(requires_qualification=True)
+    Qualification.objects.filter(campaign=campaign).update(campaign=newer)
+
+    def rows_read() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables"
+                " WHERE relname = 'feedback_qualification'"
+            )
+            return cursor.fetchone()[0]
+
+    before = rows_read()
+    assert unmet_requirements(user=expert, campaign=newer) == (set(), False)
+    assert rows_read() - before == 1
