@@ -22,6 +22,8 @@ from feedback.imports import (
     item_slots_left,
     items_store_orm,
     lock_campaign_intake,
+    stored_by_external_id,
+    stored_by_hash,
 )
 from feedback.item_input import ItemInput, count_problem, item_parse, storable_text
 from feedback.models import (
@@ -535,16 +537,8 @@ def items_add(
         # Bounded: an import holds the lock for as long as it runs.
         lock_campaign_intake(campaign.pk, wait_seconds=settings.INTAKE_LOCK_WAIT_SECONDS)
         campaign.overlap = campaign_overlap_now(campaign.pk)  # the new items' open slots
-        stored_hashes = set(
-            Item.objects.filter(campaign=campaign, content_hash__in=hashes).values_list(
-                "content_hash", flat=True
-            )
-        )
-        stored_ext = set(
-            Item.objects.filter(campaign=campaign, external_id__in=ext_ids).values_list(
-                "external_id", flat=True
-            )
-        )
+        stored_hashes = set(stored_by_hash(campaign.pk, hashes))
+        stored_ext = set(stored_by_external_id(campaign.pk, ext_ids))
         keep: list[ItemInput] = []
         seen_hashes: dict[str, int] = {}  # content hash -> the first index with it
         # external_id -> the first index with it (an item repeating it has the same content:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from feedback.models import Item, ItemImage, Response
 from tests.db_locks import another_session_waits_for_a_lock
+from tests.db_stats import rows_read, statistics_taken
 from tests.feedback.factories import CampaignFactory
 from tests.feedback.pictures import data_url as _data_url
 from tests.feedback.pictures import png as _png
@@ -582,8 +583,6 @@ def test_an_image_is_found_by_its_digest_when_the_statistics_predate_the_campaig
     large import into a new campaign (the import's own rows are not analyzed before it
     commits): every image it stores is first looked up by its digest, which reads that
     image's row alone, not every image the campaign has stored so far."""
-    from django.db import connection
-
     from feedback.images import image_store
 
     campaign = CampaignFactory()
@@ -601,25 +600,16 @@ def test_an_image_is_found_by_its_digest_when_the_statistics_predate_the_campaig
         )
         for n in range(300)
     )
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE feedback_itemimage")
+    statistics_taken("feedback_itemimage")
     # The same rows, now another campaign's: one the statistics have never seen.
     newer = CampaignFactory()
     ItemImage.objects.filter(campaign=campaign).update(campaign=newer)
 
-    def rows_read() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables"
-                " WHERE relname = 'feedback_itemimage'"
-            )
-            return cursor.fetchone()[0]
-
-    before = rows_read()
+    before = rows_read("feedback_itemimage")
     found, created = image_store(campaign=newer, data=_png(5, 5, "blue"))
 
     assert (found.pk, created) == (stored.pk, False)
-    assert rows_read() - before == 1
+    assert rows_read("feedback_itemimage") - before == 1
 
 
 # --- the pixel limit, and the memory a check takes ----------------------------------------------

@@ -473,3 +473,63 @@ def test_an_uploaded_image_named_outside_a_list_is_an_error_of_its_item(
     assert list(fields) == ["items[0].context.images"], fields
     assert fields["items[0].context.images"][0].startswith("must be a list of images")
     assert Item.objects.count() == 0
+
+
+def _items_of_a_campaign_the_statistics_predate(engineer, count: int):
+    """`count` items stored in a campaign made after the items table was last analyzed."""
+    from feedback.models import Item
+    from tests.db_stats import statistics_taken
+    from tests.feedback.factories import CampaignFactory
+
+    older = CampaignFactory(kind="pairwise", created_by=engineer)
+    Item.objects.bulk_create(
+        Item(
+            campaign=older,
+            external_id=f"stored-{n}",
+            prompt=f"Stored question {n}?",
+            content_hash=f"{n:064x}",
+        )
+        for n in range(count)
+    )
+    statistics_taken("feedback_item")
+    campaign = CampaignFactory(kind="pairwise", created_by=engineer)
+    Item.objects.filter(campaign=older).update(campaign=campaign)
+    return campaign
+
+
+def test_the_duplicate_check_reads_only_the_keys_in_a_campaign_newer_than_the_statistics(
+    engineer,
+):
+    """A campaign newer than the items table's statistics looks empty to the planner, as a new
+    campaign does while its items are pushed: the duplicate check of each batch reads the
+    stored items with the batch's content hashes and external_ids, not every item of the
+    campaign."""
+    from feedback.imports import stored_by_external_id, stored_by_hash
+    from tests.db_stats import rows_read
+
+    campaign = _items_of_a_campaign_the_statistics_predate(engineer, 20_000)
+    hashes = [f"{n:064x}" for n in (7, 8)] + [f"{n:064x}" for n in range(10**6, 10**6 + 10)]
+    ext_ids = ["stored-7", "stored-8"] + [f"new-{n}" for n in range(10)]
+
+    before = rows_read("feedback_item")
+    by_hash = stored_by_hash(campaign.pk, hashes)
+    by_external_id = stored_by_external_id(campaign.pk, ext_ids)
+
+    assert set(by_hash) == {f"{7:064x}", f"{8:064x}"}
+    assert set(by_external_id) == {"stored-7", "stored-8"}
+    assert rows_read("feedback_item") - before == 4
+
+
+def test_a_batch_into_a_campaign_newer_than_the_statistics_reads_only_its_keys(api_for, engineer):
+    from tests.db_stats import rows_read
+
+    campaign = _items_of_a_campaign_the_statistics_predate(engineer, 20_000)
+    batch = [{**GOOD, "external_id": f"pr-{n}", "prompt": f"Review diff {n}"} for n in range(12)]
+
+    before = rows_read("feedback_item")
+    res = api_for(engineer).post(f"/api/v1/campaigns/{campaign.pk}/items/", batch, format="json")
+
+    assert res.status_code == 201, res.json()
+    assert res.json()["created"] == 12
+    # None of the 20,000 stored items is read to find that the batch's are new.
+    assert rows_read("feedback_item") - before < 12

@@ -8,6 +8,7 @@ import pytest
 from feedback.models import Campaign, QueueEntry
 from reviews import services
 from reviews.models import Assignment, Review
+from tests.db_stats import rows_read, statistics_taken
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.mfa_fixtures import (  # noqa: F401
     admin_mfa_client_fixture,
@@ -213,8 +214,6 @@ def test_a_qualification_is_checked_by_index_when_the_statistics_predate_the_cam
     """A campaign newer than the table's statistics looks empty to the planner: the claim's
     check of the expert's qualification reads that qualification alone, not every one the
     campaign has granted."""
-    from django.db import connection
-
     from feedback.models import Qualification, User
     from feedback.selectors import unmet_requirements
 
@@ -225,20 +224,11 @@ def test_a_qualification_is_checked_by_index_when_the_statistics_predate_the_cam
     Qualification.objects.bulk_create(
         Qualification(campaign=campaign, expert=other) for other in [*others, expert]
     )
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE feedback_qualification")
+    statistics_taken("feedback_qualification")
     # The same rows, now another campaign's: one the statistics have never seen.
     newer = CampaignFactory(requires_qualification=True)
     Qualification.objects.filter(campaign=campaign).update(campaign=newer)
 
-    def rows_read() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables"
-                " WHERE relname = 'feedback_qualification'"
-            )
-            return cursor.fetchone()[0]
-
-    before = rows_read()
+    before = rows_read("feedback_qualification")
     assert unmet_requirements(user=expert, campaign=newer) == (set(), False)
-    assert rows_read() - before == 1
+    assert rows_read("feedback_qualification") - before == 1

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from feedback.models import QueueEntry, User
 from reviews import services, tasks
 from reviews.models import Assignment, Review
+from tests.db_stats import statistics_taken
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.reviews.pages import client_for
 
@@ -733,8 +734,7 @@ def test_live_claims_are_looked_up_by_index_when_the_statistics_predate_the_camp
         for item in items
         for reviewer in experts
     )
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE reviews_assignment")
+    statistics_taken("reviews_assignment")
     # The same rows, now another campaign's: one the statistics have never seen.
     newer = CampaignFactory(overlap=1)
     Assignment.objects.filter(campaign=campaign).update(campaign=newer)
