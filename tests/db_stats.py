@@ -3,7 +3,10 @@ campaign the planner's statistics have never seen."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import connection
+from django.db.models import QuerySet
 
 
 def rows_read(table: str) -> int:
@@ -18,10 +21,10 @@ def rows_read(table: str) -> int:
     return row[0] if row else 0
 
 
-def statistics_taken(table: str) -> None:
-    """The table analyzed now: rows moved to a campaign made after this are of a campaign the
-    statistics have never seen, as a new campaign's are until autovacuum analyzes the table
-    again (after a tenth of it has changed; never before the transaction that wrote them
-    commits)."""
+def moved_past_the_statistics(rows: QuerySet[Any], campaign: Any) -> None:
+    """Analyze the table of `rows`, then move them to `campaign`: a campaign its statistics
+    have never seen, as a new campaign's rows are until autovacuum analyzes the table again
+    (after a tenth of it has changed; never before the transaction that wrote them commits)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {table}")
+        cursor.execute(f"ANALYZE {rows.model._meta.db_table}")
+    rows.update(campaign=campaign)

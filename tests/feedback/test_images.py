@@ -13,7 +13,7 @@ from PIL import Image
 
 from feedback.models import Item, ItemImage, Response
 from tests.db_locks import another_session_waits_for_a_lock
-from tests.db_stats import rows_read, statistics_taken
+from tests.db_stats import moved_past_the_statistics, rows_read
 from tests.feedback.factories import CampaignFactory
 from tests.feedback.pictures import data_url as _data_url
 from tests.feedback.pictures import png as _png
@@ -600,10 +600,8 @@ def test_an_image_is_found_by_its_digest_when_the_statistics_predate_the_campaig
         )
         for n in range(300)
     )
-    statistics_taken("feedback_itemimage")
-    # The same rows, now another campaign's: one the statistics have never seen.
     newer = CampaignFactory()
-    ItemImage.objects.filter(campaign=campaign).update(campaign=newer)
+    moved_past_the_statistics(ItemImage.objects.filter(campaign=campaign), newer)
 
     before = rows_read("feedback_itemimage")
     found, created = image_store(campaign=newer, data=_png(5, 5, "blue"))

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from feedback.imports import stored_by_external_id, stored_by_hash
 from feedback.models import Item, QueueEntry, Response
+from tests.db_stats import moved_past_the_statistics, rows_read
+from tests.feedback.factories import CampaignFactory
 from tests.feedback.intake_lock import intake_held_elsewhere
 
 pytestmark = pytest.mark.django_db
@@ -477,10 +480,6 @@ def test_an_uploaded_image_named_outside_a_list_is_an_error_of_its_item(
 
 def _items_of_a_campaign_the_statistics_predate(engineer, count: int):
     """`count` items stored in a campaign made after the items table was last analyzed."""
-    from feedback.models import Item
-    from tests.db_stats import statistics_taken
-    from tests.feedback.factories import CampaignFactory
-
     older = CampaignFactory(kind="pairwise", created_by=engineer)
     Item.objects.bulk_create(
         Item(
@@ -491,9 +490,8 @@ def _items_of_a_campaign_the_statistics_predate(engineer, count: int):
         )
         for n in range(count)
     )
-    statistics_taken("feedback_item")
     campaign = CampaignFactory(kind="pairwise", created_by=engineer)
-    Item.objects.filter(campaign=older).update(campaign=campaign)
+    moved_past_the_statistics(Item.objects.filter(campaign=older), campaign)
     return campaign
 
 
@@ -504,9 +502,6 @@ def test_the_duplicate_check_reads_only_the_keys_in_a_campaign_newer_than_the_st
     campaign does while its items are pushed: the duplicate check of each batch reads the
     stored items with the batch's content hashes and external_ids, not every item of the
     campaign."""
-    from feedback.imports import stored_by_external_id, stored_by_hash
-    from tests.db_stats import rows_read
-
     campaign = _items_of_a_campaign_the_statistics_predate(engineer, 20_000)
     hashes = [f"{n:064x}" for n in (7, 8)] + [f"{n:064x}" for n in range(10**6, 10**6 + 10)]
     ext_ids = ["stored-7", "stored-8"] + [f"new-{n}" for n in range(10)]
@@ -521,8 +516,6 @@ def test_the_duplicate_check_reads_only_the_keys_in_a_campaign_newer_than_the_st
 
 
 def test_a_batch_into_a_campaign_newer_than_the_statistics_reads_only_its_keys(api_for, engineer):
-    from tests.db_stats import rows_read
-
     campaign = _items_of_a_campaign_the_statistics_predate(engineer, 20_000)
     batch = [{**GOOD, "external_id": f"pr-{n}", "prompt": f"Review diff {n}"} for n in range(12)]
 

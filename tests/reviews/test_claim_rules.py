@@ -8,7 +8,7 @@ import pytest
 from feedback.models import Campaign, QueueEntry
 from reviews import services
 from reviews.models import Assignment, Review
-from tests.db_stats import rows_read, statistics_taken
+from tests.db_stats import moved_past_the_statistics, rows_read
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.mfa_fixtures import (  # noqa: F401
     admin_mfa_client_fixture,
@@ -224,10 +224,8 @@ def test_a_qualification_is_checked_by_index_when_the_statistics_predate_the_cam
     Qualification.objects.bulk_create(
         Qualification(campaign=campaign, expert=other) for other in [*others, expert]
     )
-    statistics_taken("feedback_qualification")
-    # The same rows, now another campaign's: one the statistics have never seen.
     newer = CampaignFactory(requires_qualification=True)
-    Qualification.objects.filter(campaign=campaign).update(campaign=newer)
+    moved_past_the_statistics(Qualification.objects.filter(campaign=campaign), newer)
 
     before = rows_read("feedback_qualification")
     assert unmet_requirements(user=expert, campaign=newer) == (set(), False)

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from feedback.models import QueueEntry, User
 from reviews import services, tasks
 from reviews.models import Assignment, Review
-from tests.db_stats import statistics_taken
+from tests.db_stats import moved_past_the_statistics
 from tests.feedback.factories import CampaignFactory, ItemFactory, UserFactory
 from tests.reviews.pages import client_for
 
@@ -734,10 +734,8 @@ def test_live_claims_are_looked_up_by_index_when_the_statistics_predate_the_camp
         for item in items
         for reviewer in experts
     )
-    statistics_taken("reviews_assignment")
-    # The same rows, now another campaign's: one the statistics have never seen.
     newer = CampaignFactory(overlap=1)
-    Assignment.objects.filter(campaign=campaign).update(campaign=newer)
+    moved_past_the_statistics(Assignment.objects.filter(campaign=campaign), newer)
     ItemFactory(campaign=newer)
     mine = services.assignment_claim(campaign=newer, expert=expert)
     assert mine is not None
